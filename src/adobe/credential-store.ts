@@ -1,0 +1,84 @@
+// Persists the registered client credentials next to the fingerprint of the
+// software statement they came from, so a restart reuses them (Adobe: register
+// once, re-register only on invalid_client) and a new statement does not pick
+// up another application's credentials. Writes are atomic and private (0600).
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import type { ClientCredentials } from './dcr-client.js'
+
+interface StoredCredentials extends ClientCredentials {
+  statement_sha256: string
+  registered_at: string
+}
+
+export type LoadResult =
+  | { status: 'found', credentials: ClientCredentials }
+  | { status: 'absent' }
+  | { status: 'other-statement' }
+  | { status: 'unreadable', reason: string }
+
+export function statementFingerprint (softwareStatement: string): string {
+  return createHash('sha256').update(softwareStatement).digest('hex')
+}
+
+export class CredentialStore {
+  readonly path: string
+  readonly #fingerprint: string
+
+  constructor (path: string, softwareStatement: string) {
+    this.path = path
+    this.#fingerprint = statementFingerprint(softwareStatement)
+  }
+
+  async load (): Promise<LoadResult> {
+    let text: string
+    try {
+      text = await readFile(this.path, 'utf8')
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      return code === 'ENOENT' ? { status: 'absent' } : { status: 'unreadable', reason: code ?? 'read failed' }
+    }
+    let stored: Partial<StoredCredentials>
+    try {
+      stored = JSON.parse(text) as Partial<StoredCredentials>
+    } catch {
+      return { status: 'unreadable', reason: 'not JSON' }
+    }
+    if (typeof stored.client_id !== 'string' || typeof stored.client_secret !== 'string' || stored.client_id === '' || stored.client_secret === '') {
+      return { status: 'unreadable', reason: 'client_id or client_secret missing' }
+    }
+    if (stored.statement_sha256 !== this.#fingerprint) return { status: 'other-statement' }
+    return { status: 'found', credentials: { client_id: stored.client_id, client_secret: stored.client_secret, ...(typeof stored.client_id_issued_at === 'number' ? { client_id_issued_at: stored.client_id_issued_at } : {}) } }
+  }
+
+  /** Write to a private temp file, fsync, rename over the old file, fsync the directory. */
+  async save (credentials: ClientCredentials, now = new Date()): Promise<void> {
+    const stored: StoredCredentials = { ...credentials, statement_sha256: this.#fingerprint, registered_at: now.toISOString() }
+    const dir = dirname(this.path)
+    await mkdir(dir, { recursive: true, mode: 0o700 })
+    const temp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+    const file = await open(temp, 'wx', 0o600)
+    try {
+      await file.writeFile(`${JSON.stringify(stored, null, 2)}\n`)
+      await file.sync()
+    } finally {
+      await file.close()
+    }
+    try {
+      await rename(temp, this.path)
+    } catch (err) {
+      await unlink(temp).catch(() => {})
+      throw err
+    }
+    await syncDirectory(dir)
+  }
+}
+
+async function syncDirectory (dir: string): Promise<void> {
+  // Makes the rename durable; some file systems refuse fsync on a directory, which is harmless.
+  try {
+    const handle = await open(dir, 'r')
+    try { await handle.sync() } finally { await handle.close() }
+  } catch {}
+}

@@ -1,0 +1,154 @@
+// The two Adobe Pass DCR calls, each a request plus a strict parse. No state.
+// Adobe docs: "Retrieve client credentials" (POST /o/client/register) and
+// "Retrieve access token" (POST /o/client/token).
+import { request, type Dispatcher } from 'undici'
+
+export interface ClientCredentials {
+  client_id: string
+  client_secret: string
+  /** ms epoch, when Adobe says so */
+  client_id_issued_at?: number
+}
+
+export interface AccessToken {
+  access_token: string
+  /** seconds */
+  expires_in: number
+}
+
+export type DcrFailure =
+  | 'oauth' // 400 with an OAuth `error` code
+  | 'throttled' // 429
+  | 'http' // any other unexpected status
+  | 'unreachable' // transport failure or timeout
+  | 'protocol' // 2xx with a body we cannot trust
+
+/** A failed DCR call. The message never contains a secret or an upstream body. */
+export class DcrError extends Error {
+  readonly failure: DcrFailure
+  readonly oauthError: string | undefined
+  readonly status: number | undefined
+  /** From Retry-After or Expires, when a 429 carries one. */
+  readonly retryAfterMs: number | undefined
+
+  constructor (failure: DcrFailure, message: string, details: { oauthError?: string, status?: number, retryAfterMs?: number, cause?: unknown } = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause })
+    this.name = 'DcrError'
+    this.failure = failure
+    this.oauthError = details.oauthError
+    this.status = details.status
+    this.retryAfterMs = details.retryAfterMs
+  }
+}
+
+export interface DcrClientOptions {
+  /** Base URL of /o/client/*, e.g. https://api.auth.adobe.com */
+  authUrl: string
+  dispatcher: Dispatcher
+  timeoutMs: number
+  userAgent: string
+  now?: () => number
+}
+
+export class DcrClient {
+  readonly #options: DcrClientOptions
+  readonly #now: () => number
+
+  constructor (options: DcrClientOptions) {
+    this.#options = options
+    this.#now = options.now ?? Date.now
+  }
+
+  async registerClient (softwareStatement: string): Promise<ClientCredentials> {
+    const body = await this.#post('register', 'application/json', JSON.stringify({ software_statement: softwareStatement }))
+    const clientId = body.client_id
+    const clientSecret = body.client_secret
+    if (typeof clientId !== 'string' || clientId === '' || typeof clientSecret !== 'string' || clientSecret === '') {
+      throw new DcrError('protocol', 'registration answer lacks client_id or client_secret')
+    }
+    const issuedAt = body.client_id_issued_at
+    return { client_id: clientId, client_secret: clientSecret, ...(typeof issuedAt === 'number' ? { client_id_issued_at: issuedAt } : {}) }
+  }
+
+  async requestToken (credentials: ClientCredentials): Promise<AccessToken> {
+    // The form body keeps the secret out of URLs and access logs (Adobe also accepts the query string).
+    const form = new URLSearchParams({ grant_type: 'client_credentials', client_id: credentials.client_id, client_secret: credentials.client_secret })
+    const body = await this.#post('token', 'application/x-www-form-urlencoded', form.toString())
+    const token = body.access_token
+    const expiresIn = typeof body.expires_in === 'string' ? Number(body.expires_in) : body.expires_in
+    if (typeof token !== 'string' || token === '' || /\s/.test(token)) {
+      throw new DcrError('protocol', 'token answer lacks a usable access_token')
+    }
+    if (typeof expiresIn !== 'number' || !Number.isFinite(expiresIn) || expiresIn <= 0) {
+      throw new DcrError('protocol', 'token answer lacks a positive numeric expires_in')
+    }
+    if (body.token_type !== undefined && String(body.token_type).toLowerCase() !== 'bearer') {
+      throw new DcrError('protocol', `token answer has token_type ${JSON.stringify(String(body.token_type).slice(0, 20))}, expected bearer`)
+    }
+    return { access_token: token, expires_in: expiresIn }
+  }
+
+  async #post (endpoint: 'register' | 'token', contentType: string, payload: string): Promise<Record<string, unknown>> {
+    const url = new URL(`o/client/${endpoint}`, this.#options.authUrl.endsWith('/') ? this.#options.authUrl : `${this.#options.authUrl}/`)
+    let response: Dispatcher.ResponseData
+    try {
+      response = await request(url, {
+        method: 'POST',
+        dispatcher: this.#options.dispatcher,
+        headers: { 'content-type': contentType, accept: 'application/json', 'user-agent': this.#options.userAgent },
+        body: payload,
+        headersTimeout: this.#options.timeoutMs,
+        bodyTimeout: this.#options.timeoutMs
+      })
+    } catch (err) {
+      throw new DcrError('unreachable', `${endpoint} endpoint unreachable (${errorCode(err)})`, { cause: err })
+    }
+    const { statusCode, headers } = response
+    let text: string
+    try {
+      text = await response.body.text()
+    } catch (err) {
+      throw new DcrError('unreachable', `${endpoint} answer was cut off (${errorCode(err)})`, { cause: err })
+    }
+    if (statusCode === 429) {
+      const retryAfterMs = retryAfter(headers, this.#now())
+      throw new DcrError('throttled', `${endpoint} endpoint throttled the proxy (429)`, { status: 429, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) })
+    }
+    const json = parseObject(text)
+    if (statusCode >= 400 && statusCode < 500 && typeof json?.error === 'string') {
+      const oauthError = json.error.slice(0, 64)
+      throw new DcrError('oauth', `${endpoint} refused: ${oauthError}`, { oauthError, status: statusCode })
+    }
+    if (statusCode !== 200 && statusCode !== 201) {
+      throw new DcrError('http', `${endpoint} endpoint answered HTTP ${statusCode}`, { status: statusCode })
+    }
+    if (json === undefined) throw new DcrError('protocol', `${endpoint} answer is not a JSON object`, { status: statusCode })
+    return json
+  }
+}
+
+function parseObject (text: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(text)
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function errorCode (err: unknown): string {
+  return String((err as { code?: unknown }).code ?? (err as Error).name ?? 'error')
+}
+
+/** Retry-After (seconds or HTTP date) or, as CM's own endpoints send, Expires. */
+export function retryAfter (headers: Record<string, string | string[] | undefined>, now: number): number | undefined {
+  const raw = first(headers['retry-after']) ?? first(headers.expires)
+  if (raw === undefined) return undefined
+  if (/^\d+$/.test(raw.trim())) return Number(raw) * 1000
+  const at = Date.parse(raw)
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now)
+}
+
+function first (value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value
+}

@@ -1,0 +1,336 @@
+// The token state machine: credentials -> access token -> proactive refresh,
+// re-registering when Adobe says invalid_client. All callers share one
+// in-flight attempt (single-flight); failures back off with full jitter; a
+// token past (or about to pass) its expiry is never handed out.
+import type { Logger } from 'pino'
+import { tokenUnavailable, TOKEN_UNAVAILABLE_CODES as CODES, type ProxyError, type TokenUnavailableCode } from '../errors.js'
+import type { CredentialStore } from './credential-store.js'
+import { DcrError, type ClientCredentials, type DcrClient } from './dcr-client.js'
+
+export interface TokenBrokerOptions {
+  dcr: DcrClient
+  logger: Logger
+  /** Needed to register; absent when only pre-provisioned credentials are configured. */
+  softwareStatement?: string | undefined
+  /** Where registered credentials persist; absent with pre-provisioned credentials and no statement. */
+  store?: CredentialStore | undefined
+  /** ADOBE_CLIENT_ID / ADOBE_CLIENT_SECRET: used instead of registering. */
+  staticCredentials?: ClientCredentials | undefined
+  /** Refresh no later than this long before expiry (capped at a third of the lifetime). */
+  refreshMarginMs: number
+  retryBaseMs: number
+  retryMaxMs: number
+  now?: () => number
+  random?: () => number
+}
+
+interface HeldToken {
+  value: string
+  obtainedAt: number
+  expiresAt: number
+  /** Handed out only while now < usableUntil: leaves time for the request to reach Adobe. */
+  usableUntil: number
+}
+
+interface Failure {
+  code: TokenUnavailableCode
+  detail: string
+  at: number
+  retryAt: number
+}
+
+export interface TokenBrokerStatus {
+  ready: boolean
+  /** Why not ready (a CMU_PROXY_* code), when not ready. */
+  code?: TokenUnavailableCode
+  detail?: string
+  token?: { obtainedAt: string, expiresAt: string, refreshAt: string | undefined }
+  lastError?: { code: TokenUnavailableCode, detail: string, at: string, nextAttemptAt: string }
+  clientId?: string
+  counts: { tokenRequests: number, tokenFailures: number, registrations: number, registrationFailures: number }
+}
+
+/** Statement problems only a human can fix: retry at the slowest pace. */
+const STATEMENT_ERRORS = new Set(['invalid_software_statement', 'unapproved_software_statement', 'invalid_request', 'invalid_redirect_uri'])
+/** Adobe's throttle: at least one second between calls after a 429. */
+const MIN_THROTTLE_WAIT_MS = 1_000
+const MAX_INJECTION_SKEW_MS = 5_000
+
+class StageError extends Error {
+  constructor (readonly stage: 'register' | 'token', readonly dcrError: unknown) { super('stage') }
+}
+
+export class TokenBroker {
+  readonly #options: TokenBrokerOptions
+  readonly #log: Logger
+  readonly #now: () => number
+  readonly #random: () => number
+  #credentials: ClientCredentials | undefined
+  #token: HeldToken | undefined
+  #inflight: Promise<HeldToken> | undefined
+  #failure: Failure | undefined
+  #failedAttempts = 0
+  #timer: NodeJS.Timeout | undefined
+  #timerAt: number | undefined
+  #closed = false
+  /** Set by reregister(): the next attempt registers even if credentials are stored. */
+  #forceRegister = false
+  readonly #counts = { tokenRequests: 0, tokenFailures: 0, registrations: 0, registrationFailures: 0 }
+
+  constructor (options: TokenBrokerOptions) {
+    this.#options = options
+    this.#log = options.logger.child({ component: 'token-broker' })
+    this.#now = options.now ?? Date.now
+    this.#random = options.random ?? Math.random
+  }
+
+  /** Fetch the first token in the background so /readyz turns green without traffic. */
+  start (): void {
+    this.#refresh().catch(() => {})
+  }
+
+  /** A token that is valid now; waits for a refresh when there is none. */
+  async getToken (): Promise<string> {
+    const held = this.#usableToken()
+    if (held !== undefined) return held.value
+    if (this.#inflight === undefined && this.#failure !== undefined && this.#failure.retryAt > this.#now()) {
+      // Backing off: answer at once instead of sending Adobe another call per caller.
+      throw this.#unavailable(this.#failure)
+    }
+    return (await this.#refresh()).value
+  }
+
+  /** Adobe rejected `token` (401): forget it, unless a newer one already replaced it. */
+  invalidate (token: string): void {
+    if (this.#token?.value === token) {
+      this.#log.warn('access token rejected upstream; fetching a new one')
+      this.#token = undefined
+    }
+  }
+
+  /** Refresh now (admin), sharing any attempt already in flight. */
+  async refreshNow (): Promise<void> {
+    await this.#refresh()
+  }
+
+  /** Drop the client credentials and register again (admin). */
+  async reregister (): Promise<void> {
+    await this.#inflight?.catch(() => {})
+    this.#credentials = undefined
+    this.#forceRegister = true
+    await this.#refresh()
+  }
+
+  status (): TokenBrokerStatus {
+    const held = this.#usableToken()
+    const status: TokenBrokerStatus = { ready: held !== undefined, counts: { ...this.#counts } }
+    if (held !== undefined) {
+      status.token = { obtainedAt: iso(held.obtainedAt), expiresAt: iso(held.expiresAt), refreshAt: this.#timerAt === undefined ? undefined : iso(this.#timerAt) }
+    } else {
+      status.code = this.#failure?.code ?? CODES.starting
+      status.detail = this.#failure?.detail ?? (this.#inflight === undefined ? 'no token has been requested yet' : 'the first token is being requested')
+    }
+    if (this.#failure !== undefined) {
+      status.lastError = { code: this.#failure.code, detail: this.#failure.detail, at: iso(this.#failure.at), nextAttemptAt: iso(this.#failure.retryAt) }
+    }
+    if (this.#credentials !== undefined) status.clientId = this.#credentials.client_id
+    return status
+  }
+
+  close (): void {
+    this.#closed = true
+    this.#clearTimer()
+  }
+
+  #usableToken (): HeldToken | undefined {
+    const held = this.#token
+    return held !== undefined && this.#now() < held.usableUntil ? held : undefined
+  }
+
+  #refresh (): Promise<HeldToken> {
+    this.#inflight ??= this.#obtain().finally(() => { this.#inflight = undefined })
+    return this.#inflight
+  }
+
+  async #obtain (): Promise<HeldToken> {
+    this.#clearTimer()
+    const startedAt = this.#now()
+    try {
+      const token = await this.#requestTokenReregisteringOnce()
+      // Count the lifetime from when we asked, not when Adobe answered: errs on the early side.
+      const lifetimeMs = token.expires_in * 1000
+      const held: HeldToken = {
+        value: token.access_token,
+        obtainedAt: startedAt,
+        expiresAt: startedAt + lifetimeMs,
+        usableUntil: startedAt + lifetimeMs - Math.min(MAX_INJECTION_SKEW_MS, lifetimeMs / 10)
+      }
+      this.#token = held
+      this.#failure = undefined
+      this.#failedAttempts = 0
+      const refreshInMs = this.#refreshDelay(lifetimeMs)
+      this.#schedule(refreshInMs)
+      this.#log.info({ expiresInSeconds: token.expires_in, refreshInSeconds: Math.round(refreshInMs / 1000) }, 'access token obtained')
+      return held
+    } catch (err) {
+      const failure = this.#recordFailure(err)
+      throw this.#unavailable(failure)
+    }
+  }
+
+  async #requestTokenReregisteringOnce (): Promise<{ access_token: string, expires_in: number }> {
+    const credentials = await this.#ensureCredentials()
+    try {
+      return await this.#requestToken(credentials)
+    } catch (err) {
+      const invalidClient = err instanceof StageError && err.dcrError instanceof DcrError && err.dcrError.oauthError === 'invalid_client'
+      if (!invalidClient || this.#options.softwareStatement === undefined) throw err
+      this.#log.warn('client credentials rejected (invalid_client); registering again')
+      this.#credentials = undefined
+      return await this.#requestToken(await this.#register())
+    }
+  }
+
+  async #requestToken (credentials: ClientCredentials): Promise<{ access_token: string, expires_in: number }> {
+    this.#counts.tokenRequests++
+    try {
+      return await this.#options.dcr.requestToken(credentials)
+    } catch (err) {
+      this.#counts.tokenFailures++
+      throw new StageError('token', err)
+    }
+  }
+
+  async #ensureCredentials (): Promise<ClientCredentials> {
+    if (this.#credentials !== undefined) return this.#credentials
+    const { staticCredentials, store } = this.#options
+    if (this.#forceRegister) {
+      this.#forceRegister = false
+      return await this.#register()
+    }
+    if (staticCredentials !== undefined) {
+      this.#credentials = staticCredentials
+      return staticCredentials
+    }
+    const loaded = await store?.load()
+    if (loaded?.status === 'found') {
+      this.#log.info({ credentialsFile: store?.path }, 'using stored client credentials')
+      this.#credentials = loaded.credentials
+      return loaded.credentials
+    }
+    if (loaded?.status === 'other-statement') {
+      this.#log.warn({ credentialsFile: store?.path }, 'stored client credentials belong to another software statement; registering')
+    } else if (loaded?.status === 'unreadable') {
+      this.#log.warn({ credentialsFile: store?.path, reason: loaded.reason }, 'stored client credentials are unreadable; registering')
+    }
+    return await this.#register()
+  }
+
+  async #register (): Promise<ClientCredentials> {
+    const { softwareStatement, store, dcr } = this.#options
+    if (softwareStatement === undefined) {
+      throw new StageError('register', new DcrError('oauth', 'no software statement is configured to register with', { oauthError: 'invalid_client' }))
+    }
+    this.#counts.registrations++
+    let credentials: ClientCredentials
+    try {
+      credentials = await dcr.registerClient(softwareStatement)
+    } catch (err) {
+      this.#counts.registrationFailures++
+      throw new StageError('register', err)
+    }
+    this.#credentials = credentials
+    this.#log.info({ clientId: maskClientId(credentials.client_id) }, 'registered client credentials')
+    if (store !== undefined) {
+      try {
+        await store.save(credentials)
+      } catch (err) {
+        // Keep serving with the in-memory credentials; the next start registers again.
+        this.#log.error({ credentialsFile: store.path, reason: (err as NodeJS.ErrnoException).code }, 'could not persist client credentials')
+      }
+    }
+    return credentials
+  }
+
+  #recordFailure (err: unknown): Failure {
+    const stage = err instanceof StageError ? err.stage : 'token'
+    const cause = err instanceof StageError ? err.dcrError : err
+    const dcrError = cause instanceof DcrError ? cause : undefined
+    this.#failedAttempts++
+    const backoff = this.#backoffDelay()
+    let code: TokenUnavailableCode
+    let delay = backoff
+    let detail = dcrError?.message ?? 'unexpected failure'
+    if (dcrError?.failure === 'throttled') {
+      code = CODES.throttled
+      delay = Math.max(MIN_THROTTLE_WAIT_MS, dcrError.retryAfterMs ?? 0, backoff)
+    } else if (stage === 'register' && dcrError?.failure === 'oauth' && STATEMENT_ERRORS.has(dcrError.oauthError ?? '')) {
+      code = CODES.statementRejected
+      detail = `Adobe rejected the software statement (${dcrError.oauthError}); replace it with a valid one from the TVE Dashboard`
+      delay = this.#options.retryMaxMs
+    } else if (dcrError?.oauthError === 'invalid_client') {
+      code = CODES.clientRejected
+      detail = this.#options.softwareStatement === undefined
+        ? 'Adobe rejected ADOBE_CLIENT_ID/ADOBE_CLIENT_SECRET (invalid_client) and no software statement is configured to register again'
+        : 'Adobe rejected freshly registered client credentials (invalid_client)'
+      delay = this.#options.retryMaxMs
+    } else if (stage === 'register') {
+      code = CODES.notRegistered
+      detail = `registration failed: ${detail}`
+    } else {
+      code = dcrError?.failure === 'unreachable' ? CODES.tokenEndpointUnreachable : CODES.tokenEndpointError
+    }
+    const now = this.#now()
+    const failure: Failure = { code, detail, at: now, retryAt: now + delay }
+    this.#failure = failure
+    this.#schedule(delay)
+    const tokenStillValid = this.#usableToken() !== undefined
+    this.#log[tokenStillValid ? 'warn' : 'error']({ code, detail, retryInMs: Math.round(delay), attempt: this.#failedAttempts, tokenStillValid }, 'could not obtain an access token')
+    return failure
+  }
+
+  /** Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): uniform in [0, min(cap, base * 2^n)). */
+  #backoffDelay (): number {
+    const { retryBaseMs, retryMaxMs } = this.#options
+    const ceiling = Math.min(retryMaxMs, retryBaseMs * 2 ** Math.min(30, this.#failedAttempts - 1))
+    return Math.max(retryBaseMs / 10, this.#random() * ceiling)
+  }
+
+  /** About 2/3 of the lifetime minus up to 10% jitter (replicas spread out), and at least the margin before expiry. */
+  #refreshDelay (lifetimeMs: number): number {
+    const margin = Math.min(this.#options.refreshMarginMs, lifetimeMs / 3)
+    const jittered = lifetimeMs * (2 / 3) * (1 - 0.1 * this.#random())
+    return Math.max(0, Math.min(jittered, lifetimeMs - margin))
+  }
+
+  #schedule (delayMs: number): void {
+    this.#clearTimer()
+    if (this.#closed) return
+    this.#timerAt = this.#now() + delayMs
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      this.#timerAt = undefined
+      this.#refresh().catch(() => {})
+    }, delayMs)
+    this.#timer.unref()
+  }
+
+  #clearTimer (): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#timerAt = undefined
+  }
+
+  #unavailable (failure: Failure): ProxyError {
+    return tokenUnavailable(failure.code, failure.detail, Math.max(0, failure.retryAt - this.#now()) / 1000)
+  }
+}
+
+/** Enough of a client id to tell two apart in logs and the admin view. */
+export function maskClientId (clientId: string): string {
+  return clientId.length <= 8 ? '****' : `${clientId.slice(0, 4)}…${clientId.slice(-4)}`
+}
+
+function iso (ms: number): string {
+  return new Date(ms).toISOString()
+}

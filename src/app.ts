@@ -1,0 +1,128 @@
+// buildApp(config, deps): wires the modules into one Fastify instance. It
+// never listens; main.ts does, and tests build the very same app.
+import { randomUUID } from 'node:crypto'
+import { STATUS_CODES } from 'node:http'
+import { resolve } from 'node:path'
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import { Agent } from 'undici'
+import { CredentialStore } from './adobe/credential-store.js'
+import { DcrClient } from './adobe/dcr-client.js'
+import { TokenBroker } from './adobe/token-broker.js'
+import type { Config } from './config.js'
+import { ProxyError, internalError, notFound } from './errors.js'
+import { healthRoutes } from './ops/health.js'
+import { cmuRoutes } from './proxy/cmu-route.js'
+import { RequestLogController } from './request-log.js'
+import { Upstream } from './proxy/upstream.js'
+import { USER_AGENT } from './version.js'
+
+export interface AppDependencies {
+  logger: Logger
+  /** Clock and randomness for the token broker (tests pin them). */
+  now?: () => number
+  random?: () => number
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    broker: TokenBroker
+  }
+  interface FastifyRequest {
+    /** The CMU_PROXY_* code of the problem answered, for the request log line (request-log.ts). */
+    problemCode: string | null
+  }
+}
+
+const MAX_REQUEST_ID_LENGTH = 128
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:@/+=-]+$/
+
+export async function buildApp (config: Config, deps: AppDependencies): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    logController: new RequestLogController({ requestIdLogLabel: 'reqId' }),
+    genReqId: requestId,
+    return503OnClosing: true
+  })
+
+  const authDispatcher = new Agent({ connect: { timeout: config.AUTH_TIMEOUT_MS }, keepAliveTimeout: 10_000 })
+  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, ...(deps.now === undefined ? {} : { now: deps.now }) })
+  const statement = config.ADOBE_SOFTWARE_STATEMENT
+  const broker = new TokenBroker({
+    dcr,
+    logger: deps.logger,
+    softwareStatement: statement,
+    store: statement === undefined ? undefined : new CredentialStore(resolve(config.CREDENTIALS_FILE), statement),
+    staticCredentials: config.ADOBE_CLIENT_ID !== undefined && config.ADOBE_CLIENT_SECRET !== undefined
+      ? { client_id: config.ADOBE_CLIENT_ID, client_secret: config.ADOBE_CLIENT_SECRET }
+      : undefined,
+    refreshMarginMs: config.TOKEN_REFRESH_MARGIN_SECONDS * 1000,
+    retryBaseMs: config.TOKEN_RETRY_BASE_MS,
+    retryMaxMs: config.TOKEN_RETRY_MAX_MS,
+    ...(deps.now === undefined ? {} : { now: deps.now }),
+    ...(deps.random === undefined ? {} : { random: deps.random })
+  })
+  const upstream = new Upstream({
+    baseUrl: config.ADOBE_CMU_URL,
+    connections: config.UPSTREAM_CONNECTIONS,
+    connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS,
+    headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
+    bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS
+  })
+
+  app.decorate('broker', broker)
+  app.decorateRequest('problemCode', null)
+  app.addHook('onReady', async () => { broker.start() })
+  app.addHook('onClose', async () => {
+    broker.close()
+    await Promise.all([upstream.close(), authDispatcher.close()])
+  })
+
+  app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
+  app.setErrorHandler(sendProblem)
+  app.setNotFoundHandler(async (request, reply) => await sendProblem(notFound(), request, reply))
+
+  await app.register(healthRoutes, { broker })
+  await app.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, broker, upstream })
+  return app
+}
+
+/** The caller's X-Request-Id when it is sane, else a new one. */
+function requestId (raw: { headers: Record<string, string | string[] | undefined> }): string {
+  const given = raw.headers['x-request-id']
+  return typeof given === 'string' && given.length <= MAX_REQUEST_ID_LENGTH && SAFE_REQUEST_ID.test(given) ? given : randomUUID()
+}
+
+/** RFC 9457 problem details with a stable `code`; never a stack, never an upstream body. */
+async function sendProblem (error: FastifyError | ProxyError, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  let problem: ProxyError
+  if (error instanceof ProxyError) {
+    problem = error
+  } else if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
+    problem = new ProxyError('CMU_PROXY_BAD_REQUEST', error.statusCode, error.message)
+  } else {
+    request.log.error({ err: error }, 'unhandled error')
+    problem = internalError()
+  }
+  if (problem.statusCode >= 500 && problem.cause !== undefined) {
+    request.log.warn({ code: problem.code, cause: describeCause(problem.cause) }, problem.message)
+  }
+  request.problemCode = problem.code
+  if (reply.sent || reply.raw.headersSent) return reply
+  return await reply
+    .code(problem.statusCode)
+    .headers({ ...problem.headers, 'content-type': 'application/problem+json; charset=utf-8', 'cache-control': 'no-store' })
+    .send(JSON.stringify({
+      type: 'about:blank',
+      title: STATUS_CODES[problem.statusCode] ?? 'Error',
+      status: problem.statusCode,
+      code: problem.code,
+      detail: problem.message,
+      requestId: request.id
+    }))
+}
+
+function describeCause (cause: unknown): string {
+  const { code, name, message } = cause as { code?: string, name?: string, message?: string }
+  return [code, name, message].filter(Boolean).join(': ')
+}

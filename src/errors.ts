@@ -1,0 +1,59 @@
+// Every error the proxy reports to a caller. Each has a stable `code` (part of
+// the public contract: dashboards and scripts match on it), an HTTP status and
+// a message that never contains a secret or an upstream body.
+
+export class ProxyError extends Error {
+  readonly code: string
+  readonly statusCode: number
+  /** Extra response headers (Allow on 405, Retry-After on 503). */
+  readonly headers: Record<string, string>
+
+  constructor (code: string, statusCode: number, message: string, options: { cause?: unknown, headers?: Record<string, string> } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'ProxyError'
+    this.code = code
+    this.statusCode = statusCode
+    this.headers = options.headers ?? {}
+  }
+}
+
+type ErrorFactory<A extends unknown[]> = (...args: A) => ProxyError
+
+function define<A extends unknown[]> (code: string, statusCode: number, message: (...args: A) => string): ErrorFactory<A> & { code: string } {
+  const factory = (...args: A): ProxyError => new ProxyError(code, statusCode, message(...args))
+  return Object.assign(factory, { code })
+}
+
+// Caller mistakes
+export const badPath = define('CMU_PROXY_BAD_PATH', 400, (why: string) => `The request path is not allowed: ${why}.`)
+export const notFound = define('CMU_PROXY_NOT_FOUND', 404, () => 'No such route. Reports are under the /cmu prefix.')
+export const unauthorized = define('CMU_PROXY_UNAUTHORIZED', 401, () => 'A valid API key is required (Authorization: Bearer <key> or X-Api-Key).')
+
+export function methodNotAllowed (allow: string): ProxyError {
+  return new ProxyError('CMU_PROXY_METHOD_NOT_ALLOWED', 405, `Only ${allow} are supported here.`, { headers: { allow } })
+}
+
+// Upstream (CMU) transport, mapped at one boundary in proxy/upstream.ts
+export const upstreamTimeout = define('CMU_PROXY_UPSTREAM_TIMEOUT', 504, (phase: string) => `Adobe did not answer in time (${phase}).`)
+export const upstreamUnreachable = define('CMU_PROXY_UPSTREAM_UNREACHABLE', 502, () => 'Adobe could not be reached.')
+export const upstreamRejectedToken = define('CMU_PROXY_UPSTREAM_REJECTED_TOKEN', 502, () => 'Adobe rejected a freshly obtained access token.')
+
+// No usable access token: always 503, with a code that says why.
+export const TOKEN_UNAVAILABLE_CODES = {
+  notRegistered: 'CMU_PROXY_NOT_REGISTERED',
+  statementRejected: 'CMU_PROXY_STATEMENT_REJECTED',
+  clientRejected: 'CMU_PROXY_CLIENT_REJECTED',
+  tokenEndpointUnreachable: 'CMU_PROXY_TOKEN_ENDPOINT_UNREACHABLE',
+  tokenEndpointError: 'CMU_PROXY_TOKEN_ENDPOINT_ERROR',
+  throttled: 'CMU_PROXY_TOKEN_THROTTLED',
+  starting: 'CMU_PROXY_NO_TOKEN_YET'
+} as const
+
+export type TokenUnavailableCode = typeof TOKEN_UNAVAILABLE_CODES[keyof typeof TOKEN_UNAVAILABLE_CODES]
+
+export function tokenUnavailable (code: TokenUnavailableCode, detail: string, retryAfterSeconds?: number): ProxyError {
+  const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) }
+  return new ProxyError(code, 503, `No access token is available: ${detail}`, { headers })
+}
+
+export const internalError = define('CMU_PROXY_INTERNAL', 500, () => 'Internal error.')

@@ -1,0 +1,56 @@
+// The process: load config, build the app, listen, shut down gracefully.
+// The only module that listens or exits.
+import { pathToFileURL } from 'node:url'
+import closeWithGrace from 'close-with-grace'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from './app.js'
+import { ConfigError, loadConfig, type Config } from './config.js'
+import { createLogger } from './logger.js'
+
+/** EX_CONFIG from sysexits.h: lets supervisors tell "fix your settings" from a crash. */
+export const EXIT_CONFIG = 78
+
+type Env = Record<string, string | undefined>
+
+/** Loads the configuration, or prints one line naming the bad variable and exits 78. */
+export function loadConfigOrExit (env: Env = process.env): Config {
+  try {
+    return loadConfig({ env })
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    process.stderr.write(`cmu-proxy: configuration error: ${err.message}\n`)
+    process.exit(EXIT_CONFIG)
+  }
+}
+
+export interface RunOptions {
+  /** Also closed on shutdown (the demo's sandbox). */
+  onClose?: () => Promise<void>
+}
+
+export async function run (env: Env = process.env, options: RunOptions = {}): Promise<FastifyInstance> {
+  const config = loadConfigOrExit(env)
+  const logger = createLogger(config.LOG_LEVEL)
+  const app = await buildApp(config, { logger })
+  const { onClose } = options
+  if (onClose !== undefined) app.addHook('onClose', onClose)
+
+  closeWithGrace({ delay: config.SHUTDOWN_GRACE_SECONDS * 1000, logger }, async ({ signal, err }) => {
+    if (err !== undefined) logger.error({ err }, 'shutting down after an unexpected error')
+    else logger.info({ signal }, 'shutting down')
+    await app.close()
+  })
+
+  try {
+    await app.listen({ host: config.HOST, port: config.PORT })
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    process.stderr.write(`cmu-proxy: cannot listen on ${config.HOST}:${config.PORT} (${code ?? 'error'}); check HOST and PORT\n`)
+    process.exit(EXIT_CONFIG)
+  }
+  return app
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await run()
+}

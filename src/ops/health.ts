@@ -1,0 +1,18 @@
+// Liveness and readiness. /readyz is 200 only while a usable token is held,
+// and otherwise names the cause, so on-call can tell what is wrong in one curl.
+import type { FastifyInstance } from 'fastify'
+import type { TokenBroker } from '../adobe/token-broker.js'
+
+export async function healthRoutes (app: FastifyInstance, { broker }: { broker: TokenBroker }): Promise<void> {
+  app.get('/healthz', async (_request, reply) => {
+    reply.header('cache-control', 'no-store')
+    return { status: 'ok' }
+  })
+
+  app.get('/readyz', async (_request, reply) => {
+    const status = broker.status()
+    reply.header('cache-control', 'no-store')
+    if (status.ready) return { status: 'ready', tokenExpiresAt: status.token?.expiresAt }
+    return await reply.code(503).send({ status: 'not_ready', code: status.code, reason: status.detail })
+  })
+}

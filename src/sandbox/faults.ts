@@ -1,0 +1,39 @@
+// Scriptable misbehaviour: "the next N calls to X fail with status S / hang /
+// are delayed / lose their connection". Rules are consumed in the order added.
+
+export type Endpoint = 'register' | 'token' | 'cmu'
+
+export type FaultAction =
+  | { status: number, body?: string, contentType?: string, headers?: Record<string, string> }
+  | { hang: true }
+  | { delayMs: number }
+  | { drop: true }
+
+interface Rule {
+  endpoint: Endpoint
+  /** Only CMU requests whose path starts with this (after the base path) */
+  pathPrefix: string | undefined
+  remaining: number
+  action: FaultAction
+}
+
+export class Faults {
+  #rules: Rule[] = []
+
+  /** The next `count` matching calls get `action` (Infinity: until clear()). */
+  failNext (endpoint: Endpoint, count: number, action: FaultAction, pathPrefix?: string): void {
+    this.#rules.push({ endpoint, remaining: count, action, pathPrefix })
+  }
+
+  clear (endpoint?: Endpoint): void {
+    this.#rules = endpoint === undefined ? [] : this.#rules.filter((r) => r.endpoint !== endpoint)
+  }
+
+  /** The action for this call, if a rule matches; consumes one use of it. */
+  take (endpoint: Endpoint, path = ''): FaultAction | undefined {
+    const rule = this.#rules.find((r) => r.endpoint === endpoint && (r.pathPrefix === undefined || path.startsWith(r.pathPrefix)))
+    if (rule === undefined) return undefined
+    if (--rule.remaining <= 0) this.#rules.splice(this.#rules.indexOf(rule), 1)
+    return rule.action
+  }
+}

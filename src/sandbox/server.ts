@@ -1,0 +1,220 @@
+// An in-process fake Adobe: DCR under /o/client/* and the CMU API under
+// <basePath>/v2/..., over real HTTP. It records what it received (so tests can
+// assert what crossed the proxy) and misbehaves on request (faults).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { Readable, pipeline } from 'node:stream'
+import { createGzip } from 'node:zlib'
+import { SandboxDcr, type DcrAnswer } from './dcr.js'
+import { Faults, type Endpoint } from './faults.js'
+import { csvFileName, render } from './render.js'
+import { buildReport, CONTENT_TYPES, ReportError } from './report.js'
+
+export interface SandboxOptions {
+  /** expires_in of issued tokens; Adobe's sample says 21600 (6 h) */
+  tokenLifetimeSeconds?: number
+  /** Where the CMU API lives on this server (Adobe: /cmu) */
+  basePath?: string
+  /** Changes the generated numbers, not their shape */
+  seed?: number
+  /** Adobe's /o/client/* throttle: 1 request/s per client IP, burst 10, 429 with an HTML body */
+  throttle?: boolean
+  now?: () => number
+}
+
+export interface RecordedRequest {
+  method: string
+  /** the request-target exactly as received */
+  url: string
+  headers: Record<string, string | string[] | undefined>
+}
+
+const MAX_RECORDED = 1_000
+const MAX_BODY_BYTES = 64 * 1024
+
+export class Sandbox {
+  readonly faults = new Faults()
+  readonly dcr: SandboxDcr
+  /** Calls by endpoint, including refused ones. */
+  readonly calls = { register: 0, token: 0, cmu: 0, cmuAborted: 0 }
+  /** The last CMU requests, oldest first. */
+  readonly cmuRequests: RecordedRequest[] = []
+  readonly basePath: string
+  readonly #seed: number
+  readonly #now: () => number
+  readonly #server: Server
+  readonly #throttle: Map<string, { tokens: number, at: number }> | undefined
+  #url = ''
+
+  constructor (options: SandboxOptions = {}) {
+    this.#now = options.now ?? Date.now
+    this.basePath = options.basePath ?? '/cmu'
+    this.#seed = options.seed ?? 1
+    this.#throttle = options.throttle === true ? new Map() : undefined
+    this.dcr = new SandboxDcr(options.tokenLifetimeSeconds ?? 21_600, this.#now)
+    this.#server = createServer((req, res) => { this.#handle(req, res) })
+    this.#server.keepAliveTimeout = 60_000
+  }
+
+  async listen (port = 0, host = '127.0.0.1'): Promise<string> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject)
+      this.#server.listen(port, host, () => { this.#server.off('error', reject); resolve() })
+    })
+    const address = this.#server.address() as AddressInfo
+    this.#url = `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`
+    return this.#url
+  }
+
+  /** Base URL of /o/client/* (ADOBE_AUTH_URL). */
+  get authUrl (): string { return this.#url }
+  /** ADOBE_CMU_URL */
+  get cmuUrl (): string { return `${this.#url}${this.basePath}` }
+
+  async close (): Promise<void> {
+    this.#server.closeAllConnections()
+    await new Promise<void>((resolve) => this.#server.close(() => { resolve() }))
+  }
+
+  #handle (req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '/'
+    const path = url.split('?', 1)[0] ?? '/'
+    if (path === '/o/client/register' || path === '/o/client/token') {
+      this.#handleDcr(path === '/o/client/register' ? 'register' : 'token', req, res)
+    } else if (path === this.basePath || path.startsWith(`${this.basePath}/`)) {
+      this.#handleCmu(req, res, path.slice(this.basePath.length))
+    } else {
+      text(res, 404, 'Not found')
+    }
+  }
+
+  #handleDcr (endpoint: 'register' | 'token', req: IncomingMessage, res: ServerResponse): void {
+    this.calls[endpoint]++
+    readBody(req, (body) => {
+      if (body === undefined) return text(res, 413, 'Request body too large')
+      this.#afterFaults(endpoint, '', req, res, () => { this.#answerDcr(endpoint, req, res, body) })
+    })
+  }
+
+  #answerDcr (endpoint: 'register' | 'token', req: IncomingMessage, res: ServerResponse, body: string): void {
+    if (req.method !== 'POST') return text(res, 405, 'Method not allowed', { allow: 'POST' })
+    if (this.#throttled(req)) {
+      // Adobe's throttle answers HTML and no Retry-After.
+      return send(res, 429, 'text/html', '<html><body><h1>429 Too Many Requests</h1></body></html>')
+    }
+    let answer: DcrAnswer
+    if (endpoint === 'register') {
+      answer = this.dcr.register(parseJson(body))
+    } else {
+      // Adobe's reference sends a form body; its Postman screenshot uses the query string. Accept both.
+      const params = new URLSearchParams((req.url ?? '').split('?')[1] ?? '')
+      if ((req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) {
+        for (const [k, v] of new URLSearchParams(body)) params.set(k, v)
+      }
+      answer = this.dcr.token(params)
+    }
+    send(res, answer.status, 'application/json', JSON.stringify(answer.body))
+  }
+
+  #handleCmu (req: IncomingMessage, res: ServerResponse, path: string): void {
+    this.calls.cmu++
+    if (this.cmuRequests.length >= MAX_RECORDED) this.cmuRequests.shift()
+    this.cmuRequests.push({ method: req.method ?? '', url: req.url ?? '', headers: { ...req.headers } })
+    res.once('close', () => { if (!res.writableFinished) this.calls.cmuAborted++ })
+    this.#afterFaults('cmu', path, req, res, () => { this.#answerCmu(req, res, path) })
+  }
+
+  #answerCmu (req: IncomingMessage, res: ServerResponse, path: string): void {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'Method not allowed', { allow: 'GET' })
+    if (!this.#authorized(req)) return text(res, 401, 'Unauthorized', { 'www-authenticate': 'Bearer error="invalid_token"' })
+
+    const query = (req.url ?? '').split('?').slice(1).join('?')
+    let report
+    try {
+      report = buildReport({ basePath: this.basePath, path, query, accept: header(req, 'accept'), now: this.#now(), seed: this.#seed })
+    } catch (err) {
+      if (err instanceof ReportError) return text(res, err.status, err.message)
+      throw err
+    }
+    const gzip = acceptsGzip(header(req, 'accept-encoding'))
+    res.statusCode = 200
+    res.setHeader('content-type', `${CONTENT_TYPES[report.format]}; charset=utf-8`)
+    res.setHeader('vary', 'Accept, Accept-Encoding')
+    res.setHeader('cache-control', 'private, max-age=0')
+    if (report.format === 'csv') res.setHeader('content-disposition', `attachment; filename="${csvFileName(report)}"`)
+    if (gzip) res.setHeader('content-encoding', 'gzip')
+    if (req.method === 'HEAD') return void res.end()
+    const body = Readable.from(render(report))
+    pipeline(gzip ? [body, createGzip(), res] : [body, res], () => {})
+  }
+
+  /** Applies the next matching fault, if any; calls `proceed` when the request should be answered normally. */
+  #afterFaults (endpoint: Endpoint, path: string, req: IncomingMessage, res: ServerResponse, proceed: () => void): void {
+    const action = this.faults.take(endpoint, path)
+    if (action === undefined) return proceed()
+    if ('hang' in action) return
+    if ('drop' in action) return void req.socket.destroy()
+    if ('delayMs' in action) {
+      const timer = setTimeout(proceed, action.delayMs)
+      res.once('close', () => { clearTimeout(timer) })
+      return
+    }
+    send(res, action.status, action.contentType ?? 'text/plain', action.body ?? `Injected ${action.status}`, action.headers)
+  }
+
+  #authorized (req: IncomingMessage): boolean {
+    const auth = header(req, 'authorization')
+    const fromQuery = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('access_token')
+    const token = auth?.startsWith('Bearer ') === true ? auth.slice(7) : fromQuery
+    return token !== null && token !== undefined && this.dcr.isValidToken(token)
+  }
+
+  /** Token bucket per client IP (X-Forwarded-For first, as Adobe does). */
+  #throttled (req: IncomingMessage): boolean {
+    if (this.#throttle === undefined) return false
+    const ip = header(req, 'x-forwarded-for')?.split(',')[0]?.trim() ?? req.socket.remoteAddress ?? ''
+    const now = this.#now()
+    const bucket = this.#throttle.get(ip) ?? { tokens: 10, at: now }
+    bucket.tokens = Math.min(10, bucket.tokens + (now - bucket.at) / 1000)
+    bucket.at = now
+    this.#throttle.set(ip, bucket)
+    if (bucket.tokens < 1) return true
+    bucket.tokens--
+    return false
+  }
+}
+
+function header (req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name]
+  return Array.isArray(value) ? value.join(', ') : value
+}
+
+function acceptsGzip (acceptEncoding: string | undefined): boolean {
+  return acceptEncoding?.split(',').some((part) => {
+    const [coding = '', ...params] = part.trim().split(';')
+    return coding.trim().toLowerCase() === 'gzip' && !params.some((p) => /^\s*q=0(\.0*)?\s*$/.test(p))
+  }) ?? false
+}
+
+function readBody (req: IncomingMessage, done: (body: string | undefined) => void): void {
+  const chunks: Buffer[] = []
+  let size = 0
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length
+    if (size <= MAX_BODY_BYTES) chunks.push(chunk)
+  })
+  req.on('end', () => { done(size > MAX_BODY_BYTES ? undefined : Buffer.concat(chunks).toString('utf8')) })
+}
+
+function parseJson (text: string): unknown {
+  try { return JSON.parse(text) } catch { return undefined }
+}
+
+function send (res: ServerResponse, status: number, contentType: string, body: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body), ...headers })
+  res.end(body)
+}
+
+function text (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
+  send(res, status, 'text/plain; charset=utf-8', body, headers)
+}
