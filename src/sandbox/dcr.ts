@@ -6,16 +6,21 @@ import { statementClaims } from './statement.js'
 
 export interface DcrAnswer { status: number, body: Record<string, unknown> }
 
+export interface IssuedTokenRecord { token: string, issuedAt: number, expiresAt: number }
+
 interface Client { secret: string, revoked: boolean }
 interface IssuedToken { clientId: string, expiresAt: number }
 
 const MAX_CLIENTS = 10_000
 const MAX_TOKENS = 100_000
+const MAX_RECORDED = 1_000
 
 export class SandboxDcr {
   tokenLifetimeSeconds: number
   /** When set, every registration is refused with this OAuth error. */
   rejectStatementsWith: 'invalid_software_statement' | 'unapproved_software_statement' | undefined
+  /** The last tokens issued, oldest first (tests check refresh timing and look for leaks). */
+  readonly issued: IssuedTokenRecord[] = []
   readonly #clients = new Map<string, Client>()
   readonly #tokens = new Map<string, IssuedToken>()
   readonly #now: () => number
@@ -54,6 +59,8 @@ export class SandboxDcr {
     const expiresIn = this.tokenLifetimeSeconds
     const token = makeToken(clientId, now, expiresIn)
     this.#tokens.set(token, { clientId, expiresAt: now + expiresIn * 1000 })
+    if (this.issued.length >= MAX_RECORDED) this.issued.shift()
+    this.issued.push({ token, issuedAt: now, expiresAt: now + expiresIn * 1000 })
     return { status: 201, body: { id: randomUUID(), access_token: token, created_at: now, expires_in: expiresIn, token_type: 'bearer' } }
   }
 

@@ -36,7 +36,7 @@ export class Sandbox {
   readonly faults = new Faults()
   readonly dcr: SandboxDcr
   /** Calls by endpoint, including refused ones. */
-  readonly calls = { register: 0, token: 0, cmu: 0, cmuAborted: 0 }
+  readonly calls = { register: 0, token: 0, cmu: 0, cmuAborted: 0, cmuUnauthorized: 0 }
   /** The last CMU requests, oldest first. */
   readonly cmuRequests: RecordedRequest[] = []
   readonly basePath: string
@@ -126,7 +126,10 @@ export class Sandbox {
 
   #answerCmu (req: IncomingMessage, res: ServerResponse, path: string): void {
     if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'Method not allowed', { allow: 'GET' })
-    if (!this.#authorized(req)) return text(res, 401, 'Unauthorized', { 'www-authenticate': 'Bearer error="invalid_token"' })
+    if (!this.#authorized(req)) {
+      this.calls.cmuUnauthorized++
+      return text(res, 401, 'Unauthorized', { 'www-authenticate': 'Bearer error="invalid_token"' })
+    }
 
     const query = (req.url ?? '').split('?').slice(1).join('?')
     let report
