@@ -1,0 +1,191 @@
+// The /cmu forwarder: what crosses it in each direction, and how failures look.
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { gunzipSync } from 'node:zlib'
+import t, { type Test } from 'tap'
+import { assertProblem, call, eventually, startProxy, startSandbox } from './helpers.js'
+
+const RANGE = 'start=2026-01-01&end=2026-01-03'
+
+t.test('the query reaches Adobe byte for byte, minus a caller access_token', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox)
+  const cases = [
+    '?mvpd=A&mvpd=B&tenant!=X&platform&start=2024-01',
+    '?channel=sports%20hd&tenant=a%2Bb&start=2024-01&end=2024-02',
+    '?mvpd=DTV&access_token=caller-token&start=2024-01',
+    '?access_token=caller-token'
+  ]
+  const expected = [
+    '/cmu/v2/year/month?mvpd=A&mvpd=B&tenant!=X&platform&start=2024-01',
+    '/cmu/v2/year/month?channel=sports%20hd&tenant=a%2Bb&start=2024-01&end=2024-02',
+    '/cmu/v2/year/month?mvpd=DTV&start=2024-01',
+    '/cmu/v2/year/month'
+  ]
+  for (const [i, query] of cases.entries()) {
+    const response = await call(proxy.url, `/cmu/v2/year/month${query}`)
+    t.equal(response.status, 200, query)
+    t.equal(sandbox.cmuRequests.at(-1)?.url, expected[i], `forwarded as ${expected[i]}`)
+  }
+})
+
+t.test('extension, Accept and Accept-Encoding pass through; gzip arrives compressed', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox)
+
+  const csv = await call(proxy.url, `/cmu/v2/year/month/day.csv?${RANGE}`)
+  t.equal(csv.status, 200)
+  t.match(csv.headers['content-type'], /^text\/csv/)
+  t.match(csv.headers['content-disposition'], /filename="report__2026-01-01_2026-01-03_1000\.csv"/)
+  t.match(csv.text, /^year,month,day,active-users/)
+
+  const viaAccept = await call(proxy.url, `/cmu/v2/year/month/day?${RANGE}`, { headers: { accept: 'text/csv' } })
+  t.equal(sandbox.cmuRequests.at(-1)?.headers.accept, 'text/csv', 'Accept forwarded')
+  t.equal(viaAccept.text, csv.text, 'Accept negotiates the same CSV')
+
+  const identity = await call(proxy.url, `/cmu/v2/year/month/day?${RANGE}`)
+  const gzipped = await call(proxy.url, `/cmu/v2/year/month/day?${RANGE}`, { headers: { 'accept-encoding': 'gzip' } })
+  t.equal(gzipped.headers['content-encoding'], 'gzip', 'still compressed')
+  t.equal(gzipped.body[0], 0x1f, 'gzip magic byte')
+  t.equal(gunzipSync(gzipped.body).toString('utf8'), identity.text, 'inflates to the same bytes')
+  t.equal(identity.headers['content-encoding'], undefined)
+})
+
+t.test('caller credentials never reach Adobe; our secrets never reach callers or logs', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox)
+  const response = await call(proxy.url, `/cmu/v2/year?${RANGE}&access_token=caller-query-token`, {
+    headers: { authorization: 'Bearer caller-secret', cookie: 'session=caller-cookie', 'x-request-id': 'trace-123', 'x-forwarded-for': '203.0.113.9', connection: 'keep-alive, x-custom', 'x-custom': 'hop' }
+  })
+  t.equal(response.status, 200)
+  t.equal(response.headers['x-request-id'], 'trace-123', 'request id echoed')
+  const seen = sandbox.cmuRequests.at(-1)
+  const issued = sandbox.dcr.issued.map((i) => i.token)
+  t.equal(seen?.headers.authorization, `Bearer ${issued[0] ?? 'missing'}`, 'the proxy token, not the caller one')
+  t.equal(seen?.headers.cookie, undefined, 'no cookie')
+  t.equal(seen?.headers['x-custom'], undefined, 'no unlisted header')
+  t.equal(seen?.headers['x-request-id'], 'trace-123', 'request id forwarded')
+  t.equal(seen?.headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1', 'caller address appended')
+  t.notMatch(seen?.url, /caller-query-token/)
+
+  // Upstream Set-Cookie and hop-by-hop headers stay behind.
+  sandbox.faults.failNext('cmu', 1, { status: 200, body: '{}', contentType: 'application/json', headers: { 'set-cookie': 'a=b', 'x-upstream-internal': '1' } })
+  const filtered = await call(proxy.url, '/cmu/v2')
+  t.equal(filtered.headers['set-cookie'], undefined)
+  t.equal(filtered.headers['x-upstream-internal'], undefined)
+
+  const everything = [...proxy.logs, response.text, JSON.stringify(response.headers)].join('\n')
+  const secrets = [...issued, proxy.statement, 'caller-secret', 'caller-cookie', 'caller-query-token']
+  for (const secret of secrets) t.notOk(everything.includes(secret), `never exposed: ${secret.slice(0, 12)}…`)
+  const clientSecret = JSON.parse(await import('node:fs/promises').then(async (fs) => await fs.readFile(proxy.credentialsFile, 'utf8'))).client_secret
+  t.notOk(everything.includes(clientSecret), 'client secret never logged')
+  t.ok(proxy.logs.some((line) => line.includes('"reqId":"trace-123"') && line.includes('"statusCode":200')), 'one request line with the request id')
+})
+
+t.test('path tricks are refused with 400 and nothing is sent upstream', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox)
+  await call(proxy.url, '/cmu/v2')
+  const before = { ...sandbox.calls }
+  for (const path of ['/cmu/../o/client/register', '/cmu/v2/%2e%2e/%2E%2E/o/client/token', '/cmu/v2%2f..%2fo/client/register', '/cmu/v2/year%2Fmonth', '/cmu/v2\\..\\x', '/cmu/./v2']) {
+    assertProblem(t, await call(proxy.url, path), 400, 'CMU_PROXY_BAD_PATH')
+  }
+  t.same(sandbox.calls, before, 'nothing reached the sandbox')
+})
+
+t.test('methods other than GET and HEAD are 405 with Allow', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox)
+  for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
+    const response = await call(proxy.url, '/cmu/v2/year', { method, headers: { 'content-type': 'application/xml' } })
+    assertProblem(t, response, 405, 'CMU_PROXY_METHOD_NOT_ALLOWED')
+    t.equal(response.headers.allow, 'GET, HEAD')
+  }
+  t.equal(sandbox.calls.cmu, 0)
+  const head = await call(proxy.url, `/cmu/v2/year.csv?${RANGE}`, { method: 'HEAD' })
+  t.equal(head.status, 200)
+  t.match(head.headers['content-type'], /^text\/csv/)
+  t.equal(head.body.length, 0, 'HEAD has no body')
+  assertProblem(t, await call(proxy.url, '/o/client/register'), 404, 'CMU_PROXY_NOT_FOUND')
+})
+
+t.test('upstream statuses and redirects are passed back, never followed', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox)
+  t.equal((await call(proxy.url, '/cmu/v2/nope')).status, 404, 'not in the drill-down tree')
+  const bad = await call(proxy.url, '/cmu/v2/year?start=2024-13')
+  t.equal(bad.status, 400)
+  t.equal(bad.text, 'Invalid date for start: 2024-13', "Adobe's plain-text reason")
+  sandbox.faults.failNext('cmu', 1, { status: 302, headers: { location: 'https://elsewhere.example/steal' } })
+  const redirect = await call(proxy.url, '/cmu/v2')
+  t.equal(redirect.status, 302)
+  t.equal(redirect.headers.location, 'https://elsewhere.example/steal')
+  t.equal(sandbox.calls.cmu, 3, 'the redirect was not followed')
+})
+
+t.test('upstream hangs: 504 within the configured timeout', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { UPSTREAM_HEADERS_TIMEOUT_MS: '300' } })
+  await call(proxy.url, '/cmu/v2')
+  sandbox.faults.failNext('cmu', 1, { hang: true })
+  const started = Date.now()
+  const response = await call(proxy.url, '/cmu/v2/year')
+  const elapsed = Date.now() - started
+  assertProblem(t, response, 504, 'CMU_PROXY_UPSTREAM_TIMEOUT')
+  t.ok(elapsed >= 250 && elapsed < 2_000, `answered after ${elapsed} ms`)
+})
+
+t.test('a caller that disconnects aborts the upstream request', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox)
+  await call(proxy.url, '/cmu/v2')
+  sandbox.faults.failNext('cmu', 1, { hang: true })
+  const abort = new AbortController()
+  const pending = call(proxy.url, '/cmu/v2/year', { signal: abort.signal }).catch((err: Error) => err)
+  t.ok(await eventually(() => sandbox.calls.cmu === 2), 'request reached upstream')
+  abort.abort()
+  t.type(await pending, Error)
+  t.ok(await eventually(() => sandbox.calls.cmuAborted === 1), 'upstream saw the abort')
+})
+
+t.test('an unreachable upstream is a 502', async (t) => {
+  const sandbox = await startSandbox(t)
+  const closed = await listenAndClose()
+  const proxy = await startProxy(t, sandbox, { env: { ADOBE_CMU_URL: `http://127.0.0.1:${closed}/cmu` } })
+  assertProblem(t, await call(proxy.url, '/cmu/v2'), 502, 'CMU_PROXY_UPSTREAM_UNREACHABLE')
+})
+
+t.test('a connection dropped before the headers is a 502', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox)
+  sandbox.faults.failNext('cmu', 1, { drop: true })
+  assertProblem(t, await call(proxy.url, '/cmu/v2'), 502, 'CMU_PROXY_UPSTREAM_UNREACHABLE')
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200, 'the next request is fine')
+})
+
+t.test('a body that stalls mid-stream is cut off at the body timeout', async (t) => {
+  const stalling = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/csv', 'content-length': '100' })
+    res.write('year,month\n')
+  })
+  const port = await listen(t, stalling)
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu`, UPSTREAM_BODY_TIMEOUT_MS: '200' } })
+  const outcome = await call(proxy.url, '/cmu/v2').then((r) => r.status, (err: Error) => err.message)
+  t.match(String(outcome), /aborted|socket hang up|ECONNRESET/, 'the caller sees a truncated response, not a hang')
+  t.ok(proxy.logs.some((l) => l.includes('response body ended early')), 'logged')
+})
+
+async function listen (t: Test, server: Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  return (server.address() as AddressInfo).port
+}
+
+async function listenAndClose (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
