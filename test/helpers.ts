@@ -1,7 +1,8 @@
 // Shared test wiring: the sandbox and the real app on loopback port 0, a raw
 // HTTP client (so paths like /cmu/../x reach the server unnormalised), and a
 // log sink that tests search for secrets.
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
@@ -121,4 +122,31 @@ export function assertProblem (t: Test, response: RawResponse, status: number, c
   t.equal(body.status, status)
   t.type(body.detail, 'string')
   t.equal(body.requestId, response.headers['x-request-id'], 'requestId matches X-Request-Id')
+}
+
+export interface ScriptedRequest { method: string, url: string, headers: IncomingHttpHeaders, body: string }
+
+/** A tiny HTTP server on loopback whose answers the test scripts; it records every request. */
+export async function startScriptedServer (t: Test, handler: (req: ScriptedRequest, res: ServerResponse) => void): Promise<{ url: string, requests: ScriptedRequest[] }> {
+  const requests: ScriptedRequest[] = []
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const recorded = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') }
+      requests.push(recorded)
+      handler(recorded, res)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(async () => {
+    server.closeAllConnections()
+    await new Promise((resolve) => server.close(resolve))
+  })
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests }
+}
+
+export function json (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers })
+  res.end(typeof body === 'string' ? body : JSON.stringify(body))
 }

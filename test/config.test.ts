@@ -1,0 +1,99 @@
+import { spawnSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { ConfigError, loadConfig } from '../src/config.js'
+import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+
+const NO_ENV_FILE = { CMU_PROXY_ENV_FILE: '/dev/null' }
+
+t.test('defaults follow DESIGN.md', async (t) => {
+  const statement = makeSoftwareStatement()
+  const config = loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: statement }, cwd: t.testdir() })
+  t.match(config, {
+    HOST: '127.0.0.1',
+    PORT: 8080,
+    LOG_LEVEL: 'info',
+    ADOBE_AUTH_URL: 'https://api.auth.adobe.com',
+    ADOBE_CMU_URL: 'https://mgmt.auth.adobe.com/cmu',
+    CREDENTIALS_FILE: 'data/credentials.json',
+    PROXY_PATH_PREFIX: '/cmu',
+    SHUTDOWN_GRACE_SECONDS: 10
+  })
+  t.equal(config.ADOBE_SOFTWARE_STATEMENT, statement)
+  t.notOk('PATH' in config, 'only schema variables are kept')
+})
+
+t.test('the env file is read and the real environment wins', async (t) => {
+  const dir = t.testdir({ config: { 'cmu-proxy.env': `PORT=9000\nLOG_LEVEL=debug\nADOBE_SOFTWARE_STATEMENT=${makeSoftwareStatement()}\n` } })
+  const config = loadConfig({ env: { PORT: '9100' }, cwd: dir })
+  t.equal(config.PORT, 9100, 'environment beats file')
+  t.equal(config.LOG_LEVEL, 'debug', 'file value used')
+})
+
+t.test('secret files: explicit, the default path, and conflicts', async (t) => {
+  const statement = makeSoftwareStatement()
+  const dir = t.testdir({ config: { 'software-statement.jwt': `${statement}\n` }, 'secret.txt': 'shh\n', 'empty.jwt': '' })
+  t.equal(loadConfig({ env: NO_ENV_FILE, cwd: dir }).ADOBE_SOFTWARE_STATEMENT, statement, 'config/software-statement.jwt by default, trimmed')
+  const withSecret = loadConfig({ env: { ...NO_ENV_FILE, ADOBE_CLIENT_ID: 'id', ADOBE_CLIENT_SECRET_FILE: join(dir, 'secret.txt') }, cwd: dir })
+  t.equal(withSecret.ADOBE_CLIENT_SECRET, 'shh')
+  t.match(catchConfigError(() => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_SOFTWARE_STATEMENT_FILE: 'x' }, cwd: dir })), { variable: 'ADOBE_SOFTWARE_STATEMENT_FILE', message: /both set/ })
+  t.match(catchConfigError(() => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'missing.jwt') }, cwd: dir })), { variable: 'ADOBE_SOFTWARE_STATEMENT_FILE', message: /cannot be read \(ENOENT\)/ })
+  t.match(catchConfigError(() => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'empty.jwt') }, cwd: dir })), { variable: 'ADOBE_SOFTWARE_STATEMENT_FILE', message: /empty file/ })
+  t.match(catchConfigError(() => loadConfig({ env: { CMU_PROXY_ENV_FILE: join(dir, 'nope.env') }, cwd: dir })), { variable: 'CMU_PROXY_ENV_FILE' })
+})
+
+t.test('each bad setting is one message naming the variable, never echoing a secret', async (t) => {
+  const statement = makeSoftwareStatement()
+  const base = { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: statement }
+  const cases: Array<[Record<string, string>, string, RegExp]> = [
+    [{ PORT: 'eighty' }, 'PORT', /^PORT must be integer \(got "eighty"\)$/],
+    [{ PORT: '70000' }, 'PORT', /^PORT must be <= 65535/],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL', /allowed values: fatal, error/],
+    [{ ADOBE_AUTH_URL: 'ftp://x' }, 'ADOBE_AUTH_URL', /must match pattern/],
+    [{ ADOBE_CMU_URL: 'https://host/cmu?x=1' }, 'ADOBE_CMU_URL', /plain base URL/],
+    [{ ADOBE_CMU_URL: 'https://exa mple/' }, 'ADOBE_CMU_URL', /not a valid URL/],
+    [{ ADOBE_SOFTWARE_STATEMENT: 'not a jwt secret' }, 'ADOBE_SOFTWARE_STATEMENT', /^ADOBE_SOFTWARE_STATEMENT is not a JWT/],
+    [{ ADOBE_CLIENT_ID: 'abc' }, 'ADOBE_CLIENT_SECRET', /required when the other half/],
+    [{ TOKEN_RETRY_BASE_MS: '5000', TOKEN_RETRY_MAX_MS: '1000' }, 'TOKEN_RETRY_MAX_MS', /smaller than TOKEN_RETRY_BASE_MS/],
+    [{ UPSTREAM_HEADERS_TIMEOUT_MS: '0' }, 'UPSTREAM_HEADERS_TIMEOUT_MS', /must be >= 1/],
+    [{ PROXY_PATH_PREFIX: 'cmu' }, 'PROXY_PATH_PREFIX', /must match pattern/]
+  ]
+  for (const [env, variable, message] of cases) {
+    const error = catchConfigError(() => loadConfig({ env: { ...base, ...env } }))
+    t.equal(error?.variable, variable, `${JSON.stringify(env)} names ${variable}`)
+    t.match(error?.message, message)
+    t.notOk(error?.message.includes('secret'), 'value of a secret not echoed')
+    t.notOk(error?.message.includes('\n'), 'one line')
+  }
+  const missing = catchConfigError(() => loadConfig({ env: NO_ENV_FILE, cwd: t.testdir() }))
+  t.equal(missing?.variable, 'ADOBE_SOFTWARE_STATEMENT')
+})
+
+t.test('the real entry point exits 78 with one line on a bad setting', async (t) => {
+  const main = fileURLToPath(new URL('../dist/main.js', import.meta.url))
+  const dir = t.testdir()
+  writeFileSync(join(dir, 'statement.jwt'), makeSoftwareStatement())
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ PORT: 'x' }, /^cmu-proxy: configuration error: PORT must be integer \(got "x"\)\n$/],
+    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'absent.jwt') }, /^cmu-proxy: configuration error: ADOBE_SOFTWARE_STATEMENT_FILE cannot be read/],
+    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), ADOBE_AUTH_URL: 'nope' }, /^cmu-proxy: configuration error: ADOBE_AUTH_URL must match pattern/]
+  ]
+  for (const [env, stderr] of cases) {
+    const result = spawnSync(process.execPath, [main], { cwd: dir, env: { PATH: process.env.PATH, CMU_PROXY_ENV_FILE: '/dev/null', ...env }, encoding: 'utf8', timeout: 10_000 })
+    t.equal(result.status, 78, `exit 78 for ${Object.keys(env).join(', ')}`)
+    t.match(result.stderr, stderr)
+    t.equal(result.stdout, '')
+  }
+})
+
+function catchConfigError (fn: () => unknown): ConfigError | undefined {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof ConfigError) return err
+    throw err
+  }
+  return undefined
+}
