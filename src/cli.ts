@@ -1,16 +1,26 @@
 #!/usr/bin/env node
-// The `cmu-proxy` command: `cmu-proxy` (or `cmu-proxy serve`) runs the proxy.
+// The `cmu-proxy` command.
 import { run } from './main.js'
+import { runSandbox } from './sandbox/cli.js'
 
-const [command = 'serve'] = process.argv.slice(2)
-const USAGE = 'usage: cmu-proxy [serve]\n'
+const USAGE = `usage: cmu-proxy [command]
+
+  serve      run the proxy (the default)
+  sandbox    run the fake Adobe alone (cmu-proxy sandbox --help)
+`
+
+const [command = 'serve', ...args] = process.argv.slice(2)
 
 switch (command) {
   case 'serve':
     await run()
     break
+  case 'sandbox':
+    await runSandbox(args)
+    break
   case '--help':
   case '-h':
+  case 'help':
     process.stdout.write(USAGE)
     break
   default:

@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import { Readable, pipeline } from 'node:stream'
 import { createGzip } from 'node:zlib'
+import { CONTROL_PREFIX, handleControl } from './control.js'
 import { SandboxDcr, type DcrAnswer } from './dcr.js'
 import { Faults, type Endpoint } from './faults.js'
 import { csvFileName, render } from './render.js'
@@ -79,7 +80,9 @@ export class Sandbox {
   #handle (req: IncomingMessage, res: ServerResponse): void {
     const url = req.url ?? '/'
     const path = url.split('?', 1)[0] ?? '/'
-    if (path === '/o/client/register' || path === '/o/client/token') {
+    if (path.startsWith(CONTROL_PREFIX)) {
+      readBody(req, (body) => { handleControl(this, req, res, body ?? '') })
+    } else if (path === '/o/client/register' || path === '/o/client/token') {
       this.#handleDcr(path === '/o/client/register' ? 'register' : 'token', req, res)
     } else if (path === this.basePath || path.startsWith(`${this.basePath}/`)) {
       this.#handleCmu(req, res, path.slice(this.basePath.length))

@@ -1,0 +1,75 @@
+// The sandbox's control API under /_sandbox/*, so teams that run it as a
+// separate process (`cmu-proxy sandbox`) can script faults from any language.
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { SandboxDcr } from './dcr.js'
+import type { Endpoint, FaultAction, Faults } from './faults.js'
+
+export const CONTROL_PREFIX = '/_sandbox/'
+
+export interface ControlTarget {
+  faults: Faults
+  dcr: SandboxDcr
+  calls: Record<string, number>
+}
+
+const ENDPOINTS = new Set<Endpoint>(['register', 'token', 'cmu'])
+
+/** Handles one control request; `body` is the request body as text. */
+export function handleControl (target: ControlTarget, req: IncomingMessage, res: ServerResponse, body: string): void {
+  const route = `${req.method ?? ''} ${(req.url ?? '').split('?')[0] ?? ''}`
+  let input: Record<string, unknown> = {}
+  if (body.trim() !== '') {
+    try {
+      input = JSON.parse(body) as Record<string, unknown>
+    } catch {
+      return reply(res, 400, { error: 'body must be JSON' })
+    }
+  }
+  switch (route) {
+    case 'GET /_sandbox/calls':
+      return reply(res, 200, target.calls)
+    case 'POST /_sandbox/revoke-tokens':
+      target.dcr.revokeTokens()
+      return reply(res, 200, { revoked: 'tokens' })
+    case 'POST /_sandbox/revoke-clients':
+      target.dcr.revokeClients()
+      return reply(res, 200, { revoked: 'clients' })
+    case 'POST /_sandbox/token-lifetime': {
+      const seconds = input.seconds
+      if (typeof seconds !== 'number' || !Number.isInteger(seconds) || seconds < 1) return reply(res, 400, { error: 'seconds must be a positive integer' })
+      target.dcr.tokenLifetimeSeconds = seconds
+      return reply(res, 200, { seconds })
+    }
+    case 'POST /_sandbox/faults': {
+      const parsed = parseFault(input)
+      if (typeof parsed === 'string') return reply(res, 400, { error: parsed })
+      target.faults.failNext(parsed.endpoint, parsed.count, parsed.action, parsed.path)
+      return reply(res, 201, { added: input })
+    }
+    case 'DELETE /_sandbox/faults':
+      target.faults.clear()
+      return reply(res, 200, { cleared: true })
+    default:
+      return reply(res, 404, { error: 'unknown control route' })
+  }
+}
+
+function parseFault (input: Record<string, unknown>): { endpoint: Endpoint, count: number, action: FaultAction, path?: string } | string {
+  const { endpoint, count = 1, status, hang, delayMs, drop, path, body } = input
+  if (typeof endpoint !== 'string' || !ENDPOINTS.has(endpoint as Endpoint)) return 'endpoint must be register, token or cmu'
+  if (count !== 'forever' && (typeof count !== 'number' || count < 1)) return 'count must be a positive number or "forever"'
+  if (path !== undefined && typeof path !== 'string') return 'path must be a string'
+  let action: FaultAction
+  if (typeof status === 'number' && status >= 100 && status <= 599) action = { status, ...(typeof body === 'string' ? { body } : {}) }
+  else if (hang === true) action = { hang: true }
+  else if (drop === true) action = { drop: true }
+  else if (typeof delayMs === 'number' && delayMs >= 0) action = { delayMs }
+  else return 'give one of status (100-599), hang: true, drop: true or delayMs'
+  return { endpoint: endpoint as Endpoint, count: count === 'forever' ? Infinity : count as number, action, ...(path === undefined ? {} : { path }) }
+}
+
+function reply (res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
