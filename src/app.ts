@@ -7,6 +7,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import type { Logger } from 'pino'
 import { Agent } from 'undici'
 import { CredentialStore } from './adobe/credential-store.js'
+import { ResponseCache } from './cache/response-cache.js'
 import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
 import type { Config } from './config.js'
@@ -19,7 +20,7 @@ import { USER_AGENT } from './version.js'
 
 export interface AppDependencies {
   logger: Logger
-  /** Clock and randomness for the token broker (tests pin them). */
+  /** Clock (token broker, cache) and randomness (token broker); tests pin them. */
   now?: () => number
   random?: () => number
 }
@@ -27,6 +28,8 @@ export interface AppDependencies {
 declare module 'fastify' {
   interface FastifyInstance {
     broker: TokenBroker
+    /** Undefined when CACHE_ENABLED=false. */
+    responseCache: ResponseCache | undefined
   }
   interface FastifyRequest {
     /** The CMU_PROXY_* code of the problem answered, for the request log line (request-log.ts). */
@@ -70,7 +73,13 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS
   })
 
+  const now = deps.now ?? Date.now
+  const cache = config.CACHE_ENABLED
+    ? new ResponseCache({ maxBytes: config.CACHE_MAX_BYTES, maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES, now })
+    : undefined
+
   app.decorate('broker', broker)
+  app.decorate('responseCache', cache)
   app.decorateRequest('problemCode', null)
   app.addHook('onReady', async () => { broker.start() })
   app.addHook('onClose', async () => {
@@ -83,7 +92,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   app.setNotFoundHandler(async (request, reply) => await sendProblem(notFound(), request, reply))
 
   await app.register(healthRoutes, { broker })
-  await app.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, broker, upstream })
+  await app.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, broker, upstream, cache, cacheTtlMaxSeconds: config.CACHE_TTL_MAX_SECONDS, now })
   return app
 }
 

@@ -40,6 +40,13 @@ export const configSchema = {
     TOKEN_RETRY_BASE_MS: ms(1_000),
     TOKEN_RETRY_MAX_MS: ms(60_000),
 
+    // Response cache of complete 200 answers (cache/): bounded by total and per-entry bytes.
+    CACHE_ENABLED: { type: 'boolean', default: true },
+    CACHE_MAX_BYTES: { type: 'integer', minimum: 0, default: 64 * 1024 * 1024 },
+    CACHE_MAX_ENTRY_BYTES: { type: 'integer', minimum: 0, default: 4 * 1024 * 1024 },
+    // Caps every TTL (which otherwise follows Adobe's recompute schedule for the report's granularity).
+    CACHE_TTL_MAX_SECONDS: { type: 'integer', minimum: 0, default: 2 * 24 * 3600 },
+
     // On SIGTERM/SIGINT: stop accepting, let in-flight responses finish for this long, then exit.
     SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, default: 10 }
   },
@@ -168,6 +175,9 @@ function checkCrossFieldRules (config: Config): void {
   if (config.ADOBE_SOFTWARE_STATEMENT === undefined && config.ADOBE_CLIENT_ID === undefined) {
     throw new ConfigError('ADOBE_SOFTWARE_STATEMENT',
       'is required (or ADOBE_SOFTWARE_STATEMENT_FILE, or config/software-statement.jwt, or ADOBE_CLIENT_ID + ADOBE_CLIENT_SECRET)')
+  }
+  if (config.CACHE_MAX_ENTRY_BYTES > config.CACHE_MAX_BYTES) {
+    throw new ConfigError('CACHE_MAX_ENTRY_BYTES', 'must not be larger than CACHE_MAX_BYTES')
   }
   if (config.TOKEN_RETRY_MAX_MS < config.TOKEN_RETRY_BASE_MS) {
     throw new ConfigError('TOKEN_RETRY_MAX_MS', 'must not be smaller than TOKEN_RETRY_BASE_MS')

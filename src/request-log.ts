@@ -16,6 +16,7 @@ export class RequestLogController extends LogController {
       statusCode: reply.statusCode,
       durationMs: Math.round(reply.elapsedTime * 100) / 100,
       ...(request.problemCode === null ? {} : { code: request.problemCode }),
+      ...(request.cacheResult === null ? {} : { cache: request.cacheResult }),
       ...(error === null || error === undefined ? {} : { error: (error as { code?: string }).code ?? error.name })
     }
     if (QUIET_PATHS.has(request.routeOptions.url ?? '')) request.log.debug(line, 'request')

@@ -51,36 +51,38 @@ t.test('extension, Accept and Accept-Encoding pass through; gzip arrives compres
   t.equal(identity.headers['content-encoding'], undefined)
 })
 
-t.test('caller credentials never reach Adobe; our secrets never reach callers or logs', async (t) => {
-  const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox)
-  const response = await call(proxy.url, `/cmu/v2/year?${RANGE}&access_token=caller-query-token`, {
-    headers: { authorization: 'Bearer caller-secret', cookie: 'session=caller-cookie', 'x-request-id': 'trace-123', 'x-forwarded-for': '203.0.113.9', connection: 'keep-alive, x-custom', 'x-custom': 'hop' }
+for (const CACHE_ENABLED of ['false', 'true']) {
+  t.test(`caller credentials never reach Adobe; our secrets never reach callers or logs (cache ${CACHE_ENABLED})`, async (t) => {
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED } })
+    const response = await call(proxy.url, `/cmu/v2/year?${RANGE}&access_token=caller-query-token`, {
+      headers: { authorization: 'Bearer caller-secret', cookie: 'session=caller-cookie', 'x-request-id': 'trace-123', 'x-forwarded-for': '203.0.113.9', connection: 'keep-alive, x-custom', 'x-custom': 'hop' }
+    })
+    t.equal(response.status, 200)
+    t.equal(response.headers['x-request-id'], 'trace-123', 'request id echoed')
+    const seen = sandbox.cmuRequests.at(-1)
+    const issued = sandbox.dcr.issued.map((i) => i.token)
+    t.equal(seen?.headers.authorization, `Bearer ${issued[0] ?? 'missing'}`, 'the proxy token, not the caller one')
+    t.equal(seen?.headers.cookie, undefined, 'no cookie')
+    t.equal(seen?.headers['x-custom'], undefined, 'no unlisted header')
+    t.equal(seen?.headers['x-request-id'], 'trace-123', 'request id forwarded')
+    t.equal(seen?.headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1', 'caller address appended')
+    t.notMatch(seen?.url, /caller-query-token/)
+
+    // Upstream Set-Cookie and hop-by-hop headers stay behind.
+    sandbox.faults.failNext('cmu', 1, { status: 200, body: '{}', contentType: 'application/json', headers: { 'set-cookie': 'a=b', 'x-upstream-internal': '1' } })
+    const filtered = await call(proxy.url, '/cmu/v2')
+    t.equal(filtered.headers['set-cookie'], undefined)
+    t.equal(filtered.headers['x-upstream-internal'], undefined)
+
+    const everything = [...proxy.logs, response.text, JSON.stringify(response.headers)].join('\n')
+    const secrets = [...issued, proxy.statement, 'caller-secret', 'caller-cookie', 'caller-query-token']
+    for (const secret of secrets) t.notOk(everything.includes(secret), `never exposed: ${secret.slice(0, 12)}…`)
+    const clientSecret = JSON.parse(await import('node:fs/promises').then(async (fs) => await fs.readFile(proxy.credentialsFile, 'utf8'))).client_secret
+    t.notOk(everything.includes(clientSecret), 'client secret never logged')
+    t.ok(proxy.logs.some((line) => line.includes('"reqId":"trace-123"') && line.includes('"statusCode":200')), 'one request line with the request id')
   })
-  t.equal(response.status, 200)
-  t.equal(response.headers['x-request-id'], 'trace-123', 'request id echoed')
-  const seen = sandbox.cmuRequests.at(-1)
-  const issued = sandbox.dcr.issued.map((i) => i.token)
-  t.equal(seen?.headers.authorization, `Bearer ${issued[0] ?? 'missing'}`, 'the proxy token, not the caller one')
-  t.equal(seen?.headers.cookie, undefined, 'no cookie')
-  t.equal(seen?.headers['x-custom'], undefined, 'no unlisted header')
-  t.equal(seen?.headers['x-request-id'], 'trace-123', 'request id forwarded')
-  t.equal(seen?.headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1', 'caller address appended')
-  t.notMatch(seen?.url, /caller-query-token/)
-
-  // Upstream Set-Cookie and hop-by-hop headers stay behind.
-  sandbox.faults.failNext('cmu', 1, { status: 200, body: '{}', contentType: 'application/json', headers: { 'set-cookie': 'a=b', 'x-upstream-internal': '1' } })
-  const filtered = await call(proxy.url, '/cmu/v2')
-  t.equal(filtered.headers['set-cookie'], undefined)
-  t.equal(filtered.headers['x-upstream-internal'], undefined)
-
-  const everything = [...proxy.logs, response.text, JSON.stringify(response.headers)].join('\n')
-  const secrets = [...issued, proxy.statement, 'caller-secret', 'caller-cookie', 'caller-query-token']
-  for (const secret of secrets) t.notOk(everything.includes(secret), `never exposed: ${secret.slice(0, 12)}…`)
-  const clientSecret = JSON.parse(await import('node:fs/promises').then(async (fs) => await fs.readFile(proxy.credentialsFile, 'utf8'))).client_secret
-  t.notOk(everything.includes(clientSecret), 'client secret never logged')
-  t.ok(proxy.logs.some((line) => line.includes('"reqId":"trace-123"') && line.includes('"statusCode":200')), 'one request line with the request id')
-})
+}
 
 t.test('path tricks are refused with 400 and nothing is sent upstream', async (t) => {
   const sandbox = await startSandbox(t)
@@ -123,30 +125,32 @@ t.test('upstream statuses and redirects are passed back, never followed', async 
   t.equal(sandbox.calls.cmu, 3, 'the redirect was not followed')
 })
 
-t.test('upstream hangs: 504 within the configured timeout', async (t) => {
-  const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { env: { UPSTREAM_HEADERS_TIMEOUT_MS: '300' } })
-  await call(proxy.url, '/cmu/v2')
-  sandbox.faults.failNext('cmu', 1, { hang: true })
-  const started = Date.now()
-  const response = await call(proxy.url, '/cmu/v2/year')
-  const elapsed = Date.now() - started
-  assertProblem(t, response, 504, 'CMU_PROXY_UPSTREAM_TIMEOUT')
-  t.ok(elapsed >= 250 && elapsed < 2_000, `answered after ${elapsed} ms`)
-})
+for (const CACHE_ENABLED of ['false', 'true']) {
+  t.test(`upstream hangs: 504 within the configured timeout (cache ${CACHE_ENABLED})`, async (t) => {
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { UPSTREAM_HEADERS_TIMEOUT_MS: '300', CACHE_ENABLED } })
+    await call(proxy.url, '/cmu/v2')
+    sandbox.faults.failNext('cmu', 1, { hang: true })
+    const started = Date.now()
+    const response = await call(proxy.url, '/cmu/v2/year')
+    const elapsed = Date.now() - started
+    assertProblem(t, response, 504, 'CMU_PROXY_UPSTREAM_TIMEOUT')
+    t.ok(elapsed >= 250 && elapsed < 2_000, `answered after ${elapsed} ms`)
+  })
 
-t.test('a caller that disconnects aborts the upstream request', async (t) => {
-  const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox)
-  await call(proxy.url, '/cmu/v2')
-  sandbox.faults.failNext('cmu', 1, { hang: true })
-  const abort = new AbortController()
-  const pending = call(proxy.url, '/cmu/v2/year', { signal: abort.signal }).catch((err: Error) => err)
-  t.ok(await eventually(() => sandbox.calls.cmu === 2), 'request reached upstream')
-  abort.abort()
-  t.type(await pending, Error)
-  t.ok(await eventually(() => sandbox.calls.cmuAborted === 1), 'upstream saw the abort')
-})
+  t.test(`a caller that disconnects aborts the upstream request (cache ${CACHE_ENABLED})`, async (t) => {
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED } })
+    await call(proxy.url, '/cmu/v2')
+    sandbox.faults.failNext('cmu', 1, { hang: true })
+    const abort = new AbortController()
+    const pending = call(proxy.url, '/cmu/v2/year', { signal: abort.signal }).catch((err: Error) => err)
+    t.ok(await eventually(() => sandbox.calls.cmu === 2), 'request reached upstream')
+    abort.abort()
+    t.type(await pending, Error)
+    t.ok(await eventually(() => sandbox.calls.cmuAborted === 1), 'upstream saw the abort')
+  })
+}
 
 t.test('an unreachable upstream is a 502', async (t) => {
   const sandbox = await startSandbox(t)
@@ -174,6 +178,17 @@ t.test('a body that stalls mid-stream is cut off at the body timeout', async (t)
   const outcome = await call(proxy.url, '/cmu/v2').then((r) => r.status, (err: Error) => err.message)
   t.match(String(outcome), /aborted|socket hang up|ECONNRESET/, 'the caller sees a truncated response, not a hang')
   t.ok(proxy.logs.some((l) => l.includes('response body ended early')), 'logged')
+})
+
+t.test('with the cache on, a body that stalls before completing is a clean 504 (nothing was sent yet)', async (t) => {
+  const stalling = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/csv', 'content-length': '100' })
+    res.write('year,month\n')
+  })
+  const port = await listen(t, stalling)
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu`, UPSTREAM_BODY_TIMEOUT_MS: '200', CACHE_ENABLED: 'true' } })
+  assertProblem(t, await call(proxy.url, '/cmu/v2'), 504, 'CMU_PROXY_UPSTREAM_TIMEOUT')
 })
 
 async function listen (t: Test, server: Server): Promise<number> {

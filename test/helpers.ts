@@ -50,6 +50,8 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
       ADOBE_AUTH_URL: sandbox.authUrl,
       ADOBE_CMU_URL: sandbox.cmuUrl,
       CREDENTIALS_FILE: credentialsFile,
+      // Most tests count upstream calls; the cache tests turn it on.
+      CACHE_ENABLED: 'false',
       ...options.env
     },
     cwd: t.testdirName

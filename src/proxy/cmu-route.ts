@@ -1,10 +1,15 @@
-// GET/HEAD <prefix>/*: validate the target, attach the current token, stream
-// Adobe's answer back. An upstream 401 means our token went bad: invalidate
-// it, get a fresh one (single-flight in the broker) and retry exactly once.
+// GET/HEAD <prefix>/*: validate the target, then either stream Adobe's answer
+// straight through (no cache, or a conditional request), or serve it from the
+// response cache, coalescing identical concurrent misses into one request.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { Dispatcher } from 'undici'
+import type { Readable } from 'node:stream'
 import type { TokenBroker } from '../adobe/token-broker.js'
-import { methodNotAllowed, upstreamRejectedToken } from '../errors.js'
+import { readAnswer, type Answer, type BufferedAnswer } from '../cache/buffered-fetch.js'
+import { cacheKey, callerSaysNoCache, isConditional, isStorable, ttlSeconds } from '../cache/cache-policy.js'
+import type { CachedResponse, ResponseCache } from '../cache/response-cache.js'
+import { methodNotAllowed } from '../errors.js'
+import { fetchWithToken } from './authorized-fetch.js'
+import { Coalescer } from './coalescer.js'
 import { callerResponseHeaders, upstreamRequestHeaders } from './headers.js'
 import { upstreamTarget } from './target.js'
 import type { Upstream } from './upstream.js'
@@ -14,42 +19,67 @@ export interface CmuRouteOptions {
   pathPrefix: string
   broker: TokenBroker
   upstream: Upstream
+  /** Absent when CACHE_ENABLED=false. */
+  cache?: ResponseCache | undefined
+  cacheTtlMaxSeconds: number
+  now: () => number
+}
+
+export type CacheResult = 'HIT' | 'MISS' | 'BYPASS'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** How the cache answered, for metrics and the request log. */
+    cacheResult: CacheResult | null
+  }
 }
 
 const ALLOW = 'GET, HEAD'
 const OTHER_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
-export async function cmuRoutes (app: FastifyInstance, { pathPrefix: prefix, broker, upstream }: CmuRouteOptions): Promise<void> {
+export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions): Promise<void> {
+  const { pathPrefix: prefix, cache } = options
+  const coalescer = new Coalescer<Answer>()
+  app.decorateRequest('cacheResult', null)
+
   async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const target = upstreamTarget(request.raw.url ?? '', prefix)
     const headers = upstreamRequestHeaders(request.headers, request.id, request.ip)
-    const abort = new AbortController()
-    // 'close' before the response finished means the caller went away: stop Adobe's work too.
-    reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort() })
+    const callerGone = abortWhenCallerLeaves(reply)
+    if (cache === undefined) {
+      const response = await fetchWithToken(options, target, headers, callerGone)
+      return await sendStream(request, reply, response.statusCode, callerResponseHeaders(response.headers), response.body)
+    }
+    if (isConditional(request.headers)) {
+      // A 304 belongs to the caller that asked: neither cached nor shared.
+      const response = await fetchWithToken(options, target, headers, callerGone)
+      return await sendStream(request, reply.header('x-cache', 'BYPASS'), response.statusCode, callerResponseHeaders(response.headers), response.body, 'BYPASS')
+    }
 
-    // CMU only serves GET; a caller's HEAD is answered from a GET whose body is dropped.
-    const send = async (token: string): Promise<Dispatcher.ResponseData> =>
-      await upstream.request({ method: 'GET', ...target, headers: { ...headers, authorization: `Bearer ${token}` }, signal: abort.signal })
-
-    let token = await broker.getToken()
-    let response = await send(token)
-    if (response.statusCode === 401) {
-      await response.body.dump()
-      broker.invalidate(token)
-      token = await broker.getToken()
-      response = await send(token)
-      if (response.statusCode === 401) {
-        await response.body.dump()
-        throw upstreamRejectedToken()
+    const key = cacheKey(target, request.headers)
+    const noCache = callerSaysNoCache(request.headers)
+    if (noCache) {
+      cache.countBypass()
+    } else {
+      const hit = cache.lookup(key)
+      if (hit !== undefined) return await sendCached(request, reply, hit, cache.ageSeconds(hit))
+    }
+    const fetchAndStore = async (signal: AbortSignal): Promise<Answer> => {
+      const answer = await readAnswer(await fetchWithToken(options, target, headers, signal), cache.maxEntryBytes)
+      if (answer.kind === 'buffered' && isStorable(answer.status, answer.upstreamHeaders, key)) {
+        cache.store(key, answer, ttlSeconds(target, options.now(), options.cacheTtlMaxSeconds))
       }
+      return answer
     }
-    reply.code(response.statusCode).headers(callerResponseHeaders(response.headers))
-    if (request.method === 'HEAD') {
-      // dump() reads a small body to the end (keeping the socket) and quietly destroys a large one.
-      void response.body.dump()
-      return await reply.send()
-    }
-    return await reply.send(response.body)
+    // no-cache refreshes the entry with its own request; everyone else joins identical misses.
+    const answer = noCache ? await fetchAndStore(callerGone) : await coalescer.run(key, fetchAndStore, callerGone)
+    const result: CacheResult = noCache ? 'BYPASS' : 'MISS'
+    if (answer.kind === 'buffered') return await sendBuffered(request, reply, answer, result)
+    const body = answer.claim()
+    if (body !== undefined) return await sendStream(request, reply.header('x-cache', result), answer.status, answer.headers, body, result)
+    // Too large to share: this waiter streams its own copy.
+    const response = await fetchWithToken(options, target, headers, callerGone)
+    return await sendStream(request, reply.header('x-cache', result), response.statusCode, callerResponseHeaders(response.headers), response.body, result)
   }
 
   app.route({ method: ['GET', 'HEAD'], url: prefix, handler: forward })
@@ -58,4 +88,35 @@ export async function cmuRoutes (app: FastifyInstance, { pathPrefix: prefix, bro
   const refuse = async (): Promise<never> => { throw methodNotAllowed(ALLOW) }
   app.route({ method: [...OTHER_METHODS], url: prefix, onRequest: refuse, handler: refuse })
   app.route({ method: [...OTHER_METHODS], url: `${prefix}/*`, onRequest: refuse, handler: refuse })
+}
+
+/** Fires when the caller goes away before its response is complete. */
+function abortWhenCallerLeaves (reply: FastifyReply): AbortSignal {
+  const abort = new AbortController()
+  reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort() })
+  return abort.signal
+}
+
+async function sendStream (request: FastifyRequest, reply: FastifyReply, status: number, headers: Record<string, string | string[]>, body: Readable, cacheResult?: CacheResult): Promise<FastifyReply> {
+  if (cacheResult !== undefined) request.cacheResult = cacheResult
+  reply.code(status).headers(headers)
+  if (request.method === 'HEAD') {
+    // Drain a small body (keeps the socket), quietly destroy a large one.
+    if ('dump' in body && typeof body.dump === 'function') void body.dump()
+    else body.destroy()
+    return await reply.send()
+  }
+  return await reply.send(body)
+}
+
+async function sendBuffered (request: FastifyRequest, reply: FastifyReply, answer: BufferedAnswer, cacheResult: CacheResult): Promise<FastifyReply> {
+  request.cacheResult = cacheResult
+  reply.code(answer.status).headers(answer.headers).header('content-length', answer.body.length).header('x-cache', cacheResult)
+  return await reply.send(request.method === 'HEAD' ? undefined : answer.body)
+}
+
+async function sendCached (request: FastifyRequest, reply: FastifyReply, entry: CachedResponse, age: number): Promise<FastifyReply> {
+  request.cacheResult = 'HIT'
+  reply.code(entry.status).headers(entry.headers).header('content-length', entry.body.length).header('x-cache', 'HIT').header('age', age)
+  return await reply.send(request.method === 'HEAD' ? undefined : entry.body)
 }

@@ -4,7 +4,7 @@
 export type Endpoint = 'register' | 'token' | 'cmu'
 
 export type FaultAction =
-  | { status: number, body?: string, contentType?: string, headers?: Record<string, string> }
+  | { status: number, body?: string, contentType?: string, headers?: Record<string, string>, afterMs?: number }
   | { hang: true }
   | { delayMs: number }
   | { drop: true }

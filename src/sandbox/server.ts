@@ -146,7 +146,6 @@ export class Sandbox {
     res.statusCode = 200
     res.setHeader('content-type', `${CONTENT_TYPES[report.format]}; charset=utf-8`)
     res.setHeader('vary', 'Accept, Accept-Encoding')
-    res.setHeader('cache-control', 'private, max-age=0')
     if (report.format === 'csv') res.setHeader('content-disposition', `attachment; filename="${csvFileName(report)}"`)
     if (gzip) res.setHeader('content-encoding', 'gzip')
     if (req.method === 'HEAD') return void res.end()
@@ -165,7 +164,11 @@ export class Sandbox {
       res.once('close', () => { clearTimeout(timer) })
       return
     }
-    send(res, action.status, action.contentType ?? 'text/plain', action.body ?? `Injected ${action.status}`, action.headers)
+    // An injected answer, at once or after `afterMs`.
+    const answer = (): void => { send(res, action.status, action.contentType ?? 'text/plain', action.body ?? `Injected ${action.status}`, action.headers) }
+    if (action.afterMs === undefined) return answer()
+    const timer = setTimeout(answer, action.afterMs)
+    res.once('close', () => { clearTimeout(timer) })
   }
 
   #authorized (req: IncomingMessage): boolean {
