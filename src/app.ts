@@ -2,20 +2,24 @@
 // never listens; main.ts does, and tests build the very same app.
 import { randomUUID } from 'node:crypto'
 import { STATUS_CODES } from 'node:http'
+import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { Agent } from 'undici'
 import { CredentialStore } from './adobe/credential-store.js'
-import { ResponseCache } from './cache/response-cache.js'
 import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
+import { ResponseCache } from './cache/response-cache.js'
 import type { Config } from './config.js'
-import { ProxyError, internalError, notFound } from './errors.js'
+import { ProxyError, internalError, notFound, unauthorized } from './errors.js'
+import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
-import { cmuRoutes } from './proxy/cmu-route.js'
-import { RequestLogController } from './request-log.js'
+import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
+import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
+import { cmuRoutes, type CacheResult } from './proxy/cmu-route.js'
 import { Upstream } from './proxy/upstream.js'
+import { RequestLogController } from './request-log.js'
 import { USER_AGENT } from './version.js'
 
 export interface AppDependencies {
@@ -34,6 +38,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The CMU_PROXY_* code of the problem answered, for the request log line (request-log.ts). */
     problemCode: string | null
+    /** How the cache answered, for metrics and the request log. */
+    cacheResult: CacheResult | null
   }
 }
 
@@ -41,6 +47,8 @@ const MAX_REQUEST_ID_LENGTH = 128
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:@/+=-]+$/
 
 export async function buildApp (config: Config, deps: AppDependencies): Promise<FastifyInstance> {
+  const now = deps.now ?? Date.now
+  const startedAt = now()
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     logController: new RequestLogController({ requestIdLogLabel: 'reqId' }),
@@ -49,7 +57,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   })
 
   const authDispatcher = new Agent({ connect: { timeout: config.AUTH_TIMEOUT_MS }, keepAliveTimeout: 10_000 })
-  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, ...(deps.now === undefined ? {} : { now: deps.now }) })
+  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
   const broker = new TokenBroker({
     dcr,
@@ -62,25 +70,30 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     refreshMarginMs: config.TOKEN_REFRESH_MARGIN_SECONDS * 1000,
     retryBaseMs: config.TOKEN_RETRY_BASE_MS,
     retryMaxMs: config.TOKEN_RETRY_MAX_MS,
-    ...(deps.now === undefined ? {} : { now: deps.now }),
+    now,
     ...(deps.random === undefined ? {} : { random: deps.random })
   })
+  const cache = config.CACHE_ENABLED
+    ? new ResponseCache({ maxBytes: config.CACHE_MAX_BYTES, maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES, now })
+    : undefined
+  const metrics = new ProxyMetrics({ broker, cache, pathPrefix: config.PROXY_PATH_PREFIX, now })
   const upstream = new Upstream({
     baseUrl: config.ADOBE_CMU_URL,
     connections: config.UPSTREAM_CONNECTIONS,
     connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS,
     headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
-    bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS
+    bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS,
+    onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) }
   })
-
-  const now = deps.now ?? Date.now
-  const cache = config.CACHE_ENABLED
-    ? new ResponseCache({ maxBytes: config.CACHE_MAX_BYTES, maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES, now })
-    : undefined
+  const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
+  if (apiKeys.size === 0 && !isLoopback(config.HOST)) {
+    deps.logger.warn({ host: config.HOST }, 'PROXY_API_KEYS is not set and HOST is not a loopback address: anyone who can reach this port can read CMU reports')
+  }
 
   app.decorate('broker', broker)
   app.decorate('responseCache', cache)
   app.decorateRequest('problemCode', null)
+  app.decorateRequest('cacheResult', null)
   app.addHook('onReady', async () => { broker.start() })
   app.addHook('onClose', async () => {
     broker.close()
@@ -88,11 +101,34 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   })
 
   app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
+  metrics.instrument(app)
   app.setErrorHandler(sendProblem)
   app.setNotFoundHandler(async (request, reply) => await sendProblem(notFound(), request, reply))
 
   await app.register(healthRoutes, { broker })
-  await app.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, broker, upstream, cache, cacheTtlMaxSeconds: config.CACHE_TTL_MAX_SECONDS, now })
+  await app.register(metricsRoute, { metrics })
+  if (config.ADMIN_API_KEY !== undefined) {
+    await app.register(adminRoutes, {
+      adminKey: config.ADMIN_API_KEY,
+      broker,
+      cache,
+      softwareStatement: statement,
+      upstreams: { authUrl: config.ADOBE_AUTH_URL, cmuUrl: config.ADOBE_CMU_URL },
+      startedAt,
+      now
+    })
+  }
+  await app.register(async (cmu) => {
+    if (apiKeys.size > 0) {
+      cmu.addHook('onRequest', async (request, reply) => {
+        if (!apiKeys.matches(presentedKey(request.headers))) {
+          reply.header('www-authenticate', 'Bearer realm="cmu-proxy"')
+          throw unauthorized()
+        }
+      })
+    }
+    await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, broker, upstream, cache, cacheTtlMaxSeconds: config.CACHE_TTL_MAX_SECONDS, now })
+  })
   return app
 }
 
@@ -100,6 +136,12 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
 function requestId (raw: { headers: Record<string, string | string[] | undefined> }): string {
   const given = raw.headers['x-request-id']
   return typeof given === 'string' && given.length <= MAX_REQUEST_ID_LENGTH && SAFE_REQUEST_ID.test(given) ? given : randomUUID()
+}
+
+function isLoopback (host: string): boolean {
+  if (host === 'localhost') return true
+  if (isIP(host) === 4) return host.startsWith('127.')
+  return host === '::1'
 }
 
 /** RFC 9457 problem details with a stable `code`; never a stack, never an upstream body. */

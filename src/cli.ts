@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // The `cmu-proxy` command.
+import { runCheck } from './check.js'
 import { run } from './main.js'
 import { runSandbox } from './sandbox/cli.js'
 
 const USAGE = `usage: cmu-proxy [command]
 
   serve      run the proxy (the default)
+  check      check config, credentials, token and one CMU call; run this first
   sandbox    run the fake Adobe alone (cmu-proxy sandbox --help)
 `
 
@@ -14,6 +16,9 @@ const [command = 'serve', ...args] = process.argv.slice(2)
 switch (command) {
   case 'serve':
     await run()
+    break
+  case 'check':
+    process.exitCode = await runCheck()
     break
   case 'sandbox':
     await runSandbox(args)

@@ -6,6 +6,7 @@ import { readFileSync, existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
+import { parseKeyList } from './proxy/api-keys.js'
 
 const ms = (defaultValue: number, minimum = 1) => ({ type: 'integer', minimum, default: defaultValue }) as const
 
@@ -47,6 +48,13 @@ export const configSchema = {
     // Caps every TTL (which otherwise follows Adobe's recompute schedule for the report's granularity).
     CACHE_TTL_MAX_SECONDS: { type: 'integer', minimum: 0, default: 2 * 24 * 3600 },
 
+    // Inbound keys for /cmu (comma-separated, or one per line in the _FILE); unset = open.
+    PROXY_API_KEYS: { type: 'string' },
+    PROXY_API_KEYS_FILE: { type: 'string', minLength: 1 },
+    // Enables /admin/* when set.
+    ADMIN_API_KEY: { type: 'string', minLength: 16 },
+    ADMIN_API_KEY_FILE: { type: 'string', minLength: 1 },
+
     // On SIGTERM/SIGINT: stop accepting, let in-flight responses finish for this long, then exit.
     SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, default: 10 }
   },
@@ -72,7 +80,8 @@ export class ConfigError extends Error {
 }
 
 // Values of these are never echoed in an error message.
-const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET'])
+const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY'])
+const MIN_KEY_LENGTH = 16
 
 type Env = Record<string, string | undefined>
 
@@ -87,6 +96,8 @@ export function loadConfig ({ env = process.env, cwd = process.cwd() }: LoadConf
   const merged: Env = { ...readEnvFile(env, cwd), ...definedOnly(env) }
   readSecretFile(merged, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
   readSecretFile(merged, 'ADOBE_CLIENT_SECRET')
+  readSecretFile(merged, 'PROXY_API_KEYS')
+  readSecretFile(merged, 'ADMIN_API_KEY')
 
   let config: Config
   try {
@@ -175,6 +186,9 @@ function checkCrossFieldRules (config: Config): void {
   if (config.ADOBE_SOFTWARE_STATEMENT === undefined && config.ADOBE_CLIENT_ID === undefined) {
     throw new ConfigError('ADOBE_SOFTWARE_STATEMENT',
       'is required (or ADOBE_SOFTWARE_STATEMENT_FILE, or config/software-statement.jwt, or ADOBE_CLIENT_ID + ADOBE_CLIENT_SECRET)')
+  }
+  if (parseKeyList(config.PROXY_API_KEYS).some((key) => key.length < MIN_KEY_LENGTH)) {
+    throw new ConfigError(config.PROXY_API_KEYS_FILE === undefined ? 'PROXY_API_KEYS' : 'PROXY_API_KEYS_FILE', `must hold keys of at least ${MIN_KEY_LENGTH} characters each`)
   }
   if (config.CACHE_MAX_ENTRY_BYTES > config.CACHE_MAX_BYTES) {
     throw new ConfigError('CACHE_MAX_ENTRY_BYTES', 'must not be larger than CACHE_MAX_BYTES')

@@ -3,6 +3,8 @@
 // log sink that tests search for secrets.
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
@@ -39,7 +41,7 @@ export interface ProxyOptions {
 
 export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptions = {}): Promise<RunningProxy> {
   const statement = options.statement ?? makeSoftwareStatement()
-  const credentialsFile = options.credentialsFile ?? join(t.testdir(), 'data', 'credentials.json')
+  const credentialsFile = options.credentialsFile ?? join(temporaryDirectory(t), 'data', 'credentials.json')
   const config = loadConfig({
     env: {
       CMU_PROXY_ENV_FILE: '/dev/null',
@@ -54,7 +56,7 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
       CACHE_ENABLED: 'false',
       ...options.env
     },
-    cwd: t.testdirName
+    cwd: temporaryDirectory(t)
   })
   const logs: string[] = []
   const logger = createLogger(config.LOG_LEVEL, { write: (line: string) => { logs.push(line) } })
@@ -70,6 +72,13 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
   }
   t.teardown(close)
   return { app, url: `http://127.0.0.1:${port}`, credentialsFile, statement, logs, close }
+}
+
+/** A fresh directory removed after the test (t.testdir() would reset a test's own fixtures). */
+export function temporaryDirectory (t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'cmu-proxy-test-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  return dir
 }
 
 export interface RawResponse {

@@ -137,6 +137,11 @@ export class TokenBroker {
     return status
   }
 
+  /** Expiry (ms epoch) of the token being handed out, if any. */
+  tokenExpiresAt (): number | undefined {
+    return this.#usableToken()?.expiresAt
+  }
+
   close (): void {
     this.#closed = true
     this.#clearTimer()

@@ -27,20 +27,12 @@ export interface CmuRouteOptions {
 
 export type CacheResult = 'HIT' | 'MISS' | 'BYPASS'
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** How the cache answered, for metrics and the request log. */
-    cacheResult: CacheResult | null
-  }
-}
-
 const ALLOW = 'GET, HEAD'
 const OTHER_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
 export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions): Promise<void> {
   const { pathPrefix: prefix, cache } = options
   const coalescer = new Coalescer<Answer>()
-  app.decorateRequest('cacheResult', null)
 
   async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const target = upstreamTarget(request.raw.url ?? '', prefix)

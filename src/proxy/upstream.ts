@@ -10,6 +10,8 @@ export interface UpstreamOptions {
   connectTimeoutMs: number
   headersTimeoutMs: number
   bodyTimeoutMs: number
+  /** Called with the time to response headers, for metrics. */
+  onResponse?: ((seconds: number, status: number) => void) | undefined
 }
 
 export interface UpstreamRequest {
@@ -25,10 +27,12 @@ export interface UpstreamRequest {
 export class Upstream {
   readonly #pool: Pool
   readonly #basePath: string
+  readonly #onResponse: ((seconds: number, status: number) => void) | undefined
 
   constructor (options: UpstreamOptions) {
     const base = new URL(options.baseUrl)
     this.#basePath = base.pathname.replace(/\/+$/, '')
+    this.#onResponse = options.onResponse
     // Pool (not fetch): keep-alive sockets, streaming bodies, and redirects are never followed.
     this.#pool = new Pool(base.origin, {
       connections: options.connections,
@@ -42,8 +46,11 @@ export class Upstream {
   /** Sends one request; resolves when the response headers arrive. Rejects with a ProxyError. */
   async request ({ method, path, query, headers, signal }: UpstreamRequest): Promise<Dispatcher.ResponseData> {
     const fullPath = `${this.#basePath}${path === '' && this.#basePath === '' ? '/' : path}${query === '' ? '' : `?${query}`}`
+    const started = performance.now()
     try {
-      return await this.#pool.request({ method, path: fullPath, headers, signal })
+      const response = await this.#pool.request({ method, path: fullPath, headers, signal })
+      this.#onResponse?.((performance.now() - started) / 1000, response.statusCode)
+      return response
     } catch (err) {
       // The caller went away (see cmu-route): nobody is left to answer.
       if (signal.aborted) throw err

@@ -1,0 +1,102 @@
+// `cmu-proxy check`: what ops run first. Walks the same steps the proxy takes
+// (config, credentials, token, one CMU call) and prints one line per step
+// with PASS/FAIL and the reason; exits non-zero on the first failure.
+import { resolve } from 'node:path'
+import { Agent } from 'undici'
+import { CredentialStore } from './adobe/credential-store.js'
+import { DcrClient, DcrError, type ClientCredentials } from './adobe/dcr-client.js'
+import { publicStatementInfo } from './adobe/software-statement.js'
+import { maskClientId } from './adobe/token-broker.js'
+import { ConfigError, loadConfig, type Config } from './config.js'
+import { ProxyError } from './errors.js'
+import { Upstream } from './proxy/upstream.js'
+import { USER_AGENT } from './version.js'
+
+type Env = Record<string, string | undefined>
+type Print = (line: string) => void
+
+class StepFailed extends Error {}
+
+export async function runCheck (env: Env = process.env, print: Print = (line) => { process.stdout.write(`${line}\n`) }): Promise<number> {
+  const step = (ok: boolean, name: string, detail: string): void => { print(`${ok ? 'PASS' : 'FAIL'}  ${name.padEnd(12)} ${detail}`) }
+  const fail = (name: string, detail: string): never => {
+    step(false, name, detail)
+    throw new StepFailed(detail)
+  }
+  const dispatcher = new Agent()
+  let upstream: Upstream | undefined
+  try {
+    let config: Config
+    try {
+      config = loadConfig({ env })
+    } catch (err) {
+      if (err instanceof ConfigError) return fail('config', err.message)
+      throw err
+    }
+    step(true, 'config', `auth ${config.ADOBE_AUTH_URL}, reports ${config.ADOBE_CMU_URL}`)
+
+    const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT })
+    const credentials = await obtainCredentials(config, dcr, step, fail)
+
+    let token: string
+    try {
+      const answer = await dcr.requestToken(credentials)
+      token = answer.access_token
+      step(true, 'token', `access token obtained, expires in ${answer.expires_in} s`)
+    } catch (err) {
+      return fail('token', `${describe(err)}${(err as DcrError).oauthError === 'invalid_client' ? ' (credentials revoked: delete CREDENTIALS_FILE to register again)' : ''}`)
+    }
+
+    upstream = new Upstream({ baseUrl: config.ADOBE_CMU_URL, connections: 1, connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS })
+    try {
+      const response = await upstream.request({ method: 'GET', path: '/v2', query: '', headers: { authorization: `Bearer ${token}`, accept: 'application/json', 'user-agent': USER_AGENT }, signal: AbortSignal.timeout(config.UPSTREAM_HEADERS_TIMEOUT_MS) })
+      await response.body.dump()
+      if (response.statusCode !== 200) fail('cmu', `GET ${config.ADOBE_CMU_URL}/v2 answered HTTP ${response.statusCode}`)
+      step(true, 'cmu', `GET ${config.ADOBE_CMU_URL}/v2 answered 200`)
+    } catch (err) {
+      if (err instanceof StepFailed) throw err
+      return fail('cmu', `GET ${config.ADOBE_CMU_URL}/v2 failed: ${describe(err)}`)
+    }
+    print('All checks passed.')
+    return 0
+  } catch (err) {
+    if (err instanceof StepFailed) return 1
+    throw err
+  } finally {
+    await Promise.all([dispatcher.close(), upstream?.close()])
+  }
+}
+
+async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boolean, name: string, detail: string) => void, fail: (name: string, detail: string) => never): Promise<ClientCredentials> {
+  if (config.ADOBE_CLIENT_ID !== undefined && config.ADOBE_CLIENT_SECRET !== undefined) {
+    step(true, 'credentials', `pre-provisioned client ${maskClientId(config.ADOBE_CLIENT_ID)} (ADOBE_CLIENT_ID)`)
+    return { client_id: config.ADOBE_CLIENT_ID, client_secret: config.ADOBE_CLIENT_SECRET }
+  }
+  const statement = config.ADOBE_SOFTWARE_STATEMENT ?? ''
+  const info = publicStatementInfo(statement)
+  step(true, 'statement', `fingerprint ${String(info.fingerprint)}${info.sub === undefined ? '' : `, sub ${String(info.sub)}`}`)
+  const store = new CredentialStore(resolve(config.CREDENTIALS_FILE), statement)
+  const loaded = await store.load()
+  if (loaded.status === 'found') {
+    step(true, 'credentials', `client ${maskClientId(loaded.credentials.client_id)} from ${store.path}`)
+    return loaded.credentials
+  }
+  let credentials: ClientCredentials
+  try {
+    credentials = await dcr.registerClient(statement)
+  } catch (err) {
+    return fail('register', describe(err))
+  }
+  try {
+    await store.save(credentials)
+  } catch (err) {
+    return fail('register', `registered, but cannot write ${store.path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  step(true, 'register', `registered client ${maskClientId(credentials.client_id)}, saved to ${store.path}`)
+  return credentials
+}
+
+function describe (err: unknown): string {
+  if (err instanceof DcrError || err instanceof ProxyError) return err.message
+  return (err as { code?: string }).code ?? (err as Error).message
+}

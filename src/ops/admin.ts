@@ -1,0 +1,63 @@
+// /admin/*: the token's state for on-call (never the token), and two levers.
+// Registered only when ADMIN_API_KEY is set; otherwise these paths are 404.
+import type { FastifyInstance } from 'fastify'
+import type { TokenBroker } from '../adobe/token-broker.js'
+import { maskClientId } from '../adobe/token-broker.js'
+import { publicStatementInfo } from '../adobe/software-statement.js'
+import type { ResponseCache } from '../cache/response-cache.js'
+import { ProxyError, unauthorized } from '../errors.js'
+import { ApiKeys, presentedKey } from '../proxy/api-keys.js'
+import { VERSION } from '../version.js'
+
+export interface AdminOptions {
+  adminKey: string
+  broker: TokenBroker
+  cache: ResponseCache | undefined
+  softwareStatement: string | undefined
+  upstreams: { authUrl: string, cmuUrl: string }
+  startedAt: number
+  now: () => number
+}
+
+export async function adminRoutes (app: FastifyInstance, options: AdminOptions): Promise<void> {
+  const { broker, cache, softwareStatement } = options
+  const keys = new ApiKeys([options.adminKey])
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('cache-control', 'no-store')
+    if (!keys.matches(presentedKey(request.headers))) {
+      reply.header('www-authenticate', 'Bearer realm="cmu-proxy-admin"')
+      throw unauthorized()
+    }
+  })
+
+  app.get('/admin/status', async () => {
+    const status = broker.status()
+    return {
+      version: VERSION,
+      uptimeSeconds: Math.round((options.now() - options.startedAt) / 1000),
+      ready: status.ready,
+      ...(status.code === undefined ? {} : { notReadyCode: status.code, notReadyReason: status.detail }),
+      token: status.token ?? null,
+      lastError: status.lastError ?? null,
+      counts: status.counts,
+      clientId: status.clientId === undefined ? null : maskClientId(status.clientId),
+      softwareStatement: softwareStatement === undefined ? null : publicStatementInfo(softwareStatement),
+      upstreams: options.upstreams,
+      cache: cache?.stats() ?? null
+    }
+  })
+
+  app.post('/admin/token/refresh', async () => {
+    await broker.refreshNow()
+    return { refreshed: true, token: broker.status().token }
+  })
+
+  app.post('/admin/credentials/reregister', async () => {
+    if (softwareStatement === undefined) {
+      throw new ProxyError('CMU_PROXY_NO_STATEMENT', 409, 'No software statement is configured, so the proxy cannot register.')
+    }
+    await broker.reregister()
+    const status = broker.status()
+    return { reregistered: true, clientId: status.clientId === undefined ? null : maskClientId(status.clientId), token: status.token }
+  })
+}

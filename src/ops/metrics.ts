@@ -1,0 +1,119 @@
+// Prometheus metrics (prom-client), one registry per app. Counters that other
+// modules already keep (token broker, cache) are read at scrape time rather
+// than duplicated on the hot path.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { TokenBroker } from '../adobe/token-broker.js'
+import type { ResponseCache } from '../cache/response-cache.js'
+
+export interface MetricsSources {
+  broker: TokenBroker
+  cache: ResponseCache | undefined
+  /** PROXY_PATH_PREFIX, to label forwarded requests as route="cmu" */
+  pathPrefix: string
+  now: () => number
+}
+
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+
+export class ProxyMetrics {
+  readonly registry = new Registry()
+  readonly #requests: Counter<'route' | 'status_class' | 'cache'>
+  readonly #requestDuration: Histogram<'route'>
+  readonly #upstreamDuration: Histogram<'status_class'>
+  readonly #inFlight: Gauge
+  readonly #routeLabels = new Map<string, string>()
+  readonly #prefix: string
+
+  constructor ({ broker, cache, pathPrefix, now }: MetricsSources) {
+    const registers = [this.registry]
+    this.#prefix = pathPrefix
+    collectDefaultMetrics({ register: this.registry })
+    this.#requests = new Counter({ name: 'cmu_proxy_requests_total', help: 'Requests answered, by route, status class and cache result', labelNames: ['route', 'status_class', 'cache'], registers })
+    this.#requestDuration = new Histogram({ name: 'cmu_proxy_request_duration_seconds', help: 'Time from request to the end of the response', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers })
+    this.#upstreamDuration = new Histogram({ name: 'cmu_proxy_upstream_duration_seconds', help: 'Time from sending a request to Adobe to its response headers', labelNames: ['status_class'], buckets: LATENCY_BUCKETS, registers })
+    this.#inFlight = new Gauge({ name: 'cmu_proxy_requests_in_flight', help: 'Requests being answered now', registers })
+
+    const byResult = (name: string, help: string, read: () => { total: number, failed: number }): void => {
+      new Counter({
+        name, help, labelNames: ['result'], registers,
+        collect () {
+          const { total, failed } = read()
+          this.reset()
+          this.inc({ result: 'success' }, total - failed)
+          this.inc({ result: 'failure' }, failed)
+        }
+      })
+    }
+    byResult('cmu_proxy_token_requests_total', 'Access token requests to Adobe, by result', () => {
+      const { tokenRequests, tokenFailures } = broker.status().counts
+      return { total: tokenRequests, failed: tokenFailures }
+    })
+    byResult('cmu_proxy_registrations_total', 'Client registrations with Adobe, by result', () => {
+      const { registrations, registrationFailures } = broker.status().counts
+      return { total: registrations, failed: registrationFailures }
+    })
+    new Gauge({
+      name: 'cmu_proxy_token_expires_in_seconds', help: 'Seconds until the current access token expires (0 without one)', registers,
+      collect () {
+        const expiresAt = broker.tokenExpiresAt()
+        this.set(expiresAt === undefined ? 0 : Math.max(0, (expiresAt - now()) / 1000))
+      }
+    })
+    if (cache !== undefined) this.#cacheMetrics(cache)
+  }
+
+  #cacheMetrics (cache: ResponseCache): void {
+    const registers = [this.registry]
+    const counter = (name: string, help: string, read: () => number): void => {
+      new Counter({ name, help, registers, collect () { this.reset(); this.inc(read()) } })
+    }
+    counter('cmu_proxy_cache_hits_total', 'Requests answered from the response cache', () => cache.stats().hits)
+    counter('cmu_proxy_cache_misses_total', 'Cacheable requests not found in the cache', () => cache.stats().misses)
+    counter('cmu_proxy_cache_bypasses_total', 'Requests that bypassed the cache (no-cache, conditional)', () => cache.stats().bypasses)
+    counter('cmu_proxy_cache_evictions_total', 'Entries evicted to stay within CACHE_MAX_BYTES', () => cache.stats().evictions)
+    new Gauge({ name: 'cmu_proxy_cache_bytes', help: 'Bytes held by the response cache', registers, collect () { this.set(cache.stats().bytes) } })
+    new Gauge({ name: 'cmu_proxy_cache_entries', help: 'Entries held by the response cache', registers, collect () { this.set(cache.stats().entries) } })
+  }
+
+  /** For Upstream: one observation per response from Adobe. */
+  observeUpstream (seconds: number, status: number): void {
+    this.#upstreamDuration.observe({ status_class: statusClass(status) }, seconds)
+  }
+
+  /** Root-level hooks: count every request, including 404s and health checks. */
+  instrument (app: FastifyInstance): void {
+    app.addHook('onRequest', async () => { this.#inFlight.inc() })
+    app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
+      this.#inFlight.dec()
+      const route = this.#routeLabel(request.routeOptions.url)
+      this.#requests.inc({ route, status_class: statusClass(reply.statusCode), cache: request.cacheResult ?? 'NONE' })
+      this.#requestDuration.observe({ route }, reply.elapsedTime / 1000)
+    })
+  }
+
+  /** A small, fixed label set: the route pattern, never the raw URL. */
+  #routeLabel (pattern: string | undefined): string {
+    const key = pattern ?? ''
+    let label = this.#routeLabels.get(key)
+    if (label === undefined) {
+      if (key === this.#prefix || key.startsWith(`${this.#prefix}/`)) label = 'cmu'
+      else if (key.startsWith('/admin/')) label = 'admin'
+      else if (['/healthz', '/readyz', '/metrics'].includes(key)) label = key.slice(1)
+      else label = 'not_found'
+      this.#routeLabels.set(key, label)
+    }
+    return label
+  }
+}
+
+export async function metricsRoute (app: FastifyInstance, { metrics }: { metrics: ProxyMetrics }): Promise<void> {
+  app.get('/metrics', async (_request, reply) => {
+    reply.header('content-type', metrics.registry.contentType).header('cache-control', 'no-store')
+    return await metrics.registry.metrics()
+  })
+}
+
+function statusClass (status: number): string {
+  return `${Math.floor(status / 100)}xx`
+}
