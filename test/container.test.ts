@@ -1,0 +1,124 @@
+// No Docker engine runs where tests run, so this checks that the Dockerfile,
+// docker-compose.yml and the example env file agree with the config contract,
+// and that the production install (what the image's last stage does) starts.
+import { execFileSync, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { cpSync, readFileSync } from 'node:fs'
+import { dirname, join, posix } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { parse } from 'yaml'
+import { configSchema } from '../src/config.js'
+import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+import { call, eventually, startSandbox, temporaryDirectory } from './helpers.js'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const VARIABLES = new Set(Object.keys(configSchema.properties))
+const DEFAULTS = configSchema.properties as Record<string, { default?: unknown }>
+
+function dockerfile (): { stages: string[][], lines: string[] } {
+  // Join continuation lines, drop comments.
+  const lines = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'))
+  const stages: string[][] = []
+  for (const line of lines) {
+    if (/^FROM /i.test(line)) stages.push([])
+    stages.at(-1)?.push(line)
+  }
+  return { stages, lines }
+}
+
+function envOf (lines: string[]): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const line of lines.filter((l) => l.startsWith('ENV '))) {
+    for (const [, key = '', value = ''] of line.slice(4).matchAll(/(\w+)=(\S+)/g)) env[key] = value
+  }
+  return env
+}
+
+t.test('Dockerfile: multi-stage, production deps only, non-root, config contract', async (t) => {
+  const { stages } = dockerfile()
+  t.ok(stages.length >= 2, 'multi-stage')
+  const build = stages[0] ?? []
+  const runtime = stages.at(-1) ?? []
+  t.ok(build.some((l) => /^RUN npm ci\b/.test(l) && !l.includes('--omit=dev')), 'build stage installs dev dependencies')
+  t.ok(build.some((l) => /npm run build/.test(l)), 'build stage compiles')
+  t.ok(runtime.some((l) => /^RUN npm ci .*--omit=dev/.test(l)), 'final stage: npm ci --omit=dev')
+  t.ok(runtime.some((l) => /^COPY --from=\S+ \/app\/dist/.test(l)), 'final stage copies only dist from the build')
+  const user = runtime.find((l) => l.startsWith('USER '))?.slice(5)
+  t.ok(user !== undefined && user !== 'root' && user !== '0', `runs as ${user ?? 'root'}`)
+
+  const env = envOf(runtime)
+  for (const name of Object.keys(env).filter((n) => n !== 'NODE_ENV')) t.ok(VARIABLES.has(name), `ENV ${name} is a config variable`)
+  t.equal(env.HOST, '0.0.0.0')
+  t.equal(env.PORT, String(DEFAULTS.PORT?.default))
+  t.ok(runtime.includes(`EXPOSE ${env.PORT ?? ''}`), 'EXPOSE matches PORT')
+  const volume = runtime.find((l) => l.startsWith('VOLUME '))?.slice(7)
+  t.equal(volume, posix.dirname(env.CREDENTIALS_FILE ?? ''), 'the credentials file lives on the volume')
+  const healthcheck = runtime.find((l) => l.startsWith('HEALTHCHECK '))
+  t.match(healthcheck, /\/healthz/, 'HEALTHCHECK on /healthz')
+  t.match(healthcheck, /process\.env\.PORT/, 'HEALTHCHECK follows PORT')
+  t.match(runtime.find((l) => l.startsWith('CMD ')), /"node", "dist\/main\.js"/)
+})
+
+t.test('docker-compose.yml: secret, volume, port and variables agree with the image', async (t) => {
+  const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8'))
+  const image = envOf(dockerfile().stages.at(-1) ?? [])
+  const proxy = compose.services['cmu-proxy']
+  for (const name of Object.keys(proxy.environment)) t.ok(VARIABLES.has(name), `${name} is a config variable`)
+  const secret = proxy.secrets[0]
+  t.equal(proxy.environment.ADOBE_SOFTWARE_STATEMENT_FILE, `/run/secrets/${String(secret)}`, 'statement read from the compose secret')
+  t.equal(compose.secrets[secret].file, './config/software-statement.jwt', 'secret file is the git-ignored default path')
+  t.match(readFileSync(join(ROOT, '.gitignore'), 'utf8'), /^config\/software-statement\.jwt$/m)
+  t.equal(proxy.environment.ADOBE_SOFTWARE_STATEMENT, undefined, 'the statement is not an environment variable')
+  const [volumeName, mountPoint] = String(proxy.volumes[0]).split(':')
+  t.ok(volumeName !== undefined && volumeName in compose.volumes, 'named volume')
+  t.equal(mountPoint, posix.dirname(proxy.environment.CREDENTIALS_FILE), 'credentials on the named volume')
+  t.equal(proxy.environment.CREDENTIALS_FILE, image.CREDENTIALS_FILE)
+  t.equal(String(proxy.ports[0]).split(':')[1], image.PORT, 'published port is the image PORT')
+
+  const demo = compose.services['cmu-proxy-demo']
+  t.same(demo.profiles, ['demo'])
+  t.same(demo.command, ['node', 'dist/demo.js'])
+  t.equal(demo.environment.HOST, '0.0.0.0')
+})
+
+t.test('config/cmu-proxy.example.env documents every variable with its default', async (t) => {
+  const text = readFileSync(join(ROOT, 'config/cmu-proxy.example.env'), 'utf8')
+  const documented = new Map<string, string>()
+  for (const [, name = '', value = ''] of text.matchAll(/^#? ?([A-Z][A-Z0-9_]+)=(.*)$/gm)) documented.set(name, value)
+  for (const name of VARIABLES) t.ok(documented.has(name), `${name} documented`)
+  for (const name of documented.keys()) t.ok(VARIABLES.has(name), `${name} is a real variable`)
+  for (const [name, value] of documented) {
+    const fallback = DEFAULTS[name]?.default
+    if (fallback !== undefined) t.equal(value, String(fallback), `${name} default`)
+  }
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  for (const name of VARIABLES) t.ok(readme.includes(name), `README mentions ${name}`)
+})
+
+t.test('the production install (npm ci --omit=dev, node dist/main.js) starts in a clean copy', async (t) => {
+  const dir = temporaryDirectory(t)
+  for (const file of ['package.json', 'package-lock.json']) cpSync(join(ROOT, file), join(dir, file))
+  cpSync(join(ROOT, 'dist'), join(dir, 'dist'), { recursive: true })
+  execFileSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: dir, stdio: 'ignore', timeout: 120_000 })
+  t.throws(() => execFileSync(process.execPath, ['-e', 'import("tap")'], { cwd: dir, stdio: 'ignore' }), 'no dev dependencies installed')
+
+  const sandbox = await startSandbox(t)
+  const child = spawn(process.execPath, ['dist/main.js'], {
+    cwd: dir,
+    env: { PATH: process.env.PATH, NODE_ENV: 'production', PORT: '0', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  let output = ''
+  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  t.ok(await eventually(() => /Server listening at http:\/\/127\.0\.0\.1:\d+/.test(output), 10_000), 'listening')
+  const url = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1] ?? ''
+  t.ok(await eventually(async () => (await call(url, '/readyz')).status === 200, 5_000), 'ready')
+  t.equal((await call(url, '/cmu/v2/year.csv')).status, 200)
+  t.equal(readFileSync(join(dir, 'data', 'credentials.json'), 'utf8').length > 0, true, 'default CREDENTIALS_FILE under the working directory')
+  child.kill('SIGTERM')
+  t.equal((await once(child, 'exit'))[0], 0)
+  t.equal(dirname(join(dir, 'data', 'credentials.json')), join(dir, 'data'))
+})
