@@ -1,0 +1,157 @@
+// `npm run bench`: the proxy against the practical limit. Starts, as separate
+// processes on loopback, a fixed-response upstream, the proxy in production
+// mode (node dist/main.js, info logging), a cache-enabled proxy, and nginx
+// when installed; loads each with wrk in alternating rounds; prints a table
+// and writes it to bench/results/latest.json.
+import { openSync, mkdtempSync, writeFileSync, mkdirSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { ChildProcess } from 'node:child_process'
+import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+import { startNginx } from './nginx.js'
+import { commandExists, rssBytes, startProcess, stopProcess } from './processes.js'
+import { LARGE_PATH, SMALL_PATH } from './upstream-server.js'
+import { runWrk, type LoadResult } from './wrk.js'
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+
+interface Target { name: string, base: string, headers: Record<string, string>, pid?: number | undefined }
+
+async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return typeof address === 'object' && address !== null ? address.port : 0
+}
+
+async function waitFor (url: string): Promise<void> {
+  const deadline = Date.now() + 15_000
+  while (Date.now() < deadline) {
+    if (await fetch(url).then((r) => r.ok, () => false)) return
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  throw new Error(`${url} did not become ready`)
+}
+
+/** The proxy as deployed: compiled output, production env, info logs to a discarded stdout. */
+async function startProxy (upstreamPort: number, cache: boolean): Promise<{ child: ChildProcess, base: string }> {
+  const port = await freePort()
+  const { spawn } = await import('node:child_process')
+  const devNull = openSync('/dev/null', 'w')
+  const child = spawn(process.execPath, [join(ROOT, 'dist/main.js')], {
+    cwd: mkdtempSync(join(tmpdir(), 'cmu-bench-proxy-')),
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: 'production',
+      CMU_PROXY_ENV_FILE: '/dev/null',
+      PORT: String(port),
+      LOG_LEVEL: 'info',
+      ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),
+      ADOBE_AUTH_URL: `http://127.0.0.1:${upstreamPort}`,
+      ADOBE_CMU_URL: `http://127.0.0.1:${upstreamPort}/cmu`,
+      CACHE_ENABLED: String(cache)
+    },
+    stdio: ['ignore', devNull, 'inherit']
+  })
+  const base = `http://127.0.0.1:${port}`
+  await waitFor(`${base}/readyz`)
+  return { child, base }
+}
+
+function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[middle] ?? 0 : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2
+}
+
+async function main (): Promise<void> {
+  if (!commandExists('wrk')) {
+    process.stderr.write('npm run bench needs wrk: apt-get install wrk (and nginx for the comparison)\n')
+    process.exitCode = 1
+    return
+  }
+  const upstream = await startProcess(process.execPath, [join(ROOT, 'dist-bench/bench/upstream-server.js'), '--serve'], { ready: /listening (\d+) (\S+)\n/ })
+  const upstreamPort = Number(upstream.match[1])
+  const token = upstream.match[2] ?? ''
+  const children: ChildProcess[] = [upstream.child]
+  try {
+    const proxy = await startProxy(upstreamPort, false)
+    const cached = await startProxy(upstreamPort, true)
+    children.push(proxy.child, cached.child)
+    const targets: Target[] = [
+      { name: 'direct', base: `http://127.0.0.1:${upstreamPort}`, headers: { authorization: `Bearer ${token}` } },
+      { name: 'proxy', base: proxy.base, headers: {}, pid: proxy.child.pid }
+    ]
+    let nginxNote = ''
+    if (commandExists('nginx')) {
+      const port = await freePort()
+      children.push(await startNginx(port, upstreamPort, token))
+      targets.splice(1, 0, { name: 'nginx', base: `http://127.0.0.1:${port}`, headers: {} })
+    } else {
+      nginxNote = 'nginx not installed (apt-get install nginx): no nginx rows'
+    }
+    const hits: Target = { name: 'proxy (cache hit)', base: cached.base, headers: {}, pid: cached.child.pid }
+
+    const results = new Map<string, LoadResult[]>()
+    let peakRss = 0
+    const record = async (label: string, target: Target, path: string, connections: number): Promise<void> => {
+      const sampler = setInterval(() => { peakRss = Math.max(peakRss, rssBytes(target.pid) ?? 0) }, 200)
+      const result = await runWrk(`${target.base}${path}`, connections, SECONDS, target.headers)
+      clearInterval(sampler)
+      if (result.errors > 0) process.stderr.write(`warning: ${result.errors} errors for ${label}\n`)
+      results.set(label, [...(results.get(label) ?? []), result])
+    }
+
+    for (const target of [...targets, hits]) await runWrk(`${target.base}${SMALL_PATH}`, 10, 1, target.headers) // warm-up
+    const scenarios = [['2 KB JSON', SMALL_PATH], ['200 KB CSV', LARGE_PATH]] as const
+    for (let round = 1; round <= ROUNDS; round++) {
+      process.stderr.write(`round ${round}/${ROUNDS}\n`)
+      for (const [scenario, path] of scenarios) {
+        // Alternate the order every round so no target always runs on a warmer machine.
+        const order = round % 2 === 1 ? [...targets, hits] : [hits, ...targets].reverse()
+        for (const target of order) await record(`${scenario}|${target.name}|${CONNECTIONS}`, target, path, CONNECTIONS)
+      }
+      for (const target of targets) await record(`2 KB JSON|${target.name}|1`, target, SMALL_PATH, 1)
+    }
+
+    const rows = [...results.entries()].map(([label, runs]) => {
+      const [scenario = '', target = '', connections = ''] = label.split('|')
+      return { scenario, target, connections: Number(connections), requestsPerSecond: Math.round(median(runs.map((r) => r.requestsPerSecond))), p50Ms: median(runs.map((r) => r.p50Ms)), p99Ms: median(runs.map((r) => r.p99Ms)), errors: runs.reduce((n, r) => n + r.errors, 0) }
+    })
+    const find = (scenario: string, target: string, connections = CONNECTIONS): typeof rows[number] | undefined => rows.find((r) => r.scenario === scenario && r.target === target && r.connections === connections)
+    const ratio = (a?: number, b?: number): number | null => a === undefined || b === undefined || b === 0 ? null : Math.round((a / b) * 100) / 100
+    const summary = {
+      small: { proxyVsNginx: ratio(find('2 KB JSON', 'proxy')?.requestsPerSecond, find('2 KB JSON', 'nginx')?.requestsPerSecond), proxyVsDirect: ratio(find('2 KB JSON', 'proxy')?.requestsPerSecond, find('2 KB JSON', 'direct')?.requestsPerSecond), target: 0.75 },
+      large: { proxyVsNginx: ratio(find('200 KB CSV', 'proxy')?.requestsPerSecond, find('200 KB CSV', 'nginx')?.requestsPerSecond), proxyVsDirect: ratio(find('200 KB CSV', 'proxy')?.requestsPerSecond, find('200 KB CSV', 'direct')?.requestsPerSecond), target: 0.9 },
+      cacheHitsVsNginx: { small: ratio(find('2 KB JSON', 'proxy (cache hit)')?.requestsPerSecond, find('2 KB JSON', 'nginx')?.requestsPerSecond), large: ratio(find('200 KB CSV', 'proxy (cache hit)')?.requestsPerSecond, find('200 KB CSV', 'nginx')?.requestsPerSecond), target: 1.5 },
+      addedP50MsAtOneConnection: { value: Math.round(((find('2 KB JSON', 'proxy', 1)?.p50Ms ?? 0) - (find('2 KB JSON', 'direct', 1)?.p50Ms ?? 0)) * 1000) / 1000, target: 0.15 },
+      peakProxyRssMb: { value: Math.round(peakRss / 1024 / 1024), target: 150 }
+    }
+
+    const lines = [
+      `cmu-proxy benchmark: ${ROUNDS} alternating rounds of ${SECONDS} s, wrk, medians${nginxNote === '' ? '' : `; ${nginxNote}`}`,
+      '',
+      `${'scenario'.padEnd(12)}${'target'.padEnd(20)}${'conns'.padStart(6)}${'req/s'.padStart(10)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'errors'.padStart(8)}`,
+      ...rows.map((r) => `${r.scenario.padEnd(12)}${r.target.padEnd(20)}${String(r.connections).padStart(6)}${String(r.requestsPerSecond).padStart(10)}${r.p50Ms.toFixed(3).padStart(9)}${r.p99Ms.toFixed(3).padStart(9)}${String(r.errors).padStart(8)}`),
+      '',
+      `2 KB:   proxy/nginx ${summary.small.proxyVsNginx ?? 'n/a'} (target >= 0.75), proxy/direct ${summary.small.proxyVsDirect ?? 'n/a'}`,
+      `200 KB: proxy/nginx ${summary.large.proxyVsNginx ?? 'n/a'} (target >= 0.9), proxy/direct ${summary.large.proxyVsDirect ?? 'n/a'}`,
+      `cache hits/nginx: 2 KB ${summary.cacheHitsVsNginx.small ?? 'n/a'}, 200 KB ${summary.cacheHitsVsNginx.large ?? 'n/a'} (target >= 1.5)`,
+      `added p50 at 1 connection: ${summary.addedP50MsAtOneConnection.value} ms (target < 0.15)`,
+      `peak proxy RSS: ${summary.peakProxyRssMb.value} MB (target < 150)`
+    ]
+    process.stdout.write(`${lines.join('\n')}\n`)
+    mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
+    writeFileSync(join(ROOT, 'bench/results/latest.json'), `${JSON.stringify({ date: new Date().toISOString(), rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, rows, summary }, null, 2)}\n`)
+  } finally {
+    for (const child of children.reverse()) await stopProcess(child)
+  }
+}
+
+await main()
