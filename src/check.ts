@@ -49,7 +49,7 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
 
     upstream = new Upstream({ baseUrl: config.ADOBE_CMU_URL, connections: 1, connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS })
     try {
-      const response = await upstream.request({ method: 'GET', path: '/v2', query: '', headers: { authorization: `Bearer ${token}`, accept: 'application/json', 'user-agent': USER_AGENT }, signal: AbortSignal.timeout(config.UPSTREAM_HEADERS_TIMEOUT_MS) })
+      const response = await upstream.request({ path: '/v2', query: '', headers: { authorization: `Bearer ${token}`, accept: 'application/json', 'user-agent': USER_AGENT }, signal: AbortSignal.timeout(config.UPSTREAM_HEADERS_TIMEOUT_MS) })
       await response.body.dump()
       if (response.statusCode !== 200) fail('cmu', `GET ${config.ADOBE_CMU_URL}/v2 answered HTTP ${response.statusCode}`)
       step(true, 'cmu', `GET ${config.ADOBE_CMU_URL}/v2 answered 200`)

@@ -8,10 +8,10 @@ import { readAnswer, type Answer, type BufferedAnswer } from '../cache/buffered-
 import { cacheKey, callerSaysNoCache, isConditional, isStorable, ttlSeconds } from '../cache/cache-policy.js'
 import type { CachedResponse, ResponseCache } from '../cache/response-cache.js'
 import { methodNotAllowed } from '../errors.js'
-import { fetchWithToken } from './authorized-fetch.js'
+import { fetchWithToken, withTokenRetry } from './authorized-fetch.js'
 import { Coalescer } from './coalescer.js'
-import { callerResponseHeaders, upstreamRequestHeaders } from './headers.js'
-import { upstreamTarget } from './target.js'
+import { upstreamRequestHeaders } from './headers.js'
+import { upstreamTarget, type UpstreamTarget } from './target.js'
 import type { Upstream } from './upstream.js'
 
 export interface CmuRouteOptions {
@@ -31,21 +31,17 @@ const ALLOW = 'GET, HEAD'
 const OTHER_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
 export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions): Promise<void> {
-  const { pathPrefix: prefix, cache } = options
+  const { pathPrefix: prefix, cache, broker, upstream } = options
   const coalescer = new Coalescer<Answer>()
 
   async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const target = upstreamTarget(request.raw.url ?? '', prefix)
     const headers = upstreamRequestHeaders(request.headers, request.id, request.ip)
-    const callerGone = abortWhenCallerLeaves(reply)
-    if (cache === undefined) {
-      const response = await fetchWithToken(options, target, headers, callerGone)
-      return await sendStream(request, reply, response.statusCode, callerResponseHeaders(response.headers), response.body)
-    }
+    if (cache === undefined) return await streamThrough(request, reply, target, headers)
     if (isConditional(request.headers)) {
       // A 304 belongs to the caller that asked: neither cached nor shared.
-      const response = await fetchWithToken(options, target, headers, callerGone)
-      return await sendStream(request, reply.header('x-cache', 'BYPASS'), response.statusCode, callerResponseHeaders(response.headers), response.body, 'BYPASS')
+      cache.countBypass()
+      return await streamThrough(request, reply, target, headers, 'BYPASS')
     }
 
     const key = cacheKey(target, request.headers)
@@ -56,8 +52,9 @@ export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions)
       const hit = cache.lookup(key)
       if (hit !== undefined) return await sendCached(request, reply, hit, cache.ageSeconds(hit))
     }
+    const callerGone = abortWhenCallerLeaves(reply)
     const fetchAndStore = async (signal: AbortSignal): Promise<Answer> => {
-      const answer = await readAnswer(await fetchWithToken(options, target, headers, signal), cache.maxEntryBytes)
+      const answer = await readAnswer(await fetchWithToken(broker, upstream, target, headers, signal), cache.maxEntryBytes)
       if (answer.kind === 'buffered' && isStorable(answer.status, answer.upstreamHeaders, key)) {
         cache.store(key, answer, ttlSeconds(target, options.now(), options.cacheTtlMaxSeconds))
       }
@@ -70,8 +67,22 @@ export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions)
     const body = answer.claim()
     if (body !== undefined) return await sendStream(request, reply.header('x-cache', result), answer.status, answer.headers, body, result)
     // Too large to share: this waiter streams its own copy.
-    const response = await fetchWithToken(options, target, headers, callerGone)
-    return await sendStream(request, reply.header('x-cache', result), response.statusCode, callerResponseHeaders(response.headers), response.body, result)
+    return await streamThrough(request, reply, target, headers, result)
+  }
+
+  /** The hot path: dispatch straight into the caller's response, taking it over from Fastify once Adobe answers. */
+  async function streamThrough (request: FastifyRequest, reply: FastifyReply, target: UpstreamTarget, headers: Record<string, string>, cacheResult?: CacheResult): Promise<FastifyReply> {
+    if (cacheResult !== undefined) request.cacheResult = cacheResult
+    const extraHeaders: Record<string, string> = cacheResult === undefined ? { 'x-request-id': request.id } : { 'x-request-id': request.id, 'x-cache': cacheResult }
+    const stream = {
+      onStart: () => { reply.hijack() },
+      extraHeaders,
+      headOnly: request.method === 'HEAD',
+      onBodyError: (error: Error) => { request.log.warn({ error: (error as { code?: string }).code ?? error.name }, 'response body ended early') }
+    }
+    await withTokenRetry(broker, async (authorization) =>
+      await upstream.streamTo(reply.raw, { path: target.path, query: target.query, headers: { ...headers, authorization } }, stream))
+    return reply
   }
 
   app.route({ method: ['GET', 'HEAD'], url: prefix, handler: forward })
