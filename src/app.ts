@@ -100,7 +100,10 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     await Promise.all([upstream.close(), authDispatcher.close()])
   })
 
-  app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-request-id', request.id)
+    done()
+  })
   metrics.instrument(app)
   app.setErrorHandler(sendProblem)
   app.setNotFoundHandler(async (request, reply) => await sendProblem(notFound(), request, reply))

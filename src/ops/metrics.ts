@@ -83,12 +83,17 @@ export class ProxyMetrics {
 
   /** Root-level hooks: count every request, including 404s and health checks. */
   instrument (app: FastifyInstance): void {
-    app.addHook('onRequest', async () => { this.#inFlight.inc() })
-    app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
+    // Callback-style hooks: no promise per request on the hot path.
+    app.addHook('onRequest', (_request, _reply, done) => {
+      this.#inFlight.inc()
+      done()
+    })
+    app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
       this.#inFlight.dec()
       const route = this.#routeLabel(request.routeOptions.url)
       this.#requests.inc({ route, status_class: statusClass(reply.statusCode), cache: request.cacheResult ?? 'NONE' })
       this.#requestDuration.observe({ route }, reply.elapsedTime / 1000)
+      done()
     })
   }
 
