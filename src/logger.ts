@@ -3,11 +3,13 @@
 // the places where one could slip in (headers, OAuth wire fields).
 import { pino, type DestinationStream, type Logger } from 'pino'
 
+// Explicit paths only: wildcard paths make pino walk every object of every
+// line, which cost a quarter of the proxy's throughput in the benchmark.
 export const REDACTED_PATHS = [
   'req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]',
   'headers.authorization', 'headers.cookie', 'headers["x-api-key"]',
   'access_token', 'client_secret', 'software_statement',
-  '*.access_token', '*.client_secret', '*.software_statement'
+  'credentials.client_secret', 'token.access_token'
 ]
 
 /** stdout, written in batches: one write() per log line would cost as much as the request itself. */

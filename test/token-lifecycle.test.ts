@@ -6,16 +6,16 @@ import { assertProblem, call, eventually, startProxy, startSandbox } from './hel
 
 const FAST_RETRY = { TOKEN_RETRY_BASE_MS: '50', TOKEN_RETRY_MAX_MS: '200' }
 
-t.test('cold start: 200 concurrent requests make exactly one register and one token call', async (t) => {
+t.test('cold start herd: 1,000 concurrent requests make exactly one register and one token call', async (t) => {
   const sandbox = await startSandbox(t)
   // Slow registration down so every request arrives while the first attempt is still in flight.
   sandbox.faults.failNext('register', 1, { delayMs: 150 })
   const proxy = await startProxy(t, sandbox)
-  const responses = await Promise.all(Array.from({ length: 200 }, async () => await call(proxy.url, '/cmu/v2/year?start=2026-01&end=2026-02')))
-  t.same(responses.map((r) => r.status), Array(200).fill(200), 'all 200 succeed')
+  const responses = await Promise.all(Array.from({ length: 1_000 }, async () => await call(proxy.url, '/cmu/v2/year?start=2026-01&end=2026-02')))
+  t.same(responses.map((r) => r.status), Array(1_000).fill(200), 'every request answered 200')
   t.equal(sandbox.calls.register, 1, 'one registration')
   t.equal(sandbox.calls.token, 1, 'one token request')
-  t.equal(sandbox.calls.cmu, 200)
+  t.equal(sandbox.calls.cmu, 1_000)
 })
 
 t.test('a restart reuses the persisted credentials and the file is private', async (t) => {

@@ -20,6 +20,8 @@ export interface SandboxOptions {
   seed?: number
   /** Adobe's /o/client/* throttle: 1 request/s per client IP, burst 10, 429 with an HTML body */
   throttle?: boolean
+  /** Share of CMU requests whose connection is dropped before any answer (soak tests), 0 to 1 */
+  dropRate?: number
   now?: () => number
 }
 
@@ -37,7 +39,8 @@ export class Sandbox {
   readonly faults = new Faults()
   readonly dcr: SandboxDcr
   /** Calls by endpoint, including refused ones. */
-  readonly calls = { register: 0, token: 0, cmu: 0, cmuAborted: 0, cmuUnauthorized: 0 }
+  readonly calls = { register: 0, token: 0, cmu: 0, cmuAborted: 0, cmuUnauthorized: 0, cmuDropped: 0 }
+  dropRate: number
   /** The last CMU requests, oldest first. */
   readonly cmuRequests: RecordedRequest[] = []
   readonly basePath: string
@@ -52,6 +55,7 @@ export class Sandbox {
     this.basePath = options.basePath ?? '/cmu'
     this.#seed = options.seed ?? 1
     this.#throttle = options.throttle === true ? new Map() : undefined
+    this.dropRate = options.dropRate ?? 0
     this.dcr = new SandboxDcr(options.tokenLifetimeSeconds ?? 21_600, this.#now)
     this.#server = createServer((req, res) => { this.#handle(req, res) })
     this.#server.keepAliveTimeout = 60_000
@@ -123,6 +127,10 @@ export class Sandbox {
     this.calls.cmu++
     if (this.cmuRequests.length >= MAX_RECORDED) this.cmuRequests.shift()
     this.cmuRequests.push({ method: req.method ?? '', url: req.url ?? '', headers: { ...req.headers } })
+    if (this.dropRate > 0 && Math.random() < this.dropRate) {
+      this.calls.cmuDropped++
+      return void req.socket.destroy()
+    }
     res.once('close', () => { if (!res.writableFinished) this.calls.cmuAborted++ })
     this.#afterFaults('cmu', path, req, res, () => { this.#answerCmu(req, res, path) })
   }

@@ -1,0 +1,187 @@
+// The soak/fault run: steady load on the proxy (a real `node dist/main.js`
+// process) while the sandbox misbehaves on a schedule: 2 s tokens, the token
+// revoked twice, the client revoked once, the token endpoint down for a
+// while, and 1% of upstream connections dropped. Reports what callers saw.
+import { mkdtempSync, openSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Pool } from 'undici'
+import { Sandbox } from '../src/sandbox/server.js'
+import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+import { rssBytes, stopProcess } from './processes.js'
+
+export interface SoakOptions {
+  durationMs: number
+  concurrency: number
+  /** How long the token endpoint stays down (5 s in the full run). */
+  outageMs: number
+  dropRate: number
+  /** The compiled entry point to run (dist/main.js). */
+  main?: string
+  progress?: (line: string) => void
+}
+
+export interface SoakReport {
+  durationMs: number
+  requests: number
+  ok: number
+  /** Non-200 answers by "status code" (e.g. "502 CMU_PROXY_UPSTREAM_UNREACHABLE"). */
+  failures: Record<string, number>
+  /** Failures not explained by an injected connection drop. */
+  unexpectedFailures: number
+  droppedUpstream: number
+  upstream401s: number
+  /** 401s that no revocation explains (each revocation can catch every in-flight request). */
+  upstream401sBeyondRevocations: number
+  tokenCalls: number
+  registerCalls: number
+  peakRssMb: number
+  /** Least-squares slope of RSS over the second half of the run. */
+  rssTrendMbPerMinute: number
+}
+
+const ADMIN_KEY = 'soak-admin-key-0123456789'
+const REVOCATIONS = 3 // tokens twice, client once
+
+export async function runSoak (options: SoakOptions): Promise<SoakReport> {
+  const progress = options.progress ?? (() => {})
+  const sandbox = new Sandbox({ tokenLifetimeSeconds: 2, dropRate: 0 })
+  await sandbox.listen(0, '127.0.0.1')
+  const port = await freePort()
+  const main = options.main ?? fileURLToPath(new URL('../dist/main.js', import.meta.url))
+  const child = spawn(process.execPath, [main], {
+    cwd: mkdtempSync(join(tmpdir(), 'cmu-soak-')),
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: 'production',
+      CMU_PROXY_ENV_FILE: '/dev/null',
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),
+      ADOBE_AUTH_URL: sandbox.authUrl,
+      ADOBE_CMU_URL: sandbox.cmuUrl,
+      CACHE_ENABLED: 'false',
+      ADMIN_API_KEY: ADMIN_KEY,
+      TOKEN_RETRY_BASE_MS: '100',
+      TOKEN_RETRY_MAX_MS: '1000'
+    },
+    stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit']
+  })
+  const base = `http://127.0.0.1:${port}`
+  const client = new Pool(base, { connections: options.concurrency })
+  const admin = async (path: string): Promise<void> => {
+    const response = await client.request({ method: 'POST', path, headers: { 'x-api-key': ADMIN_KEY } })
+    await response.body.dump()
+  }
+  const rss: Array<[number, number]> = []
+  const failures: Record<string, number> = {}
+  let requests = 0
+  let ok = 0
+  const timers: NodeJS.Timeout[] = []
+  try {
+    await waitUntilReady(client)
+    sandbox.dropRate = options.dropRate
+    const started = Date.now()
+    const at = (fraction: number, what: string, action: () => void | Promise<void>): void => {
+      timers.push(setTimeout(() => { progress(`${((Date.now() - started) / 1000).toFixed(1)} s: ${what}`); void action() }, options.durationMs * fraction))
+    }
+    at(0.15, 'revoke tokens', () => { sandbox.dcr.revokeTokens() })
+    at(0.3, 'revoke client', () => { sandbox.dcr.revokeClients() })
+    at(0.45, 'revoke tokens', () => { sandbox.dcr.revokeTokens() })
+    // A 2 s token cannot outlive a longer outage: take a 20 s one first, as a real 6 h token would be.
+    at(0.55, `token endpoint down for ${options.outageMs / 1000} s`, async () => {
+      sandbox.dcr.tokenLifetimeSeconds = 20
+      await admin('/admin/token/refresh')
+      sandbox.faults.failNext('token', Infinity, { status: 503, body: 'Service Unavailable' })
+      timers.push(setTimeout(() => {
+        progress('token endpoint back')
+        sandbox.faults.clear('token')
+        sandbox.dcr.tokenLifetimeSeconds = 2
+      }, options.outageMs))
+    })
+    const sampler = setInterval(() => { rss.push([Date.now() - started, rssBytes(child.pid) ?? 0]) }, 250)
+    timers.push(sampler)
+
+    const until = started + options.durationMs
+    await Promise.all(Array.from({ length: options.concurrency }, async () => {
+      while (Date.now() < until) {
+        requests++
+        try {
+          const response = await client.request({ method: 'GET', path: '/cmu/v2/year/month?limit=3&start=2026-01&end=2026-03' })
+          const text = await response.body.text()
+          if (response.statusCode === 200) ok++
+          else count(failures, `${response.statusCode} ${problemCode(text)}`)
+        } catch (err) {
+          count(failures, `client ${(err as { code?: string }).code ?? 'error'}`)
+        }
+      }
+    }))
+    const droppedUpstream = sandbox.calls.cmuDropped
+    const dropFailures = failures['502 CMU_PROXY_UPSTREAM_UNREACHABLE'] ?? 0
+    const totalFailures = Object.values(failures).reduce((n, v) => n + v, 0)
+    const second = rss.filter(([t]) => t >= options.durationMs / 2)
+    return {
+      durationMs: Date.now() - started,
+      requests,
+      ok,
+      failures,
+      unexpectedFailures: totalFailures - Math.min(dropFailures, droppedUpstream),
+      droppedUpstream,
+      upstream401s: sandbox.calls.cmuUnauthorized,
+      upstream401sBeyondRevocations: Math.max(0, sandbox.calls.cmuUnauthorized - REVOCATIONS * options.concurrency),
+      tokenCalls: sandbox.calls.token,
+      registerCalls: sandbox.calls.register,
+      peakRssMb: Math.round(Math.max(0, ...rss.map(([, bytes]) => bytes)) / 1024 / 1024),
+      rssTrendMbPerMinute: Math.round(slope(second) * 60_000 / 1024 / 1024 * 100) / 100
+    }
+  } finally {
+    for (const timer of timers) clearTimeout(timer)
+    await client.close()
+    await stopProcess(child)
+    await sandbox.close()
+  }
+}
+
+async function waitUntilReady (client: Pool): Promise<void> {
+  const deadline = Date.now() + 15_000
+  while (Date.now() < deadline) {
+    const status = await client.request({ method: 'GET', path: '/readyz' }).then(async (r) => { await r.body.dump(); return r.statusCode }, () => 0)
+    if (status === 200) return
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  throw new Error('the proxy did not become ready')
+}
+
+async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return typeof address === 'object' && address !== null ? address.port : 0
+}
+
+function problemCode (text: string): string {
+  try {
+    return String((JSON.parse(text) as { code?: unknown }).code ?? 'upstream')
+  } catch {
+    return 'upstream'
+  }
+}
+
+function count (into: Record<string, number>, key: string): void {
+  into[key] = (into[key] ?? 0) + 1
+}
+
+/** Least-squares slope of y over x. */
+function slope (points: Array<[number, number]>): number {
+  if (points.length < 2) return 0
+  const n = points.length
+  const meanX = points.reduce((s, [x]) => s + x, 0) / n
+  const meanY = points.reduce((s, [, y]) => s + y, 0) / n
+  const numerator = points.reduce((s, [x, y]) => s + (x - meanX) * (y - meanY), 0)
+  const denominator = points.reduce((s, [x]) => s + (x - meanX) ** 2, 0)
+  return denominator === 0 ? 0 : numerator / denominator
+}

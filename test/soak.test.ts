@@ -1,0 +1,15 @@
+// The short soak: 10 s of steady load on the real process through every
+// injected fault; callers must see nothing but the injected connection drops.
+import t from 'tap'
+import { runSoak } from '../bench/soak.js'
+
+t.test('10 s soak with revocations, a token outage and 1% dropped connections', async (t) => {
+  const report = await runSoak({ durationMs: 10_000, concurrency: 8, outageMs: 2_000, dropRate: 0.01 })
+  t.ok(report.requests > 500, `${report.requests} requests`)
+  t.equal(report.unexpectedFailures, 0, `no caller-visible failures beyond injected drops: ${JSON.stringify(report.failures)}`)
+  t.equal(report.upstream401sBeyondRevocations, 0, `upstream 401s only from revocations (${report.upstream401s})`)
+  t.ok(report.upstream401s > 0, 'the revocations happened')
+  t.ok(report.registerCalls >= 2, 're-registered after the client was revoked')
+  t.ok(report.tokenCalls >= 6, `tokens refreshed (${report.tokenCalls} calls)`)
+  t.ok(report.peakRssMb > 0 && report.peakRssMb < 150, `peak RSS ${report.peakRssMb} MB`)
+})
