@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { waitForHttp } from './processes.js'
 
 export async function startNginx (port: number, upstreamPort: number, token: string): Promise<ChildProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'cmu-bench-nginx-'))
@@ -33,12 +34,6 @@ http {
   writeFileSync(join(dir, 'nginx.conf'), config)
   const child = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'inherit'] })
   // nginx says nothing when it is up: wait until it answers.
-  const deadline = Date.now() + 10_000
-  while (Date.now() < deadline) {
-    if (await fetch(`http://127.0.0.1:${port}/ready`).then((r) => r.ok, () => false)) return child
-    if (child.exitCode !== null) break
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  child.kill('SIGKILL')
-  throw new Error('nginx did not start')
+  await waitForHttp(child, `http://127.0.0.1:${port}/ready`)
+  return child
 }

@@ -1,7 +1,62 @@
 // Child processes for the benchmark and the soak: start, wait for a line that
 // says they are up, sample their memory, stop them.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, openSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+
+/** The folder with package.json, whether this runs from bench/ (tap) or dist-bench/bench/. */
+export function projectRoot (): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir)
+  return dir
+}
+
+export async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return typeof address === 'object' && address !== null ? address.port : 0
+}
+
+/**
+ * The proxy as deployed: the compiled entry point, production env and the
+ * container's NODE_OPTIONS, logs to a discarded stdout. Resolves once /readyz is 200.
+ */
+export async function spawnProxy (env: Record<string, string>): Promise<{ child: ChildProcess, base: string }> {
+  const port = await freePort()
+  const child = spawn(process.execPath, [join(projectRoot(), 'dist/main.js')], {
+    cwd: mkdtempSync(join(tmpdir(), 'cmu-proxy-bench-')),
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: 'production',
+      NODE_OPTIONS: '--max-semi-space-size=4',
+      CMU_PROXY_ENV_FILE: '/dev/null',
+      PORT: String(port),
+      ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),
+      ...env
+    },
+    stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit']
+  })
+  const base = `http://127.0.0.1:${port}`
+  await waitForHttp(child, `${base}/readyz`)
+  return { child, base }
+}
+
+/** Polls `url` until it answers 2xx; kills `child` and throws if it never does. */
+export async function waitForHttp (child: ChildProcess, url: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline && child.exitCode === null) {
+    if (await fetch(url).then((r) => r.ok, () => false)) return
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  child.kill('SIGKILL')
+  throw new Error(`${url} never answered`)
+}
 
 export interface Started { child: ChildProcess, match: RegExpExecArray, output: () => string }
 

@@ -3,66 +3,20 @@
 // mode (node dist/main.js, info logging), a cache-enabled proxy, and nginx
 // when installed; loads each with wrk in alternating rounds; prints a table
 // and writes it to bench/results/latest.json.
-import { openSync, mkdtempSync, writeFileSync, mkdirSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import type { ChildProcess } from 'node:child_process'
-import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { startNginx } from './nginx.js'
-import { commandExists, rssBytes, startProcess, stopProcess } from './processes.js'
+import { commandExists, freePort, projectRoot, rssBytes, spawnProxy, startProcess, stopProcess } from './processes.js'
 import { LARGE_PATH, SMALL_PATH } from './upstream-server.js'
 import { runWrk, type LoadResult } from './wrk.js'
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const ROOT = projectRoot()
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 
 interface Target { name: string, base: string, headers: Record<string, string>, pid?: number | undefined }
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const address = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return typeof address === 'object' && address !== null ? address.port : 0
-}
-
-async function waitFor (url: string): Promise<void> {
-  const deadline = Date.now() + 15_000
-  while (Date.now() < deadline) {
-    if (await fetch(url).then((r) => r.ok, () => false)) return
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  throw new Error(`${url} did not become ready`)
-}
-
-/** The proxy as deployed: compiled output, production env, info logs to a discarded stdout. */
-async function startProxy (upstreamPort: number, cache: boolean): Promise<{ child: ChildProcess, base: string }> {
-  const port = await freePort()
-  const { spawn } = await import('node:child_process')
-  const devNull = openSync('/dev/null', 'w')
-  const child = spawn(process.execPath, [join(ROOT, 'dist/main.js')], {
-    cwd: mkdtempSync(join(tmpdir(), 'cmu-bench-proxy-')),
-    env: {
-      PATH: process.env.PATH,
-      NODE_ENV: 'production',
-      CMU_PROXY_ENV_FILE: '/dev/null',
-      PORT: String(port),
-      LOG_LEVEL: 'info',
-      ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),
-      ADOBE_AUTH_URL: `http://127.0.0.1:${upstreamPort}`,
-      ADOBE_CMU_URL: `http://127.0.0.1:${upstreamPort}/cmu`,
-      CACHE_ENABLED: String(cache)
-    },
-    stdio: ['ignore', devNull, 'inherit']
-  })
-  const base = `http://127.0.0.1:${port}`
-  await waitFor(`${base}/readyz`)
-  return { child, base }
-}
 
 function median (values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b)
@@ -81,8 +35,9 @@ async function main (): Promise<void> {
   const token = upstream.match[2] ?? ''
   const children: ChildProcess[] = [upstream.child]
   try {
-    const proxy = await startProxy(upstreamPort, false)
-    const cached = await startProxy(upstreamPort, true)
+    const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${upstreamPort}`, ADOBE_CMU_URL: `http://127.0.0.1:${upstreamPort}/cmu` }
+    const proxy = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false' })
+    const cached = await spawnProxy({ ...adobe, CACHE_ENABLED: 'true' })
     children.push(proxy.child, cached.child)
     const targets: Target[] = [
       { name: 'direct', base: `http://127.0.0.1:${upstreamPort}`, headers: { authorization: `Bearer ${token}` } },

@@ -2,16 +2,9 @@
 // process) while the sandbox misbehaves on a schedule: 2 s tokens, the token
 // revoked twice, the client revoked once, the token endpoint down for a
 // while, and 1% of upstream connections dropped. Reports what callers saw.
-import { mkdtempSync, openSync } from 'node:fs'
-import { spawn } from 'node:child_process'
-import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Pool } from 'undici'
 import { Sandbox } from '../src/sandbox/server.js'
-import { makeSoftwareStatement } from '../src/sandbox/statement.js'
-import { rssBytes, stopProcess } from './processes.js'
+import { rssBytes, spawnProxy, stopProcess } from './processes.js'
 
 export interface SoakOptions {
   durationMs: number
@@ -19,8 +12,6 @@ export interface SoakOptions {
   /** How long the token endpoint stays down (5 s in the full run). */
   outageMs: number
   dropRate: number
-  /** The compiled entry point to run (dist/main.js). */
-  main?: string
   progress?: (line: string) => void
 }
 
@@ -41,6 +32,8 @@ export interface SoakReport {
   peakRssMb: number
   /** Least-squares slope of RSS over the second half of the run. */
   rssTrendMbPerMinute: number
+  /** RSS at each tenth of the run, to tell a plateau from a leak by eye. */
+  rssMbByTenth: number[]
 }
 
 const ADMIN_KEY = 'soak-admin-key-0123456789'
@@ -50,27 +43,15 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
   const progress = options.progress ?? (() => {})
   const sandbox = new Sandbox({ tokenLifetimeSeconds: 2, dropRate: 0 })
   await sandbox.listen(0, '127.0.0.1')
-  const port = await freePort()
-  const main = options.main ?? fileURLToPath(new URL('../dist/main.js', import.meta.url))
-  const child = spawn(process.execPath, [main], {
-    cwd: mkdtempSync(join(tmpdir(), 'cmu-soak-')),
-    env: {
-      PATH: process.env.PATH,
-      NODE_ENV: 'production',
-      CMU_PROXY_ENV_FILE: '/dev/null',
-      PORT: String(port),
-      LOG_LEVEL: 'warn',
-      ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),
-      ADOBE_AUTH_URL: sandbox.authUrl,
-      ADOBE_CMU_URL: sandbox.cmuUrl,
-      CACHE_ENABLED: 'false',
-      ADMIN_API_KEY: ADMIN_KEY,
-      TOKEN_RETRY_BASE_MS: '100',
-      TOKEN_RETRY_MAX_MS: '1000'
-    },
-    stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit']
+  const { child, base } = await spawnProxy({
+    LOG_LEVEL: 'warn',
+    ADOBE_AUTH_URL: sandbox.authUrl,
+    ADOBE_CMU_URL: sandbox.cmuUrl,
+    CACHE_ENABLED: 'false',
+    ADMIN_API_KEY: ADMIN_KEY,
+    TOKEN_RETRY_BASE_MS: '100',
+    TOKEN_RETRY_MAX_MS: '1000'
   })
-  const base = `http://127.0.0.1:${port}`
   const client = new Pool(base, { connections: options.concurrency })
   const admin = async (path: string): Promise<void> => {
     const response = await client.request({ method: 'POST', path, headers: { 'x-api-key': ADMIN_KEY } })
@@ -82,7 +63,6 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
   let ok = 0
   const timers: NodeJS.Timeout[] = []
   try {
-    await waitUntilReady(client)
     sandbox.dropRate = options.dropRate
     const started = Date.now()
     const at = (fraction: number, what: string, action: () => void | Promise<void>): void => {
@@ -135,7 +115,11 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
       tokenCalls: sandbox.calls.token,
       registerCalls: sandbox.calls.register,
       peakRssMb: Math.round(Math.max(0, ...rss.map(([, bytes]) => bytes)) / 1024 / 1024),
-      rssTrendMbPerMinute: Math.round(slope(second) * 60_000 / 1024 / 1024 * 100) / 100
+      rssTrendMbPerMinute: Math.round(slope(second) * 60_000 / 1024 / 1024 * 100) / 100,
+      rssMbByTenth: Array.from({ length: 10 }, (_, i) => {
+        const sampleAt = rss.find(([t]) => t >= (options.durationMs * (i + 1)) / 10) ?? rss.at(-1)
+        return Math.round((sampleAt?.[1] ?? 0) / 1024 / 1024)
+      })
     }
   } finally {
     for (const timer of timers) clearTimeout(timer)
@@ -143,24 +127,6 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
     await stopProcess(child)
     await sandbox.close()
   }
-}
-
-async function waitUntilReady (client: Pool): Promise<void> {
-  const deadline = Date.now() + 15_000
-  while (Date.now() < deadline) {
-    const status = await client.request({ method: 'GET', path: '/readyz' }).then(async (r) => { await r.body.dump(); return r.statusCode }, () => 0)
-    if (status === 200) return
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  throw new Error('the proxy did not become ready')
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const address = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return typeof address === 'object' && address !== null ? address.port : 0
 }
 
 function problemCode (text: string): string {

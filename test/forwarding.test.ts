@@ -168,11 +168,7 @@ t.test('a connection dropped before the headers is a 502', async (t) => {
 })
 
 t.test('a body that stalls mid-stream is cut off at the body timeout', async (t) => {
-  const stalling = createServer((req, res) => {
-    res.writeHead(200, { 'content-type': 'text/csv', 'content-length': '100' })
-    res.write('year,month\n')
-  })
-  const port = await listen(t, stalling)
+  const port = await listen(t, stallingUpstream())
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox, { env: { ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu`, UPSTREAM_BODY_TIMEOUT_MS: '200' } })
   const outcome = await call(proxy.url, '/cmu/v2').then((r) => r.status, (err: Error) => err.message)
@@ -181,15 +177,19 @@ t.test('a body that stalls mid-stream is cut off at the body timeout', async (t)
 })
 
 t.test('with the cache on, a body that stalls before completing is a clean 504 (nothing was sent yet)', async (t) => {
-  const stalling = createServer((req, res) => {
-    res.writeHead(200, { 'content-type': 'text/csv', 'content-length': '100' })
-    res.write('year,month\n')
-  })
-  const port = await listen(t, stalling)
+  const port = await listen(t, stallingUpstream())
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox, { env: { ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu`, UPSTREAM_BODY_TIMEOUT_MS: '200', CACHE_ENABLED: 'true' } })
   assertProblem(t, await call(proxy.url, '/cmu/v2'), 504, 'CMU_PROXY_UPSTREAM_TIMEOUT')
 })
+
+/** Promises 100 bytes, sends 11, then goes quiet. */
+function stallingUpstream (): Server {
+  return createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/csv', 'content-length': '100' })
+    res.write('year,month\n')
+  })
+}
 
 async function listen (t: Test, server: Server): Promise<number> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))

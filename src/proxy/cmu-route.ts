@@ -4,7 +4,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Readable } from 'node:stream'
 import type { TokenBroker } from '../adobe/token-broker.js'
-import { readAnswer, type Answer, type BufferedAnswer } from '../cache/buffered-fetch.js'
+import { readAnswer, type Answer } from '../cache/buffered-fetch.js'
 import { cacheKey, callerSaysNoCache, isConditional, isStorable, ttlSeconds } from '../cache/cache-policy.js'
 import type { CachedResponse, ResponseCache } from '../cache/response-cache.js'
 import { methodNotAllowed } from '../errors.js'
@@ -50,7 +50,7 @@ export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions)
       cache.countBypass()
     } else {
       const hit = cache.lookup(key)
-      if (hit !== undefined) return await sendCached(request, reply, hit, cache.ageSeconds(hit))
+      if (hit !== undefined) return await sendBuffered(request, reply, hit, 'HIT', cache.ageSeconds(hit))
     }
     const callerGone = abortWhenCallerLeaves(reply)
     const fetchAndStore = async (signal: AbortSignal): Promise<Answer> => {
@@ -65,7 +65,7 @@ export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions)
     const result: CacheResult = noCache ? 'BYPASS' : 'MISS'
     if (answer.kind === 'buffered') return await sendBuffered(request, reply, answer, result)
     const body = answer.claim()
-    if (body !== undefined) return await sendStream(request, reply.header('x-cache', result), answer.status, answer.headers, body, result)
+    if (body !== undefined) return await sendStream(request, reply, answer.status, answer.headers, body, result)
     // Too large to share: this waiter streams its own copy.
     return await streamThrough(request, reply, target, headers, result)
   }
@@ -100,26 +100,19 @@ function abortWhenCallerLeaves (reply: FastifyReply): AbortSignal {
   return abort.signal
 }
 
-async function sendStream (request: FastifyRequest, reply: FastifyReply, status: number, headers: Record<string, string | string[]>, body: Readable, cacheResult?: CacheResult): Promise<FastifyReply> {
-  if (cacheResult !== undefined) request.cacheResult = cacheResult
-  reply.code(status).headers(headers)
-  if (request.method === 'HEAD') {
-    // Drain a small body (keeps the socket), quietly destroy a large one.
-    if ('dump' in body && typeof body.dump === 'function') void body.dump()
-    else body.destroy()
-    return await reply.send()
-  }
-  return await reply.send(body)
+/** A body too large for the cache, already claimed by this caller. */
+async function sendStream (request: FastifyRequest, reply: FastifyReply, status: number, headers: Record<string, string | string[]>, body: Readable, cacheResult: CacheResult): Promise<FastifyReply> {
+  request.cacheResult = cacheResult
+  reply.code(status).headers(headers).header('x-cache', cacheResult)
+  if (request.method !== 'HEAD') return await reply.send(body)
+  body.on('error', () => {}).destroy()
+  return await reply.send()
 }
 
-async function sendBuffered (request: FastifyRequest, reply: FastifyReply, answer: BufferedAnswer, cacheResult: CacheResult): Promise<FastifyReply> {
+/** A complete body in memory: shared by coalesced waiters, or a cache hit (with its Age). */
+async function sendBuffered (request: FastifyRequest, reply: FastifyReply, answer: Pick<CachedResponse, 'status' | 'headers' | 'body'>, cacheResult: CacheResult, age?: number): Promise<FastifyReply> {
   request.cacheResult = cacheResult
   reply.code(answer.status).headers(answer.headers).header('content-length', answer.body.length).header('x-cache', cacheResult)
+  if (age !== undefined) reply.header('age', age)
   return await reply.send(request.method === 'HEAD' ? undefined : answer.body)
-}
-
-async function sendCached (request: FastifyRequest, reply: FastifyReply, entry: CachedResponse, age: number): Promise<FastifyReply> {
-  request.cacheResult = 'HIT'
-  reply.code(entry.status).headers(entry.headers).header('content-length', entry.body.length).header('x-cache', 'HIT').header('age', age)
-  return await reply.send(request.method === 'HEAD' ? undefined : entry.body)
 }
