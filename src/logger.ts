@@ -23,3 +23,8 @@ export function createLogger (level: string, destination: DestinationStream = pi
 export function loggableUrl (url: string): string {
   return url.replace(/(^|[?&])(access(?:_|%5f)token)=[^&]*/gi, '$1$2=[redacted]')
 }
+
+/** What a log line says about an error: its code (ECONNRESET, UND_ERR_BODY_TIMEOUT, CMU_PROXY_*) or its name; never its message. */
+export function errorLabel (error: Error): string {
+  return (error as { code?: string }).code ?? error.name
+}

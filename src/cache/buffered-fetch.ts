@@ -57,6 +57,9 @@ export async function readAnswer (response: Dispatcher.ResponseData, maxBytes: n
 }
 
 function streamed (status: number, headers: Record<string, string | string[]>, prefix: Buffer[], rest: Readable): StreamedAnswer {
+  // Until a caller claims it, an upstream failure must not be an unhandled 'error'
+  // event; the stream keeps the error and the claimant's reader sees it.
+  rest.on('error', () => {})
   let claimed = false
   return {
     kind: 'streamed',

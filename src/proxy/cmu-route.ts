@@ -8,6 +8,7 @@ import { readAnswer, type Answer } from '../cache/buffered-fetch.js'
 import { cacheKey, callerSaysNoCache, isConditional, isStorable, ttlSeconds } from '../cache/cache-policy.js'
 import type { CachedResponse, ResponseCache } from '../cache/response-cache.js'
 import { methodNotAllowed } from '../errors.js'
+import { errorLabel } from '../logger.js'
 import { fetchWithToken, withTokenRetry } from './authorized-fetch.js'
 import { Coalescer } from './coalescer.js'
 import { upstreamRequestHeaders } from './headers.js'
@@ -78,7 +79,7 @@ export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions)
       onStart: () => { reply.hijack() },
       extraHeaders,
       headOnly: request.method === 'HEAD',
-      onBodyError: (error: Error) => { request.log.warn({ error: (error as { code?: string }).code ?? error.name }, 'response body ended early') }
+      onBodyError: (error: Error) => { request.log.warn({ error: errorLabel(error) }, 'response body ended early') }
     }
     await withTokenRetry(broker, async (authorization) =>
       await upstream.streamTo(reply.raw, { path: target.path, query: target.query, headers: { ...headers, authorization } }, stream))
