@@ -3,7 +3,7 @@
 // and that the production install (what the image's last stage does) starts.
 import { execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { cpSync, readFileSync } from 'node:fs'
+import { cpSync, existsSync, readFileSync } from 'node:fs'
 import { dirname, join, posix } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
@@ -101,7 +101,8 @@ t.test('the production install (npm ci --omit=dev, node dist/main.js) starts in 
   for (const file of ['package.json', 'package-lock.json']) cpSync(join(ROOT, file), join(dir, file))
   cpSync(join(ROOT, 'dist'), join(dir, 'dist'), { recursive: true })
   execFileSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: dir, stdio: 'ignore', timeout: 120_000 })
-  t.throws(() => execFileSync(process.execPath, ['-e', 'import("tap")'], { cwd: dir, stdio: 'ignore' }), 'no dev dependencies installed')
+  t.notOk(existsSync(join(dir, 'node_modules', 'tap')) || existsSync(join(dir, 'node_modules', 'typescript')), 'no dev dependencies installed')
+  t.ok(existsSync(join(dir, 'node_modules', 'fastify')), 'runtime dependencies installed')
 
   const sandbox = await startSandbox(t)
   const child = spawn(process.execPath, ['dist/main.js'], {

@@ -1,10 +1,11 @@
 // Prometheus metrics (prom-client), one registry per app. Counters that other
 // modules already keep (token broker, cache) are read at scrape time rather
-// than duplicated on the hot path.
+// than duplicated; per-request metrics are plain numbers (hot-metrics.ts).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { TokenBroker } from '../adobe/token-broker.js'
 import type { ResponseCache } from '../cache/response-cache.js'
+import { FastCounter, FastHistogram } from './hot-metrics.js'
 
 export interface MetricsSources {
   broker: TokenBroker
@@ -18,10 +19,10 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 export class ProxyMetrics {
   readonly registry = new Registry()
-  readonly #requests: Counter<'route' | 'status_class' | 'cache'>
-  readonly #requestDuration: Histogram<'route'>
-  readonly #upstreamDuration: Histogram<'status_class'>
-  readonly #inFlight: Gauge
+  readonly #requests: FastCounter<'route' | 'status_class' | 'cache'>
+  readonly #requestDuration: FastHistogram
+  readonly #upstreamDuration: FastHistogram
+  #inFlight = 0
   readonly #routeLabels = new Map<string, string>()
   readonly #prefix: string
 
@@ -29,10 +30,11 @@ export class ProxyMetrics {
     const registers = [this.registry]
     this.#prefix = pathPrefix
     collectDefaultMetrics({ register: this.registry })
-    this.#requests = new Counter({ name: 'cmu_proxy_requests_total', help: 'Requests answered, by route, status class and cache result', labelNames: ['route', 'status_class', 'cache'], registers })
-    this.#requestDuration = new Histogram({ name: 'cmu_proxy_request_duration_seconds', help: 'Time from request to the end of the response', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers })
-    this.#upstreamDuration = new Histogram({ name: 'cmu_proxy_upstream_duration_seconds', help: 'Time from sending a request to Adobe to its response headers', labelNames: ['status_class'], buckets: LATENCY_BUCKETS, registers })
-    this.#inFlight = new Gauge({ name: 'cmu_proxy_requests_in_flight', help: 'Requests being answered now', registers })
+    this.#requests = new FastCounter('cmu_proxy_requests_total', 'Requests answered, by route, status class and cache result', ['route', 'status_class', 'cache'], this.registry)
+    this.#requestDuration = new FastHistogram('cmu_proxy_request_duration_seconds', 'Time from request to the end of the response', 'route', LATENCY_BUCKETS, this.registry)
+    this.#upstreamDuration = new FastHistogram('cmu_proxy_upstream_duration_seconds', 'Time from sending a request to Adobe to its response headers', 'status_class', LATENCY_BUCKETS, this.registry)
+    const metrics = this
+    new Gauge({ name: 'cmu_proxy_requests_in_flight', help: 'Requests being answered now', registers, collect () { this.set(metrics.#inFlight) } })
 
     const byResult = (name: string, help: string, read: () => { total: number, failed: number }): void => {
       new Counter({
@@ -78,21 +80,21 @@ export class ProxyMetrics {
 
   /** For Upstream: one observation per response from Adobe. */
   observeUpstream (seconds: number, status: number): void {
-    this.#upstreamDuration.observe({ status_class: statusClass(status) }, seconds)
+    this.#upstreamDuration.observe(statusClass(status), seconds)
   }
 
   /** Root-level hooks: count every request, including 404s and health checks. */
   instrument (app: FastifyInstance): void {
     // Callback-style hooks: no promise per request on the hot path.
     app.addHook('onRequest', (_request, _reply, done) => {
-      this.#inFlight.inc()
+      this.#inFlight++
       done()
     })
     app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
-      this.#inFlight.dec()
+      this.#inFlight--
       const route = this.#routeLabel(request.routeOptions.url)
-      this.#requests.inc({ route, status_class: statusClass(reply.statusCode), cache: request.cacheResult ?? 'NONE' })
-      this.#requestDuration.observe({ route }, reply.elapsedTime / 1000)
+      this.#requests.inc(route, statusClass(reply.statusCode), request.cacheResult ?? 'NONE')
+      this.#requestDuration.observe(route, reply.elapsedTime / 1000)
       done()
     })
   }

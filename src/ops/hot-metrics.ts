@@ -1,0 +1,92 @@
+// Per-request counters and histograms kept as plain numbers and published to
+// a prom-client registry at scrape time. prom-client validates and hashes the
+// label set on every inc()/observe(); three of those per request cost about
+// a tenth of the proxy's throughput in the benchmark (bench/README.md).
+import type { Registry } from 'prom-client'
+
+interface Sample { metricName: string, labels: Record<string, string | number>, value: number }
+
+/** A prom-client-compatible metric: Registry.metrics() calls get() on scrape. */
+abstract class ScrapedMetric {
+  abstract readonly type: 'counter' | 'histogram'
+  readonly aggregator = 'sum'
+  constructor (readonly name: string, readonly help: string, registry: Registry) {
+    registry.registerMetric(this as never)
+  }
+
+  async get (): Promise<{ name: string, help: string, type: string, values: Sample[], aggregator: string }> {
+    return { name: this.name, help: this.help, type: this.type, values: this.samples(), aggregator: this.aggregator }
+  }
+
+  protected abstract samples (): Sample[]
+}
+
+/** A counter keyed by a fixed tuple of label values. */
+export class FastCounter<L extends string> extends ScrapedMetric {
+  readonly type = 'counter'
+  readonly #labelNames: readonly L[]
+  readonly #counts = new Map<string, { labels: Record<L, string>, value: number }>()
+
+  constructor (name: string, help: string, labelNames: readonly L[], registry: Registry) {
+    super(name, help, registry)
+    this.#labelNames = labelNames
+  }
+
+  /** `values` in the order of the label names. */
+  inc (...values: string[]): void {
+    const key = values.join('\u0000')
+    const entry = this.#counts.get(key)
+    if (entry !== undefined) {
+      entry.value++
+      return
+    }
+    const labels = {} as Record<L, string>
+    this.#labelNames.forEach((name, i) => { labels[name] = values[i] ?? '' })
+    this.#counts.set(key, { labels, value: 1 })
+  }
+
+  protected samples (): Sample[] {
+    return [...this.#counts.values()].map(({ labels, value }) => ({ metricName: this.name, labels, value }))
+  }
+}
+
+/** A histogram with one label, cumulative buckets as Prometheus expects. */
+export class FastHistogram extends ScrapedMetric {
+  readonly type = 'histogram'
+  readonly #labelName: string
+  readonly #bounds: readonly number[]
+  readonly #series = new Map<string, { buckets: Float64Array, sum: number, count: number }>()
+
+  constructor (name: string, help: string, labelName: string, bounds: readonly number[], registry: Registry) {
+    super(name, help, registry)
+    this.#labelName = labelName
+    this.#bounds = bounds
+  }
+
+  observe (labelValue: string, value: number): void {
+    let series = this.#series.get(labelValue)
+    if (series === undefined) {
+      series = { buckets: new Float64Array(this.#bounds.length), sum: 0, count: 0 }
+      this.#series.set(labelValue, series)
+    }
+    series.sum += value
+    series.count++
+    const bucket = this.#bounds.findIndex((bound) => value <= bound)
+    if (bucket !== -1) series.buckets[bucket] = (series.buckets[bucket] ?? 0) + 1
+  }
+
+  protected samples (): Sample[] {
+    const samples: Sample[] = []
+    for (const [labelValue, { buckets, sum, count }] of this.#series) {
+      let cumulative = 0
+      this.#bounds.forEach((bound, i) => {
+        cumulative += buckets[i] ?? 0
+        samples.push({ metricName: `${this.name}_bucket`, labels: { le: bound, [this.#labelName]: labelValue }, value: cumulative })
+      })
+      samples.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf', [this.#labelName]: labelValue }, value: count })
+      samples.push({ metricName: `${this.name}_sum`, labels: { [this.#labelName]: labelValue }, value: sum })
+      samples.push({ metricName: `${this.name}_count`, labels: { [this.#labelName]: labelValue }, value: count })
+    }
+    return samples
+  }
+}
