@@ -13,7 +13,7 @@ export const EXIT_CONFIG = 78
 type Env = Record<string, string | undefined>
 
 /** Loads the configuration, or prints one line naming the bad variable and exits 78. */
-export function loadConfigOrExit (env: Env = process.env): Config {
+function loadConfigOrExit (env: Env = process.env): Config {
   try {
     return loadConfig({ env })
   } catch (err) {

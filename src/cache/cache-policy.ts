@@ -25,7 +25,8 @@ export function ttlSeconds (target: UpstreamTarget, now: number, maxSeconds: num
   const end = queryValue(target.query, 'end')
   // A report that ended before Adobe's last recompute will not change again.
   if (end !== undefined) {
-    const endsAt = Date.parse(end.length === 4 ? `${end}-01-01` : end)
+    // ISO-8601 prefixes; a time without a zone is UTC here, not the host's local time.
+    const endsAt = Date.parse(/T[^Z+-]*$/.test(end) ? `${end}Z` : end)
     if (!Number.isNaN(endsAt) && endsAt + ttl * 1000 <= now) return maxSeconds
   }
   return Math.min(ttl, maxSeconds)

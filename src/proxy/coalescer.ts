@@ -10,8 +10,6 @@ interface InFlight<T> {
 export class Coalescer<T> {
   readonly #inflight = new Map<string, InFlight<T>>()
 
-  get size (): number { return this.#inflight.size }
-
   run (key: string, work: (signal: AbortSignal) => Promise<T>, callerGone: AbortSignal): Promise<T> {
     let entry = this.#inflight.get(key)
     if (entry === undefined) {

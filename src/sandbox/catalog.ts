@@ -13,8 +13,6 @@ export const DIMENSION_VALUES: Readonly<Record<string, readonly string[]>> = {
   platform: ['iOS', 'Android', 'Web', 'Roku', 'tvOS']
 }
 
-export const OTHER_DIMENSIONS = Object.keys(DIMENSION_VALUES)
-
 export const METRICS = [
   'active-users', 'active-sessions', 'started-sessions', 'completed-sessions',
   'failed-attempts', 'dismissed-sessions', 'killed-sessions'

@@ -144,7 +144,7 @@ function parsePath (path: string): { dimensions: string[], extension: Format | u
 }
 
 /** Where a report can drill down to: the next time dimension, and any unused other dimension. */
-export function nextDimensions (dimensions: string[]): string[] {
+function nextDimensions (dimensions: string[]): string[] {
   const timeDepth = dimensions.filter(isTimeDimension).length
   const next: string[] = []
   const nextTime = TIME_DIMENSIONS[timeDepth]
