@@ -16,7 +16,7 @@ t.test('100 identical concurrent misses make one upstream request; the next 100 
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox, { env: CACHE_ON })
   await call(proxy.url, '/readyz')
-  sandbox.faults.failNext('cmu', 1, { delayMs: 100 })
+  sandbox.faults.failNext('cmu', 1, { delayMs: 500 })
   const path = `/cmu/v2/year/month/day?${RANGE}`
   const first = await Promise.all(Array.from({ length: 100 }, async () => await call(proxy.url, path)))
   t.equal(sandbox.calls.cmu, 1, 'one upstream request for 100 callers')
@@ -131,7 +131,7 @@ t.test('concurrent misses for a body over the entry limit each get it complete',
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, CACHE_MAX_ENTRY_BYTES: '1000' } })
   await call(proxy.url, '/readyz')
-  sandbox.faults.failNext('cmu', 1, { delayMs: 100 })
+  sandbox.faults.failNext('cmu', 1, { delayMs: 500 })
   const path = `/cmu/v2/year/month/day?${RANGE}`
   const answers = await Promise.all(Array.from({ length: 5 }, async () => await call(proxy.url, path)))
   t.same(answers.map((a) => a.status), [200, 200, 200, 200, 200])
@@ -151,7 +151,7 @@ t.test('no-cache bypasses and refreshes; errors are not cached and every waiter 
   t.equal((await call(proxy.url, path)).headers['x-cache'], 'HIT', 'the refreshed entry serves')
 
   const failing = `/cmu/v2/tenant?${RANGE}`
-  sandbox.faults.failNext('cmu', 1, { status: 500, body: 'Internal error', afterMs: 100 })
+  sandbox.faults.failNext('cmu', 1, { status: 500, body: 'Internal error', afterMs: 500 })
   const waiters = await Promise.all(Array.from({ length: 10 }, async () => await call(proxy.url, failing)))
   t.same(new Set(waiters.map((w) => w.status)), new Set([500]), 'every waiter got the 500')
   t.same(new Set(waiters.map((w) => w.text)), new Set(['Internal error']))
@@ -161,7 +161,7 @@ t.test('no-cache bypasses and refreshes; errors are not cached and every waiter 
   t.equal(sandbox.calls.cmu, countAfterError + 1)
 
   const unreachable = `/cmu/v2/mvpd?${RANGE}`
-  sandbox.faults.failNext('cmu', 1, { drop: true })
+  sandbox.faults.failNext('cmu', 1, { drop: true, afterMs: 500 })
   const dropped = await Promise.all(Array.from({ length: 5 }, async () => await call(proxy.url, unreachable)))
   for (const answer of dropped) assertProblem(t, answer, 502, 'CMU_PROXY_UPSTREAM_UNREACHABLE')
 })

@@ -36,6 +36,10 @@ t.test('cmu-proxy sandbox --port 0: DCR, CMU and the /_sandbox control API', asy
   t.equal((await call(base, '/cmu/v2/year', { headers: auth })).status, 200, 'used up')
   t.equal((await post(`${base}/_sandbox/faults`, { endpoint: 'cmu', count: 'forever', status: 500, path: '/v2/tenant' })).status, 201)
   t.equal((await call(base, '/cmu/v2/tenant', { headers: auth })).status, 500)
+  t.equal((await post(`${base}/_sandbox/faults`, { endpoint: 'cmu', status: 502, afterMs: 100 })).status, 201)
+  const slowStarted = Date.now()
+  t.equal((await call(base, '/cmu/v2', { headers: auth })).status, 502, 'a slow failure')
+  t.ok(Date.now() - slowStarted >= 90, 'after the delay')
   t.equal((await post(`${base}/_sandbox/faults`, undefined, 'DELETE')).status, 200)
   t.equal((await call(base, '/cmu/v2/tenant', { headers: auth })).status, 200, 'cleared')
 
@@ -45,13 +49,14 @@ t.test('cmu-proxy sandbox --port 0: DCR, CMU and the /_sandbox control API', asy
   t.equal((await post(`${base}/_sandbox/revoke-clients`, undefined)).status, 200)
   const refused = await fetch(`${base}/o/client/token`, { method: 'POST', body: new URLSearchParams({ grant_type: 'client_credentials', client_id: client.json.client_id, client_secret: client.json.client_secret }) })
   t.same(await refused.json(), { error: 'invalid_client' })
-  t.match((await call(base, '/_sandbox/calls')).json(), { register: 1, token: 2, cmu: 6 })
+  t.match((await call(base, '/_sandbox/calls')).json(), { register: 1, token: 2, cmu: 7 })
 
   const invalid: Array<[unknown, RegExp]> = [
     [{ endpoint: 'nope' }, /endpoint/],
     [{ endpoint: 'cmu', count: 0, status: 500 }, /count/],
     [{ endpoint: 'cmu', path: 5, status: 500 }, /path/],
-    [{ endpoint: 'cmu' }, /give one of/]
+    [{ endpoint: 'cmu' }, /give one of/],
+    [{ endpoint: 'cmu', status: 500, afterMs: 'soon' }, /afterMs/]
   ]
   for (const [body, error] of invalid) {
     const answer = await post(`${base}/_sandbox/faults`, body)

@@ -55,14 +55,16 @@ export function handleControl (target: ControlTarget, req: IncomingMessage, res:
 }
 
 function parseFault (input: Record<string, unknown>): { endpoint: Endpoint, count: number, action: FaultAction, path?: string } | string {
-  const { endpoint, count = 1, status, hang, delayMs, drop, path, body } = input
+  const { endpoint, count = 1, status, hang, delayMs, drop, path, body, afterMs } = input
   if (typeof endpoint !== 'string' || !ENDPOINTS.has(endpoint as Endpoint)) return 'endpoint must be register, token or cmu'
   if (count !== 'forever' && (typeof count !== 'number' || count < 1)) return 'count must be a positive number or "forever"'
   if (path !== undefined && typeof path !== 'string') return 'path must be a string'
+  if (afterMs !== undefined && (typeof afterMs !== 'number' || afterMs < 0)) return 'afterMs must be a number of milliseconds'
+  const after = afterMs === undefined ? {} : { afterMs }
   let action: FaultAction
-  if (typeof status === 'number' && status >= 100 && status <= 599) action = { status, ...(typeof body === 'string' ? { body } : {}) }
+  if (typeof status === 'number' && status >= 100 && status <= 599) action = { status, ...(typeof body === 'string' ? { body } : {}), ...after }
   else if (hang === true) action = { hang: true }
-  else if (drop === true) action = { drop: true }
+  else if (drop === true) action = { drop: true, ...after }
   else if (typeof delayMs === 'number' && delayMs >= 0) action = { delayMs }
   else return 'give one of status (100-599), hang: true, drop: true or delayMs'
   return { endpoint: endpoint as Endpoint, count: count === 'forever' ? Infinity : count as number, action, ...(path === undefined ? {} : { path }) }

@@ -7,7 +7,7 @@ export type FaultAction =
   | { status: number, body?: string, contentType?: string, headers?: Record<string, string>, afterMs?: number }
   | { hang: true }
   | { delayMs: number }
-  | { drop: true }
+  | { drop: true, afterMs?: number }
 
 interface Rule {
   endpoint: Endpoint

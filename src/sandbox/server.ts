@@ -166,7 +166,10 @@ export class Sandbox {
     const action = this.faults.take(endpoint, path)
     if (action === undefined) return proceed()
     if ('hang' in action) return
-    if ('drop' in action) return void req.socket.destroy()
+    if ('drop' in action) {
+      if (action.afterMs === undefined) return void req.socket.destroy()
+      return void setTimeout(() => { req.socket.destroy() }, action.afterMs)
+    }
     if ('delayMs' in action) {
       const timer = setTimeout(proceed, action.delayMs)
       res.once('close', () => { clearTimeout(timer) })
