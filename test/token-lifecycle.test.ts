@@ -121,7 +121,8 @@ t.test('token endpoint down: the current token keeps serving; /readyz turns 503 
 t.test('a rejected software statement: not ready, 503 with the reason, slow retries', async (t) => {
   const sandbox = await startSandbox(t)
   sandbox.dcr.rejectStatementsWith = 'unapproved_software_statement'
-  const proxy = await startProxy(t, sandbox, { env: FAST_RETRY })
+  // The slow pace is TOKEN_RETRY_MAX_MS: long enough that no timer fires during the test.
+  const proxy = await startProxy(t, sandbox, { env: { TOKEN_RETRY_BASE_MS: '50', TOKEN_RETRY_MAX_MS: '30000' } })
   const response = await call(proxy.url, '/cmu/v2')
   assertProblem(t, response, 503, 'CMU_PROXY_STATEMENT_REJECTED')
   const ready = await call(proxy.url, '/readyz')
