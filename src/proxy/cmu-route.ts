@@ -37,12 +37,11 @@ export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions)
 
   async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const target = upstreamTarget(request.raw.url ?? '', prefix)
-    const headers = upstreamRequestHeaders(request.headers, request.id, request.ip)
-    if (cache === undefined) return await streamThrough(request, reply, target, headers)
+    if (cache === undefined) return await streamThrough(request, reply, target)
     if (isConditional(request.headers)) {
       // A 304 belongs to the caller that asked: neither cached nor shared.
       cache.countBypass()
-      return await streamThrough(request, reply, target, headers, 'BYPASS')
+      return await streamThrough(request, reply, target, 'BYPASS')
     }
 
     const key = cacheKey(target, request.headers)
@@ -54,6 +53,7 @@ export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions)
       if (hit !== undefined) return await sendBuffered(request, reply, hit, 'HIT', cache.ageSeconds(hit))
     }
     const callerGone = abortWhenCallerLeaves(reply)
+    const headers = upstreamRequestHeaders(request.headers, request.id, request.ip)
     const fetchAndStore = async (signal: AbortSignal): Promise<Answer> => {
       const answer = await readAnswer(await fetchWithToken(broker, upstream, target, headers, signal), cache.maxEntryBytes)
       if (answer.kind === 'buffered' && isStorable(answer.status, answer.upstreamHeaders, key)) {
@@ -68,12 +68,13 @@ export async function cmuRoutes (app: FastifyInstance, options: CmuRouteOptions)
     const body = answer.claim()
     if (body !== undefined) return await sendStream(request, reply, answer.status, answer.headers, body, result)
     // Too large to share: this waiter streams its own copy.
-    return await streamThrough(request, reply, target, headers, result)
+    return await streamThrough(request, reply, target, result)
   }
 
   /** The hot path: dispatch straight into the caller's response, taking it over from Fastify once Adobe answers. */
-  async function streamThrough (request: FastifyRequest, reply: FastifyReply, target: UpstreamTarget, headers: Record<string, string>, cacheResult?: CacheResult): Promise<FastifyReply> {
+  async function streamThrough (request: FastifyRequest, reply: FastifyReply, target: UpstreamTarget, cacheResult?: CacheResult): Promise<FastifyReply> {
     if (cacheResult !== undefined) request.cacheResult = cacheResult
+    const headers = upstreamRequestHeaders(request.headers, request.id, request.ip)
     const extraHeaders: Record<string, string> = cacheResult === undefined ? { 'x-request-id': request.id } : { 'x-request-id': request.id, 'x-cache': cacheResult }
     const stream = {
       onStart: () => { reply.hijack() },
