@@ -41,7 +41,7 @@ const REVOCATIONS = 3 // tokens twice, client once
 
 export async function runSoak (options: SoakOptions): Promise<SoakReport> {
   const progress = options.progress ?? (() => {})
-  const sandbox = new Sandbox({ tokenLifetimeSeconds: 2, dropRate: 0 })
+  const sandbox = new Sandbox({ tokenLifetimeSeconds: 2 })
   await sandbox.listen(0, '127.0.0.1')
   const { child, base } = await spawnProxy({
     LOG_LEVEL: 'warn',

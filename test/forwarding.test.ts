@@ -1,9 +1,10 @@
 // The /cmu forwarder: what crosses it in each direction, and how failures look.
-import { createServer, type Server } from 'node:http'
+import { readFile } from 'node:fs/promises'
+import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { gunzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
-import { assertProblem, call, eventually, startProxy, startSandbox } from './helpers.js'
+import { assertProblem, call, eventually, startProxy, startSandbox, startScriptedServer } from './helpers.js'
 
 const RANGE = 'start=2026-01-01&end=2026-01-03'
 
@@ -78,7 +79,7 @@ for (const CACHE_ENABLED of ['false', 'true']) {
     const everything = [...proxy.logs, response.text, JSON.stringify(response.headers)].join('\n')
     const secrets = [...issued, proxy.statement, 'caller-secret', 'caller-cookie', 'caller-query-token']
     for (const secret of secrets) t.notOk(everything.includes(secret), `never exposed: ${secret.slice(0, 12)}…`)
-    const clientSecret = JSON.parse(await import('node:fs/promises').then(async (fs) => await fs.readFile(proxy.credentialsFile, 'utf8'))).client_secret
+    const clientSecret = JSON.parse(await readFile(proxy.credentialsFile, 'utf8')).client_secret
     t.notOk(everything.includes(clientSecret), 'client secret never logged')
     t.ok(proxy.logs.some((line) => line.includes('"reqId":"trace-123"') && line.includes('"statusCode":200')), 'one request line with the request id')
   })
@@ -168,33 +169,28 @@ t.test('a connection dropped before the headers is a 502', async (t) => {
 })
 
 t.test('a body that stalls mid-stream is cut off at the body timeout', async (t) => {
-  const port = await listen(t, stallingUpstream())
+  const stalling = await stallingUpstream(t)
   const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { env: { ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu`, UPSTREAM_BODY_TIMEOUT_MS: '200' } })
+  const proxy = await startProxy(t, sandbox, { env: { ADOBE_CMU_URL: `${stalling}/cmu`, UPSTREAM_BODY_TIMEOUT_MS: '200' } })
   const outcome = await call(proxy.url, '/cmu/v2').then((r) => r.status, (err: Error) => err.message)
   t.match(String(outcome), /aborted|socket hang up|ECONNRESET/, 'the caller sees a truncated response, not a hang')
   t.ok(proxy.logs.some((l) => l.includes('response body ended early')), 'logged')
 })
 
 t.test('with the cache on, a body that stalls before completing is a clean 504 (nothing was sent yet)', async (t) => {
-  const port = await listen(t, stallingUpstream())
+  const stalling = await stallingUpstream(t)
   const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { env: { ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu`, UPSTREAM_BODY_TIMEOUT_MS: '200', CACHE_ENABLED: 'true' } })
+  const proxy = await startProxy(t, sandbox, { env: { ADOBE_CMU_URL: `${stalling}/cmu`, UPSTREAM_BODY_TIMEOUT_MS: '200', CACHE_ENABLED: 'true' } })
   assertProblem(t, await call(proxy.url, '/cmu/v2'), 504, 'CMU_PROXY_UPSTREAM_TIMEOUT')
 })
 
-/** Promises 100 bytes, sends 11, then goes quiet. */
-function stallingUpstream (): Server {
-  return createServer((_req, res) => {
+/** Promises 100 bytes, sends 11, then goes quiet. Resolves with its base URL. */
+async function stallingUpstream (t: Test): Promise<string> {
+  const server = await startScriptedServer(t, (_req, res) => {
     res.writeHead(200, { 'content-type': 'text/csv', 'content-length': '100' })
     res.write('year,month\n')
   })
-}
-
-async function listen (t: Test, server: Server): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
-  return (server.address() as AddressInfo).port
+  return server.url
 }
 
 async function listenAndClose (): Promise<number> {

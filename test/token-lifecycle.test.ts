@@ -2,6 +2,7 @@
 // against the sandbox, counting what reached the fake Adobe.
 import { stat } from 'node:fs/promises'
 import t from 'tap'
+import { makeSoftwareStatement } from '../src/sandbox/statement.js'
 import { assertProblem, call, eventually, startProxy, startSandbox } from './helpers.js'
 
 const FAST_RETRY = { TOKEN_RETRY_BASE_MS: '50', TOKEN_RETRY_MAX_MS: '200' }
@@ -155,7 +156,7 @@ t.test('pre-provisioned client credentials skip registration', async (t) => {
   const sandbox = await startSandbox(t)
   const registered = sandbox.dcr.register({ software_statement: 'a.b.c' })
   t.equal(registered.status, 400, 'not a JWT')
-  const ok = sandbox.dcr.register({ software_statement: (await import('../src/sandbox/statement.js')).makeSoftwareStatement() })
+  const ok = sandbox.dcr.register({ software_statement: makeSoftwareStatement() })
   const proxy = await startProxy(t, sandbox, {
     env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_CLIENT_ID: String(ok.body.client_id), ADOBE_CLIENT_SECRET: String(ok.body.client_secret), ...FAST_RETRY }
   })

@@ -71,8 +71,14 @@ export class FastHistogram extends ScrapedMetric {
     }
     series.sum += value
     series.count++
-    const bucket = this.#bounds.findIndex((bound) => value <= bound)
-    if (bucket !== -1) series.buckets[bucket] = (series.buckets[bucket] ?? 0) + 1
+    // A plain loop: no closure per observation on the request path.
+    const bounds = this.#bounds
+    for (let i = 0; i < bounds.length; i++) {
+      if (value <= (bounds[i] ?? Infinity)) {
+        series.buckets[i] = (series.buckets[i] ?? 0) + 1
+        return
+      }
+    }
   }
 
   protected samples (): Sample[] {
