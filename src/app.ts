@@ -1,7 +1,5 @@
 // buildApp(config, deps): wires the modules into one Fastify instance. It
 // never listens; main.ts does, and tests build the very same app.
-import { randomUUID } from 'node:crypto'
-import { STATUS_CODES } from 'node:http'
 import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
@@ -12,13 +10,16 @@ import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
 import { ResponseCache } from './cache/response-cache.js'
 import type { Config } from './config.js'
-import { ProxyError, internalError, notFound, unauthorized } from './errors.js'
+import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, problemBody, unauthorized } from './errors.js'
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
 import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
-import { cmuRoutes, type CacheResult } from './proxy/cmu-route.js'
+import { CmuForwarder, type CacheResult } from './proxy/cmu-forwarder.js'
+import { cmuRoutes } from './proxy/cmu-route.js'
+import { FastLane } from './fast-lane/fast-lane.js'
 import { Upstream } from './proxy/upstream.js'
+import { requestId } from './request-id.js'
 import { RequestLogController } from './request-log.js'
 import { USER_AGENT } from './version.js'
 
@@ -43,16 +44,13 @@ declare module 'fastify' {
   }
 }
 
-const MAX_REQUEST_ID_LENGTH = 128
-const SAFE_REQUEST_ID = /^[A-Za-z0-9._:@/+=-]+$/
-
 export async function buildApp (config: Config, deps: AppDependencies): Promise<FastifyInstance> {
   const now = deps.now ?? Date.now
   const startedAt = now()
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     logController: new RequestLogController({ requestIdLogLabel: 'reqId' }),
-    genReqId: requestId,
+    genReqId: (raw) => requestId(raw.headers),
     return503OnClosing: true
   })
 
@@ -85,6 +83,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS,
     onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) }
   })
+  const forwarder = new CmuForwarder({ broker, upstream, cache, cacheTtlMaxSeconds: config.CACHE_TTL_MAX_SECONDS, now })
   const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
   if (apiKeys.size === 0 && !isLoopback(config.HOST)) {
     deps.logger.warn({ host: config.HOST }, 'PROXY_API_KEYS is not set and HOST is not a loopback address: anyone who can reach this port can read CMU reports')
@@ -130,15 +129,14 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
         }
       })
     }
-    await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, broker, upstream, cache, cacheTtlMaxSeconds: config.CACHE_TTL_MAX_SECONDS, now })
+    await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder })
   })
+  if (config.FAST_LANE_ENABLED) {
+    const lane = FastLane.install(app.server, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder, apiKeys, logger: deps.logger, metrics })
+    // Before Fastify closes the server: otherwise idle lane connections would hold the close open.
+    if (lane !== undefined) app.addHook('preClose', (done) => { lane.close(); done() })
+  }
   return app
-}
-
-/** The caller's X-Request-Id when it is sane, else a new one. */
-function requestId (raw: { headers: Record<string, string | string[] | undefined> }): string {
-  const given = raw.headers['x-request-id']
-  return typeof given === 'string' && given.length <= MAX_REQUEST_ID_LENGTH && SAFE_REQUEST_ID.test(given) ? given : randomUUID()
 }
 
 function isLoopback (host: string): boolean {
@@ -165,18 +163,6 @@ async function sendProblem (error: FastifyError | ProxyError, request: FastifyRe
   if (reply.sent || reply.raw.headersSent) return reply
   return await reply
     .code(problem.statusCode)
-    .headers({ ...problem.headers, 'content-type': 'application/problem+json; charset=utf-8', 'cache-control': 'no-store' })
-    .send(JSON.stringify({
-      type: 'about:blank',
-      title: STATUS_CODES[problem.statusCode] ?? 'Error',
-      status: problem.statusCode,
-      code: problem.code,
-      detail: problem.message,
-      requestId: request.id
-    }))
-}
-
-function describeCause (cause: unknown): string {
-  const { code, name, message } = cause as { code?: string, name?: string, message?: string }
-  return [code, name, message].filter(Boolean).join(': ')
+    .headers({ ...problem.headers, ...PROBLEM_HEADERS })
+    .send(problemBody(problem, request.id))
 }

@@ -1,6 +1,7 @@
 // Every error the proxy reports to a caller. Each has a stable `code` (part of
 // the public contract: dashboards and scripts match on it), an HTTP status and
 // a message that never contains a secret or an upstream body.
+import { STATUS_CODES } from 'node:http'
 
 export class ProxyError extends Error {
   readonly code: string
@@ -57,3 +58,24 @@ export function tokenUnavailable (code: TokenUnavailableCode, detail: string, re
 }
 
 export const internalError = define('CMU_PROXY_INTERNAL', 500, () => 'Internal error.')
+
+/** Headers of every problem answer. */
+export const PROBLEM_HEADERS = { 'content-type': 'application/problem+json; charset=utf-8', 'cache-control': 'no-store' } as const
+
+/** RFC 9457 problem details with a stable `code`; never a stack, never an upstream body. */
+export function problemBody (problem: ProxyError, requestId: string): string {
+  return JSON.stringify({
+    type: 'about:blank',
+    title: STATUS_CODES[problem.statusCode] ?? 'Error',
+    status: problem.statusCode,
+    code: problem.code,
+    detail: problem.message,
+    requestId
+  })
+}
+
+/** What a log line says about the cause of a 5xx: codes and names from the transport, no secrets. */
+export function describeCause (cause: unknown): string {
+  const { code, name, message } = cause as { code?: string, name?: string, message?: string }
+  return [code, name, message].filter(Boolean).join(': ')
+}

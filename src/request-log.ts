@@ -6,7 +6,7 @@ import { errorLabel, loggableUrl } from './logger.js'
 /** Probes and scrapes: logged at debug only. */
 const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
 
-interface RequestLine {
+export interface RequestLine {
   method: string
   url: string
   statusCode: number
@@ -16,19 +16,20 @@ interface RequestLine {
   error?: string
 }
 
+/** The request line's fields, in one place for the Fastify routes and the fast lane. */
+export function requestLine (method: string, url: string, statusCode: number, durationMs: number, code: string | null, cache: string | null, error?: Error | null): RequestLine {
+  const line: RequestLine = { method, url: loggableUrl(url), statusCode, durationMs: Math.round(durationMs * 100) / 100 }
+  if (code !== null) line.code = code
+  if (cache !== null) line.cache = cache
+  if (error !== null && error !== undefined) line.error = errorLabel(error)
+  return line
+}
+
 export class RequestLogController extends LogController {
   override incomingRequest (): void {}
 
   override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    const line: RequestLine = {
-      method: request.method,
-      url: loggableUrl(request.raw.url ?? ''),
-      statusCode: reply.statusCode,
-      durationMs: Math.round(reply.elapsedTime * 100) / 100
-    }
-    if (request.problemCode !== null) line.code = request.problemCode
-    if (request.cacheResult !== null) line.cache = request.cacheResult
-    if (error !== null && error !== undefined) line.error = errorLabel(error)
+    const line = requestLine(request.method, request.raw.url ?? '', reply.statusCode, reply.elapsedTime, request.problemCode, request.cacheResult, error)
     if (QUIET_PATHS.has(request.routeOptions.url ?? '')) request.log.debug(line, 'request')
     else request.log.info(line, 'request')
   }

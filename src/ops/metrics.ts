@@ -83,18 +83,26 @@ export class ProxyMetrics {
     this.#upstreamDuration.observe(statusClass(status), seconds)
   }
 
+  requestStarted (): void {
+    this.#inFlight++
+  }
+
+  /** `route`: one of the labels #routeLabel gives ('cmu' for forwarded requests). */
+  requestFinished (route: string, status: number, cacheResult: string | null, seconds: number): void {
+    this.#inFlight--
+    this.#requests.inc(route, statusClass(status), cacheResult ?? 'NONE')
+    this.#requestDuration.observe(route, seconds)
+  }
+
   /** Root-level hooks: count every request, including 404s and health checks. */
   instrument (app: FastifyInstance): void {
     // Callback-style hooks: no promise per request on the hot path.
     app.addHook('onRequest', (_request, _reply, done) => {
-      this.#inFlight++
+      this.requestStarted()
       done()
     })
     app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
-      this.#inFlight--
-      const route = this.#routeLabel(request.routeOptions.url)
-      this.#requests.inc(route, statusClass(reply.statusCode), request.cacheResult ?? 'NONE')
-      this.#requestDuration.observe(route, reply.elapsedTime / 1000)
+      this.requestFinished(this.#routeLabel(request.routeOptions.url), reply.statusCode, request.cacheResult, reply.elapsedTime / 1000)
       done()
     })
   }

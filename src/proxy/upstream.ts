@@ -3,7 +3,6 @@
 // request() hands back the whole undici response (the cache reads it into
 // memory); streamTo() dispatches straight into the caller's response with no
 // intermediate stream, the hot path when nothing is cached.
-import type { ServerResponse } from 'node:http'
 import { Pool, type Dispatcher } from 'undici'
 import { ProxyError, upstreamTimeout, upstreamUnreachable } from '../errors.js'
 import { UNAUTHORIZED } from './authorized-fetch.js'
@@ -26,6 +25,22 @@ export interface UpstreamRequest {
   /** Raw query without '?', '' when none */
   query: string
   headers: Record<string, string>
+}
+
+/**
+ * The part of http.ServerResponse that streamTo() writes to; the fast lane's
+ * RawResponse implements it too.
+ */
+export interface ResponseSink {
+  readonly destroyed: boolean
+  readonly writableFinished: boolean
+  writeHead: (statusCode: number, headers: Record<string, string | string[]>) => unknown
+  write: (chunk: Buffer) => boolean
+  end: () => unknown
+  destroy: (error?: Error) => unknown
+  on: (event: 'drain', listener: () => void) => unknown
+  once: (event: 'close', listener: () => void) => unknown
+  off: (event: 'close', listener: () => void) => unknown
 }
 
 export interface StreamOptions {
@@ -78,7 +93,7 @@ export class Upstream {
    * (nothing written: the caller may retry). Rejects with a ProxyError when
    * the exchange failed before anything was written.
    */
-  async streamTo (res: ServerResponse, request: UpstreamRequest, options: StreamOptions): Promise<void | typeof UNAUTHORIZED> {
+  async streamTo (res: ResponseSink, request: UpstreamRequest, options: StreamOptions): Promise<void | typeof UNAUTHORIZED> {
     return await new Promise((resolve, reject) => {
       const handler = new ResponseStreamHandler(res, options, this.#onResponse, resolve, reject)
       this.#pool.dispatch({ method: 'GET', path: this.#fullPath(request.path, request.query), headers: request.headers }, handler)
@@ -96,7 +111,7 @@ export class Upstream {
 
 /** Moves one upstream response into a ServerResponse with back-pressure, and aborts upstream when the caller leaves. */
 class ResponseStreamHandler implements Dispatcher.DispatchHandler {
-  readonly #res: ServerResponse
+  readonly #res: ResponseSink
   readonly #options: StreamOptions
   readonly #observe: ((seconds: number, status: number) => void) | undefined
   readonly #resolve: (value: void | typeof UNAUTHORIZED) => void
@@ -110,7 +125,7 @@ class ResponseStreamHandler implements Dispatcher.DispatchHandler {
   #unauthorized = false
   #settled = false
 
-  constructor (res: ServerResponse, options: StreamOptions, observe: ((seconds: number, status: number) => void) | undefined, resolve: (value: void | typeof UNAUTHORIZED) => void, reject: (error: ProxyError) => void) {
+  constructor (res: ResponseSink, options: StreamOptions, observe: ((seconds: number, status: number) => void) | undefined, resolve: (value: void | typeof UNAUTHORIZED) => void, reject: (error: ProxyError) => void) {
     this.#res = res
     this.#options = options
     this.#observe = observe
