@@ -173,6 +173,10 @@ class LaneConnection implements ResponseOwner {
       else if (performance.now() - this.#headStartedAt > this.#lane.headersTimeoutMs) this.socket.destroy()
       return
     }
+    if (end > MAX_HEAD_BYTES) {
+      this.#handOver()
+      return
+    }
     const head = parseRequestHead(pending.toString('latin1', 0, end))
     const target = head === undefined ? undefined : this.#lane.targetFor(head)
     if (head === undefined || target === undefined) {
