@@ -7,14 +7,15 @@ import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, problemBody 
 import { errorLabel } from '../logger.js'
 import type { CacheResult, CmuCall, Responder } from '../proxy/cmu-forwarder.js'
 import type { UpstreamTarget } from '../proxy/target.js'
+import { callerGone } from '../proxy/upstream.js'
 import { requestId } from '../request-id.js'
 import { requestLine } from '../request-log.js'
 import type { FastLaneOptions } from './fast-lane.js'
 import { RawResponse, type HeaderValues, type ResponseOwner } from './raw-response.js'
 import type { RequestHead } from './request-head.js'
 
-/** nginx's convention, and what the Fastify route logs: the caller left before its answer. */
-const CALLER_GONE_STATUS = 499
+
+const CALLER_GONE = callerGone()
 
 export class LaneExchange implements Responder {
   readonly response: RawResponse
@@ -109,7 +110,9 @@ export class LaneExchange implements Responder {
   /** The one request log line and the request metrics, when the answer is complete or the caller left. */
   #finished = (): void => {
     const response = this.response
-    const status = response.headersSent ? response.statusCode : CALLER_GONE_STATUS
+    // The caller left before its answer: logged and counted as 499, as on the Fastify path.
+    if (!response.headersSent) this.#problemCode = CALLER_GONE.code
+    const status = response.headersSent ? response.statusCode : CALLER_GONE.statusCode
     const durationMs = performance.now() - this.#started
     const { logger, metrics } = this.#options
     metrics.requestFinished('cmu', status, this.#cacheResult, durationMs / 1000)
