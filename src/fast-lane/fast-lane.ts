@@ -1,6 +1,6 @@
 // The fast lane: plain GET/HEAD requests under the /cmu prefix are read and
 // answered straight on the socket, without Node's HTTP server objects and
-// Fastify's request lifecycle, which cost more than half of a proxied
+// Fastify's request lifecycle, which cost about a third of a proxied
 // request's CPU (bench/README.md). Everything else, and every request the
 // lane is not sure about, goes to Node's HTTP server and Fastify unchanged:
 // the connection is handed over (with the bytes already read put back) and
@@ -9,10 +9,9 @@ import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { ProxyMetrics } from '../ops/metrics.js'
-import type { ApiKeys } from '../proxy/api-keys.js'
+import { presentedKey, type ApiKeys } from '../proxy/api-keys.js'
 import type { CmuForwarder } from '../proxy/cmu-forwarder.js'
 import { upstreamTarget, type UpstreamTarget } from '../proxy/target.js'
-import { presentedKey } from '../proxy/api-keys.js'
 import { LaneExchange } from './lane-exchange.js'
 import type { RawResponse, ResponseOwner } from './raw-response.js'
 import { MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from './request-head.js'
