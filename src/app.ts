@@ -18,9 +18,9 @@ import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
 import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
 import { CmuForwarder, type CacheResult } from './proxy/cmu-forwarder.js'
 import { cmuRoutes } from './proxy/cmu-route.js'
-import { Upstream } from './proxy/upstream.js'
+import { Upstream, callerGone } from './proxy/upstream.js'
 import { requestId } from './request-id.js'
-import { RequestLogController } from './request-log.js'
+import { RequestLogController, requestLine } from './request-log.js'
 import { USER_AGENT } from './version.js'
 
 export interface AppDependencies {
@@ -41,8 +41,14 @@ declare module 'fastify' {
     problemCode: string | null
     /** How the cache answered, for metrics and the request log. */
     cacheResult: CacheResult | null
+    /** performance.now() when the request arrived (for a caller that leaves: no reply timing then). */
+    arrivedAt: number
+    /** The caller left before its answer was complete: logged and counted once, as 499. */
+    callerLeft: boolean
   }
 }
+
+const CALLER_GONE = callerGone()
 
 export async function buildApp (config: Config, deps: AppDependencies): Promise<FastifyInstance> {
   const now = deps.now ?? Date.now
@@ -93,6 +99,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   app.decorate('responseCache', cache)
   app.decorateRequest('problemCode', null)
   app.decorateRequest('cacheResult', null)
+  app.decorateRequest('arrivedAt', 0)
+  app.decorateRequest('callerLeft', false)
   app.addHook('onReady', async () => { broker.start() })
   app.addHook('onClose', async () => {
     broker.close()
@@ -100,7 +108,18 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   })
 
   app.addHook('onRequest', (request, reply, done) => {
+    request.arrivedAt = performance.now()
     reply.header('x-request-id', request.id)
+    done()
+  })
+  // Fastify runs onResponse (and so the request line and metrics) only for a
+  // response that finished; a caller that left gets its line and count here.
+  app.addHook('onRequestAbort', (request, done) => {
+    request.callerLeft = true
+    request.problemCode = CALLER_GONE.code
+    const durationMs = performance.now() - request.arrivedAt
+    metrics.requestAbandoned(request.routeOptions.url, request.cacheResult, durationMs / 1000)
+    request.log.info(requestLine(request.method, request.raw.url ?? '', CALLER_GONE.statusCode, durationMs, request.problemCode, request.cacheResult), 'request')
     done()
   })
   metrics.instrument(app)

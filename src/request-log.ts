@@ -29,6 +29,8 @@ export class RequestLogController extends LogController {
   override incomingRequest (): void {}
 
   override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    // Already logged as 499 by the onRequestAbort hook (app.ts).
+    if (request.callerLeft) return
     const line = requestLine(request.method, request.raw.url ?? '', reply.statusCode, reply.elapsedTime, request.problemCode, request.cacheResult, error)
     if (QUIET_PATHS.has(request.routeOptions.url ?? '')) request.log.debug(line, 'request')
     else request.log.info(line, 'request')

@@ -152,8 +152,11 @@ for (const CACHE_ENABLED of ['false', 'true']) {
     t.type(await pending, Error)
     t.ok(await eventually(() => sandbox.calls.cmuAborted === 1), 'upstream saw the abort')
     const logged = (): boolean => proxy.logs.some((l) => /"url":"\/cmu\/v2\/year","statusCode":499,[^}]*"code":"CMU_PROXY_CALLER_GONE"/.test(l))
-    // Only the lane logs a request line for a caller that left (the Fastify path does not: a known gap).
-    if (FAST_LANE_ENABLED === 'true') t.ok(await eventually(logged), 'logged as 499 CMU_PROXY_CALLER_GONE')
+    t.ok(await eventually(logged), 'logged as 499 CMU_PROXY_CALLER_GONE')
+    t.equal(proxy.logs.filter((l) => l.includes('"url":"/cmu/v2/year"')).length, 1, 'one request line')
+    const metrics = await call(proxy.url, '/metrics')
+    t.match(metrics.text, /cmu_proxy_requests_total\{route="cmu",status_class="4xx",cache="[A-Z]+"\} 1\n/, 'counted once, as a 4xx')
+    t.match(metrics.text, /cmu_proxy_requests_in_flight 1\n/, 'nothing left in flight but the scrape')
   })
   }
 }

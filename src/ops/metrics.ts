@@ -94,6 +94,11 @@ export class ProxyMetrics {
     this.#requestDuration.observe(route, seconds)
   }
 
+  /** A Fastify request whose caller left before its answer was complete (counted as 499). */
+  requestAbandoned (routePattern: string | undefined, cacheResult: string | null, seconds: number): void {
+    this.requestFinished(this.#routeLabel(routePattern), 499, cacheResult, seconds)
+  }
+
   /** Root-level hooks: count every request, including 404s and health checks. */
   instrument (app: FastifyInstance): void {
     // Callback-style hooks: no promise per request on the hot path.
@@ -102,7 +107,7 @@ export class ProxyMetrics {
       done()
     })
     app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
-      this.requestFinished(this.#routeLabel(request.routeOptions.url), reply.statusCode, request.cacheResult, reply.elapsedTime / 1000)
+      if (!request.callerLeft) this.requestFinished(this.#routeLabel(request.routeOptions.url), reply.statusCode, request.cacheResult, reply.elapsedTime / 1000)
       done()
     })
   }
