@@ -229,3 +229,37 @@ t.test('idle lane connections time out, and shutdown closes them at once', async
   t.ok(kept.closed(), 'the idle lane connection was closed by shutdown')
   t.ok(Date.now() - started < 2_000, 'shutdown did not wait for it')
 })
+
+t.test('every head the lane takes, Node\'s own parser reads the same way (mutation check)', async (t) => {
+  const seen: Array<{ method: string, url: string, headers: Record<string, string | string[] | undefined> }> = []
+  const node = await startScriptedServer(t, (req, res) => {
+    seen.push({ method: req.method, url: req.url, headers: req.headers })
+    res.writeHead(204).end()
+  })
+  const { port } = new URL(node.url)
+  const base = ['GET /cmu/v2/year/month?mvpd=A&b!=c HTTP/1.1', 'Host: proxy:8080', 'Accept: text/csv', 'User-Agent: t/1.0', 'X-Request-Id: abc-123']
+  const alphabet = [' ', '\t', '\r', '\n', ':', '\u0000', '\u007f', '\u00e9', 'a', 'Z', '/', '?', '%', '"', '-']
+  let seed = 42
+  const random = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n }
+  let accepted = 0
+  for (let attempt = 0; attempt < 2_000 && accepted < 150; attempt++) {
+    let head = base.join('\r\n')
+    for (let edits = 1 + random(3); edits > 0; edits--) {
+      const at = random(head.length)
+      head = random(2) === 0 ? head.slice(0, at) + (alphabet[random(alphabet.length)] as string) + head.slice(at) : head.slice(0, at) + head.slice(at + 1)
+    }
+    const ours = parseRequestHead(head)
+    if (ours === undefined) continue
+    accepted++
+    const before = seen.length
+    const socket = connect(Number(port), '127.0.0.1')
+    socket.on('error', () => {})
+    socket.write(Buffer.from(`${head}\r\n\r\n`, 'latin1'))
+    const parsed = await eventually(() => seen.length > before, 2_000)
+    socket.destroy()
+    if (!parsed) { t.fail(`Node refused a head the lane takes: ${JSON.stringify(head)}`); continue }
+    const theirs = seen[before]
+    t.same({ method: theirs?.method, url: theirs?.url, headers: theirs?.headers }, { method: ours.method, url: ours.url, headers: { ...ours.headers } }, JSON.stringify(head))
+  }
+  t.ok(accepted >= 50, `${accepted} mutated heads were taken and compared`)
+})
