@@ -38,7 +38,9 @@ async function main (): Promise<void> {
     const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${upstreamPort}`, ADOBE_CMU_URL: `http://127.0.0.1:${upstreamPort}/cmu` }
     const proxy = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false' })
     const cached = await spawnProxy({ ...adobe, CACHE_ENABLED: 'true' })
-    children.push(proxy.child, cached.child)
+    // The same proxy with the fast lane off: what FAST_LANE_ENABLED=false costs, measured in every run.
+    const fastifyOnly = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false', FAST_LANE_ENABLED: 'false' })
+    children.push(proxy.child, cached.child, fastifyOnly.child)
     const targets: Target[] = [
       { name: 'direct', base: `http://127.0.0.1:${upstreamPort}`, headers: { authorization: `Bearer ${token}` } },
       { name: 'proxy', base: proxy.base, headers: {}, pid: proxy.child.pid }
@@ -52,6 +54,8 @@ async function main (): Promise<void> {
       nginxNote = 'nginx not installed (apt-get install nginx): no nginx rows'
     }
     const hits: Target = { name: 'proxy (cache hit)', base: cached.base, headers: {}, pid: cached.child.pid }
+    const withoutLane: Target = { name: 'proxy, Fastify only', base: fastifyOnly.base, headers: {}, pid: fastifyOnly.child.pid }
+    const extras = [withoutLane, hits]
 
     const results = new Map<string, LoadResult[]>()
     let peakRss = 0
@@ -63,13 +67,13 @@ async function main (): Promise<void> {
       results.set(label, [...(results.get(label) ?? []), result])
     }
 
-    for (const target of [...targets, hits]) await runWrk(`${target.base}${SMALL_PATH}`, 10, 1, target.headers) // warm-up
+    for (const target of [...targets, ...extras]) await runWrk(`${target.base}${SMALL_PATH}`, 10, 1, target.headers) // warm-up
     const scenarios = [['2 KB JSON', SMALL_PATH], ['200 KB CSV', LARGE_PATH]] as const
     for (let round = 1; round <= ROUNDS; round++) {
       process.stderr.write(`round ${round}/${ROUNDS}\n`)
       for (const [scenario, path] of scenarios) {
         // Alternate the order every round so no target always runs on a warmer machine.
-        const order = round % 2 === 1 ? [...targets, hits] : [hits, ...targets].reverse()
+        const order = round % 2 === 1 ? [...targets, ...extras] : [...targets, ...extras].reverse()
         for (const target of order) await record(`${scenario}|${target.name}|${CONNECTIONS}`, target, path, CONNECTIONS)
       }
       for (const target of targets) await record(`2 KB JSON|${target.name}|1`, target, SMALL_PATH, 1)
@@ -86,7 +90,8 @@ async function main (): Promise<void> {
       large: { proxyVsNginx: ratio(find('200 KB CSV', 'proxy')?.requestsPerSecond, find('200 KB CSV', 'nginx')?.requestsPerSecond), proxyVsDirect: ratio(find('200 KB CSV', 'proxy')?.requestsPerSecond, find('200 KB CSV', 'direct')?.requestsPerSecond), target: 0.9 },
       cacheHitsVsNginx: { small: ratio(find('2 KB JSON', 'proxy (cache hit)')?.requestsPerSecond, find('2 KB JSON', 'nginx')?.requestsPerSecond), large: ratio(find('200 KB CSV', 'proxy (cache hit)')?.requestsPerSecond, find('200 KB CSV', 'nginx')?.requestsPerSecond), target: 1.5 },
       addedP50MsAtOneConnection: { value: Math.round(((find('2 KB JSON', 'proxy', 1)?.p50Ms ?? 0) - (find('2 KB JSON', 'direct', 1)?.p50Ms ?? 0)) * 1000) / 1000, target: 0.15 },
-      peakProxyRssMb: { value: Math.round(peakRss / 1024 / 1024), target: 150 }
+      peakProxyRssMb: { value: Math.round(peakRss / 1024 / 1024), target: 150 },
+      fastifyOnlyVsNginx: { small: ratio(find('2 KB JSON', withoutLane.name)?.requestsPerSecond, find('2 KB JSON', 'nginx')?.requestsPerSecond), large: ratio(find('200 KB CSV', withoutLane.name)?.requestsPerSecond, find('200 KB CSV', 'nginx')?.requestsPerSecond) }
     }
 
     const lines = [
@@ -99,7 +104,8 @@ async function main (): Promise<void> {
       `200 KB: proxy/nginx ${summary.large.proxyVsNginx ?? 'n/a'} (target >= 0.9), proxy/direct ${summary.large.proxyVsDirect ?? 'n/a'}`,
       `cache hits/nginx: 2 KB ${summary.cacheHitsVsNginx.small ?? 'n/a'}, 200 KB ${summary.cacheHitsVsNginx.large ?? 'n/a'} (target >= 1.5)`,
       `added p50 at 1 connection: ${summary.addedP50MsAtOneConnection.value} ms (target < 0.15)`,
-      `peak proxy RSS: ${summary.peakProxyRssMb.value} MB (target < 150)`
+      `peak proxy RSS: ${summary.peakProxyRssMb.value} MB (target < 150)`,
+      `fast lane off (FAST_LANE_ENABLED=false)/nginx: 2 KB ${summary.fastifyOnlyVsNginx.small ?? 'n/a'}, 200 KB ${summary.fastifyOnlyVsNginx.large ?? 'n/a'}`
     ]
     process.stdout.write(`${lines.join('\n')}\n`)
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
