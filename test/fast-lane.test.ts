@@ -213,7 +213,7 @@ t.test('FAST_LANE_ENABLED=false: everything through Fastify', async (t) => {
   t.match(response, NODE)
 })
 
-t.test('idle lane connections time out, and shutdown closes them at once', async (t) => {
+t.test('idle lane connections time out, slow heads are cut, and shutdown closes idle connections at once', async (t) => {
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox)
   proxy.app.server.keepAliveTimeout = 150
@@ -221,7 +221,21 @@ t.test('idle lane connections time out, and shutdown closes them at once', async
   await exchange(idle, get('/cmu/v2'), 1)
   t.ok(await eventually(() => idle.closed(), 2_000), 'closed after the keep-alive timeout')
 
+  // A head that stops half-way is dropped after the headers timeout, however long keep-alive is.
   proxy.app.server.keepAliveTimeout = 60_000
+  proxy.app.server.headersTimeout = 150
+  const partial = await open(t, proxy)
+  partial.socket.write('GET /cmu/v2 HTTP/1.1\r\nHost: x\r\n')
+  t.ok(await eventually(() => partial.closed(), 2_000), 'closed after the headers timeout')
+  const trickle = await open(t, proxy)
+  trickle.socket.write('GET /cmu/v2 HTTP/1.1\r\n')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  trickle.socket.write('Host: x\r\n')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  trickle.socket.write('Accept: */*\r\n')
+  t.ok(await eventually(() => trickle.closed(), 2_000), 'a trickled head is cut at the headers timeout too')
+  proxy.app.server.headersTimeout = 60_000
+
   const kept = await open(t, proxy)
   await exchange(kept, get('/cmu/v2'), 1)
   const started = Date.now()

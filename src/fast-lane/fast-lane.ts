@@ -110,6 +110,8 @@ class LaneConnection implements ResponseOwner {
   /** Bytes read but not yet parsed (a partial head, or pipelined requests). */
   #pending: Buffer | undefined
   #headStartedAt = 0
+  /** The socket timeout is the headers timeout while a partial head waits, else the keep-alive timeout. */
+  #waitingForHead = false
   #current: RawResponse | undefined
   #closeAfterResponse = false
 
@@ -170,8 +172,10 @@ class LaneConnection implements ResponseOwner {
     if (end === -1) {
       if (pending.length > MAX_HEAD_BYTES) this.#handOver()
       else if (performance.now() - this.#headStartedAt > this.#lane.headersTimeoutMs) this.socket.destroy()
+      else this.#awaitRestOfHead(true)
       return
     }
+    this.#awaitRestOfHead(false)
     if (end > MAX_HEAD_BYTES) {
       this.#handOver()
       return
@@ -188,6 +192,13 @@ class LaneConnection implements ResponseOwner {
     const exchange = new LaneExchange(this.#lane.options, this, head, target)
     this.#current = exchange.response
     exchange.run()
+  }
+
+  /** Node gives a head headersTimeout in all; a trickle is caught in #next, silence by this socket timeout. */
+  #awaitRestOfHead (waiting: boolean): void {
+    if (waiting === this.#waitingForHead) return
+    this.#waitingForHead = waiting
+    this.socket.setTimeout(waiting ? this.#lane.headersTimeoutMs : this.#lane.keepAliveTimeoutMs)
   }
 
   #handOver (): void {
