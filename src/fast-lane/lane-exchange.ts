@@ -14,7 +14,7 @@ import type { FastLaneOptions } from './fast-lane.js'
 import { RawResponse, type HeaderValues, type ResponseOwner } from './raw-response.js'
 import type { RequestHead } from './request-head.js'
 
-
+/** The status (499) and code a caller that left is logged and counted with, as on the Fastify path. */
 const CALLER_GONE = callerGone()
 
 export class LaneExchange implements Responder {
