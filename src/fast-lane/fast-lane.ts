@@ -121,12 +121,7 @@ class LaneConnection implements ResponseOwner {
     this.remoteAddress = socket.remoteAddress ?? ''
     socket.setNoDelay(true)
     socket.setTimeout(lane.keepAliveTimeoutMs)
-    socket.on('data', this.#onData)
-    socket.on('end', this.#onEnd)
-    socket.on('close', this.#onClose)
-    socket.on('error', this.#onError)
-    socket.on('timeout', this.#onTimeout)
-    socket.on('drain', this.#onDrain)
+    for (const [event, listener] of this.#listeners) socket.on(event, listener)
   }
 
   connectionHeader (): string {
@@ -204,12 +199,7 @@ class LaneConnection implements ResponseOwner {
   #handOver (): void {
     const socket = this.socket
     socket.pause()
-    socket.off('data', this.#onData)
-    socket.off('end', this.#onEnd)
-    socket.off('close', this.#onClose)
-    socket.off('error', this.#onError)
-    socket.off('timeout', this.#onTimeout)
-    socket.off('drain', this.#onDrain)
+    for (const [event, listener] of this.#listeners) socket.off(event, listener)
     socket.setTimeout(0)
     if (this.#pending !== undefined) socket.unshift(this.#pending)
     this.#pending = undefined
@@ -240,4 +230,10 @@ class LaneConnection implements ResponseOwner {
   #onDrain = (): void => {
     this.#current?.emit('drain')
   }
+
+  /** Everything the lane listens to on a socket it owns; all of it comes off at the hand-over. (After the handlers: fields initialise in order.) */
+  readonly #listeners: ReadonlyArray<[string, (...args: any[]) => void]> = [
+    ['data', this.#onData], ['end', this.#onEnd], ['close', this.#onClose],
+    ['error', this.#onError], ['timeout', this.#onTimeout], ['drain', this.#onDrain]
+  ]
 }

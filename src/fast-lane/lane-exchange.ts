@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream'
 import type { CachedResponse } from '../cache/response-cache.js'
 import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, problemBody } from '../errors.js'
 import { errorLabel } from '../logger.js'
-import type { CacheResult, CmuCall, Responder } from '../proxy/cmu-forwarder.js'
+import { signalWhenCallerLeaves, type CacheResult, type CmuCall, type Responder } from '../proxy/cmu-forwarder.js'
 import type { UpstreamTarget } from '../proxy/target.js'
 import { callerGone } from '../proxy/upstream.js'
 import { requestId } from '../request-id.js'
@@ -16,6 +16,9 @@ import type { RequestHead } from './request-head.js'
 
 /** The status (499) and code a caller that left is logged and counted with, as on the Fastify path. */
 const CALLER_GONE = callerGone()
+
+/** The lane owns the socket already: there is no framework reply to take over when Adobe answers. */
+function nothingToTakeOver (): void {}
 
 export class LaneExchange implements Responder {
   readonly response: RawResponse
@@ -44,7 +47,7 @@ export class LaneExchange implements Responder {
     if (cacheResult !== undefined) this.#cacheResult = cacheResult
     const id = this.#call.id
     await this.#options.forwarder.streamInto(this.#call, this.response, {
-      onStart: () => {},
+      onStart: nothingToTakeOver,
       extraHeaders: cacheResult === undefined ? { 'x-request-id': id } : { 'x-request-id': id, 'x-cache': cacheResult },
       headOnly: this.#head.method === 'HEAD',
       onBodyError: (error: Error) => { this.#bodyError = error }
@@ -80,10 +83,7 @@ export class LaneExchange implements Responder {
   }
 
   callerGone (): AbortSignal {
-    const abort = new AbortController()
-    const response = this.response
-    response.once('close', () => { if (!response.writableFinished) abort.abort() })
-    return abort.signal
+    return signalWhenCallerLeaves(this.response)
   }
 
   /** A failure before anything was written: the same problem answer the Fastify error handler gives. */

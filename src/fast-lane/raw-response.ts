@@ -78,7 +78,6 @@ export class RawResponse extends EventEmitter implements ResponseSink {
     socket.uncork()
     this.writableFinished = true
     this.#owner.responseDone(this)
-    this.emit('finish')
     this.emit('close')
     return this
   }

@@ -46,6 +46,13 @@ export interface Responder {
   callerGone: () => AbortSignal
 }
 
+/** An AbortSignal that fires when the caller goes away before `res` is complete (either transport's response). */
+export function signalWhenCallerLeaves (res: Pick<ResponseSink, 'once' | 'writableFinished'>): AbortSignal {
+  const abort = new AbortController()
+  res.once('close', () => { if (!res.writableFinished) abort.abort() })
+  return abort.signal
+}
+
 export class CmuForwarder {
   readonly #options: CmuForwarderOptions
   readonly #coalescer = new Coalescer<Answer>()

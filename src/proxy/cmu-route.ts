@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream'
 import type { CachedResponse } from '../cache/response-cache.js'
 import { methodNotAllowed } from '../errors.js'
 import { errorLabel } from '../logger.js'
-import type { CacheResult, CmuCall, CmuForwarder, Responder } from './cmu-forwarder.js'
+import { signalWhenCallerLeaves, type CacheResult, type CmuCall, type CmuForwarder, type Responder } from './cmu-forwarder.js'
 import { upstreamTarget } from './target.js'
 
 export interface CmuRouteOptions {
@@ -73,9 +73,6 @@ class FastifyResponder implements Responder {
   }
 
   callerGone (): AbortSignal {
-    const abort = new AbortController()
-    const res = this.reply.raw
-    res.once('close', () => { if (!res.writableFinished) abort.abort() })
-    return abort.signal
+    return signalWhenCallerLeaves(this.reply.raw)
   }
 }
