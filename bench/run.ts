@@ -42,9 +42,7 @@ async function main (): Promise<void> {
     const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${upstreamPort}`, ADOBE_CMU_URL: `http://127.0.0.1:${upstreamPort}/cmu` }
     const proxy = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false' })
     const cached = await spawnProxy({ ...adobe, CACHE_ENABLED: 'true' })
-    // The same proxy with the fast lane off: what FAST_LANE_ENABLED=false costs, measured in every run.
-    const fastifyOnly = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false', FAST_LANE_ENABLED: 'false' })
-    children.push(proxy.child, cached.child, fastifyOnly.child)
+    children.push(proxy.child, cached.child)
     const targets: Target[] = [
       { name: 'direct', base: `http://127.0.0.1:${upstreamPort}`, headers: { authorization: `Bearer ${token}` } },
       { name: 'proxy', base: proxy.base, headers: {}, pid: proxy.child.pid }
@@ -58,11 +56,9 @@ async function main (): Promise<void> {
       nginxNote = 'nginx not installed (apt-get install nginx): no nginx rows'
     }
     const hits: Target = { name: 'proxy (cache hit)', base: cached.base, headers: {}, pid: cached.child.pid }
-    const withoutLane: Target = { name: 'proxy, Fastify only', base: fastifyOnly.base, headers: {}, pid: fastifyOnly.child.pid }
-    const extras = [withoutLane, hits]
+    const extras = [hits]
 
     const results = new Map<string, LoadResult[]>()
-    // Per process: the lane proxies (cache off and on) are the proxy as deployed; the Fastify-only one is a comparison.
     const peakRss = new Map<number, number>()
     const record = async (label: string, target: Target, path: string, connections: number): Promise<void> => {
       const pid = target.pid
@@ -96,9 +92,7 @@ async function main (): Promise<void> {
       large: { proxyVsNginx: ratio(find('200 KB CSV', 'proxy')?.requestsPerSecond, find('200 KB CSV', 'nginx')?.requestsPerSecond), proxyVsDirect: ratio(find('200 KB CSV', 'proxy')?.requestsPerSecond, find('200 KB CSV', 'direct')?.requestsPerSecond), target: 0.9 },
       cacheHitsVsNginx: { small: ratio(find('2 KB JSON', 'proxy (cache hit)')?.requestsPerSecond, find('2 KB JSON', 'nginx')?.requestsPerSecond), large: ratio(find('200 KB CSV', 'proxy (cache hit)')?.requestsPerSecond, find('200 KB CSV', 'nginx')?.requestsPerSecond), target: 1.5 },
       addedP50MsAtOneConnection: { value: Math.round(((find('2 KB JSON', 'proxy', 1)?.p50Ms ?? 0) - (find('2 KB JSON', 'direct', 1)?.p50Ms ?? 0)) * 1000) / 1000, target: 0.15 },
-      peakProxyRssMb: { value: megabytes(Math.max(peakRss.get(proxy.child.pid ?? -1) ?? 0, peakRss.get(cached.child.pid ?? -1) ?? 0)), target: 150 },
-      peakFastifyOnlyRssMb: megabytes(peakRss.get(fastifyOnly.child.pid ?? -1) ?? 0),
-      fastifyOnlyVsNginx: { small: ratio(find('2 KB JSON', withoutLane.name)?.requestsPerSecond, find('2 KB JSON', 'nginx')?.requestsPerSecond), large: ratio(find('200 KB CSV', withoutLane.name)?.requestsPerSecond, find('200 KB CSV', 'nginx')?.requestsPerSecond) }
+      peakProxyRssMb: { value: megabytes(Math.max(peakRss.get(proxy.child.pid ?? -1) ?? 0, peakRss.get(cached.child.pid ?? -1) ?? 0)), target: 150 }
     }
 
     const lines = [
@@ -111,8 +105,7 @@ async function main (): Promise<void> {
       `200 KB: proxy/nginx ${summary.large.proxyVsNginx ?? 'n/a'} (target >= 0.9), proxy/direct ${summary.large.proxyVsDirect ?? 'n/a'}`,
       `cache hits/nginx: 2 KB ${summary.cacheHitsVsNginx.small ?? 'n/a'}, 200 KB ${summary.cacheHitsVsNginx.large ?? 'n/a'} (target >= 1.5)`,
       `added p50 at 1 connection: ${summary.addedP50MsAtOneConnection.value} ms (target < 0.15)`,
-      `peak proxy RSS: ${summary.peakProxyRssMb.value} MB (target < 150; with the fast lane off: ${summary.peakFastifyOnlyRssMb} MB)`,
-      `fast lane off (FAST_LANE_ENABLED=false)/nginx: 2 KB ${summary.fastifyOnlyVsNginx.small ?? 'n/a'}, 200 KB ${summary.fastifyOnlyVsNginx.large ?? 'n/a'}`
+      `peak proxy RSS: ${summary.peakProxyRssMb.value} MB (target < 150)`
     ]
     process.stdout.write(`${lines.join('\n')}\n`)
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true })

@@ -11,7 +11,6 @@ import { TokenBroker } from './adobe/token-broker.js'
 import { ResponseCache } from './cache/response-cache.js'
 import type { Config } from './config.js'
 import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, problemBody, unauthorized } from './errors.js'
-import { FastLane } from './fast-lane/fast-lane.js'
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
@@ -57,7 +56,10 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     loggerInstance: deps.logger as FastifyBaseLogger,
     logController: new RequestLogController({ requestIdLogLabel: 'reqId' }),
     genReqId: (raw) => requestId(raw.headers),
-    return503OnClosing: true
+    return503OnClosing: true,
+    // Node cuts a head that trickles in for longer than headersTimeout, but only checks every
+    // 30 s by default: a slow-loris connection would then hold a socket up to 30 s longer.
+    http: { connectionsCheckingInterval: 1_000 }
   })
 
   const authDispatcher = new Agent({ connect: { timeout: config.AUTH_TIMEOUT_MS }, keepAliveTimeout: 10_000 })
@@ -150,11 +152,6 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     }
     await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder })
   })
-  if (config.FAST_LANE_ENABLED) {
-    const lane = FastLane.install(app.server, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder, apiKeys, logger: deps.logger, metrics })
-    // Before Fastify closes the server: otherwise idle lane connections would hold the close open.
-    if (lane !== undefined) app.addHook('preClose', (done) => { lane.close(); done() })
-  }
   return app
 }
 

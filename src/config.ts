@@ -34,8 +34,6 @@ export const configSchema = {
     UPSTREAM_BODY_TIMEOUT_MS: ms(60_000),
     UPSTREAM_CONNECTIONS: { type: 'integer', minimum: 1, maximum: 1024, default: 64 },
     AUTH_TIMEOUT_MS: ms(10_000),
-    // Plain GET/HEAD /cmu requests are answered on the socket, ahead of Fastify (fast-lane/); false routes all through Fastify.
-    FAST_LANE_ENABLED: { type: 'boolean', default: true },
 
     // Refresh at about 2/3 of the token's lifetime, and at least this long before expiry.
     TOKEN_REFRESH_MARGIN_SECONDS: { type: 'integer', minimum: 0, default: 60 },

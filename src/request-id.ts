@@ -1,6 +1,5 @@
 // Every request gets an id: the caller's X-Request-Id when it is sane (so a
-// trace survives the hop), else a new UUID. Shared by Fastify (genReqId) and
-// the fast lane.
+// trace survives the hop), else a new UUID. Fastify's genReqId.
 import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 

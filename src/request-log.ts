@@ -16,7 +16,7 @@ export interface RequestLine {
   error?: string
 }
 
-/** The request line's fields, in one place for the Fastify routes and the fast lane. */
+/** The request line's fields, in one place for completed and abandoned requests. */
 export function requestLine (method: string, url: string, statusCode: number, durationMs: number, code: string | null, cache: string | null, error?: Error | null): RequestLine {
   const line: RequestLine = { method, url: loggableUrl(url), statusCode, durationMs: Math.round(durationMs * 100) / 100 }
   if (code !== null) line.code = code

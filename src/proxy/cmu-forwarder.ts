@@ -1,8 +1,9 @@
 // The /cmu policy, independent of how the caller's connection is served:
 // stream Adobe's answer straight through (no cache, or a conditional
 // request), or serve it from the response cache, coalescing identical
-// concurrent misses into one request. Both the Fastify route (cmu-route.ts)
-// and the fast lane (fast-lane/) call forward() with their own Responder.
+// concurrent misses into one request. The Fastify route (cmu-route.ts) calls
+// forward() with a Responder that writes through the reply; the policy itself
+// knows nothing of Fastify.
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { TokenBroker } from '../adobe/token-broker.js'
@@ -46,7 +47,7 @@ export interface Responder {
   callerGone: () => AbortSignal
 }
 
-/** An AbortSignal that fires when the caller goes away before `res` is complete (either transport's response). */
+/** An AbortSignal that fires when the caller goes away before `res` is complete. */
 export function signalWhenCallerLeaves (res: Pick<ResponseSink, 'once' | 'writableFinished'>): AbortSignal {
   const abort = new AbortController()
   res.once('close', () => { if (!res.writableFinished) abort.abort() })

@@ -1,7 +1,5 @@
 // GET/HEAD <prefix>/* through Fastify: validate the target, then let the
-// CmuForwarder decide how to answer, writing through the Fastify reply. The
-// fast lane (fast-lane/) answers most /cmu requests before they reach this
-// route; everything it declines (and every connection it hands over) lands here.
+// CmuForwarder decide how to answer, writing through the Fastify reply.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Readable } from 'node:stream'
 import type { CachedResponse } from '../cache/response-cache.js'

@@ -28,8 +28,8 @@ export interface UpstreamRequest {
 }
 
 /**
- * The part of http.ServerResponse that streamTo() writes to; the fast lane's
- * RawResponse implements it too.
+ * The part of http.ServerResponse that streamTo() writes to (narrow, so the
+ * streaming handler cannot reach into Fastify's reply).
  */
 export interface ResponseSink {
   readonly destroyed: boolean
