@@ -89,9 +89,11 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS,
     headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
     bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS,
+    maxPending: config.UPSTREAM_MAX_PENDING,
     onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) }
   })
-  const forwarder = new CmuForwarder({ broker, upstream, cache, cacheTtlMaxSeconds: config.CACHE_TTL_MAX_SECONDS, now })
+  const forwarder = new CmuForwarder({ broker, upstream, cache, cacheTtlMaxSeconds: config.CACHE_TTL_MAX_SECONDS, bufferingMaxBytes: config.CACHE_MAX_INFLIGHT_BYTES, now })
+  metrics.watchLoad(upstream, forwarder)
   const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
   if (apiKeys.size === 0 && !isLoopback(config.HOST)) {
     deps.logger.warn({ host: config.HOST }, 'PROXY_API_KEYS is not set and HOST is not a loopback address: anyone who can reach this port can read CMU reports')

@@ -47,7 +47,7 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
       return fail('token', `${describe(err)}${(err as DcrError).oauthError === 'invalid_client' ? ' (credentials revoked: delete CREDENTIALS_FILE to register again)' : ''}`)
     }
 
-    upstream = new Upstream({ baseUrl: config.ADOBE_CMU_URL, connections: 1, connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS })
+    upstream = new Upstream({ baseUrl: config.ADOBE_CMU_URL, connections: 1, maxPending: 1, connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS })
     try {
       const response = await upstream.request({ path: '/v2', query: '', headers: { authorization: `Bearer ${token}`, accept: 'application/json', 'user-agent': USER_AGENT }, signal: AbortSignal.timeout(config.UPSTREAM_HEADERS_TIMEOUT_MS) })
       await response.body.dump()

@@ -33,6 +33,8 @@ export const configSchema = {
     UPSTREAM_HEADERS_TIMEOUT_MS: ms(60_000),
     UPSTREAM_BODY_TIMEOUT_MS: ms(60_000),
     UPSTREAM_CONNECTIONS: { type: 'integer', minimum: 1, maximum: 1024, default: 64 },
+    // Requests waiting for Adobe beyond this are refused at once (503 CMU_PROXY_OVERLOADED): undici's queue has no bound.
+    UPSTREAM_MAX_PENDING: { type: 'integer', minimum: 1, default: 1000 },
     AUTH_TIMEOUT_MS: ms(10_000),
 
     // Refresh at about 2/3 of the token's lifetime, and at least this long before expiry.
@@ -45,6 +47,8 @@ export const configSchema = {
     CACHE_ENABLED: { type: 'boolean', default: true },
     CACHE_MAX_BYTES: { type: 'integer', minimum: 0, default: 64 * 1024 * 1024 },
     CACHE_MAX_ENTRY_BYTES: { type: 'integer', minimum: 0, default: 4 * 1024 * 1024 },
+    // What all answers being read into memory for the cache may hold at once; past it they stream uncached.
+    CACHE_MAX_INFLIGHT_BYTES: { type: 'integer', minimum: 0, default: 32 * 1024 * 1024 },
     // Caps every TTL (which otherwise follows Adobe's recompute schedule for the report's granularity).
     CACHE_TTL_MAX_SECONDS: { type: 'integer', minimum: 0, default: 2 * 24 * 3600 },
 

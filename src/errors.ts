@@ -38,6 +38,12 @@ export function methodNotAllowed (allow: string): ProxyError {
 export const upstreamTimeout = define('CMU_PROXY_UPSTREAM_TIMEOUT', 504, (phase: string) => `Adobe did not answer in time (${phase}).`)
 export const upstreamUnreachable = define('CMU_PROXY_UPSTREAM_UNREACHABLE', 502, () => 'Adobe could not be reached.')
 export const upstreamRejectedToken = define('CMU_PROXY_UPSTREAM_REJECTED_TOKEN', 502, () => 'Adobe rejected a freshly obtained access token.')
+export const upstreamBadEncoding = define('CMU_PROXY_UPSTREAM_BAD_ENCODING', 502, () => 'Adobe answered with a content encoding the caller did not accept.')
+
+/** UPSTREAM_MAX_PENDING requests already wait for Adobe: shed this one at once rather than queue it without bound. */
+export function overloaded (): ProxyError {
+  return new ProxyError('CMU_PROXY_OVERLOADED', 503, 'Too many requests are waiting for Adobe; try again shortly.', { headers: { 'retry-after': '1' } })
+}
 
 // No usable access token: always 503, with a code that says why.
 export const TOKEN_UNAVAILABLE_CODES = {

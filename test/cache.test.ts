@@ -1,7 +1,7 @@
 // The response cache and request coalescing, through the proxy over HTTP.
-import { gunzipSync } from 'node:zlib'
+import { brotliCompressSync, gunzipSync, gzipSync } from 'node:zlib'
 import t from 'tap'
-import { assertProblem, call, startProxy, startSandbox } from './helpers.js'
+import { assertProblem, call, startProxy, startSandbox, startScriptedServer } from './helpers.js'
 
 const CACHE_ON = { CACHE_ENABLED: 'true' }
 const RANGE = 'start=2026-11-01&end=2026-11-03'
@@ -56,9 +56,85 @@ t.test('representations are cached apart: gzip vs identity, CSV vs JSON', async 
   t.match((await call(proxy.url, path)).headers['content-type'], /^application\/json/)
   const csvByExtension = await call(proxy.url, `/cmu/v2/year/month/day.csv?${RANGE}`, { headers: { accept: 'application/json' } })
   t.match(csvByExtension.headers['content-type'], /^text\/csv/)
-  t.equal((await call(proxy.url, `/cmu/v2/year/month/day.csv?${RANGE}`, { headers: { accept: 'text/html' } })).headers['x-cache'], 'HIT', 'Accept does not split an extension URL')
-  t.equal(sandbox.calls.cmu, 4)
+  t.equal((await call(proxy.url, `/cmu/v2/year/month/day.csv?${RANGE}`, { headers: { accept: 'application/json' } })).headers['x-cache'], 'HIT')
+  t.equal((await call(proxy.url, `/cmu/v2/year/month/day.csv?${RANGE}`, { headers: { accept: 'text/html' } })).headers['x-cache'], 'MISS', 'Adobe varies on Accept: another Accept is another entry')
+  t.equal(sandbox.calls.cmu, 5)
 })
+
+/** An upstream that negotiates like a CDN would: br when offered, else gzip, else identity; slow enough for callers to coalesce. */
+async function negotiatingUpstream (t: Parameters<typeof startScriptedServer>[0], extraHeaders: Record<string, string> = {}): Promise<{ url: string, requests: Array<{ headers: Record<string, string | string[] | undefined> }> }> {
+  return await startScriptedServer(t, (req, res) => {
+    const offered = String(req.headers['accept-encoding'] ?? '')
+    const body = JSON.stringify({ report: [{ lang: req.headers['accept-language'] ?? 'none' }] })
+    const [encoding, bytes] = /\bbr\b/.test(offered) ? ['br', brotliCompressSync(body)] : /\bgzip\b/.test(offered) ? ['gzip', gzipSync(body)] : [undefined, Buffer.from(body)]
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/json', vary: 'Accept, Accept-Encoding, Accept-Language', ...(encoding === undefined ? {} : { 'content-encoding': encoding }), ...extraHeaders })
+      res.end(bytes)
+    }, 300)
+  })
+}
+
+t.test('coalesced waiters and later hits only ever get an encoding they accepted', async (t) => {
+  const upstream = await negotiatingUpstream(t)
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
+  const offers = ['gzip, br', 'gzip', undefined, 'br', 'gzip, br', 'identity']
+  const answers = await Promise.all(offers.map(async (offer) => await call(proxy.url, '/cmu/v2/year', { headers: offer === undefined ? {} : { 'accept-encoding': offer } })))
+  for (const [i, answer] of answers.entries()) {
+    const offer = offers[i] ?? ''
+    const encoding = answer.headers['content-encoding']
+    t.equal(answer.status, 200)
+    t.ok(encoding === undefined || (encoding === 'gzip' && offer.includes('gzip')), `offered ${String(offers[i])}: got ${String(encoding)}`)
+    t.same(JSON.parse((encoding === 'gzip' ? gunzipSync(answer.body) : answer.body).toString()), { report: [{ lang: 'none' }] })
+  }
+  t.same(new Set(upstream.requests.map((r) => r.headers['accept-encoding'])), new Set(['gzip', 'identity']), 'Adobe is offered exactly gzip or identity')
+  t.equal(upstream.requests.length, 2, 'one request per representation')
+  const brOnly = await call(proxy.url, '/cmu/v2/year', { headers: { 'accept-encoding': 'br' } })
+  t.equal(brOnly.headers['x-cache'], 'HIT')
+  t.equal(brOnly.headers['content-encoding'], undefined, 'a br-only caller gets identity from the cache')
+  const gzipOnly = await call(proxy.url, '/cmu/v2/year', { headers: { 'accept-encoding': 'gzip' } })
+  t.equal(gzipOnly.headers['x-cache'], 'HIT')
+  t.equal(gzipOnly.headers['content-encoding'], 'gzip')
+})
+
+t.test('Accept-Language is part of the key', async (t) => {
+  const upstream = await negotiatingUpstream(t)
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
+  const [fr, de] = await Promise.all(['fr', 'de'].map(async (lang) => await call(proxy.url, '/cmu/v2/year', { headers: { 'accept-language': lang } })))
+  t.same(fr?.json(), { report: [{ lang: 'fr' }] })
+  t.same(de?.json(), { report: [{ lang: 'de' }] })
+  t.equal((await call(proxy.url, '/cmu/v2/year', { headers: { 'accept-language': 'de' } })).json().report[0].lang, 'de')
+  t.equal(upstream.requests.length, 2)
+})
+
+for (const vary of ['User-Agent', '*']) {
+  t.test(`an answer with Vary: ${vary} is neither shared with waiters nor cached`, async (t) => {
+    const upstream = await negotiatingUpstream(t, { vary })
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
+    const answers = await Promise.all(['a/1', 'b/2', 'c/3'].map(async (agent) => await call(proxy.url, '/cmu/v2/year', { headers: { 'user-agent': agent } })))
+    t.same(answers.map((a) => a.status), [200, 200, 200])
+    t.equal(upstream.requests.length, 3, 'each caller went upstream with its own User-Agent')
+    t.same(upstream.requests.map((r) => r.headers['user-agent']).sort(), ['a/1', 'b/2', 'c/3'])
+    t.equal((await call(proxy.url, '/cmu/v2/year')).headers['x-cache'], 'MISS', 'not cached')
+  })
+}
+
+for (const CACHE_ENABLED of ['true', 'false']) {
+  t.test(`an upstream that ignores Accept-Encoding never hands a caller an encoding it refused (cache ${CACHE_ENABLED})`, async (t) => {
+    const upstream = await startScriptedServer(t, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'br' })
+      res.end(brotliCompressSync('{"report":[]}'))
+    })
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
+    for (const offer of ['gzip', 'identity']) {
+      const answer = await call(proxy.url, '/cmu/v2/year', { headers: { 'accept-encoding': offer } })
+      assertProblem(t, answer, 502, 'CMU_PROXY_UPSTREAM_BAD_ENCODING')
+    }
+  })
+}
 
 t.test('TTL follows the finest time dimension, capped, and expired entries refetch', async (t) => {
   const clock = manualClock()
@@ -215,4 +291,22 @@ t.test('CACHE_ENABLED=false: no X-Cache, every request goes upstream', async (t)
   t.equal(first.headers['x-cache'], undefined)
   t.equal(proxy.app.responseCache, undefined)
   t.equal(sandbox.calls.cmu, 2)
+})
+
+t.test('past CACHE_MAX_INFLIGHT_BYTES, concurrent misses stream uncached instead of piling up in memory', async (t) => {
+  const body = 'x'.repeat(4_000)
+  const upstream = await startScriptedServer(t, (_req, res) => {
+    // The whole body at once, the end later: all three are being read at the same time.
+    res.writeHead(200, { 'content-type': 'text/csv' })
+    res.write(body)
+    setTimeout(() => res.end(), 300)
+  })
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, ADOBE_CMU_URL: `${upstream.url}/cmu`, CACHE_MAX_INFLIGHT_BYTES: '10000' } })
+  await call(proxy.url, '/readyz')
+  const answers = await Promise.all([1, 2, 3].map(async (n) => await call(proxy.url, `/cmu/v2/year.csv?n=${n}`)))
+  t.same(answers.map((a) => a.text), [body, body, body], 'every caller got the complete body')
+  const hits = await Promise.all([1, 2, 3].map(async (n) => (await call(proxy.url, `/cmu/v2/year.csv?n=${n}`)).headers['x-cache']))
+  t.equal(hits.filter((h) => h === 'HIT').length, 2, 'two fitted in the budget and were cached; the third streamed')
+  t.match((await call(proxy.url, '/metrics')).text, /cmu_proxy_cache_buffering_bytes 0\n/, 'the budget is given back')
 })

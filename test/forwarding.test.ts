@@ -96,6 +96,22 @@ t.test('path tricks are refused with 400 and nothing is sent upstream', async (t
   t.same(sandbox.calls, before, 'nothing reached the sandbox')
 })
 
+t.test('an encoded prefix never reaches Adobe: the prefix is matched on the raw path', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox)
+  // The router decodes /%63mu to /cmu; the raw path must still start with the literal prefix.
+  for (const path of ['/%63mu/v2/year', '/c%6Du/v2', '/%63%6d%75/v2/year?x=1', '/%63mu', '/cmu%2fv2']) {
+    const response = await call(proxy.url, path)
+    t.ok(response.status === 404 || response.status === 400, `${path}: refused (${response.status})`)
+    t.match(response.headers['content-type'], /^application\/problem\+json/, `${path}: our problem, not Adobe's answer`)
+  }
+  assertProblem(t, await call(proxy.url, '/%63mu/v2/year'), 404, 'CMU_PROXY_NOT_FOUND')
+  for (const path of ['/cmu/..;x/o/client/token', '/cmu/v2/%2e%2e;jsessionid=1/x', '/cmu/v2/.;/year']) {
+    assertProblem(t, await call(proxy.url, path), 400, 'CMU_PROXY_BAD_PATH')
+  }
+  t.equal(sandbox.calls.cmu, 0, 'nothing was sent to Adobe')
+})
+
 t.test('methods other than GET and HEAD are 405 with Allow', async (t) => {
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox)
@@ -206,3 +222,45 @@ async function listenAndClose (): Promise<number> {
   await new Promise((resolve) => server.close(resolve))
   return port
 }
+
+for (const CACHE_ENABLED of ['false', 'true']) {
+  t.test(`a HEAD that misses stops reading after Adobe's headers instead of downloading the report (cache ${CACHE_ENABLED})`, async (t) => {
+    let upstreamClosedEarly = false
+    const upstream = await startScriptedServer(t, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/csv', 'content-length': String(10 * 1024 * 1024) })
+      res.write('year,month\n')
+      // The rest never comes; only a cut from the proxy ends this exchange.
+      res.once('close', () => { upstreamClosedEarly = !res.writableFinished })
+    })
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
+    const head = await call(proxy.url, '/cmu/v2/year.csv', { method: 'HEAD' })
+    t.equal(head.status, 200)
+    t.equal(head.headers['content-length'], String(10 * 1024 * 1024), "Adobe's length")
+    t.equal(head.body.length, 0)
+    t.ok(await eventually(() => upstreamClosedEarly), 'the upstream exchange was cut after the headers')
+    t.equal(upstream.requests[0]?.method, 'GET', 'sent to Adobe as a GET (Adobe serves GET only)')
+    t.notOk(proxy.logs.some((l) => l.includes('response body ended early')), 'not logged as a failure')
+    t.ok(proxy.logs.some((l) => /"method":"HEAD","url":"\/cmu\/v2\/year.csv","statusCode":200/.test(l)), 'one ordinary request line')
+  })
+}
+
+t.test('past UPSTREAM_MAX_PENDING requests waiting for Adobe, the next is shed at once with 503', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { UPSTREAM_MAX_PENDING: '3' } })
+  await call(proxy.url, '/readyz')
+  sandbox.faults.failNext('cmu', 3, { hang: true })
+  const hanging = Array.from({ length: 3 }, async (_, i) => await call(proxy.url, `/cmu/v2/year?n=${i}`).catch((err: Error) => err))
+  t.ok(await eventually(() => sandbox.calls.cmu === 3), 'three requests wait for Adobe')
+  const started = Date.now()
+  const shed = await call(proxy.url, '/cmu/v2/year?n=4')
+  assertProblem(t, shed, 503, 'CMU_PROXY_OVERLOADED')
+  t.equal(shed.headers['retry-after'], '1')
+  t.ok(Date.now() - started < 1_000, 'answered at once')
+  t.equal(sandbox.calls.cmu, 3, 'never sent to Adobe')
+  const metrics = (await call(proxy.url, '/metrics')).text
+  t.match(metrics, /cmu_proxy_requests_shed_total 1\n/)
+  t.match(metrics, /cmu_proxy_upstream_pending 3\n/)
+  await proxy.close()
+  await Promise.all(hanging)
+})

@@ -1,35 +1,65 @@
 // An upstream answer read into memory so it can be cached and shared with
-// coalesced waiters, unless it is too large: then the bytes read so far and
-// the rest of the stream go to exactly one caller, uncached.
+// coalesced waiters, unless it is too large (for one entry, or for what all
+// answers being read may hold together): then the bytes read so far and the
+// rest of the stream go to exactly one caller, uncached.
 import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { callerResponseHeaders } from '../proxy/headers.js'
 import { transportError } from '../proxy/upstream.js'
+import { isShareable } from './cache-policy.js'
 
-export interface BufferedAnswer {
-  kind: 'buffered'
+interface AnswerBase {
   status: number
   headers: Record<string, string | string[]>
+  /** May go to other callers with the same key (coalesced waiters); see isShareable. */
+  shareable: boolean
+}
+
+export interface BufferedAnswer extends AnswerBase {
+  kind: 'buffered'
   /** All upstream headers, for the storability check. */
   upstreamHeaders: Record<string, string | string[] | undefined>
   body: Buffer
 }
 
-export interface StreamedAnswer {
+export interface StreamedAnswer extends AnswerBase {
   kind: 'streamed'
-  status: number
-  headers: Record<string, string | string[]>
   /** The body, for the first caller that claims it; undefined afterwards. */
   claim: () => Readable | undefined
 }
 
 export type Answer = BufferedAnswer | StreamedAnswer
 
-export async function readAnswer (response: Dispatcher.ResponseData, maxBytes: number): Promise<Answer> {
+/**
+ * CACHE_MAX_INFLIGHT_BYTES: the bytes that all answers being read into memory
+ * may hold at once. Without it, a thousand concurrent misses for 4 MB reports
+ * would hold 4 GB before the cache bound ever applied.
+ */
+export class ByteBudget {
+  #free: number
+  constructor (readonly limit: number) {
+    this.#free = limit
+  }
+
+  get used (): number { return this.limit - this.#free }
+
+  take (bytes: number): boolean {
+    if (bytes > this.#free) return false
+    this.#free -= bytes
+    return true
+  }
+
+  give (bytes: number): void {
+    this.#free += bytes
+  }
+}
+
+export async function readAnswer (response: Dispatcher.ResponseData, maxBytes: number, budget: ByteBudget): Promise<Answer> {
   const status = response.statusCode
   const headers = callerResponseHeaders(response.headers)
+  const shareable = isShareable(response.headers)
   const declared = Number(response.headers['content-length'])
-  if (declared > maxBytes) return streamed(status, headers, [], response.body)
+  if (declared > maxBytes || declared > budget.limit - budget.used) return streamed(status, headers, shareable, [], response.body)
 
   const chunks: Buffer[] = []
   let size = 0
@@ -39,24 +69,27 @@ export async function readAnswer (response: Dispatcher.ResponseData, maxBytes: n
       const body = response.body
       const onData = (chunk: Buffer): void => {
         chunks.push(chunk)
-        size += chunk.length
-        if (size > maxBytes) {
+        if (size + chunk.length > maxBytes || !budget.take(chunk.length)) {
           body.pause()
           body.off('data', onData).off('end', onEnd).off('error', reject)
           resolve(true)
+          return
         }
+        size += chunk.length
       }
       const onEnd = (): void => { resolve(false) }
       body.on('data', onData).once('end', onEnd).once('error', reject)
     })
   } catch (err) {
     throw transportError(err)
+  } finally {
+    budget.give(size)
   }
-  if (overflow) return streamed(status, headers, chunks, response.body)
-  return { kind: 'buffered', status, headers, upstreamHeaders: response.headers, body: Buffer.concat(chunks, size) }
+  if (overflow) return streamed(status, headers, shareable, chunks, response.body)
+  return { kind: 'buffered', status, headers, shareable, upstreamHeaders: response.headers, body: Buffer.concat(chunks, size) }
 }
 
-function streamed (status: number, headers: Record<string, string | string[]>, prefix: Buffer[], rest: Readable): StreamedAnswer {
+function streamed (status: number, headers: Record<string, string | string[]>, shareable: boolean, prefix: Buffer[], rest: Readable): StreamedAnswer {
   // Until a caller claims it, an upstream failure must not be an unhandled 'error'
   // event; the stream keeps the error and the claimant's reader sees it.
   rest.on('error', () => {})
@@ -65,6 +98,7 @@ function streamed (status: number, headers: Record<string, string | string[]>, p
     kind: 'streamed',
     status,
     headers,
+    shareable,
     claim: () => {
       if (claimed) return undefined
       claimed = true

@@ -33,24 +33,39 @@ export function ttlSeconds (target: UpstreamTarget, now: number, maxSeconds: num
 }
 
 /**
- * The cache key: the upstream path and exact query, plus the representation
- * the caller negotiates. An extension or `format=` in the URL already decides
- * the format; otherwise the Accept header does. Gzip and identity bodies are
- * kept apart so a caller that does not accept gzip never gets one.
+ * The request headers that choose a representation, and so are part of the
+ * key: every forwarded header that can change the body. Accept-Encoding is
+ * keyed as it is forwarded, normalised to gzip or identity (proxy/headers.ts).
  */
-export function cacheKey (target: UpstreamTarget, headers: IncomingHttpHeaders): string {
-  const lastSegment = target.path.slice(target.path.lastIndexOf('/') + 1)
-  const formatInUrl = lastSegment.includes('.') || queryValue(target.query, 'format') !== undefined
-  const accept = formatInUrl ? '' : (headers.accept ?? '').toLowerCase().replace(/\s+/g, '')
-  return `${acceptsGzip(headers['accept-encoding']) ? 'gzip' : 'identity'} ${accept} ${target.path}?${target.query}`
+const KEYED_REQUEST_HEADERS = new Set(['accept', 'accept-encoding', 'accept-language'])
+
+/**
+ * The cache and coalescing key: the upstream path and exact query, plus the
+ * representation the caller negotiates (RFC 9111 §4.1). Callers under one key
+ * send Adobe the same request, so one answer fits them all.
+ */
+export function cacheKey (target: UpstreamTarget, headers: IncomingHttpHeaders, gzipAccepted: boolean): string {
+  return `${gzipAccepted ? 'gzip' : 'identity'}\n${normalised(headers.accept)}\n${normalised(headers['accept-language'])}\n${target.path}?${target.query}`
 }
 
-export function acceptsGzip (acceptEncoding: string | undefined): boolean {
-  if (acceptEncoding === undefined) return false
-  return acceptEncoding.split(',').some((part) => {
-    const [coding = '', ...params] = part.trim().toLowerCase().split(';')
-    return (coding.trim() === 'gzip' || coding.trim() === '*') && !params.some((p) => /^\s*q=0(\.0*)?\s*$/.test(p))
-  })
+function normalised (value: string | undefined): string {
+  return value === undefined ? '' : value.toLowerCase().replace(/\s+/g, '')
+}
+
+/**
+ * May an answer fetched for one caller go to another with the same key (a
+ * coalesced waiter, or later from the cache)? Not when it varies on a request
+ * header the key leaves out, and never with `Vary: *` (RFC 9110 §12.5.5).
+ */
+export function isShareable (headers: Record<string, string | string[] | undefined>): boolean {
+  const vary = headers.vary
+  if (vary === undefined) return true
+  const names = (Array.isArray(vary) ? vary.join(',') : vary).split(',')
+  for (const name of names) {
+    const header = name.trim().toLowerCase()
+    if (header !== '' && !KEYED_REQUEST_HEADERS.has(header)) return false
+  }
+  return true
 }
 
 /** Conditional requests answer per caller (304s); they skip the cache and the coalescing. */
@@ -63,13 +78,11 @@ export function callerSaysNoCache (headers: IncomingHttpHeaders): boolean {
   return /(^|,)\s*no-cache\b/i.test(cacheControl) || /\bno-cache\b/i.test(String(headers.pragma ?? ''))
 }
 
-/** Only complete 200s without per-user markers; and never a gzip body under an identity key. */
-export function isStorable (status: number, headers: Record<string, string | string[] | undefined>, key: string): boolean {
-  if (status !== 200) return false
+/** Only complete, shareable 200s without per-user markers. */
+export function isStorable (status: number, headers: Record<string, string | string[] | undefined>): boolean {
+  if (status !== 200 || !isShareable(headers)) return false
   if (headers['set-cookie'] !== undefined || headers.authorization !== undefined) return false
-  if (/\b(no-store|private)\b/i.test(String(headers['cache-control'] ?? ''))) return false
-  const encoding = String(headers['content-encoding'] ?? 'identity').toLowerCase()
-  return key.startsWith('gzip ') ? encoding === 'gzip' || encoding === 'identity' : encoding === 'identity'
+  return !/\b(no-store|private)\b/i.test(String(headers['cache-control'] ?? ''))
 }
 
 function queryValue (query: string, name: string): string | undefined {

@@ -78,6 +78,14 @@ export class ProxyMetrics {
     new Gauge({ name: 'cmu_proxy_cache_entries', help: 'Entries held by the response cache', registers, collect () { this.set(cache.stats().entries) } })
   }
 
+  /** Admission control and buffering, read at scrape time. */
+  watchLoad (upstream: { readonly load: { waiting: number, shed: number } }, forwarder: { readonly bufferingBytes: number }): void {
+    const registers = [this.registry]
+    new Gauge({ name: 'cmu_proxy_upstream_pending', help: 'Requests waiting for Adobe (sent or queued, no response headers yet)', registers, collect () { this.set(upstream.load.waiting) } })
+    new Counter({ name: 'cmu_proxy_requests_shed_total', help: 'Requests refused at once with 503 CMU_PROXY_OVERLOADED because UPSTREAM_MAX_PENDING were waiting for Adobe', registers, collect () { this.reset(); this.inc(upstream.load.shed) } })
+    new Gauge({ name: 'cmu_proxy_cache_buffering_bytes', help: 'Bytes held by answers being read into memory for the cache (bounded by CACHE_MAX_INFLIGHT_BYTES)', registers, collect () { this.set(forwarder.bufferingBytes) } })
+  }
+
   /** For Upstream: one observation per response from Adobe. */
   observeUpstream (seconds: number, status: number): void {
     this.#upstreamDuration.observe(statusClass(status), seconds)

@@ -6,10 +6,7 @@ import type { Dispatcher } from 'undici'
 import type { TokenBroker } from '../adobe/token-broker.js'
 import { upstreamRejectedToken } from '../errors.js'
 import type { UpstreamTarget } from './target.js'
-import type { Upstream } from './upstream.js'
-
-/** What an attempt returns when Adobe answered 401 (and the attempt discarded that answer). */
-export const UNAUTHORIZED = Symbol('upstream 401')
+import { UNAUTHORIZED, type Upstream } from './upstream.js'
 
 export async function withTokenRetry<T> (broker: TokenBroker, attempt: (authorization: string) => Promise<T | typeof UNAUTHORIZED>): Promise<T> {
   const token = await broker.getToken()

@@ -19,7 +19,7 @@ const OTHER_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
 export async function cmuRoutes (app: FastifyInstance, { pathPrefix: prefix, forwarder }: CmuRouteOptions): Promise<void> {
   async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix), headers: request.headers, id: request.id, ip: request.ip }
+    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix), headers: request.headers, id: request.id, ip: request.ip, head: request.method === 'HEAD' }
     await forwarder.forward(call, new FastifyResponder(forwarder, call, request, reply))
     return reply
   }
@@ -48,7 +48,7 @@ class FastifyResponder implements Responder {
       // Take the reply over from Fastify only once Adobe answered: until then a failure is still a problem response.
       onStart: () => { reply.hijack() },
       extraHeaders: cacheResult === undefined ? { 'x-request-id': request.id } : { 'x-request-id': request.id, 'x-cache': cacheResult },
-      headOnly: request.method === 'HEAD',
+      headOnly: this.call.head,
       onBodyError: (error: Error) => { request.log.warn({ error: errorLabel(error) }, 'response body ended early') }
     })
   }

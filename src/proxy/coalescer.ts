@@ -10,6 +10,11 @@ interface InFlight<T> {
 export class Coalescer<T> {
   readonly #inflight = new Map<string, InFlight<T>>()
 
+  /** Whether a run for `key` is in flight: a run() now would join it rather than start the work. */
+  has (key: string): boolean {
+    return this.#inflight.has(key)
+  }
+
   run (key: string, work: (signal: AbortSignal) => Promise<T>, callerGone: AbortSignal): Promise<T> {
     let entry = this.#inflight.get(key)
     if (entry === undefined) {

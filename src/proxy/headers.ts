@@ -3,8 +3,9 @@
 // headers per RFC 9110 §7.6.1) never crosses by accident.
 import type { IncomingHttpHeaders } from 'node:http'
 
+/** Forwarded as the caller sent them. Accept-Encoding is forwarded normalised (see below). */
 const FORWARDED_REQUEST_HEADERS = [
-  'accept', 'accept-encoding', 'accept-language', 'if-none-match', 'if-modified-since', 'user-agent'
+  'accept', 'accept-language', 'if-none-match', 'if-modified-since', 'user-agent'
 ] as const
 
 const FORWARDED_RESPONSE_HEADERS = [
@@ -12,13 +13,19 @@ const FORWARDED_RESPONSE_HEADERS = [
   'cache-control', 'etag', 'last-modified', 'expires', 'vary', 'location', 'retry-after'
 ] as const
 
-/** The headers sent to Adobe, minus Authorization (added per attempt). */
-export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, requestId: string, callerAddress: string): Record<string, string> {
+/**
+ * The headers sent to Adobe, minus Authorization (added per attempt).
+ * Accept-Encoding becomes exactly `gzip` or `identity`: Adobe asks for gzip,
+ * and callers whose offers differ only in codings we never pass on (br,
+ * deflate, q-values) then send the same request, so one answer fits them all.
+ */
+export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, requestId: string, callerAddress: string, gzipAccepted: boolean): Record<string, string> {
   const headers: Record<string, string> = {}
   for (const name of FORWARDED_REQUEST_HEADERS) {
     const value = incoming[name]
     if (value !== undefined) headers[name] = value
   }
+  headers['accept-encoding'] = gzipAccepted ? 'gzip' : 'identity'
   headers['x-request-id'] = requestId
   const forwardedFor = incoming['x-forwarded-for']
   headers['x-forwarded-for'] = forwardedFor === undefined ? callerAddress : `${String(forwardedFor)}, ${callerAddress}`
@@ -33,4 +40,24 @@ export function callerResponseHeaders (upstream: Record<string, string | string[
     if (value !== undefined) headers[name] = value
   }
   return headers
+}
+
+/** Whether an Accept-Encoding value accepts gzip (RFC 9110 §12.5.3: `gzip` or `*`, not with q=0). */
+export function acceptsGzip (acceptEncoding: string | undefined): boolean {
+  if (acceptEncoding === undefined || acceptEncoding === '') return false
+  // The values real clients send, without splitting.
+  if (acceptEncoding === 'gzip' || acceptEncoding === 'gzip, deflate' || acceptEncoding === 'gzip, deflate, br' || acceptEncoding === 'gzip, deflate, br, zstd') return true
+  return acceptEncoding.split(',').some((part) => {
+    const [coding = '', ...params] = part.trim().toLowerCase().split(';')
+    const name = coding.trim()
+    return (name === 'gzip' || name === '*') && !params.some((p) => /^\s*q=0(\.0*)?\s*$/.test(p))
+  })
+}
+
+/** A response body a caller may receive: identity always, gzip only when it accepts gzip, nothing else ever. */
+export function encodingAcceptable (contentEncoding: string | string[] | undefined, gzipAccepted: boolean): boolean {
+  if (contentEncoding === undefined) return true
+  if (typeof contentEncoding !== 'string') return false
+  const coding = contentEncoding.trim().toLowerCase()
+  return coding === '' || coding === 'identity' || (gzipAccepted && coding === 'gzip')
 }

@@ -1,7 +1,7 @@
 // Maps a caller's request-target to the upstream one, byte for byte: CMU
 // filters (`dim!=v`, repeated keys, bare `dim`) and percent-encoding must reach
 // Adobe untouched, so nothing here parses and re-serialises the query.
-import { badPath } from '../errors.js'
+import { badPath, notFound } from '../errors.js'
 
 export interface UpstreamTarget {
   /** The part after the local prefix, starting with '/' (or empty). */
@@ -12,15 +12,22 @@ export interface UpstreamTarget {
 
 const ENCODED_SEPARATOR = /%2f|%5c/i
 
+/**
+ * The router matches a decoded path (`/%63mu` routes like `/cmu`); the upstream
+ * path is cut from the raw one, so the raw path itself must start with the
+ * literal prefix, or the cut would land elsewhere (`/%63mu/v2` -> `/cmumu/v2`).
+ */
 export function upstreamTarget (rawUrl: string, prefix: string): UpstreamTarget {
   const queryStart = rawUrl.indexOf('?')
   const rawPath = queryStart === -1 ? rawUrl : rawUrl.slice(0, queryStart)
   const rawQuery = queryStart === -1 ? '' : rawUrl.slice(queryStart + 1)
+  if (!rawPath.startsWith(prefix) || (rawPath.length > prefix.length && rawPath[prefix.length] !== '/')) throw notFound()
   const path = rawPath.slice(prefix.length)
   if (path.includes('\\')) throw badPath('backslashes are not allowed')
   if (ENCODED_SEPARATOR.test(path)) throw badPath('encoded slashes are not allowed')
   for (const segment of path.split('/')) {
-    const decoded = segment.replace(/%2e/gi, '.')
+    // `..;jsessionid=x` is `..` to servlet containers, which drop the path parameter.
+    const decoded = segment.replace(/%2e/gi, '.').replace(/(%3b|;).*$/i, '')
     if (decoded === '.' || decoded === '..') throw badPath('dot segments are not allowed')
   }
   return { path, query: withoutAccessToken(rawQuery) }
