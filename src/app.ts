@@ -8,6 +8,7 @@ import { Agent } from 'undici'
 import { CredentialStore } from './adobe/credential-store.js'
 import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
+import { CacheLayer } from './cache/cache-layer.js'
 import { ResponseCache } from './cache/response-cache.js'
 import type { Config } from './config.js'
 import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, problemBody, unauthorized } from './errors.js'
@@ -40,6 +41,8 @@ declare module 'fastify' {
     problemCode: string | null
     /** How the cache answered, for metrics and the request log. */
     cacheResult: CacheResult | null
+    /** The Cache-Status of a stale answer (why it was served), for the request log. */
+    cacheStatus: string | null
     /** performance.now() when the request arrived (for a caller that leaves: no reply timing then). */
     arrivedAt: number
     /** The caller left before its answer was complete: logged and counted once, as 499. */
@@ -92,8 +95,19 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     maxPending: config.UPSTREAM_MAX_PENDING,
     onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) }
   })
-  const forwarder = new CmuForwarder({ broker, upstream, cache, cacheTtlMaxSeconds: config.CACHE_TTL_MAX_SECONDS, bufferingMaxBytes: config.CACHE_MAX_INFLIGHT_BYTES, now })
-  metrics.watchLoad(upstream, forwarder)
+  const cacheLayer = cache === undefined
+    ? undefined
+    : new CacheLayer({
+      cache,
+      ttlMaxSeconds: config.CACHE_TTL_MAX_SECONDS,
+      staleIfErrorSeconds: config.CACHE_STALE_IF_ERROR_SECONDS,
+      staleWhileRevalidateSeconds: config.CACHE_STALE_WHILE_REVALIDATE_SECONDS,
+      bufferingMaxBytes: config.CACHE_MAX_INFLIGHT_BYTES,
+      logger: deps.logger.child({ component: 'cache' }),
+      now
+    })
+  const forwarder = new CmuForwarder({ broker, upstream, cache: cacheLayer })
+  metrics.watchLoad(upstream, cacheLayer)
   const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
   if (apiKeys.size === 0 && !isLoopback(config.HOST)) {
     deps.logger.warn({ host: config.HOST }, 'PROXY_API_KEYS is not set and HOST is not a loopback address: anyone who can reach this port can read CMU reports')
@@ -103,6 +117,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   app.decorate('responseCache', cache)
   app.decorateRequest('problemCode', null)
   app.decorateRequest('cacheResult', null)
+  app.decorateRequest('cacheStatus', null)
   app.decorateRequest('arrivedAt', 0)
   app.decorateRequest('callerLeft', false)
   app.addHook('onReady', async () => { broker.start() })

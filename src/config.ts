@@ -51,6 +51,11 @@ export const configSchema = {
     CACHE_MAX_INFLIGHT_BYTES: { type: 'integer', minimum: 0, default: 32 * 1024 * 1024 },
     // Caps every TTL (which otherwise follows Adobe's recompute schedule for the report's granularity).
     CACHE_TTL_MAX_SECONDS: { type: 'integer', minimum: 0, default: 2 * 24 * 3600 },
+    // An expired entry is kept this long to be served when Adobe fails (stale-if-error, RFC 5861).
+    CACHE_STALE_IF_ERROR_SECONDS: { type: 'integer', minimum: 0, default: 24 * 3600 },
+    // Past its TTL, an entry answers at once for this long while one background refresh runs
+    // (stale-while-revalidate). Unset: 10% of the entry's TTL, at least 30 s. 0 turns it off.
+    CACHE_STALE_WHILE_REVALIDATE_SECONDS: { type: 'integer', minimum: 0 },
 
     // Inbound keys for /cmu (comma-separated, or one per line in the _FILE); unset = open.
     PROXY_API_KEYS: { type: 'string' },

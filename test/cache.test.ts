@@ -139,7 +139,7 @@ for (const CACHE_ENABLED of ['true', 'false']) {
 t.test('TTL follows the finest time dimension, capped, and expired entries refetch', async (t) => {
   const clock = manualClock()
   const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { env: CACHE_ON, now: clock.now })
+  const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0' }, now: clock.now })
   const cases: Array<[string, number]> = [
     ['/cmu/v2/year/month/day/hour/minute', 60],
     ['/cmu/v2/year/month/day/hour', 3600],
@@ -163,7 +163,7 @@ t.test('TTL follows the finest time dimension, capped, and expired entries refet
 t.test('CACHE_TTL_MAX_SECONDS caps the TTL; reports that ended long ago are kept for the cap', async (t) => {
   const clock = manualClock()
   const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, CACHE_TTL_MAX_SECONDS: '600' }, now: clock.now })
+  const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, CACHE_TTL_MAX_SECONDS: '600', CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0' }, now: clock.now })
   await call(proxy.url, '/cmu/v2/year/month/day?limit=3')
   clock.advance(600_000)
   t.equal((await call(proxy.url, '/cmu/v2/year/month/day?limit=3')).headers['x-cache'], 'MISS', 'a 3 h TTL capped at 10 min')

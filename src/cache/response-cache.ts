@@ -1,6 +1,9 @@
 // Complete upstream answers kept in memory, bounded by total bytes and by
-// entry size (lru-cache evicts the least recently used). Expiry is checked
-// against an injectable clock so tests can move time.
+// entry size. An entry is fresh until its TTL, then stale (still kept, for
+// stale-while-revalidate and stale-if-error) until its stale window ends,
+// then dead. When room is needed, stale and dead entries go first, least
+// recently used first; then lru-cache evicts by recency. Time comes from an
+// injectable clock so tests can move it.
 import { LRUCache } from 'lru-cache'
 
 export interface CachedResponse {
@@ -9,7 +12,10 @@ export interface CachedResponse {
   headers: Record<string, string | string[]>
   body: Buffer
   storedAt: number
-  expiresAt: number
+  /** Fresh before this instant, stale after it. */
+  freshUntil: number
+  /** Dead (never served) from this instant. */
+  staleUntil: number
 }
 
 export interface ResponseCacheOptions {
@@ -18,7 +24,18 @@ export interface ResponseCacheOptions {
   now?: () => number
 }
 
-export interface CacheStats { hits: number, misses: number, bypasses: number, evictions: number, bytes: number, entries: number }
+/** Why a stale copy was served (label values of cmu_proxy_cache_stale_total). */
+export type StaleReason = 'revalidating' | 'upstream_5xx' | 'upstream_429' | 'unreachable' | 'timeout' | 'no_token' | 'overloaded'
+
+export interface CacheStats {
+  hits: number
+  misses: number
+  bypasses: number
+  evictions: number
+  bytes: number
+  entries: number
+  stale: Record<StaleReason, number>
+}
 
 /** Headers and key count too, roughly: a cache of tiny bodies must stay bounded as well. */
 const OVERHEAD_BYTES = 512
@@ -26,19 +43,22 @@ const OVERHEAD_BYTES = 512
 export class ResponseCache {
   readonly #lru: LRUCache<string, CachedResponse>
   readonly #now: () => number
+  readonly #maxBytes: number
   readonly #maxEntryBytes: number
   #hits = 0
   #misses = 0
   #bypasses = 0
   #evictions = 0
+  readonly #stale: Record<StaleReason, number> = { revalidating: 0, upstream_5xx: 0, upstream_429: 0, unreachable: 0, timeout: 0, no_token: 0, overloaded: 0 }
 
   constructor ({ maxBytes, maxEntryBytes, now = Date.now }: ResponseCacheOptions) {
     this.#now = now
+    this.#maxBytes = Math.max(1, maxBytes)
     this.#maxEntryBytes = maxEntryBytes
     this.#lru = new LRUCache<string, CachedResponse>({
-      maxSize: Math.max(1, maxBytes),
+      maxSize: this.#maxBytes,
       maxEntrySize: Math.max(1, maxEntryBytes + OVERHEAD_BYTES),
-      sizeCalculation: (entry, key) => entry.body.length + key.length + OVERHEAD_BYTES,
+      sizeCalculation: (entry, key) => entrySize(key, entry.body),
       dispose: (_value, _key, reason) => { if (reason === 'evict') this.#evictions++ }
     })
   }
@@ -46,26 +66,25 @@ export class ResponseCache {
   /** Largest body worth buffering for the cache. */
   get maxEntryBytes (): number { return this.#maxEntryBytes }
 
-  /** A fresh entry (counted as a hit), or undefined (counted as a miss). */
-  lookup (key: string): CachedResponse | undefined {
+  /** The entry for `key` while it may still be served (fresh or stale); dead entries are dropped. Counts nothing. */
+  peek (key: string): CachedResponse | undefined {
     const entry = this.#lru.get(key)
-    if (entry !== undefined && entry.expiresAt > this.#now()) {
-      this.#hits++
-      return entry
-    }
-    if (entry !== undefined) this.#lru.delete(key)
-    this.#misses++
+    if (entry === undefined) return undefined
+    if (entry.staleUntil > this.#now()) return entry
+    this.#lru.delete(key)
     return undefined
   }
 
-  countBypass (): void {
-    this.#bypasses++
+  isFresh (entry: CachedResponse): boolean {
+    return entry.freshUntil > this.#now()
   }
 
-  store (key: string, entry: Omit<CachedResponse, 'storedAt' | 'expiresAt'>, ttlSeconds: number): void {
+  store (key: string, entry: Pick<CachedResponse, 'status' | 'headers' | 'body'>, ttlSeconds: number, staleSeconds: number): void {
     if (ttlSeconds <= 0 || entry.body.length > this.#maxEntryBytes) return
     const storedAt = this.#now()
-    this.#lru.set(key, { ...entry, storedAt, expiresAt: storedAt + ttlSeconds * 1000 })
+    const freshUntil = storedAt + ttlSeconds * 1000
+    this.#makeRoom(entrySize(key, entry.body))
+    this.#lru.set(key, { status: entry.status, headers: entry.headers, body: entry.body, storedAt, freshUntil, staleUntil: freshUntil + staleSeconds * 1000 })
   }
 
   /** Age header value (RFC 9111 §5.1): whole seconds since the entry was stored. */
@@ -73,7 +92,35 @@ export class ResponseCache {
     return Math.max(0, Math.floor((this.#now() - entry.storedAt) / 1000))
   }
 
-  stats (): CacheStats {
-    return { hits: this.#hits, misses: this.#misses, bypasses: this.#bypasses, evictions: this.#evictions, bytes: this.#lru.calculatedSize, entries: this.#lru.size }
+  /** Whole seconds of freshness left; negative once stale (RFC 9211 `ttl`). */
+  ttlSeconds (entry: CachedResponse): number {
+    return Math.floor((entry.freshUntil - this.#now()) / 1000)
   }
+
+  countHit (): void { this.#hits++ }
+  countMiss (): void { this.#misses++ }
+  countBypass (): void { this.#bypasses++ }
+  countStale (reason: StaleReason): void { this.#stale[reason]++ }
+
+  stats (): CacheStats {
+    return { hits: this.#hits, misses: this.#misses, bypasses: this.#bypasses, evictions: this.#evictions, bytes: this.#lru.calculatedSize, entries: this.#lru.size, stale: { ...this.#stale } }
+  }
+
+  /** Before lru-cache evicts by recency alone, drop entries that are no longer fresh, least recently used first. */
+  #makeRoom (needed: number): void {
+    if (this.#lru.calculatedSize + needed <= this.#maxBytes) return
+    const now = this.#now()
+    for (const key of [...this.#lru.rkeys()]) {
+      const entry = this.#lru.peek(key)
+      if (entry !== undefined && entry.freshUntil <= now) {
+        this.#lru.delete(key)
+        this.#evictions++
+        if (this.#lru.calculatedSize + needed <= this.#maxBytes) return
+      }
+    }
+  }
+}
+
+function entrySize (key: string, body: Buffer): number {
+  return body.length + key.length + OVERHEAD_BYTES
 }

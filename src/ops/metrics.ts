@@ -74,16 +74,25 @@ export class ProxyMetrics {
     counter('cmu_proxy_cache_misses_total', 'Cacheable requests not found in the cache', () => cache.stats().misses)
     counter('cmu_proxy_cache_bypasses_total', 'Requests that bypassed the cache (no-cache, conditional)', () => cache.stats().bypasses)
     counter('cmu_proxy_cache_evictions_total', 'Entries evicted to stay within CACHE_MAX_BYTES', () => cache.stats().evictions)
+    new Counter({
+      name: 'cmu_proxy_cache_stale_total', help: 'Stale copies served, by reason (revalidating: stale-while-revalidate; the others: stale-if-error)', labelNames: ['reason'], registers,
+      collect () {
+        this.reset()
+        for (const [reason, count] of Object.entries(cache.stats().stale)) this.inc({ reason }, count)
+      }
+    })
     new Gauge({ name: 'cmu_proxy_cache_bytes', help: 'Bytes held by the response cache', registers, collect () { this.set(cache.stats().bytes) } })
     new Gauge({ name: 'cmu_proxy_cache_entries', help: 'Entries held by the response cache', registers, collect () { this.set(cache.stats().entries) } })
   }
 
   /** Admission control and buffering, read at scrape time. */
-  watchLoad (upstream: { readonly load: { waiting: number, shed: number } }, forwarder: { readonly bufferingBytes: number }): void {
+  watchLoad (upstream: { readonly load: { waiting: number, shed: number } }, cache: { readonly bufferingBytes: number } | undefined): void {
     const registers = [this.registry]
     new Gauge({ name: 'cmu_proxy_upstream_pending', help: 'Requests waiting for Adobe (sent or queued, no response headers yet)', registers, collect () { this.set(upstream.load.waiting) } })
     new Counter({ name: 'cmu_proxy_requests_shed_total', help: 'Requests refused at once with 503 CMU_PROXY_OVERLOADED because UPSTREAM_MAX_PENDING were waiting for Adobe', registers, collect () { this.reset(); this.inc(upstream.load.shed) } })
-    new Gauge({ name: 'cmu_proxy_cache_buffering_bytes', help: 'Bytes held by answers being read into memory for the cache (bounded by CACHE_MAX_INFLIGHT_BYTES)', registers, collect () { this.set(forwarder.bufferingBytes) } })
+    if (cache !== undefined) {
+      new Gauge({ name: 'cmu_proxy_cache_buffering_bytes', help: 'Bytes held by answers being read into memory for the cache (bounded by CACHE_MAX_INFLIGHT_BYTES)', registers, collect () { this.set(cache.bufferingBytes) } })
+    }
   }
 
   /** For Upstream: one observation per response from Adobe. */

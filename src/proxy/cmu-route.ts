@@ -53,11 +53,15 @@ class FastifyResponder implements Responder {
     })
   }
 
-  async sendBuffered (answer: Pick<CachedResponse, 'status' | 'headers' | 'body'>, cacheResult: CacheResult, age?: number): Promise<void> {
+  async sendBuffered (answer: Pick<CachedResponse, 'status' | 'headers' | 'body'>, cacheResult: CacheResult, age?: number, cacheStatus?: string): Promise<void> {
     const { request, reply } = this
     request.cacheResult = cacheResult
     reply.code(answer.status).headers(answer.headers).header('content-length', answer.body.length).header('x-cache', cacheResult)
     if (age !== undefined) reply.header('age', age)
+    if (cacheStatus !== undefined) {
+      reply.header('cache-status', cacheStatus)
+      request.cacheStatus = cacheStatus
+    }
     await reply.send(request.method === 'HEAD' ? undefined : answer.body)
   }
 
