@@ -18,6 +18,8 @@ import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
 import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
 import { CmuForwarder, type CacheResult } from './proxy/cmu-forwarder.js'
 import { cmuRoutes } from './proxy/cmu-route.js'
+import { registerRateLimit } from './proxy/rate-limit.js'
+import { parseRateLimitOverrides, parseRateLimitRule, type RateLimitRule } from './rate-limit-rules.js'
 import { Upstream, callerGone } from './proxy/upstream.js'
 import { requestId } from './request-id.js'
 import { RequestLogController, requestLine } from './request-log.js'
@@ -160,11 +162,21 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   }
   await app.register(async (cmu) => {
     if (apiKeys.size > 0) {
+      cmu.decorateRequest('apiKeyId', null)
       cmu.addHook('onRequest', async (request, reply) => {
-        if (!apiKeys.matches(presentedKey(request.headers))) {
+        request.apiKeyId = apiKeys.identify(presentedKey(request.headers)) ?? null
+        if (request.apiKeyId === null) {
           reply.header('www-authenticate', 'Bearer realm="cmu-proxy"')
           throw unauthorized()
         }
+      })
+    }
+    if (config.RATE_LIMIT !== undefined) {
+      await registerRateLimit(cmu, {
+        rule: parseRateLimitRule(config.RATE_LIMIT) as RateLimitRule,
+        overrides: config.RATE_LIMIT_KEYS === undefined ? new Map() : parseRateLimitOverrides(config.RATE_LIMIT_KEYS) as Map<string, RateLimitRule>,
+        byApiKey: apiKeys.size > 0,
+        onLimited: () => { metrics.countRateLimited() }
       })
     }
     await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder })

@@ -7,6 +7,7 @@ import { resolve } from 'node:path'
 import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
 import { parseKeyList } from './proxy/api-keys.js'
+import { RATE_LIMIT_PATTERN, parseRateLimitOverrides } from './rate-limit-rules.js'
 
 const ms = (defaultValue: number, minimum = 1) => ({ type: 'integer', minimum, default: defaultValue }) as const
 
@@ -64,6 +65,12 @@ export const configSchema = {
     ADMIN_API_KEY: { type: 'string', minLength: 16 },
     ADMIN_API_KEY_FILE: { type: 'string', minLength: 1 },
 
+    // Per caller: its API key, or its address when no keys are configured. "600/minute", also /second, /hour.
+    RATE_LIMIT: { type: 'string', pattern: RATE_LIMIT_PATTERN },
+    // Per-key overrides, one "<api key> <rule>" per line (a mounted secret: it holds keys).
+    RATE_LIMIT_KEYS: { type: 'string' },
+    RATE_LIMIT_KEYS_FILE: { type: 'string', minLength: 1 },
+
     // On SIGTERM/SIGINT: stop accepting, let in-flight responses finish for this long, then exit.
     SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, default: 10 }
   },
@@ -89,7 +96,7 @@ export class ConfigError extends Error {
 }
 
 // Values of these are never echoed in an error message.
-const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY'])
+const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS'])
 const MIN_KEY_LENGTH = 16
 
 type Env = Record<string, string | undefined>
@@ -107,6 +114,7 @@ export function loadConfig ({ env = process.env, cwd = process.cwd() }: LoadConf
   readSecretFile(merged, 'ADOBE_CLIENT_SECRET')
   readSecretFile(merged, 'PROXY_API_KEYS')
   readSecretFile(merged, 'ADMIN_API_KEY')
+  readSecretFile(merged, 'RATE_LIMIT_KEYS')
 
   let config: Config
   try {
@@ -171,6 +179,9 @@ function toConfigError (err: unknown, merged: Env): ConfigError {
   if (variable === 'ADOBE_SOFTWARE_STATEMENT' && first.params.pattern !== undefined) {
     problem = 'is not a JWT (three base64url parts separated by dots)'
   }
+  if (variable === 'RATE_LIMIT' && first.params.pattern !== undefined) {
+    problem = 'must be a number of requests per second, minute or hour, e.g. 600/minute'
+  }
   const value = merged[variable]
   const shown = value === undefined || SECRET_VARIABLES.has(variable) ? '' : ` (got ${JSON.stringify(value.slice(0, 80))})`
   return new ConfigError(variable, `${problem}${shown}`)
@@ -202,7 +213,20 @@ function checkCrossFieldRules (config: Config): void {
   if (config.CACHE_MAX_ENTRY_BYTES > config.CACHE_MAX_BYTES) {
     throw new ConfigError('CACHE_MAX_ENTRY_BYTES', 'must not be larger than CACHE_MAX_BYTES')
   }
+  checkRateLimitOverrides(config)
   if (config.TOKEN_RETRY_MAX_MS < config.TOKEN_RETRY_BASE_MS) {
     throw new ConfigError('TOKEN_RETRY_MAX_MS', 'must not be smaller than TOKEN_RETRY_BASE_MS')
+  }
+}
+
+function checkRateLimitOverrides (config: Config): void {
+  if (config.RATE_LIMIT_KEYS === undefined) return
+  const variable = config.RATE_LIMIT_KEYS_FILE === undefined ? 'RATE_LIMIT_KEYS' : 'RATE_LIMIT_KEYS_FILE'
+  if (config.RATE_LIMIT === undefined) throw new ConfigError(variable, 'needs RATE_LIMIT, the limit for every other key')
+  const overrides = parseRateLimitOverrides(config.RATE_LIMIT_KEYS)
+  if ('badLine' in overrides) throw new ConfigError(variable, `line ${overrides.badLine} is not "<api key> <requests>/<second|minute|hour>"`)
+  const keys = new Set(parseKeyList(config.PROXY_API_KEYS))
+  for (const key of overrides.keys()) {
+    if (!keys.has(key)) throw new ConfigError(variable, 'names a key that is not one of PROXY_API_KEYS')
   }
 }

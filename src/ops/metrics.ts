@@ -23,6 +23,7 @@ export class ProxyMetrics {
   readonly #requestDuration: FastHistogram
   readonly #upstreamDuration: FastHistogram
   #inFlight = 0
+  #rateLimited = 0
   readonly #routeLabels = new Map<string, string>()
   readonly #prefix: string
 
@@ -35,6 +36,7 @@ export class ProxyMetrics {
     this.#upstreamDuration = new FastHistogram('cmu_proxy_upstream_duration_seconds', 'Time from sending a request to Adobe to its response headers', 'status_class', LATENCY_BUCKETS, this.registry)
     const metrics = this
     new Gauge({ name: 'cmu_proxy_requests_in_flight', help: 'Requests being answered now', registers, collect () { this.set(metrics.#inFlight) } })
+    new Counter({ name: 'cmu_proxy_rate_limited_total', help: 'Requests refused with 429 CMU_PROXY_RATE_LIMITED (over RATE_LIMIT)', registers, collect () { this.reset(); this.inc(metrics.#rateLimited) } })
 
     const byResult = (name: string, help: string, read: () => { total: number, failed: number }): void => {
       new Counter({
@@ -93,6 +95,11 @@ export class ProxyMetrics {
     if (cache !== undefined) {
       new Gauge({ name: 'cmu_proxy_cache_buffering_bytes', help: 'Bytes held by answers being read into memory for the cache (bounded by CACHE_MAX_INFLIGHT_BYTES)', registers, collect () { this.set(cache.bufferingBytes) } })
     }
+  }
+
+  /** A caller over its RATE_LIMIT (answered 429, never sent to Adobe). */
+  countRateLimited (): void {
+    this.#rateLimited++
   }
 
   /** For Upstream: one observation per response from Adobe. */

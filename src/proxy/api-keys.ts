@@ -15,12 +15,30 @@ export class ApiKeys {
   get size (): number { return this.#digests.length }
 
   matches (candidate: string | undefined): boolean {
-    if (candidate === undefined || candidate === '') return false
-    const presented = digest(candidate)
-    let matched = false
-    for (const known of this.#digests) matched = timingSafeEqual(known, presented) || matched
-    return matched
+    return this.identify(candidate) !== undefined
   }
+
+  /**
+   * A stable, non-secret id of the configured key `candidate` is (the first
+   * 16 hex digits of its SHA-256), or undefined. Rate limits count per id, so
+   * not even a digest of a whole key is kept in memory or Redis.
+   */
+  identify (candidate: string | undefined): string | undefined {
+    if (candidate === undefined || candidate === '') return undefined
+    const presented = digest(candidate)
+    let matched: Buffer | undefined
+    for (const known of this.#digests) if (timingSafeEqual(known, presented)) matched = known
+    return matched === undefined ? undefined : keyId(matched)
+  }
+}
+
+/** The id identify() gives `key` (for RATE_LIMIT_KEYS overrides). */
+export function apiKeyId (key: string): string {
+  return keyId(digest(key))
+}
+
+function keyId (keyDigest: Buffer): string {
+  return keyDigest.subarray(0, 8).toString('hex')
 }
 
 /** The key a caller presents, if any. */

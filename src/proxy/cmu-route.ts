@@ -43,11 +43,15 @@ class FastifyResponder implements Responder {
 
   async streamThrough (cacheResult?: CacheResult): Promise<void> {
     const { request, reply } = this
-    if (cacheResult !== undefined) request.cacheResult = cacheResult
+    if (cacheResult !== undefined) {
+      request.cacheResult = cacheResult
+      reply.header('x-cache', cacheResult)
+    }
     await this.forwarder.streamInto(this.call, reply.raw, {
       // Take the reply over from Fastify only once Adobe answered: until then a failure is still a problem response.
       onStart: () => { reply.hijack() },
-      extraHeaders: cacheResult === undefined ? { 'x-request-id': request.id } : { 'x-request-id': request.id, 'x-cache': cacheResult },
+      // What hooks put on the reply (X-Request-Id, RateLimit-*): written with Adobe's headers, since the raw response bypasses Fastify's.
+      extraHeaders: reply.getHeaders(),
       headOnly: this.call.head,
       onBodyError: (error: Error) => { request.log.warn({ error: errorLabel(error) }, 'response body ended early') }
     })

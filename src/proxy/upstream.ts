@@ -40,7 +40,7 @@ export interface UpstreamRequest {
 export interface ResponseSink {
   readonly destroyed: boolean
   readonly writableFinished: boolean
-  writeHead: (statusCode: number, headers: Record<string, string | string[]>) => unknown
+  writeHead: (statusCode: number, headers: ExtraHeaders) => unknown
   write: (chunk: Buffer) => boolean
   end: () => unknown
   destroy: (error?: Error) => unknown
@@ -49,11 +49,14 @@ export interface ResponseSink {
   off: (event: 'close', listener: () => void) => unknown
 }
 
+/** Headers for the caller on top of Adobe's (what Fastify's reply.getHeaders() gives). */
+export type ExtraHeaders = Record<string, string | number | string[] | undefined>
+
 export interface StreamOptions {
   /** Called once the caller's status line is decided, before anything is written (e.g. to take the reply over from Fastify). */
   onStart: () => void
   /** Extra headers for the caller (X-Request-Id, X-Cache). */
-  extraHeaders: Record<string, string>
+  extraHeaders: ExtraHeaders
   /** HEAD: send the headers, drop the body. */
   headOnly: boolean
   /** The body failed after the headers were sent (the caller sees a cut connection). */

@@ -1,0 +1,38 @@
+// RATE_LIMIT values ("600/minute") and the per-key overrides of
+// RATE_LIMIT_KEYS(_FILE): parsed here, below config.ts, so a bad value is a
+// configuration error at start and the rate limiter gets numbers.
+
+export interface RateLimitRule {
+  max: number
+  windowMs: number
+}
+
+const WINDOWS: Record<string, number> = { second: 1_000, minute: 60_000, hour: 3_600_000 }
+
+/** Also the schema pattern of RATE_LIMIT. */
+export const RATE_LIMIT_PATTERN = '^\\s*[0-9]{1,9}\\s*/\\s*(second|minute|hour)\\s*$'
+
+/** "600/minute" -> { max: 600, windowMs: 60000 }; undefined when the text is not such a rule. */
+export function parseRateLimitRule (text: string): RateLimitRule | undefined {
+  const match = /^\s*([0-9]{1,9})\s*\/\s*(second|minute|hour)\s*$/.exec(text)
+  if (match === null) return undefined
+  return { max: Number(match[1]), windowMs: WINDOWS[match[2] ?? ''] ?? 0 }
+}
+
+/**
+ * Lines of `<api key> <rule>` ("# comments" and blank lines ignored). Returns
+ * the rules by key, or the number of the first bad line (never the line
+ * itself: it holds a key).
+ */
+export function parseRateLimitOverrides (text: string): Map<string, RateLimitRule> | { badLine: number } {
+  const overrides = new Map<string, RateLimitRule>()
+  for (const [index, raw] of text.split('\n').entries()) {
+    const line = raw.trim()
+    if (line === '' || line.startsWith('#')) continue
+    const [key = '', ...rest] = line.split(/\s+/)
+    const rule = parseRateLimitRule(rest.join(' '))
+    if (rule === undefined) return { badLine: index + 1 }
+    overrides.set(key, rule)
+  }
+  return overrides
+}
