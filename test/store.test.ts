@@ -65,10 +65,13 @@ async function redisBackend (t: Test, redis: RedisServer): Promise<Backend> {
   }
 }
 
-t.test('the store contract', async (t) => {
-  const redis = await startRedisServer(t)
+t.test('the store contract in memory', async (t) => {
   storeContract(t, { name: 'memory', sealed: false, backend: async (t) => memoryBackend(t) })
   storeContract(t, { name: 'sealed(memory)', sealed: true, backend: async (t) => memoryBackend(t) })
+})
+
+t.test('the store contract over Redis', async (t) => {
+  const redis = await startRedisServer(t)
   storeContract(t, { name: 'redis', sealed: false, backend: async (t) => await redisBackend(t, redis) })
   storeContract(t, { name: 'sealed(redis)', sealed: true, backend: async (t) => await redisBackend(t, redis) })
 })

@@ -1,5 +1,8 @@
-// The store over Redis (or Valkey), with node-redis (@redis/client, the core
-// of the `redis` package that Redis recommends for new projects).
+// The store over Redis (or Valkey), with node-redis 6: @redis/client, the
+// client of the `redis` package that Redis recommends for new projects
+// (ioredis is maintained on a best-effort basis). The `redis` package adds
+// only the Redis Stack modules (JSON, search, Bloom, time series), which the
+// proxy does not use; @redis/client has no dependencies and supports Node 20.
 //
 // Redis trouble never blocks or crashes the proxy:
 // - every command carries a short timeout, and commands are refused at once
