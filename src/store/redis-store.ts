@@ -1,0 +1,303 @@
+// The store over Redis (or Valkey), with node-redis 6: @redis/client, the
+// client of the `redis` package that Redis recommends for new projects
+// (ioredis is maintained on a best-effort basis). The `redis` package adds
+// only the Redis Stack modules (JSON, search, Bloom, time series), which the
+// proxy does not use; @redis/client has no dependencies and supports Node 20.
+//
+// Redis trouble never blocks or crashes the proxy:
+// - every command carries a short timeout, and commands are refused at once
+//   while disconnected (no offline queue), so no caller waits on Redis longer
+//   than `commandTimeoutMs`;
+// - the client reconnects by itself with capped exponential backoff and
+//   jitter; 'error' events are always handled (an unhandled one would kill
+//   the process) and logged once per outage, not once per retry;
+// - failures reject with StoreUnavailableError, never resolve as "absent".
+import { randomBytes } from 'node:crypto'
+import { createClient, ErrorReply, RESP_TYPES, TimeoutError, type RedisClientType } from '@redis/client'
+import type { Logger } from 'pino'
+import { StoreUnavailableError } from './errors.js'
+import { OperationStats, validTtl, type OperationObserver, type StateStore, type StoreLock, type StoreStats } from './state-store.js'
+
+export interface RedisStoreOptions {
+  /** redis:// or rediss:// (TLS), optionally with ACL user and password. */
+  url: string
+  /** REDIS_PASSWORD_FILE's content; wins over a password in the URL. */
+  password?: string | undefined
+  /** Longest wait for any one command. */
+  commandTimeoutMs?: number
+  connectTimeoutMs?: number
+  /** Reconnect backoff: base * 2^attempt with jitter, capped. */
+  reconnectBaseMs?: number
+  reconnectMaxMs?: number
+  /** Commands waiting for an answer beyond this are refused (bounded memory). */
+  maxPendingCommands?: number
+  logger?: Pick<Logger, 'info' | 'warn'> | undefined
+  onOperation?: OperationObserver | undefined
+  random?: () => number
+}
+
+/** RESP2: understood by every Redis and Valkey version the proxy may meet. */
+type Client = RedisClientType<{}, {}, {}, 2, {}>
+type Handler = (message: Buffer) => void
+
+const BUFFERS = { typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } }
+/** After this many timeouts in a row the connection counts as down even though the socket is open (a hung server). */
+const TIMEOUTS_BEFORE_DOWN = 3
+
+// Compare-and-delete and compare-and-extend, atomic in Redis. Sent with EVAL:
+// the scripts are tiny and Redis caches their compiled form, and EVALSHA's
+// NOSCRIPT fallback would cost a second round trip after a Redis restart.
+const COMPARE_AND_DELETE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+const COMPARE_AND_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+
+export class RedisStore implements StateStore {
+  readonly #client: Client
+  #subscriber: Client | undefined
+  readonly #channels = new Map<string, Set<Handler>>()
+  readonly #options: RedisStoreOptions & { commandTimeoutMs: number }
+  readonly #stats: OperationStats
+  readonly #logger: RedisStoreOptions['logger']
+  /** Where to, for log lines: scheme, host and port, never the credentials. */
+  readonly #target: string
+  readonly #url: string
+  #consecutiveTimeouts = 0
+  #everReady = false
+  #outageLogged = false
+  #closed = false
+
+  constructor (options: RedisStoreOptions) {
+    this.#options = { ...options, commandTimeoutMs: options.commandTimeoutMs ?? 250 }
+    this.#stats = new OperationStats(options.onOperation)
+    this.#logger = options.logger
+    const url = new URL(options.url)
+    this.#target = `${url.protocol}//${url.host}`
+    // A password from REDIS_PASSWORD_FILE wins; node-redis would let the URL's win.
+    if (options.password !== undefined) url.password = ''
+    this.#url = url.href
+    this.#client = this.#newClient('main')
+    this.#client.on('ready', () => {
+      this.#consecutiveTimeouts = 0
+      if (this.#everReady) this.#stats.reconnects++
+      this.#logger?.info({ redis: this.#target }, this.#everReady ? 'redis connection restored' : 'redis connected')
+      this.#everReady = true
+      this.#outageLogged = false
+    })
+    this.#connect(this.#client)
+  }
+
+  /** Resolves true once connected (at once if already), false if `timeoutMs` passes first. */
+  async waitUntilUp (timeoutMs: number): Promise<boolean> {
+    if (this.#client.isReady) return true
+    if (this.#closed) return false
+    return await new Promise((resolve) => {
+      const done = (up: boolean): void => {
+        clearTimeout(timer)
+        this.#client.off('ready', onReady)
+        resolve(up)
+      }
+      const onReady = (): void => { done(true) }
+      const timer = setTimeout(done, timeoutMs, false)
+      timer.unref()
+      this.#client.on('ready', onReady)
+    })
+  }
+
+  async get (key: string): Promise<Buffer | undefined> {
+    const reply = await this.#command('get', ['GET', key])
+    if (reply === null) return undefined
+    if (Buffer.isBuffer(reply)) return reply
+    throw unexpected('get', reply)
+  }
+
+  async set (key: string, value: Buffer, ttlMs?: number): Promise<void> {
+    const ttl = validTtl(ttlMs)
+    await this.#command('set', ttl === undefined ? ['SET', key, value] : ['SET', key, value, 'PX', String(ttl)])
+  }
+
+  async delete (key: string): Promise<boolean> {
+    return await this.#command('delete', ['DEL', key]) === 1
+  }
+
+  async deleteIf (key: string, expected: Buffer): Promise<boolean> {
+    return await this.#command('deleteIf', ['EVAL', COMPARE_AND_DELETE, '1', key, expected]) === 1
+  }
+
+  lock (key: string): StoreLock {
+    const token = randomBytes(16)
+    return {
+      key,
+      obtain: async (ttlMs) => {
+        const ttl = String(validTtl(ttlMs))
+        return await this.#command('lock.obtain', ['SET', key, token, 'NX', 'PX', ttl]) !== null
+      },
+      refresh: async (ttlMs) => {
+        const ttl = String(validTtl(ttlMs))
+        return await this.#command('lock.refresh', ['EVAL', COMPARE_AND_EXTEND, '1', key, token, ttl]) === 1
+      },
+      release: async () => await this.#command('lock.release', ['EVAL', COMPARE_AND_DELETE, '1', key, token]) === 1
+    }
+  }
+
+  /**
+   * Subscriptions live on a second connection (a subscribed RESP2 connection
+   * takes no other commands). They outlast outages: one that cannot be
+   * confirmed now is made when the connection comes (back), so this rejects
+   * only when the store is closed.
+   */
+  async subscribe (channel: string, handler: Handler): Promise<() => Promise<void>> {
+    const startedAt = performance.now()
+    if (this.#closed) {
+      this.#stats.record('subscribe', startedAt, false)
+      throw new StoreUnavailableError('subscribe', 'the store is closed')
+    }
+    const subscriber = this.#subscriberClient()
+    let handlers = this.#channels.get(channel)
+    if (handlers === undefined) this.#channels.set(channel, handlers = new Set())
+    const subscription: Handler = (message) => { handler(message) }
+    handlers.add(subscription)
+    const confirmed = await this.#within(subscriber.subscribe(channel, this.#dispatch, true))
+    this.#stats.record('subscribe', startedAt, confirmed)
+    return async () => {
+      handlers.delete(subscription)
+      if (handlers.size > 0 || this.#channels.get(channel) !== handlers) return
+      this.#channels.delete(channel)
+      if (!this.#closed) await this.#within(subscriber.unsubscribe(channel, this.#dispatch, true))
+    }
+  }
+
+  async publish (channel: string, message: Buffer): Promise<void> {
+    await this.#command('publish', ['PUBLISH', channel, message])
+  }
+
+  async ping (): Promise<void> {
+    await this.#command('ping', ['PING'])
+  }
+
+  stats (): StoreStats {
+    const up = !this.#closed && this.#client.isReady && this.#consecutiveTimeouts < TIMEOUTS_BEFORE_DOWN
+    return this.#stats.snapshot('redis', up)
+  }
+
+  async close (): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    await Promise.all([this.#shutdown(this.#client), this.#subscriber === undefined ? undefined : this.#shutdown(this.#subscriber)])
+  }
+
+  #newClient (role: string): Client {
+    const { commandTimeoutMs, connectTimeoutMs = 2_000, reconnectBaseMs = 50, reconnectMaxMs = 2_000, maxPendingCommands = 1_000, random = Math.random } = this.#options
+    const client: Client = createClient({
+      url: this.#url,
+      ...(this.#options.password === undefined ? {} : { password: this.#options.password }),
+      RESP: 2,
+      name: 'cmu-proxy',
+      disableOfflineQueue: true,
+      commandsQueueMaxLength: maxPendingCommands,
+      commandOptions: { timeout: commandTimeoutMs },
+      socket: {
+        connectTimeout: connectTimeoutMs,
+        // Never give up; half to all of base * 2^n, capped, so a fleet does not reconnect in step.
+        reconnectStrategy: (retries) => Math.ceil(Math.min(reconnectMaxMs, reconnectBaseMs * 2 ** Math.min(retries, 20)) * (0.5 + random() / 2))
+      }
+    })
+    client.on('error', (err: unknown) => {
+      // Once per outage: the client emits an error on every failed reconnect attempt.
+      if (this.#outageLogged || this.#closed) return
+      this.#outageLogged = true
+      this.#logger?.warn({ redis: this.#target, connection: role, reason: describe(err, commandTimeoutMs) }, 'redis unavailable; serving from local state and retrying')
+    })
+    return client
+  }
+
+  #connect (client: Client): void {
+    // Settles when connected or closed; until then commands are refused at once.
+    client.connect().catch(() => {})
+  }
+
+  #subscriberClient (): Client {
+    if (this.#subscriber !== undefined) return this.#subscriber
+    const subscriber = this.#subscriber = this.#newClient('subscriber')
+    // node-redis re-subscribes confirmed channels after a reconnect; this catches those never confirmed.
+    subscriber.on('ready', () => {
+      for (const channel of this.#channels.keys()) subscriber.subscribe(channel, this.#dispatch, true).catch(() => {})
+    })
+    this.#connect(subscriber)
+    return subscriber
+  }
+
+  readonly #dispatch = (message: Buffer, channel: Buffer): void => {
+    for (const handler of this.#channels.get(channel.toString()) ?? []) {
+      try {
+        handler(message)
+      } catch (err) {
+        this.#logger?.warn({ channel: channel.toString(), err }, 'state store notification handler failed')
+      }
+    }
+  }
+
+  /** True when `promise` settled successfully within the command timeout. */
+  async #within (promise: Promise<unknown>): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<boolean>((resolve) => {
+      timer = setTimeout(resolve, this.#options.commandTimeoutMs, false)
+      timer.unref()
+    })
+    try {
+      return await Promise.race([promise.then(() => true, () => false), timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  async #command (operation: string, args: Array<string | Buffer>): Promise<unknown> {
+    const startedAt = performance.now()
+    if (this.#closed) {
+      this.#stats.record(operation, startedAt, false)
+      throw new StoreUnavailableError(operation, 'the store is closed')
+    }
+    let timer: NodeJS.Timeout | undefined
+    try {
+      // node-redis's own `timeout` ends when the command is written, not when the
+      // answer comes: a server that accepts and never answers needs this deadline.
+      const deadline = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => { reject(new DeadlineError()) }, this.#options.commandTimeoutMs)
+        timer.unref()
+      })
+      const reply: unknown = await Promise.race([this.#client.sendCommand(args, BUFFERS), deadline])
+      this.#consecutiveTimeouts = 0
+      this.#stats.record(operation, startedAt, true)
+      return reply
+    } catch (err) {
+      const timedOut = err instanceof DeadlineError || err instanceof TimeoutError
+      this.#consecutiveTimeouts = timedOut ? this.#consecutiveTimeouts + 1 : 0
+      this.#stats.record(operation, startedAt, false, timedOut)
+      throw new StoreUnavailableError(operation, describe(err, this.#options.commandTimeoutMs), { cause: err })
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Close gracefully, but never wait on a hung server longer than one command timeout. */
+  async #shutdown (client: Client): Promise<void> {
+    if (client.isOpen) {
+      await this.#within(client.close())
+    }
+    client.destroy()
+  }
+}
+
+/** A reason for logs and errors: what went wrong, without Redis's echo of our arguments. */
+class DeadlineError extends Error {}
+
+function describe (err: unknown, timeoutMs: number): string {
+  if (err instanceof DeadlineError || err instanceof TimeoutError) return `no answer within ${timeoutMs} ms`
+  // Error replies start with a code word (NOAUTH, WRONGPASS, READONLY, OOM, WRONGTYPE, ...).
+  if (err instanceof ErrorReply) return `Redis answered ${err.message.split(' ', 1)[0] ?? 'an error'}`
+  const { code, message } = err as { code?: unknown, message?: unknown }
+  return typeof code === 'string' ? code : typeof message === 'string' ? message : 'unknown error'
+}
+
+function unexpected (operation: string, reply: unknown): StoreUnavailableError {
+  return new StoreUnavailableError(operation, `unexpected reply of type ${typeof reply}`)
+}
+

@@ -1,0 +1,144 @@
+// A decorator that seals every value (and every notification) with
+// AES-256-GCM before it reaches the store underneath, so Redis only ever holds
+// ciphertext: client secrets, tokens and cached reports alike.
+//
+// A sealed value: version (1 byte) | key id (8) | IV (12) | GCM tag (16) | ciphertext.
+// - The key id says which key of STATE_ENCRYPTION_KEY sealed it: the first
+//   key seals, every key opens (rotation).
+// - The additional authenticated data is the full store key, so a value
+//   copied to another key does not open there. Notifications use the channel
+//   name, marked so that a notification never opens as a stored value.
+// - A value that does not open is a StateSealError, never garbage and never "absent".
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import type { Logger } from 'pino'
+import { KEY_ID_BYTES, type StateKey } from './encryption-keys.js'
+import { StateSealError } from './errors.js'
+import type { StateStore, StoreLock, StoreStats } from './state-store.js'
+
+const VERSION = 1
+const IV_BYTES = 12
+const TAG_BYTES = 16
+const HEADER_BYTES = 1 + KEY_ID_BYTES + IV_BYTES + TAG_BYTES
+
+export interface SealedStoreOptions {
+  logger?: Pick<Logger, 'warn'> | undefined
+}
+
+export class SealedStore implements StateStore {
+  readonly #inner: StateStore
+  readonly #keys: readonly StateKey[]
+  readonly #sealingKey: StateKey
+  readonly #logger: SealedStoreOptions['logger']
+  #unsealFailures = 0
+
+  /** `keys`: the first seals, all open. The sealed store owns `inner` and closes it. */
+  constructor (inner: StateStore, keys: readonly StateKey[], options: SealedStoreOptions = {}) {
+    const [first] = keys
+    if (first === undefined) throw new RangeError('a sealed store needs at least one key')
+    this.#inner = inner
+    this.#keys = keys
+    this.#sealingKey = first
+    this.#logger = options.logger
+  }
+
+  async get (key: string): Promise<Buffer | undefined> {
+    const sealed = await this.#inner.get(key)
+    return sealed === undefined ? undefined : this.#open(sealed, key, keyAad(key))
+  }
+
+  async set (key: string, value: Buffer, ttlMs?: number): Promise<void> {
+    await this.#inner.set(key, this.#seal(value, keyAad(key)), ttlMs)
+  }
+
+  async delete (key: string): Promise<boolean> {
+    return await this.#inner.delete(key)
+  }
+
+  /** Ciphertexts differ on every write: compare the opened value, then delete only that very ciphertext. */
+  async deleteIf (key: string, expected: Buffer): Promise<boolean> {
+    const sealed = await this.#inner.get(key)
+    if (sealed === undefined || !this.#open(sealed, key, keyAad(key)).equals(expected)) return false
+    return await this.#inner.deleteIf(key, sealed)
+  }
+
+  /** Lock values are random and name nobody: they need no sealing. */
+  lock (key: string): StoreLock {
+    return this.#inner.lock(key)
+  }
+
+  async subscribe (channel: string, handler: (message: Buffer) => void): Promise<() => Promise<void>> {
+    const aad = channelAad(channel)
+    return await this.#inner.subscribe(channel, (sealed) => {
+      let message: Buffer
+      try {
+        message = this.#open(sealed, channel, aad)
+      } catch (err) {
+        // Another key list, or someone else publishing on our channel: drop it, say so.
+        this.#logger?.warn({ channel, reason: (err as StateSealError).reason }, 'dropped a state notification that does not open with STATE_ENCRYPTION_KEY')
+        return
+      }
+      handler(message)
+    })
+  }
+
+  async publish (channel: string, message: Buffer): Promise<void> {
+    await this.#inner.publish(channel, this.#seal(message, channelAad(channel)))
+  }
+
+  async ping (): Promise<void> {
+    await this.#inner.ping()
+  }
+
+  stats (): StoreStats {
+    return { ...this.#inner.stats(), unsealFailures: this.#unsealFailures }
+  }
+
+  async close (): Promise<void> {
+    await this.#inner.close()
+  }
+
+  #seal (plaintext: Buffer, aad: Buffer): Buffer {
+    const { id, key } = this.#sealingKey
+    const iv = randomBytes(IV_BYTES)
+    const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES })
+    cipher.setAAD(aad)
+    const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()])
+    return Buffer.concat([Buffer.of(VERSION), id, iv, cipher.getAuthTag(), ciphertext])
+  }
+
+  #open (sealed: Buffer, name: string, aad: Buffer): Buffer {
+    if (sealed.length < HEADER_BYTES || sealed[0] !== VERSION) {
+      throw this.#failure('malformed', name, 'it is not a sealed value (written unsealed, or by another program)')
+    }
+    let offset = 1
+    const id = sealed.subarray(offset, offset += KEY_ID_BYTES)
+    const iv = sealed.subarray(offset, offset += IV_BYTES)
+    const tag = sealed.subarray(offset, offset += TAG_BYTES)
+    const stateKey = this.#keys.find((k) => k.id.equals(id))
+    if (stateKey === undefined) {
+      throw this.#failure('unknown-key', name, `it was sealed with a key that is not in STATE_ENCRYPTION_KEY (key id ${id.toString('hex')}); add that key to the list to read it`)
+    }
+    const decipher = createDecipheriv('aes-256-gcm', stateKey.key, iv, { authTagLength: TAG_BYTES })
+    decipher.setAAD(aad)
+    decipher.setAuthTag(tag)
+    try {
+      return Buffer.concat([decipher.update(sealed.subarray(offset)), decipher.final()])
+    } catch {
+      throw this.#failure('not-authentic', name, 'authentication failed (the value was altered, or copied from another key)')
+    }
+  }
+
+  #failure (reason: StateSealError['reason'], name: string, detail: string): StateSealError {
+    this.#unsealFailures++
+    return new StateSealError(reason, name, detail)
+  }
+}
+
+function keyAad (key: string): Buffer {
+  return Buffer.from(key, 'utf8')
+}
+
+/** NUL never starts a store key (namespace.ts), so a notification's AAD never equals a key's. */
+function channelAad (channel: string): Buffer {
+  return Buffer.from(`\0channel\0${channel}`, 'utf8')
+}

@@ -1,0 +1,112 @@
+// The byte-level store behind fleet mode. The modules that decide (the token
+// broker, the cache policy, rate limits) talk to this interface and do not
+// know whether state lives in memory or in Redis; sealing is a decorator
+// (sealed-store.ts) around any implementation.
+//
+// Contract, the same for every implementation (test/store-contract.ts):
+// - a resolved `undefined` means absent; a rejection means backend trouble
+//   (StoreUnavailableError), never "absent";
+// - values are opaque bytes; a TTL is in milliseconds and `set` without one
+//   stores the value without expiry (and clears an earlier TTL);
+// - keys arrive fully namespaced (namespace.ts builds them): stores add nothing.
+
+export interface StateStore {
+  /** The value, or undefined when absent or expired. */
+  get: (key: string) => Promise<Buffer | undefined>
+  /** Store `value`, replacing any earlier value and TTL. `ttlMs` must be a positive number when given. */
+  set: (key: string, value: Buffer, ttlMs?: number) => Promise<void>
+  /** True when a value was deleted. */
+  delete: (key: string) => Promise<boolean>
+  /**
+   * Compare-and-delete: delete only while the value is still `expected`
+   * (for sealed stores: while it still opens to `expected`). True when deleted.
+   * An upstream 401 uses it to drop the shared token only if it is still the rejected one.
+   */
+  deleteIf: (key: string, expected: Buffer) => Promise<boolean>
+  /** A handle on a small lock at `key` (SET NX PX with a random value). Nothing is sent until `obtain`. */
+  lock: (key: string) => StoreLock
+  /**
+   * Deliver every message published on `channel` to `handler` until the
+   * returned function is called. Delivery is at most once: a message sent
+   * while this instance is disconnected is lost, so subscribers re-read state
+   * after a reconnect instead of relying on notifications alone.
+   */
+  subscribe: (channel: string, handler: (message: Buffer) => void) => Promise<() => Promise<void>>
+  publish: (channel: string, message: Buffer) => Promise<void>
+  /** Resolves when the backend answers; rejects with StoreUnavailableError otherwise. */
+  ping: () => Promise<void>
+  stats: () => StoreStats
+  /** Releases connections and timers; afterwards every operation rejects. */
+  close: () => Promise<void>
+}
+
+/**
+ * A lock that only saves work (one registration, one token call, one
+ * upstream call per report): holders re-read state after obtaining it, and
+ * `refresh` while a slow call is still running. Not Redlock: one Redis, and
+ * correctness never depends on exclusivity.
+ */
+export interface StoreLock {
+  readonly key: string
+  /** True when this handle now holds the lock for `ttlMs`; false when someone holds it (including this handle). */
+  obtain: (ttlMs: number) => Promise<boolean>
+  /** Extend to `ttlMs` from now, only while this handle still holds it (compare-and-extend). */
+  refresh: (ttlMs: number) => Promise<boolean>
+  /** Release, only while this handle still holds it (compare-and-delete). True when released. */
+  release: () => Promise<boolean>
+}
+
+export interface StoreStats {
+  backend: 'memory' | 'redis'
+  /** The backend is connected and answering (metric cmu_proxy_redis_up). */
+  up: boolean
+  /** Operations attempted, and how many failed (timeouts, disconnects, error replies). */
+  operations: number
+  errors: number
+  /** Operations that failed because no answer came within the command timeout. */
+  timeouts: number
+  /** Connections re-established after a loss. */
+  reconnects: number
+  /** Wall time of operations, answered or failed. */
+  latencyMs: { count: number, total: number, max: number }
+  /** Values that could not be unsealed (sealed stores only). */
+  unsealFailures?: number
+}
+
+/** Called after every operation; metrics feed a latency histogram from it. */
+export type OperationObserver = (operation: string, seconds: number, ok: boolean) => void
+
+export function validTtl (ttlMs: number | undefined): number | undefined {
+  if (ttlMs === undefined) return undefined
+  if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new RangeError(`ttlMs must be a positive number of milliseconds (got ${ttlMs})`)
+  return Math.ceil(ttlMs)
+}
+
+/** Counters shared by the implementations. */
+export class OperationStats {
+  operations = 0
+  errors = 0
+  timeouts = 0
+  reconnects = 0
+  readonly latencyMs = { count: 0, total: 0, max: 0 }
+  readonly #observer: OperationObserver | undefined
+
+  constructor (observer?: OperationObserver) {
+    this.#observer = observer
+  }
+
+  record (operation: string, startedAt: number, ok: boolean, timedOut = false): void {
+    const elapsed = performance.now() - startedAt
+    this.operations++
+    if (!ok) this.errors++
+    if (timedOut) this.timeouts++
+    this.latencyMs.count++
+    this.latencyMs.total += elapsed
+    if (elapsed > this.latencyMs.max) this.latencyMs.max = elapsed
+    this.#observer?.(operation, elapsed / 1000, ok)
+  }
+
+  snapshot (backend: StoreStats['backend'], up: boolean): StoreStats {
+    return { backend, up, operations: this.operations, errors: this.errors, timeouts: this.timeouts, reconnects: this.reconnects, latencyMs: { ...this.latencyMs } }
+  }
+}
