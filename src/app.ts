@@ -9,6 +9,7 @@ import { CredentialStore } from './adobe/credential-store.js'
 import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
 import { ResponseCache } from './cache/response-cache.js'
+import { monotonicNow } from './clock.js'
 import type { Config } from './config.js'
 import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, problemBody, unauthorized } from './errors.js'
 import { adminRoutes } from './ops/admin.js'
@@ -24,7 +25,7 @@ import { USER_AGENT } from './version.js'
 
 export interface AppDependencies {
   logger: Logger
-  /** Clock (token broker, cache) and randomness (token broker); tests pin them. */
+  /** Deadline clock (token broker, cache; default monotonicNow) and randomness (token broker); tests pin them. */
   now?: () => number
   random?: () => number
 }
@@ -50,7 +51,7 @@ declare module 'fastify' {
 const CALLER_GONE = callerGone()
 
 export async function buildApp (config: Config, deps: AppDependencies): Promise<FastifyInstance> {
-  const now = deps.now ?? Date.now
+  const now = deps.now ?? monotonicNow
   const startedAt = now()
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
@@ -63,7 +64,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   })
 
   const authDispatcher = new Agent({ connect: { timeout: config.AUTH_TIMEOUT_MS }, keepAliveTimeout: 10_000 })
-  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now })
+  // The wall clock here: it reads HTTP dates (Retry-After, Expires), which are wall-clock instants.
+  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now: deps.now ?? Date.now })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
   const broker = new TokenBroker({
     dcr,

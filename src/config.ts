@@ -8,7 +8,10 @@ import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
 import { parseKeyList } from './proxy/api-keys.js'
 
-const ms = (defaultValue: number, minimum = 1) => ({ type: 'integer', minimum, default: defaultValue }) as const
+// Durations end up in setTimeout, which fires after 1 ms when given more than
+// 2^31-1 ms: every one has a ceiling far below that (an hour).
+const MAX_DURATION_MS = 3_600_000
+const ms = (defaultValue: number, minimum = 1) => ({ type: 'integer', minimum, maximum: MAX_DURATION_MS, default: defaultValue }) as const
 
 export const configSchema = {
   type: 'object',
@@ -36,7 +39,7 @@ export const configSchema = {
     AUTH_TIMEOUT_MS: ms(10_000),
 
     // Refresh at about 2/3 of the token's lifetime, and at least this long before expiry.
-    TOKEN_REFRESH_MARGIN_SECONDS: { type: 'integer', minimum: 0, default: 60 },
+    TOKEN_REFRESH_MARGIN_SECONDS: { type: 'integer', minimum: 0, maximum: 86_400, default: 60 },
     // Backoff for failed token/registration calls: full jitter between 0 and base * 2^attempt, capped.
     TOKEN_RETRY_BASE_MS: ms(1_000),
     TOKEN_RETRY_MAX_MS: ms(60_000),
@@ -56,7 +59,7 @@ export const configSchema = {
     ADMIN_API_KEY_FILE: { type: 'string', minLength: 1 },
 
     // On SIGTERM/SIGINT: stop accepting, let in-flight responses finish for this long, then exit.
-    SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, default: 10 }
+    SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, maximum: MAX_DURATION_MS / 1000, default: 10 }
   },
   required: ['HOST', 'PORT']
 } as const

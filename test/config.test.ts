@@ -58,6 +58,10 @@ t.test('each bad setting is one message naming the variable, never echoing a sec
     [{ ADOBE_CLIENT_ID: 'abc' }, 'ADOBE_CLIENT_SECRET', /required when the other half/],
     [{ TOKEN_RETRY_BASE_MS: '5000', TOKEN_RETRY_MAX_MS: '1000' }, 'TOKEN_RETRY_MAX_MS', /smaller than TOKEN_RETRY_BASE_MS/],
     [{ UPSTREAM_HEADERS_TIMEOUT_MS: '0' }, 'UPSTREAM_HEADERS_TIMEOUT_MS', /must be >= 1/],
+    // Timer values: past 2^31-1 ms setTimeout fires after 1 ms, so each has a sane ceiling.
+    [{ UPSTREAM_HEADERS_TIMEOUT_MS: '4294967296' }, 'UPSTREAM_HEADERS_TIMEOUT_MS', /must be <= 3600000/],
+    [{ TOKEN_RETRY_MAX_MS: '4294967296' }, 'TOKEN_RETRY_MAX_MS', /must be <= 3600000/],
+    [{ SHUTDOWN_GRACE_SECONDS: '2147484' }, 'SHUTDOWN_GRACE_SECONDS', /must be <= 3600/],
     [{ PROXY_PATH_PREFIX: 'cmu' }, 'PROXY_PATH_PREFIX', /must match pattern/]
   ]
   for (const [env, variable, message] of cases) {
