@@ -6,7 +6,7 @@ import { readFileSync, existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
-import { parseKeyList } from './proxy/api-keys.js'
+import { parseKeyList } from './key-list.js'
 
 // Durations end up in setTimeout, which fires after 1 ms when given more than
 // 2^31-1 ms: every one has a ceiling far below that (an hour).
