@@ -72,14 +72,25 @@ type WithDefault = { [K in keyof Props]: Props[K] extends { default: unknown } ?
 /** The validated configuration: exactly the variables of the schema, with defaults applied. */
 export type Config = { readonly [K in WithDefault]: ValueOf<Props[K]> } & { readonly [K in Exclude<keyof Props, WithDefault>]?: ValueOf<Props[K]> }
 
-/** A bad or missing setting; `message` is one line that names the variable. */
+/** EX_CONFIG from sysexits.h: lets supervisors tell "fix your settings" from a crash. */
+export const EXIT_CONFIG = 78
+
+/** One bad or missing setting: `problem` completes a sentence that starts with the variable's name. */
+export interface ConfigProblem { variable: string, problem: string }
+
+/** Every bad or missing setting found; `message` has one line per problem, each naming its variable. */
 export class ConfigError extends Error {
+  readonly problems: readonly ConfigProblem[]
+  /** The first variable named. */
   readonly variable: string
-  constructor (variable: string, problem: string) {
-    super(`${variable} ${problem}`)
+  constructor (problems: readonly ConfigProblem[]) {
+    super(problems.map(({ variable, problem }) => `${variable} ${problem}`).join('\n'))
     this.name = 'ConfigError'
-    this.variable = variable
+    this.problems = problems
+    this.variable = problems[0]?.variable ?? 'configuration'
   }
+
+  get lines (): string[] { return this.message.split('\n') }
 }
 
 // Values of these are never echoed in an error message.
@@ -95,21 +106,46 @@ export interface LoadConfigOptions {
   cwd?: string
 }
 
+/**
+ * The validated configuration, or a ConfigError listing every problem at once
+ * (fixing one bad variable per start is slow), without echoing a secret.
+ */
 export function loadConfig ({ env = process.env, cwd = process.cwd() }: LoadConfigOptions = {}): Config {
-  const merged: Env = { ...readEnvFile(env, cwd), ...definedOnly(env) }
-  readSecretFile(merged, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
-  readSecretFile(merged, 'ADOBE_CLIENT_SECRET')
-  readSecretFile(merged, 'PROXY_API_KEYS')
-  readSecretFile(merged, 'ADMIN_API_KEY')
+  const problems: ConfigProblem[] = []
+  const merged: Env = { ...readEnvFile(env, cwd, problems), ...definedOnly(env) }
+  readSecretFile(merged, problems, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
+  readSecretFile(merged, problems, 'ADOBE_CLIENT_SECRET')
+  readSecretFile(merged, problems, 'PROXY_API_KEYS')
+  readSecretFile(merged, problems, 'ADMIN_API_KEY')
+  // A variable whose file could not be read is not reported again as missing.
+  const bad = new Set(problems.flatMap(({ variable }) => [variable, variable.replace(/_FILE$/, '')]))
 
   let config: Config
   try {
-    config = envSchema({ schema: structuredClone(configSchema) as object, data: merged, env: false }) as unknown as Config
+    config = validate(merged)
   } catch (err) {
-    throw toConfigError(err, merged)
+    const schemaProblems = toProblems(err, merged)
+    problems.push(...schemaProblems)
+    for (const { variable } of schemaProblems) bad.add(variable)
+    // Validate again with defaults in place of the bad values, so the rules
+    // that do not involve them are still checked and reported now.
+    try {
+      config = validate(Object.fromEntries(Object.entries(merged).filter(([name]) => !bad.has(name))))
+    } catch {
+      throw new ConfigError(problems)
+    }
   }
-  checkCrossFieldRules(config)
+  for (const rule of CROSS_FIELD_RULES) {
+    if (rule.uses.some((name) => bad.has(name))) continue
+    const problem = rule.check(config)
+    if (problem !== undefined) problems.push(problem)
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
   return config
+}
+
+function validate (data: Env): Config {
+  return envSchema({ schema: structuredClone(configSchema) as object, data, env: false }) as unknown as Config
 }
 
 function definedOnly (env: Env): Env {
@@ -118,23 +154,25 @@ function definedOnly (env: Env): Env {
   return out
 }
 
-function readEnvFile (env: Env, cwd: string): Env {
+function readEnvFile (env: Env, cwd: string, problems: ConfigProblem[]): Env {
   const explicit = env.CMU_PROXY_ENV_FILE
   const path = explicit !== undefined ? resolve(cwd, explicit) : resolve(cwd, 'config/cmu-proxy.env')
   if (explicit === undefined && !existsSync(path)) return {}
   try {
     return parseEnv(readFileSync(path, 'utf8'))
   } catch (err) {
-    throw new ConfigError('CMU_PROXY_ENV_FILE', `cannot be read (${describeFsError(err)}): ${path}`)
+    problems.push({ variable: 'CMU_PROXY_ENV_FILE', problem: `cannot be read (${describeFsError(err)}): ${path}` })
+    return {}
   }
 }
 
 /** NAME_FILE points at a mounted secret; its trimmed content becomes NAME. */
-function readSecretFile (env: Env, name: string, defaultPath?: string): void {
+function readSecretFile (env: Env, problems: ConfigProblem[], name: string, defaultPath?: string): void {
   const fileVar = `${name}_FILE`
   const explicit = env[fileVar]
   if (explicit !== undefined && env[name] !== undefined) {
-    throw new ConfigError(fileVar, `and ${name} are both set; set only one of them`)
+    problems.push({ variable: fileVar, problem: `and ${name} are both set; set only one of them` })
+    return
   }
   if (env[name] !== undefined) return
   const path = explicit ?? defaultPath
@@ -143,9 +181,13 @@ function readSecretFile (env: Env, name: string, defaultPath?: string): void {
   try {
     content = readFileSync(path, 'utf8').trim()
   } catch (err) {
-    throw new ConfigError(fileVar, `cannot be read (${describeFsError(err)}): ${path}`)
+    problems.push({ variable: fileVar, problem: `cannot be read (${describeFsError(err)}): ${path}` })
+    return
   }
-  if (content === '') throw new ConfigError(fileVar, `points at an empty file: ${path}`)
+  if (content === '') {
+    problems.push({ variable: fileVar, problem: `points at an empty file: ${path}` })
+    return
+  }
   env[fileVar] = path
   env[name] = content
 }
@@ -156,47 +198,80 @@ function describeFsError (err: unknown): string {
 
 interface AjvError { instancePath: string, message?: string, params: Record<string, unknown> }
 
-function toConfigError (err: unknown, merged: Env): ConfigError {
-  const first = (err as { errors?: AjvError[] }).errors?.[0]
-  if (first === undefined) return new ConfigError('configuration', String((err as Error).message))
-  const variable = first.instancePath.replace(/^\//, '') || String(first.params.missingProperty ?? 'configuration')
-  let problem = first.message ?? 'is invalid'
-  if (Array.isArray(first.params.allowedValues)) problem += `: ${first.params.allowedValues.join(', ')}`
-  if (variable === 'ADOBE_SOFTWARE_STATEMENT' && first.params.pattern !== undefined) {
-    problem = 'is not a JWT (three base64url parts separated by dots)'
+/** One problem per variable (ajv may find several in one value: the first says enough). */
+function toProblems (err: unknown, merged: Env): ConfigProblem[] {
+  const errors = (err as { errors?: AjvError[] }).errors ?? []
+  if (errors.length === 0) return [{ variable: 'configuration', problem: String((err as Error).message) }]
+  const problems = new Map<string, string>()
+  for (const error of errors) {
+    const variable = error.instancePath.replace(/^\//, '') || String(error.params.missingProperty ?? 'configuration')
+    if (problems.has(variable)) continue
+    let problem = error.message ?? 'is invalid'
+    if (Array.isArray(error.params.allowedValues)) problem += `: ${error.params.allowedValues.join(', ')}`
+    if (variable === 'ADOBE_SOFTWARE_STATEMENT' && error.params.pattern !== undefined) {
+      problem = 'is not a JWT (three base64url parts separated by dots)'
+    }
+    const value = merged[variable]
+    const shown = value === undefined || SECRET_VARIABLES.has(variable) ? '' : ` (got ${JSON.stringify(value.slice(0, 80))})`
+    problems.set(variable, `${problem}${shown}`)
   }
-  const value = merged[variable]
-  const shown = value === undefined || SECRET_VARIABLES.has(variable) ? '' : ` (got ${JSON.stringify(value.slice(0, 80))})`
-  return new ConfigError(variable, `${problem}${shown}`)
+  return [...problems].map(([variable, problem]) => ({ variable, problem }))
 }
 
-function checkCrossFieldRules (config: Config): void {
-  for (const name of ['ADOBE_AUTH_URL', 'ADOBE_CMU_URL'] as const) {
-    let url: URL
-    try {
-      url = new URL(config[name])
-    } catch {
-      throw new ConfigError(name, `is not a valid URL (got ${JSON.stringify(config[name])})`)
+interface CrossFieldRule {
+  /** Not checked when one of these already has a problem: it would only repeat it. */
+  uses: ReadonlyArray<keyof Props>
+  check: (config: Config) => ConfigProblem | undefined
+}
+
+const problemOf = (variable: string, text: string): ConfigProblem => ({ variable, problem: text })
+
+function baseUrlRule (name: 'ADOBE_AUTH_URL' | 'ADOBE_CMU_URL'): CrossFieldRule {
+  return {
+    uses: [name],
+    check: (config) => {
+      let url: URL
+      try {
+        url = new URL(config[name])
+      } catch {
+        return problemOf(name, `is not a valid URL (got ${JSON.stringify(config[name])})`)
+      }
+      if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+        return problemOf(name, 'must be a plain base URL without query, fragment or user info')
+      }
+      return undefined
     }
-    if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-      throw new ConfigError(name, 'must be a plain base URL without query, fragment or user info')
-    }
-  }
-  if ((config.ADOBE_CLIENT_ID === undefined) !== (config.ADOBE_CLIENT_SECRET === undefined)) {
-    throw new ConfigError(config.ADOBE_CLIENT_ID === undefined ? 'ADOBE_CLIENT_ID' : 'ADOBE_CLIENT_SECRET',
-      'is required when the other half of the client credentials is set')
-  }
-  if (config.ADOBE_SOFTWARE_STATEMENT === undefined && config.ADOBE_CLIENT_ID === undefined) {
-    throw new ConfigError('ADOBE_SOFTWARE_STATEMENT',
-      'is required (or ADOBE_SOFTWARE_STATEMENT_FILE, or config/software-statement.jwt, or ADOBE_CLIENT_ID + ADOBE_CLIENT_SECRET)')
-  }
-  if (parseKeyList(config.PROXY_API_KEYS).some((key) => key.length < MIN_KEY_LENGTH)) {
-    throw new ConfigError(config.PROXY_API_KEYS_FILE === undefined ? 'PROXY_API_KEYS' : 'PROXY_API_KEYS_FILE', `must hold keys of at least ${MIN_KEY_LENGTH} characters each`)
-  }
-  if (config.CACHE_MAX_ENTRY_BYTES > config.CACHE_MAX_BYTES) {
-    throw new ConfigError('CACHE_MAX_ENTRY_BYTES', 'must not be larger than CACHE_MAX_BYTES')
-  }
-  if (config.TOKEN_RETRY_MAX_MS < config.TOKEN_RETRY_BASE_MS) {
-    throw new ConfigError('TOKEN_RETRY_MAX_MS', 'must not be smaller than TOKEN_RETRY_BASE_MS')
   }
 }
+
+/** Rules over more than one variable, or beyond what the schema can say; each independent of the others. */
+const CROSS_FIELD_RULES: readonly CrossFieldRule[] = [
+  baseUrlRule('ADOBE_AUTH_URL'),
+  baseUrlRule('ADOBE_CMU_URL'),
+  {
+    uses: ['ADOBE_CLIENT_ID', 'ADOBE_CLIENT_SECRET'],
+    check: (config) => (config.ADOBE_CLIENT_ID === undefined) === (config.ADOBE_CLIENT_SECRET === undefined)
+      ? undefined
+      : problemOf(config.ADOBE_CLIENT_ID === undefined ? 'ADOBE_CLIENT_ID' : 'ADOBE_CLIENT_SECRET', 'is required when the other half of the client credentials is set')
+  },
+  {
+    uses: ['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_ID'],
+    check: (config) => config.ADOBE_SOFTWARE_STATEMENT !== undefined || config.ADOBE_CLIENT_ID !== undefined
+      ? undefined
+      : problemOf('ADOBE_SOFTWARE_STATEMENT', 'is required (or ADOBE_SOFTWARE_STATEMENT_FILE, or config/software-statement.jwt, or ADOBE_CLIENT_ID + ADOBE_CLIENT_SECRET)')
+  },
+  {
+    uses: ['PROXY_API_KEYS', 'PROXY_API_KEYS_FILE'],
+    check: (config) => parseKeyList(config.PROXY_API_KEYS).some((key) => key.length < MIN_KEY_LENGTH)
+      ? problemOf(config.PROXY_API_KEYS_FILE === undefined ? 'PROXY_API_KEYS' : 'PROXY_API_KEYS_FILE', `must hold keys of at least ${MIN_KEY_LENGTH} characters each`)
+      : undefined
+  },
+  {
+    uses: ['CACHE_MAX_ENTRY_BYTES', 'CACHE_MAX_BYTES'],
+    check: (config) => config.CACHE_MAX_ENTRY_BYTES > config.CACHE_MAX_BYTES ? problemOf('CACHE_MAX_ENTRY_BYTES', 'must not be larger than CACHE_MAX_BYTES') : undefined
+  },
+  {
+    uses: ['TOKEN_RETRY_MAX_MS', 'TOKEN_RETRY_BASE_MS'],
+    check: (config) => config.TOKEN_RETRY_MAX_MS < config.TOKEN_RETRY_BASE_MS ? problemOf('TOKEN_RETRY_MAX_MS', 'must not be smaller than TOKEN_RETRY_BASE_MS') : undefined
+  }
+]

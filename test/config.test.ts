@@ -75,14 +75,37 @@ t.test('each bad setting is one message naming the variable, never echoing a sec
   t.equal(missing?.variable, 'ADOBE_SOFTWARE_STATEMENT')
 })
 
+t.test('every bad setting is reported at once, one line each, cross-field rules included', async (t) => {
+  const base = { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement() }
+  const error = catchConfigError(() => loadConfig({
+    env: { ...base, PORT: 'x', LOG_LEVEL: 'loud', ADOBE_AUTH_URL: 'ftp://x', ADOBE_CMU_URL: 'https://h/cmu?x=1', ADOBE_CLIENT_ID: 'abc', TOKEN_RETRY_BASE_MS: '5000', TOKEN_RETRY_MAX_MS: '1000' }
+  }))
+  t.same(error?.problems.map((p) => p.variable), ['PORT', 'LOG_LEVEL', 'ADOBE_AUTH_URL', 'ADOBE_CMU_URL', 'ADOBE_CLIENT_SECRET', 'TOKEN_RETRY_MAX_MS'])
+  const lines = error?.message.split('\n') ?? []
+  t.equal(lines.length, 6, 'one line per variable')
+  t.match(lines, [/^PORT must be integer/, /^LOG_LEVEL must be equal to one of the allowed values/, /^ADOBE_AUTH_URL must match pattern/, /^ADOBE_CMU_URL must be a plain base URL/, /^ADOBE_CLIENT_SECRET is required/, /^TOKEN_RETRY_MAX_MS must not be smaller/])
+
+  const dependent = catchConfigError(() => loadConfig({ env: { ...base, TOKEN_RETRY_BASE_MS: 'soon', TOKEN_RETRY_MAX_MS: '10' } }))
+  t.same(dependent?.problems.map((p) => p.variable), ['TOKEN_RETRY_BASE_MS'], 'a rule over a bad value is not checked on top')
+
+  const dir = t.testdir()
+  const unreadable = catchConfigError(() => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'absent.jwt'), PORT: 'x' }, cwd: dir }))
+  t.same(unreadable?.problems.map((p) => p.variable), ['ADOBE_SOFTWARE_STATEMENT_FILE', 'PORT'], 'no follow-on "statement is required"')
+
+  const secrets = catchConfigError(() => loadConfig({ env: { ...base, ADOBE_SOFTWARE_STATEMENT: 'not a jwt secret', ADMIN_API_KEY: 'short secret', PORT: 'x' } }))
+  t.equal(secrets?.problems.length, 3)
+  t.notMatch(secrets?.message, /secret/, 'no secret value echoed')
+})
+
 t.test('the real entry point exits 78 with one line on a bad setting', async (t) => {
   const main = fileURLToPath(new URL('../dist/main.js', import.meta.url))
   const dir = t.testdir()
   writeFileSync(join(dir, 'statement.jwt'), makeSoftwareStatement())
   const cases: Array<[Record<string, string>, RegExp]> = [
-    [{ PORT: 'x' }, /^cmu-proxy: configuration error: PORT must be integer \(got "x"\)\n$/],
+    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), PORT: 'x' }, /^cmu-proxy: configuration error: PORT must be integer \(got "x"\)\n$/],
     [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'absent.jwt') }, /^cmu-proxy: configuration error: ADOBE_SOFTWARE_STATEMENT_FILE cannot be read/],
-    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), ADOBE_AUTH_URL: 'nope' }, /^cmu-proxy: configuration error: ADOBE_AUTH_URL must match pattern/]
+    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), ADOBE_AUTH_URL: 'nope' }, /^cmu-proxy: configuration error: ADOBE_AUTH_URL must match pattern/],
+    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), PORT: 'x', LOG_LEVEL: 'loud' }, /^cmu-proxy: configuration error: PORT must be integer \(got "x"\)\ncmu-proxy: configuration error: LOG_LEVEL must be equal to one of the allowed values: [^\n]+\n$/]
   ]
   for (const [env, stderr] of cases) {
     const result = spawnSync(process.execPath, [main], { cwd: dir, env: { PATH: process.env.PATH, CMU_PROXY_ENV_FILE: '/dev/null', ...env }, encoding: 'utf8', timeout: 10_000 })

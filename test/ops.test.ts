@@ -176,9 +176,10 @@ t.test('cmu-proxy check: one line per step, non-zero on failure', async (t) => {
   t.match(second.lines[2], /^PASS {2}credentials +client .{4}….{4} from /, 'reuses stored credentials')
   t.equal(sandbox.calls.register, 1)
 
-  const badConfig = await run({ PORT: 'x' })
-  t.equal(badConfig.code, 1)
-  t.same(badConfig.lines, ['FAIL  config       PORT must be integer (got "x")'])
+  const badConfig = await run({ PORT: 'x', LOG_LEVEL: 'loud' })
+  t.equal(badConfig.code, 78, 'a configuration error exits 78, as serve does')
+  t.match(badConfig.lines, ['FAIL  config       PORT must be integer (got "x")', /^FAIL {2}config +LOG_LEVEL must be equal to one of the allowed values/])
+  t.equal(badConfig.lines.length, 2, 'every bad variable, one line each')
 
   sandbox.dcr.rejectStatementsWith = 'invalid_software_statement'
   const rejected = await run({ CREDENTIALS_FILE: join(dir, 'other.json') })
