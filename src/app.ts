@@ -1,6 +1,5 @@
 // buildApp(config, deps): wires the modules into one Fastify instance. It
 // never listens; main.ts does, and tests build the very same app.
-import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
@@ -10,7 +9,7 @@ import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
 import { ResponseCache } from './cache/response-cache.js'
 import { monotonicNow } from './clock.js'
-import type { Config } from './config.js'
+import { cleartextAdobeUrls, type Config } from './config.js'
 import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, problemBody, unauthorized } from './errors.js'
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
@@ -95,8 +94,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   })
   const forwarder = new CmuForwarder({ broker, upstream, cache, cacheTtlMaxSeconds: config.CACHE_TTL_MAX_SECONDS, now })
   const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
-  if (apiKeys.size === 0 && !isLoopback(config.HOST)) {
-    deps.logger.warn({ host: config.HOST }, 'PROXY_API_KEYS is not set and HOST is not a loopback address: anyone who can reach this port can read CMU reports')
+  for (const variable of cleartextAdobeUrls(config)) {
+    deps.logger.warn({ variable, url: config[variable] }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
   }
 
   app.decorate('broker', broker)
@@ -155,12 +154,6 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder })
   })
   return app
-}
-
-function isLoopback (host: string): boolean {
-  if (host === 'localhost') return true
-  if (isIP(host) === 4) return host.startsWith('127.')
-  return host === '::1'
 }
 
 /** RFC 9457 problem details with a stable `code`; never a stack, never an upstream body. */

@@ -7,6 +7,7 @@ import { resolve } from 'node:path'
 import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
 import { parseKeyList } from './key-list.js'
+import { isLoopbackHost } from './loopback.js'
 
 // Durations end up in setTimeout, which fires after 1 ms when given more than
 // 2^31-1 ms: every one has a ceiling far below that (an hour).
@@ -51,9 +52,11 @@ export const configSchema = {
     // Caps every TTL (which otherwise follows Adobe's recompute schedule for the report's granularity).
     CACHE_TTL_MAX_SECONDS: { type: 'integer', minimum: 0, default: 2 * 24 * 3600 },
 
-    // Inbound keys for /cmu (comma-separated, or one per line in the _FILE); unset = open.
+    // Inbound keys for /cmu (comma-separated, or one per line in the _FILE); unset = open,
+    // which is allowed only on a loopback HOST unless PROXY_ALLOW_ANONYMOUS=true.
     PROXY_API_KEYS: { type: 'string' },
     PROXY_API_KEYS_FILE: { type: 'string', minLength: 1 },
+    PROXY_ALLOW_ANONYMOUS: { type: 'boolean', default: false },
     // Enables /admin/* when set.
     ADMIN_API_KEY: { type: 'string', minLength: 16 },
     ADMIN_API_KEY_FILE: { type: 'string', minLength: 1 },
@@ -267,6 +270,14 @@ const CROSS_FIELD_RULES: readonly CrossFieldRule[] = [
       : undefined
   },
   {
+    // Secure by default, like Redis's protected mode: reachable from other
+    // machines without keys only when someone said so.
+    uses: ['HOST', 'PROXY_API_KEYS', 'PROXY_API_KEYS_FILE', 'PROXY_ALLOW_ANONYMOUS'],
+    check: (config) => isLoopbackHost(config.HOST) || config.PROXY_ALLOW_ANONYMOUS || parseKeyList(config.PROXY_API_KEYS).length > 0
+      ? undefined
+      : problemOf('PROXY_API_KEYS', `is required when HOST (${config.HOST}) is not a loopback address: set PROXY_API_KEYS or PROXY_API_KEYS_FILE, or PROXY_ALLOW_ANONYMOUS=true to let anyone who reaches the port read CMU reports`)
+  },
+  {
     uses: ['CACHE_MAX_ENTRY_BYTES', 'CACHE_MAX_BYTES'],
     check: (config) => config.CACHE_MAX_ENTRY_BYTES > config.CACHE_MAX_BYTES ? problemOf('CACHE_MAX_ENTRY_BYTES', 'must not be larger than CACHE_MAX_BYTES') : undefined
   },
@@ -275,3 +286,11 @@ const CROSS_FIELD_RULES: readonly CrossFieldRule[] = [
     check: (config) => config.TOKEN_RETRY_MAX_MS < config.TOKEN_RETRY_BASE_MS ? problemOf('TOKEN_RETRY_MAX_MS', 'must not be smaller than TOKEN_RETRY_BASE_MS') : undefined
   }
 ]
+
+/** The Adobe URLs that are plain http:// to another machine: the token (or client secret) would cross in clear. */
+export function cleartextAdobeUrls (config: Config): Array<'ADOBE_AUTH_URL' | 'ADOBE_CMU_URL'> {
+  return (['ADOBE_AUTH_URL', 'ADOBE_CMU_URL'] as const).filter((name) => {
+    const url = new URL(config[name])
+    return url.protocol === 'http:' && !isLoopbackHost(url.hostname)
+  })
+}

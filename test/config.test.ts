@@ -75,6 +75,23 @@ t.test('each bad setting is one message naming the variable, never echoing a sec
   t.equal(missing?.variable, 'ADOBE_SOFTWARE_STATEMENT')
 })
 
+t.test('secure by default: no inbound keys beyond loopback unless PROXY_ALLOW_ANONYMOUS=true', async (t) => {
+  const base = { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement() }
+  for (const host of ['127.0.0.1', '127.8.9.10', '::1', 'localhost', 'LocalHost']) {
+    t.equal(loadConfig({ env: { ...base, HOST: host } }).HOST, host, `HOST=${host} is loopback: keys optional`)
+  }
+  for (const host of ['0.0.0.0', '::', '10.1.2.3', '128.0.0.1', '::ffff:10.0.0.1', 'cmu-proxy.internal']) {
+    const error = catchConfigError(() => loadConfig({ env: { ...base, HOST: host } }))
+    t.equal(error?.variable, 'PROXY_API_KEYS', `HOST=${host} without keys is refused`)
+    t.match(error?.message, /^PROXY_API_KEYS is required when HOST \(.+\) is not a loopback address[^\n]*PROXY_ALLOW_ANONYMOUS=true/)
+  }
+  t.equal(catchConfigError(() => loadConfig({ env: { ...base, HOST: '0.0.0.0', PROXY_API_KEYS: '# no key yet' } }))?.variable, 'PROXY_API_KEYS', 'a list without keys is no keys')
+  t.equal(loadConfig({ env: { ...base, HOST: '0.0.0.0', PROXY_API_KEYS: 'key-a-0123456789abcdef' } }).HOST, '0.0.0.0', 'keys set')
+  const anonymous = loadConfig({ env: { ...base, HOST: '0.0.0.0', PROXY_ALLOW_ANONYMOUS: 'true' } })
+  t.equal(anonymous.PROXY_ALLOW_ANONYMOUS, true, 'explicit opt-out')
+  t.equal(loadConfig({ env: base }).PROXY_ALLOW_ANONYMOUS, false, 'off by default')
+})
+
 t.test('every bad setting is reported at once, one line each, cross-field rules included', async (t) => {
   const base = { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement() }
   const error = catchConfigError(() => loadConfig({
@@ -105,6 +122,7 @@ t.test('the real entry point exits 78 with one line on a bad setting', async (t)
     [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), PORT: 'x' }, /^cmu-proxy: configuration error: PORT must be integer \(got "x"\)\n$/],
     [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'absent.jwt') }, /^cmu-proxy: configuration error: ADOBE_SOFTWARE_STATEMENT_FILE cannot be read/],
     [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), ADOBE_AUTH_URL: 'nope' }, /^cmu-proxy: configuration error: ADOBE_AUTH_URL must match pattern/],
+    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), HOST: '0.0.0.0' }, /^cmu-proxy: configuration error: PROXY_API_KEYS is required when HOST \(0\.0\.0\.0\) is not a loopback address[^\n]*PROXY_ALLOW_ANONYMOUS=true[^\n]*\n$/],
     [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), PORT: 'x', LOG_LEVEL: 'loud' }, /^cmu-proxy: configuration error: PORT must be integer \(got "x"\)\ncmu-proxy: configuration error: LOG_LEVEL must be equal to one of the allowed values: [^\n]+\n$/]
   ]
   for (const [env, stderr] of cases) {

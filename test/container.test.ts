@@ -82,6 +82,28 @@ t.test('docker-compose.yml: secret, volume, port and variables agree with the im
   t.equal(demo.environment.HOST, '0.0.0.0')
 })
 
+t.test('docker-compose.yml: every service beyond loopback sets inbound keys or the explicit opt-out', async (t) => {
+  // config.ts refuses to start on a non-loopback HOST without keys (secure by
+  // default); the image listens on 0.0.0.0, so compose must say which.
+  const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8'))
+  const image = envOf(dockerfile().stages.at(-1) ?? [])
+  t.equal(image.HOST, '0.0.0.0', 'the image listens beyond loopback')
+  t.equal(image.PROXY_API_KEYS, undefined, 'the image itself sets no keys')
+  for (const [name, service] of Object.entries(compose.services as Record<string, { environment?: Record<string, unknown>, secrets?: string[] }>)) {
+    const env = { ...image, ...service.environment }
+    const keys = env.PROXY_API_KEYS_FILE ?? env.PROXY_API_KEYS
+    const anonymous = String(env.PROXY_ALLOW_ANONYMOUS) === 'true'
+    t.ok(keys !== undefined || anonymous, `${name}: PROXY_API_KEYS(_FILE) or PROXY_ALLOW_ANONYMOUS=true`)
+    if (typeof env.PROXY_API_KEYS_FILE === 'string') {
+      const secret = env.PROXY_API_KEYS_FILE.replace('/run/secrets/', '')
+      t.ok(service.secrets?.includes(secret), `${name}: the key file is a compose secret`)
+      const file = String(compose.secrets[secret]?.file).replace(/^\.\//, '')
+      t.ok(readFileSync(join(ROOT, '.gitignore'), 'utf8').split('\n').includes(file), `${file} is git-ignored`)
+    }
+  }
+  t.equal(compose.services['cmu-proxy'].environment.PROXY_ALLOW_ANONYMOUS, undefined, 'the production-like service uses keys, not the opt-out')
+})
+
 t.test('config/cmu-proxy.example.env documents every variable with its default', async (t) => {
   const text = readFileSync(join(ROOT, 'config/cmu-proxy.example.env'), 'utf8')
   const documented = new Map<string, string>()

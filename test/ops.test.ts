@@ -92,13 +92,21 @@ t.test('keys from a file; short keys are a config error', async (t) => {
   t.throws(() => loadConfig({ env: { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), PROXY_API_KEYS: 'short' } }), /PROXY_API_KEYS must hold keys of at least 16 characters/)
 })
 
-t.test('no keys on a non-loopback HOST logs a warning at start', async (t) => {
-  for (const [host, warns] of [['0.0.0.0', true], ['127.0.0.1', false], ['::1', false], ['localhost', false], ['10.1.2.3', true]] as const) {
+t.test('plain http:// to a non-loopback Adobe host logs a warning at start: tokens would cross in clear', async (t) => {
+  const cases: Array<[Record<string, string>, string[]]> = [
+    [{ ADOBE_AUTH_URL: 'http://auth.example.com', ADOBE_CMU_URL: 'http://10.0.0.7:8080/cmu' }, ['ADOBE_AUTH_URL', 'ADOBE_CMU_URL']],
+    [{ ADOBE_CMU_URL: 'http://cmu.example.com/cmu' }, ['ADOBE_CMU_URL']],
+    [{ ADOBE_AUTH_URL: 'http://127.0.0.1:8081', ADOBE_CMU_URL: 'http://[::1]:8081/cmu' }, []],
+    [{ ADOBE_AUTH_URL: 'http://localhost:8081' }, []],
+    [{}, []]
+  ]
+  for (const [env, warned] of cases) {
     const lines: string[] = []
-    const config = loadConfig({ env: { CMU_PROXY_ENV_FILE: '/dev/null', HOST: host, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), CREDENTIALS_FILE: join(t.testdir(), 'c.json') } })
+    const config = loadConfig({ env: { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), CREDENTIALS_FILE: join(t.testdir(), 'c.json'), ...env } })
     const app = await buildApp(config, { logger: createLogger('info', { write: (line: string) => { lines.push(line) } }) })
     await app.close()
-    t.equal(lines.some((l) => l.includes('PROXY_API_KEYS is not set')), warns, `HOST=${host}`)
+    const warnings = lines.map((l) => JSON.parse(l)).filter((l) => l.level === 40 && /in clear/.test(l.msg))
+    t.same(warnings.map((w) => w.variable), warned, JSON.stringify(env))
   }
 })
 
