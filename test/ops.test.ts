@@ -7,7 +7,7 @@ import { runCheck } from '../src/check.js'
 import { loadConfig } from '../src/config.js'
 import { createLogger } from '../src/logger.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
-import { assertProblem, call, startProxy, startSandbox } from './helpers.js'
+import { assertProblem, call, startProxy, startSandbox, type RawResponse } from './helpers.js'
 
 const KEY_A = 'key-a-0123456789abcdef'
 const KEY_B = 'key-b-0123456789abcdef'
@@ -157,6 +157,26 @@ t.test('admin: status without secrets, refresh, re-register', async (t) => {
   sandbox.faults.failNext('token', 1, { status: 503 })
   assertProblem(t, await call(proxy.url, '/admin/token/refresh', { method: 'POST', headers: auth }), 503, 'CMU_PROXY_TOKEN_ENDPOINT_ERROR')
   t.match((await call(proxy.url, '/admin/status', { headers: auth })).json(), { ready: true, lastError: { code: 'CMU_PROXY_TOKEN_ENDPOINT_ERROR' } })
+})
+
+t.test('admin re-register: at most one a minute (each one creates a client at Adobe)', async (t) => {
+  const sandbox = await startSandbox(t)
+  let clock = Date.parse('2026-01-01T00:00:00Z')
+  const proxy = await startProxy(t, sandbox, { env: { ADMIN_API_KEY: ADMIN }, now: () => clock })
+  const reregister = async (): Promise<RawResponse> => await call(proxy.url, '/admin/credentials/reregister', { method: 'POST', headers: { 'x-api-key': ADMIN } })
+  t.equal((await reregister()).status, 200)
+  t.equal(sandbox.calls.register, 2, 'start-up, then the re-registration')
+
+  clock += 20_000
+  const tooSoon = await reregister()
+  assertProblem(t, tooSoon, 429, 'CMU_PROXY_REREGISTER_TOO_SOON')
+  t.equal(tooSoon.headers['retry-after'], '40', 'Retry-After: the seconds left in the minute')
+  t.equal(tooSoon.headers['cache-control'], 'no-store')
+  t.equal(sandbox.calls.register, 2, 'Adobe was not asked')
+
+  clock += 40_000
+  t.equal((await reregister()).status, 200, 'allowed again after a minute')
+  t.equal(sandbox.calls.register, 3)
 })
 
 t.test('admin re-register without a statement is a 409', async (t) => {

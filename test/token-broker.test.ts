@@ -77,3 +77,59 @@ t.test('an absurd expires_in still gives dates the admin view can show', async (
   t.ok(at(status.token?.expiresAt) - NOW <= 7 * 24 * HOUR, `expiresAt ${status.token?.expiresAt ?? '?'} within a week`)
   t.ok(at(status.token?.refreshAt) - NOW <= 24 * HOUR)
 })
+
+/** A DCR server whose token answers wait while `held` is true; `release()` lets them through. */
+function holdableDcr (): { handler: Handler, hold: () => void, release: () => void, waiting: () => number } {
+  let held = false
+  const queue: ServerResponse[] = []
+  const answer = dcrAnswers((res, n) => json(res, 201, { access_token: `token-${n}`, expires_in: 21_600, token_type: 'bearer' }))
+  return {
+    handler: (req, res) => {
+      if (req.url === '/o/client/token' && held) return void queue.push(res)
+      answer(req, res)
+    },
+    hold: () => { held = true },
+    release: () => {
+      held = false
+      for (const res of queue.splice(0)) answer({ method: 'POST', url: '/o/client/token', headers: {}, body: '' }, res)
+    },
+    waiting: () => queue.length
+  }
+}
+
+async function until (condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5))
+}
+
+t.test('reregister() registers even when a refresh starts while it waits for the one in flight', async (t) => {
+  const dcr = holdableDcr()
+  const { broker } = await brokerFor(t, dcr.handler)
+  await broker.refreshNow()
+  t.equal(broker.status().counts.registrations, 1)
+
+  dcr.hold()
+  const inflight = broker.refreshNow()
+  // Someone (a caller after an upstream 401, a timer) refreshes as soon as that attempt settles,
+  // which is while reregister() is still waiting for it.
+  const next = inflight.then(async () => { await broker.refreshNow() })
+  const reregistered = broker.reregister()
+  await until(() => dcr.waiting() === 1)
+  dcr.release()
+  await Promise.all([inflight, next, reregistered])
+
+  t.equal(broker.status().counts.registrations, 2, 'reregister() registered')
+  t.equal(broker.status().clientId, 'client-2', 'and the new client is in use')
+  await broker.refreshNow()
+  t.equal(broker.status().counts.registrations, 2, 'a later refresh does not register again')
+})
+
+t.test('concurrent reregister() calls share one registration and leave nothing behind', async (t) => {
+  const dcr = holdableDcr()
+  const { broker } = await brokerFor(t, dcr.handler)
+  await broker.refreshNow()
+  await Promise.all([broker.reregister(), broker.reregister()])
+  t.equal(broker.status().counts.registrations, 2, 'one registration for both')
+  await broker.refreshNow()
+  t.equal(broker.status().counts.registrations, 2, 'a later refresh uses the new credentials')
+  t.equal(broker.status().counts.tokenRequests, 3)
+})

@@ -86,8 +86,8 @@ export class TokenBroker {
   #timer: NodeJS.Timeout | undefined
   #timerAt: number | undefined
   #closed = false
-  /** Set by reregister(): the next attempt registers even if credentials are stored. */
-  #forceRegister = false
+  /** The admin's re-registration, shared by concurrent calls. */
+  #reregistration: Promise<void> | undefined
   readonly #counts = { tokenRequests: 0, tokenFailures: 0, registrations: 0, registrationFailures: 0 }
 
   constructor (options: TokenBrokerOptions) {
@@ -126,12 +126,19 @@ export class TokenBroker {
     await this.#refresh()
   }
 
-  /** Drop the client credentials and register again (admin). */
-  async reregister (): Promise<void> {
-    await this.#inflight?.catch(() => {})
+  /** Drop the client credentials and register again (admin); concurrent calls share one registration. */
+  reregister (): Promise<void> {
+    this.#reregistration ??= this.#registerAfresh().finally(() => { this.#reregistration = undefined })
+    return this.#reregistration
+  }
+
+  async #registerAfresh (): Promise<void> {
+    // An attempt in flight uses the old credentials, and so does one that starts
+    // while we wait for it: wait until none runs, then start ours with no await
+    // in between, so that no other attempt can take its place.
+    while (this.#inflight !== undefined) await this.#inflight.catch(() => {})
     this.#credentials = undefined
-    this.#forceRegister = true
-    await this.#refresh()
+    await this.#refresh(true)
   }
 
   status (): TokenBrokerStatus {
@@ -165,16 +172,17 @@ export class TokenBroker {
     return held !== undefined && this.#now() < held.usableUntil ? held : undefined
   }
 
-  #refresh (): Promise<HeldToken> {
-    this.#inflight ??= this.#obtain().finally(() => { this.#inflight = undefined })
+  /** The attempt in flight, or a new one; `register` (only with none in flight) registers first. */
+  #refresh (register = false): Promise<HeldToken> {
+    this.#inflight ??= this.#obtain(register).finally(() => { this.#inflight = undefined })
     return this.#inflight
   }
 
-  async #obtain (): Promise<HeldToken> {
+  async #obtain (register: boolean): Promise<HeldToken> {
     this.#clearTimer()
     const startedAt = this.#now()
     try {
-      const token = await this.#requestTokenReregisteringOnce()
+      const token = await this.#requestTokenReregisteringOnce(register)
       // Count the lifetime from when we asked, not when Adobe answered: errs on the early side.
       const lifetimeMs = Math.min(token.expires_in * 1000, MAX_TOKEN_LIFETIME_MS)
       const held: HeldToken = {
@@ -196,8 +204,8 @@ export class TokenBroker {
     }
   }
 
-  async #requestTokenReregisteringOnce (): Promise<{ access_token: string, expires_in: number }> {
-    const credentials = await this.#ensureCredentials()
+  async #requestTokenReregisteringOnce (register: boolean): Promise<{ access_token: string, expires_in: number }> {
+    const credentials = register ? await this.#register() : await this.#ensureCredentials()
     try {
       return await this.#requestToken(credentials)
     } catch (err) {
@@ -222,10 +230,6 @@ export class TokenBroker {
   async #ensureCredentials (): Promise<ClientCredentials> {
     if (this.#credentials !== undefined) return this.#credentials
     const { staticCredentials, store } = this.#options
-    if (this.#forceRegister) {
-      this.#forceRegister = false
-      return await this.#register()
-    }
     if (staticCredentials !== undefined) {
       this.#credentials = staticCredentials
       return staticCredentials
