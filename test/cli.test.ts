@@ -1,9 +1,11 @@
 // The `cmu-proxy` command as a new user meets it: --version, --help on every
 // subcommand (without running it), usage errors for unknown options.
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
+import { call, eventually } from './helpers.js'
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -58,4 +60,21 @@ t.test('unknown options and commands are usage errors (exit 64)', async (t) => {
     t.match(result.stderr, /^cmu-proxy: .+\nusage: cmu-proxy/, 'says what is wrong, then the usage')
     t.equal(result.stdout, '')
   }
+})
+
+t.test('npm run demo: SIGTERM to the npm process stops the server', async (t) => {
+  // npm forwards the signal to its child; the script execs node, so that child is the server
+  // (with 'npm run build && node ...' it was a shell that died and left node serving).
+  const root = fileURLToPath(new URL('..', import.meta.url))
+  const npm = spawn('npm', ['run', 'demo', '--ignore-scripts', '--silent'], { cwd: root, env: { ...process.env, PORT: '0', LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { if (npm.exitCode === null) npm.kill('SIGKILL') })
+  let output = ''
+  npm.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  t.ok(await eventually(() => /Server listening at http:\/\/127\.0\.0\.1:\d+/.test(output), 15_000), 'the demo is listening')
+  const url = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1] ?? ''
+  t.equal((await call(url, '/healthz')).status, 200)
+  npm.kill('SIGTERM')
+  await once(npm, 'exit')
+  t.ok(await eventually(async () => await call(url, '/healthz').then(() => false, () => true), 5_000), 'nothing serves the port any more')
+  t.match(output, /"signal":"SIGTERM","msg":"shutting down"/, 'the server itself got the signal')
 })
