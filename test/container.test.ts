@@ -1,7 +1,7 @@
 // No Docker engine runs where tests run, so this checks that the Dockerfile,
 // docker-compose.yml and the example env file agree with the config contract,
 // and that the production install (what the image's last stage does) starts.
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { cpSync, existsSync, readFileSync } from 'node:fs'
 import { join, posix } from 'node:path'
@@ -58,6 +58,15 @@ t.test('Dockerfile: multi-stage, production deps only, non-root, config contract
   t.match(healthcheck, /\/healthz/, 'HEALTHCHECK on /healthz')
   t.match(healthcheck, /process\.env\.PORT/, 'HEALTHCHECK follows PORT')
   t.match(runtime.find((l) => l.startsWith('CMD ')), /"node", "dist\/main\.js"/)
+  // Both stages on the current Node LTS; the code itself keeps working on 20.18.1+ (engines).
+  t.same(stages.map((stage) => /^FROM (\S+)/i.exec(stage[0] ?? '')?.[1]), ['node:24-bookworm-slim', 'node:24-bookworm-slim'])
+})
+
+t.test('package.json: engines is what undici 7 and util.parseEnv need', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
+  t.same(pkg.engines, { node: '>=20.18.1' })
+  const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8'))
+  t.same(lock.packages[''].engines, pkg.engines, 'the lock file agrees')
 })
 
 t.test('docker-compose.yml: secret, volume, port and variables agree with the image', async (t) => {
@@ -122,7 +131,9 @@ t.test('the production install (npm ci --omit=dev, node dist/main.js) starts in 
   const dir = temporaryDirectory(t)
   for (const file of ['package.json', 'package-lock.json']) cpSync(join(ROOT, file), join(dir, file))
   cpSync(join(ROOT, 'dist'), join(dir, 'dist'), { recursive: true })
-  execFileSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: dir, stdio: 'ignore', timeout: 120_000 })
+  const install = spawnSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: dir, encoding: 'utf8', timeout: 120_000 })
+  t.equal(install.status, 0, 'npm ci --omit=dev succeeds')
+  t.notMatch(install.stderr, /EBADENGINE/, `no engine warning on Node ${process.version}`)
   t.notOk(existsSync(join(dir, 'node_modules', 'tap')) || existsSync(join(dir, 'node_modules', 'typescript')), 'no dev dependencies installed')
   t.ok(existsSync(join(dir, 'node_modules', 'fastify')), 'runtime dependencies installed')
 
