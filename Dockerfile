@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
+# Both stages on the current Node LTS (the code supports Node 20.18.1 and newer).
 # Build stage: dev dependencies and the TypeScript compiler, nothing of it ships.
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -9,7 +10,7 @@ COPY src ./src
 RUN npm run build
 
 # Runtime stage: production dependencies and the compiled output only.
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 # A 4 MB young-generation semi-space keeps RSS under load ~25 MB lower at no
 # measured throughput cost (bench/README.md).
 ENV NODE_ENV=production \

@@ -1,6 +1,5 @@
 // buildApp(config, deps): wires the modules into one Fastify instance. It
 // never listens; main.ts does, and tests build the very same app.
-import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
@@ -10,7 +9,8 @@ import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
 import { CacheLayer } from './cache/cache-layer.js'
 import { ResponseCache } from './cache/response-cache.js'
-import type { Config } from './config.js'
+import { monotonicNow } from './clock.js'
+import { cleartextAdobeUrls, type Config } from './config.js'
 import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, problemBody, unauthorized } from './errors.js'
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
@@ -27,7 +27,7 @@ import { USER_AGENT } from './version.js'
 
 export interface AppDependencies {
   logger: Logger
-  /** Clock (token broker, cache) and randomness (token broker); tests pin them. */
+  /** Deadline clock (token broker, cache; default monotonicNow) and randomness (token broker); tests pin them. */
   now?: () => number
   random?: () => number
 }
@@ -55,7 +55,7 @@ declare module 'fastify' {
 const CALLER_GONE = callerGone()
 
 export async function buildApp (config: Config, deps: AppDependencies): Promise<FastifyInstance> {
-  const now = deps.now ?? Date.now
+  const now = deps.now ?? monotonicNow
   const startedAt = now()
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
@@ -68,7 +68,10 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   })
 
   const authDispatcher = new Agent({ connect: { timeout: config.AUTH_TIMEOUT_MS }, keepAliveTimeout: 10_000 })
-  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now })
+  // The wall clock here: it reads HTTP dates (Retry-After, Expires), which are wall-clock instants.
+  // HTTP dates (Retry-After, Expires) and report end dates are wall-clock times; deadlines are not.
+  const wallNow = deps.now ?? Date.now
+  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now: wallNow })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
   const broker = new TokenBroker({
     dcr,
@@ -106,13 +109,14 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
       staleWhileRevalidateSeconds: config.CACHE_STALE_WHILE_REVALIDATE_SECONDS,
       bufferingMaxBytes: config.CACHE_MAX_INFLIGHT_BYTES,
       logger: deps.logger.child({ component: 'cache' }),
-      now
+      now,
+      wallNow
     })
   const forwarder = new CmuForwarder({ broker, upstream, cache: cacheLayer })
   metrics.watchLoad(upstream, cacheLayer)
   const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
-  if (apiKeys.size === 0 && !isLoopback(config.HOST)) {
-    deps.logger.warn({ host: config.HOST }, 'PROXY_API_KEYS is not set and HOST is not a loopback address: anyone who can reach this port can read CMU reports')
+  for (const variable of cleartextAdobeUrls(config)) {
+    deps.logger.warn({ variable, url: config[variable] }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
   }
 
   app.decorate('broker', broker)
@@ -182,12 +186,6 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder })
   })
   return app
-}
-
-function isLoopback (host: string): boolean {
-  if (host === 'localhost') return true
-  if (isIP(host) === 4) return host.startsWith('127.')
-  return host === '::1'
 }
 
 /** RFC 9457 problem details with a stable `code`; never a stack, never an upstream body. */

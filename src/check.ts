@@ -1,13 +1,14 @@
 // `cmu-proxy check`: what ops run first. Walks the same steps the proxy takes
 // (config, credentials, token, one CMU call) and prints one line per step
-// with PASS/FAIL and the reason; exits non-zero on the first failure.
+// with PASS/FAIL and the reason; exits non-zero on the first failure (78, as
+// serve does, when the configuration is bad: one line per bad variable).
 import { resolve } from 'node:path'
 import { Agent } from 'undici'
 import { CredentialStore } from './adobe/credential-store.js'
 import { DcrClient, DcrError, type ClientCredentials } from './adobe/dcr-client.js'
 import { publicStatementInfo } from './adobe/software-statement.js'
 import { maskClientId } from './adobe/token-broker.js'
-import { ConfigError, loadConfig, type Config } from './config.js'
+import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config.js'
 import { ProxyError } from './errors.js'
 import { Upstream } from './proxy/upstream.js'
 import { USER_AGENT } from './version.js'
@@ -30,8 +31,9 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
     try {
       config = loadConfig({ env })
     } catch (err) {
-      if (err instanceof ConfigError) return fail('config', err.message)
-      throw err
+      if (!(err instanceof ConfigError)) throw err
+      for (const line of err.lines) step(false, 'config', line)
+      return EXIT_CONFIG
     }
     step(true, 'config', `auth ${config.ADOBE_AUTH_URL}, reports ${config.ADOBE_CMU_URL}`)
 

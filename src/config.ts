@@ -6,10 +6,14 @@ import { readFileSync, existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
-import { parseKeyList } from './proxy/api-keys.js'
+import { parseKeyList } from './key-list.js'
+import { isLoopbackHost } from './loopback.js'
 import { RATE_LIMIT_PATTERN, parseRateLimitOverrides } from './rate-limit-rules.js'
 
-const ms = (defaultValue: number, minimum = 1) => ({ type: 'integer', minimum, default: defaultValue }) as const
+// Durations end up in setTimeout, which fires after 1 ms when given more than
+// 2^31-1 ms: every one has a ceiling far below that (an hour).
+const MAX_DURATION_MS = 3_600_000
+const ms = (defaultValue: number, minimum = 1) => ({ type: 'integer', minimum, maximum: MAX_DURATION_MS, default: defaultValue }) as const
 
 export const configSchema = {
   type: 'object',
@@ -39,7 +43,7 @@ export const configSchema = {
     AUTH_TIMEOUT_MS: ms(10_000),
 
     // Refresh at about 2/3 of the token's lifetime, and at least this long before expiry.
-    TOKEN_REFRESH_MARGIN_SECONDS: { type: 'integer', minimum: 0, default: 60 },
+    TOKEN_REFRESH_MARGIN_SECONDS: { type: 'integer', minimum: 0, maximum: 86_400, default: 60 },
     // Backoff for failed token/registration calls: full jitter between 0 and base * 2^attempt, capped.
     TOKEN_RETRY_BASE_MS: ms(1_000),
     TOKEN_RETRY_MAX_MS: ms(60_000),
@@ -58,9 +62,11 @@ export const configSchema = {
     // (stale-while-revalidate). Unset: 10% of the entry's TTL, at least 30 s. 0 turns it off.
     CACHE_STALE_WHILE_REVALIDATE_SECONDS: { type: 'integer', minimum: 0 },
 
-    // Inbound keys for /cmu (comma-separated, or one per line in the _FILE); unset = open.
+    // Inbound keys for /cmu (comma-separated, or one per line in the _FILE); unset = open,
+    // which is allowed only on a loopback HOST unless PROXY_ALLOW_ANONYMOUS=true.
     PROXY_API_KEYS: { type: 'string' },
     PROXY_API_KEYS_FILE: { type: 'string', minLength: 1 },
+    PROXY_ALLOW_ANONYMOUS: { type: 'boolean', default: false },
     // Enables /admin/* when set.
     ADMIN_API_KEY: { type: 'string', minLength: 16 },
     ADMIN_API_KEY_FILE: { type: 'string', minLength: 1 },
@@ -72,7 +78,7 @@ export const configSchema = {
     RATE_LIMIT_KEYS_FILE: { type: 'string', minLength: 1 },
 
     // On SIGTERM/SIGINT: stop accepting, let in-flight responses finish for this long, then exit.
-    SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, default: 10 }
+    SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, maximum: MAX_DURATION_MS / 1000, default: 10 }
   },
   required: ['HOST', 'PORT']
 } as const
@@ -85,14 +91,25 @@ type WithDefault = { [K in keyof Props]: Props[K] extends { default: unknown } ?
 /** The validated configuration: exactly the variables of the schema, with defaults applied. */
 export type Config = { readonly [K in WithDefault]: ValueOf<Props[K]> } & { readonly [K in Exclude<keyof Props, WithDefault>]?: ValueOf<Props[K]> }
 
-/** A bad or missing setting; `message` is one line that names the variable. */
+/** EX_CONFIG from sysexits.h: lets supervisors tell "fix your settings" from a crash. */
+export const EXIT_CONFIG = 78
+
+/** One bad or missing setting: `problem` completes a sentence that starts with the variable's name. */
+export interface ConfigProblem { variable: string, problem: string }
+
+/** Every bad or missing setting found; `message` has one line per problem, each naming its variable. */
 export class ConfigError extends Error {
+  readonly problems: readonly ConfigProblem[]
+  /** The first variable named. */
   readonly variable: string
-  constructor (variable: string, problem: string) {
-    super(`${variable} ${problem}`)
+  constructor (problems: readonly ConfigProblem[]) {
+    super(problems.map(({ variable, problem }) => `${variable} ${problem}`).join('\n'))
     this.name = 'ConfigError'
-    this.variable = variable
+    this.problems = problems
+    this.variable = problems[0]?.variable ?? 'configuration'
   }
+
+  get lines (): string[] { return this.message.split('\n') }
 }
 
 // Values of these are never echoed in an error message.
@@ -108,22 +125,47 @@ export interface LoadConfigOptions {
   cwd?: string
 }
 
+/**
+ * The validated configuration, or a ConfigError listing every problem at once
+ * (fixing one bad variable per start is slow), without echoing a secret.
+ */
 export function loadConfig ({ env = process.env, cwd = process.cwd() }: LoadConfigOptions = {}): Config {
-  const merged: Env = { ...readEnvFile(env, cwd), ...definedOnly(env) }
-  readSecretFile(merged, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
-  readSecretFile(merged, 'ADOBE_CLIENT_SECRET')
-  readSecretFile(merged, 'PROXY_API_KEYS')
-  readSecretFile(merged, 'ADMIN_API_KEY')
-  readSecretFile(merged, 'RATE_LIMIT_KEYS')
+  const problems: ConfigProblem[] = []
+  const merged: Env = { ...readEnvFile(env, cwd, problems), ...definedOnly(env) }
+  readSecretFile(merged, problems, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
+  readSecretFile(merged, problems, 'ADOBE_CLIENT_SECRET')
+  readSecretFile(merged, problems, 'PROXY_API_KEYS')
+  readSecretFile(merged, problems, 'ADMIN_API_KEY')
+  readSecretFile(merged, problems, 'RATE_LIMIT_KEYS')
+  // A variable whose file could not be read is not reported again as missing.
+  const bad = new Set(problems.flatMap(({ variable }) => [variable, variable.replace(/_FILE$/, '')]))
 
   let config: Config
   try {
-    config = envSchema({ schema: structuredClone(configSchema) as object, data: merged, env: false }) as unknown as Config
+    config = validate(merged)
   } catch (err) {
-    throw toConfigError(err, merged)
+    const schemaProblems = toProblems(err, merged)
+    problems.push(...schemaProblems)
+    for (const { variable } of schemaProblems) bad.add(variable)
+    // Validate again with defaults in place of the bad values, so the rules
+    // that do not involve them are still checked and reported now.
+    try {
+      config = validate(Object.fromEntries(Object.entries(merged).filter(([name]) => !bad.has(name))))
+    } catch {
+      throw new ConfigError(problems)
+    }
   }
-  checkCrossFieldRules(config)
+  for (const rule of CROSS_FIELD_RULES) {
+    if (rule.uses.some((name) => bad.has(name))) continue
+    const problem = rule.check(config)
+    if (problem !== undefined) problems.push(problem)
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
   return config
+}
+
+function validate (data: Env): Config {
+  return envSchema({ schema: structuredClone(configSchema) as object, data, env: false }) as unknown as Config
 }
 
 function definedOnly (env: Env): Env {
@@ -132,23 +174,25 @@ function definedOnly (env: Env): Env {
   return out
 }
 
-function readEnvFile (env: Env, cwd: string): Env {
+function readEnvFile (env: Env, cwd: string, problems: ConfigProblem[]): Env {
   const explicit = env.CMU_PROXY_ENV_FILE
   const path = explicit !== undefined ? resolve(cwd, explicit) : resolve(cwd, 'config/cmu-proxy.env')
   if (explicit === undefined && !existsSync(path)) return {}
   try {
     return parseEnv(readFileSync(path, 'utf8'))
   } catch (err) {
-    throw new ConfigError('CMU_PROXY_ENV_FILE', `cannot be read (${describeFsError(err)}): ${path}`)
+    problems.push({ variable: 'CMU_PROXY_ENV_FILE', problem: `cannot be read (${describeFsError(err)}): ${path}` })
+    return {}
   }
 }
 
 /** NAME_FILE points at a mounted secret; its trimmed content becomes NAME. */
-function readSecretFile (env: Env, name: string, defaultPath?: string): void {
+function readSecretFile (env: Env, problems: ConfigProblem[], name: string, defaultPath?: string): void {
   const fileVar = `${name}_FILE`
   const explicit = env[fileVar]
   if (explicit !== undefined && env[name] !== undefined) {
-    throw new ConfigError(fileVar, `and ${name} are both set; set only one of them`)
+    problems.push({ variable: fileVar, problem: `and ${name} are both set; set only one of them` })
+    return
   }
   if (env[name] !== undefined) return
   const path = explicit ?? defaultPath
@@ -157,9 +201,13 @@ function readSecretFile (env: Env, name: string, defaultPath?: string): void {
   try {
     content = readFileSync(path, 'utf8').trim()
   } catch (err) {
-    throw new ConfigError(fileVar, `cannot be read (${describeFsError(err)}): ${path}`)
+    problems.push({ variable: fileVar, problem: `cannot be read (${describeFsError(err)}): ${path}` })
+    return
   }
-  if (content === '') throw new ConfigError(fileVar, `points at an empty file: ${path}`)
+  if (content === '') {
+    problems.push({ variable: fileVar, problem: `points at an empty file: ${path}` })
+    return
+  }
   env[fileVar] = path
   env[name] = content
 }
@@ -170,63 +218,117 @@ function describeFsError (err: unknown): string {
 
 interface AjvError { instancePath: string, message?: string, params: Record<string, unknown> }
 
-function toConfigError (err: unknown, merged: Env): ConfigError {
-  const first = (err as { errors?: AjvError[] }).errors?.[0]
-  if (first === undefined) return new ConfigError('configuration', String((err as Error).message))
-  const variable = first.instancePath.replace(/^\//, '') || String(first.params.missingProperty ?? 'configuration')
-  let problem = first.message ?? 'is invalid'
-  if (Array.isArray(first.params.allowedValues)) problem += `: ${first.params.allowedValues.join(', ')}`
-  if (variable === 'ADOBE_SOFTWARE_STATEMENT' && first.params.pattern !== undefined) {
-    problem = 'is not a JWT (three base64url parts separated by dots)'
+/** One problem per variable (ajv may find several in one value: the first says enough). */
+function toProblems (err: unknown, merged: Env): ConfigProblem[] {
+  const errors = (err as { errors?: AjvError[] }).errors ?? []
+  if (errors.length === 0) return [{ variable: 'configuration', problem: String((err as Error).message) }]
+  const problems = new Map<string, string>()
+  for (const error of errors) {
+    const variable = error.instancePath.replace(/^\//, '') || String(error.params.missingProperty ?? 'configuration')
+    if (problems.has(variable)) continue
+    let problem = error.message ?? 'is invalid'
+    if (Array.isArray(error.params.allowedValues)) problem += `: ${error.params.allowedValues.join(', ')}`
+    if (variable === 'ADOBE_SOFTWARE_STATEMENT' && error.params.pattern !== undefined) {
+      problem = 'is not a JWT (three base64url parts separated by dots)'
+    }
+    if (variable === 'RATE_LIMIT' && error.params.pattern !== undefined) {
+      problem = 'must be a number of requests per second, minute or hour, e.g. 600/minute'
+    }
+    const value = merged[variable]
+    const shown = value === undefined || SECRET_VARIABLES.has(variable) ? '' : ` (got ${JSON.stringify(value.slice(0, 80))})`
+    problems.set(variable, `${problem}${shown}`)
   }
-  if (variable === 'RATE_LIMIT' && first.params.pattern !== undefined) {
-    problem = 'must be a number of requests per second, minute or hour, e.g. 600/minute'
-  }
-  const value = merged[variable]
-  const shown = value === undefined || SECRET_VARIABLES.has(variable) ? '' : ` (got ${JSON.stringify(value.slice(0, 80))})`
-  return new ConfigError(variable, `${problem}${shown}`)
+  return [...problems].map(([variable, problem]) => ({ variable, problem }))
 }
 
-function checkCrossFieldRules (config: Config): void {
-  for (const name of ['ADOBE_AUTH_URL', 'ADOBE_CMU_URL'] as const) {
-    let url: URL
-    try {
-      url = new URL(config[name])
-    } catch {
-      throw new ConfigError(name, `is not a valid URL (got ${JSON.stringify(config[name])})`)
+interface CrossFieldRule {
+  /** Not checked when one of these already has a problem: it would only repeat it. */
+  uses: ReadonlyArray<keyof Props>
+  check: (config: Config) => ConfigProblem | undefined
+}
+
+const problemOf = (variable: string, text: string): ConfigProblem => ({ variable, problem: text })
+
+function baseUrlRule (name: 'ADOBE_AUTH_URL' | 'ADOBE_CMU_URL'): CrossFieldRule {
+  return {
+    uses: [name],
+    check: (config) => {
+      let url: URL
+      try {
+        url = new URL(config[name])
+      } catch {
+        return problemOf(name, `is not a valid URL (got ${JSON.stringify(config[name])})`)
+      }
+      if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+        return problemOf(name, 'must be a plain base URL without query, fragment or user info')
+      }
+      return undefined
     }
-    if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-      throw new ConfigError(name, 'must be a plain base URL without query, fragment or user info')
-    }
-  }
-  if ((config.ADOBE_CLIENT_ID === undefined) !== (config.ADOBE_CLIENT_SECRET === undefined)) {
-    throw new ConfigError(config.ADOBE_CLIENT_ID === undefined ? 'ADOBE_CLIENT_ID' : 'ADOBE_CLIENT_SECRET',
-      'is required when the other half of the client credentials is set')
-  }
-  if (config.ADOBE_SOFTWARE_STATEMENT === undefined && config.ADOBE_CLIENT_ID === undefined) {
-    throw new ConfigError('ADOBE_SOFTWARE_STATEMENT',
-      'is required (or ADOBE_SOFTWARE_STATEMENT_FILE, or config/software-statement.jwt, or ADOBE_CLIENT_ID + ADOBE_CLIENT_SECRET)')
-  }
-  if (parseKeyList(config.PROXY_API_KEYS).some((key) => key.length < MIN_KEY_LENGTH)) {
-    throw new ConfigError(config.PROXY_API_KEYS_FILE === undefined ? 'PROXY_API_KEYS' : 'PROXY_API_KEYS_FILE', `must hold keys of at least ${MIN_KEY_LENGTH} characters each`)
-  }
-  if (config.CACHE_MAX_ENTRY_BYTES > config.CACHE_MAX_BYTES) {
-    throw new ConfigError('CACHE_MAX_ENTRY_BYTES', 'must not be larger than CACHE_MAX_BYTES')
-  }
-  checkRateLimitOverrides(config)
-  if (config.TOKEN_RETRY_MAX_MS < config.TOKEN_RETRY_BASE_MS) {
-    throw new ConfigError('TOKEN_RETRY_MAX_MS', 'must not be smaller than TOKEN_RETRY_BASE_MS')
   }
 }
 
-function checkRateLimitOverrides (config: Config): void {
-  if (config.RATE_LIMIT_KEYS === undefined) return
+/** Rules over more than one variable, or beyond what the schema can say; each independent of the others. */
+const CROSS_FIELD_RULES: readonly CrossFieldRule[] = [
+  baseUrlRule('ADOBE_AUTH_URL'),
+  baseUrlRule('ADOBE_CMU_URL'),
+  {
+    uses: ['ADOBE_CLIENT_ID', 'ADOBE_CLIENT_SECRET'],
+    check: (config) => (config.ADOBE_CLIENT_ID === undefined) === (config.ADOBE_CLIENT_SECRET === undefined)
+      ? undefined
+      : problemOf(config.ADOBE_CLIENT_ID === undefined ? 'ADOBE_CLIENT_ID' : 'ADOBE_CLIENT_SECRET', 'is required when the other half of the client credentials is set')
+  },
+  {
+    uses: ['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_ID'],
+    check: (config) => config.ADOBE_SOFTWARE_STATEMENT !== undefined || config.ADOBE_CLIENT_ID !== undefined
+      ? undefined
+      : problemOf('ADOBE_SOFTWARE_STATEMENT', 'is required (or ADOBE_SOFTWARE_STATEMENT_FILE, or config/software-statement.jwt, or ADOBE_CLIENT_ID + ADOBE_CLIENT_SECRET)')
+  },
+  {
+    uses: ['PROXY_API_KEYS', 'PROXY_API_KEYS_FILE'],
+    check: (config) => parseKeyList(config.PROXY_API_KEYS).some((key) => key.length < MIN_KEY_LENGTH)
+      ? problemOf(config.PROXY_API_KEYS_FILE === undefined ? 'PROXY_API_KEYS' : 'PROXY_API_KEYS_FILE', `must hold keys of at least ${MIN_KEY_LENGTH} characters each`)
+      : undefined
+  },
+  {
+    // Secure by default, like Redis's protected mode: reachable from other
+    // machines without keys only when someone said so.
+    uses: ['HOST', 'PROXY_API_KEYS', 'PROXY_API_KEYS_FILE', 'PROXY_ALLOW_ANONYMOUS'],
+    check: (config) => isLoopbackHost(config.HOST) || config.PROXY_ALLOW_ANONYMOUS || parseKeyList(config.PROXY_API_KEYS).length > 0
+      ? undefined
+      : problemOf('PROXY_API_KEYS', `is required when HOST (${config.HOST}) is not a loopback address: set PROXY_API_KEYS or PROXY_API_KEYS_FILE, or PROXY_ALLOW_ANONYMOUS=true to let anyone who reaches the port read CMU reports`)
+  },
+  {
+    uses: ['CACHE_MAX_ENTRY_BYTES', 'CACHE_MAX_BYTES'],
+    check: (config) => config.CACHE_MAX_ENTRY_BYTES > config.CACHE_MAX_BYTES ? problemOf('CACHE_MAX_ENTRY_BYTES', 'must not be larger than CACHE_MAX_BYTES') : undefined
+  },
+  {
+    uses: ['RATE_LIMIT', 'RATE_LIMIT_KEYS', 'RATE_LIMIT_KEYS_FILE', 'PROXY_API_KEYS', 'PROXY_API_KEYS_FILE'],
+    check: rateLimitOverridesProblem
+  },
+  {
+    uses: ['TOKEN_RETRY_MAX_MS', 'TOKEN_RETRY_BASE_MS'],
+    check: (config) => config.TOKEN_RETRY_MAX_MS < config.TOKEN_RETRY_BASE_MS ? problemOf('TOKEN_RETRY_MAX_MS', 'must not be smaller than TOKEN_RETRY_BASE_MS') : undefined
+  }
+]
+
+/** The Adobe URLs that are plain http:// to another machine: the token (or client secret) would cross in clear. */
+export function cleartextAdobeUrls (config: Config): Array<'ADOBE_AUTH_URL' | 'ADOBE_CMU_URL'> {
+  return (['ADOBE_AUTH_URL', 'ADOBE_CMU_URL'] as const).filter((name) => {
+    const url = new URL(config[name])
+    return url.protocol === 'http:' && !isLoopbackHost(url.hostname)
+  })
+}
+
+function rateLimitOverridesProblem (config: Config): ConfigProblem | undefined {
+  if (config.RATE_LIMIT_KEYS === undefined) return undefined
   const variable = config.RATE_LIMIT_KEYS_FILE === undefined ? 'RATE_LIMIT_KEYS' : 'RATE_LIMIT_KEYS_FILE'
-  if (config.RATE_LIMIT === undefined) throw new ConfigError(variable, 'needs RATE_LIMIT, the limit for every other key')
+  if (config.RATE_LIMIT === undefined) return problemOf(variable, 'needs RATE_LIMIT, the limit for every other key')
   const overrides = parseRateLimitOverrides(config.RATE_LIMIT_KEYS)
-  if ('badLine' in overrides) throw new ConfigError(variable, `line ${overrides.badLine} is not "<api key> <requests>/<second|minute|hour>"`)
+  // The line number, never the line: it holds a key.
+  if ('badLine' in overrides) return problemOf(variable, `line ${overrides.badLine} is not "<api key> <requests>/<second|minute|hour>"`)
   const keys = new Set(parseKeyList(config.PROXY_API_KEYS))
   for (const key of overrides.keys()) {
-    if (!keys.has(key)) throw new ConfigError(variable, 'names a key that is not one of PROXY_API_KEYS')
+    if (!keys.has(key)) return problemOf(variable, 'names a key that is not one of PROXY_API_KEYS')
   }
+  return undefined
 }

@@ -4,21 +4,18 @@ import { pathToFileURL } from 'node:url'
 import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.js'
-import { ConfigError, loadConfig, type Config } from './config.js'
+import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config.js'
 import { createLogger } from './logger.js'
-
-/** EX_CONFIG from sysexits.h: lets supervisors tell "fix your settings" from a crash. */
-export const EXIT_CONFIG = 78
 
 type Env = Record<string, string | undefined>
 
-/** Loads the configuration, or prints one line naming the bad variable and exits 78. */
+/** Loads the configuration, or prints one line per bad variable and exits 78. */
 function loadConfigOrExit (env: Env = process.env): Config {
   try {
     return loadConfig({ env })
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
-    process.stderr.write(`cmu-proxy: configuration error: ${err.message}\n`)
+    process.stderr.write(err.lines.map((line) => `cmu-proxy: configuration error: ${line}\n`).join(''))
     process.exit(EXIT_CONFIG)
   }
 }

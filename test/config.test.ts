@@ -58,6 +58,10 @@ t.test('each bad setting is one message naming the variable, never echoing a sec
     [{ ADOBE_CLIENT_ID: 'abc' }, 'ADOBE_CLIENT_SECRET', /required when the other half/],
     [{ TOKEN_RETRY_BASE_MS: '5000', TOKEN_RETRY_MAX_MS: '1000' }, 'TOKEN_RETRY_MAX_MS', /smaller than TOKEN_RETRY_BASE_MS/],
     [{ UPSTREAM_HEADERS_TIMEOUT_MS: '0' }, 'UPSTREAM_HEADERS_TIMEOUT_MS', /must be >= 1/],
+    // Timer values: past 2^31-1 ms setTimeout fires after 1 ms, so each has a sane ceiling.
+    [{ UPSTREAM_HEADERS_TIMEOUT_MS: '4294967296' }, 'UPSTREAM_HEADERS_TIMEOUT_MS', /must be <= 3600000/],
+    [{ TOKEN_RETRY_MAX_MS: '4294967296' }, 'TOKEN_RETRY_MAX_MS', /must be <= 3600000/],
+    [{ SHUTDOWN_GRACE_SECONDS: '2147484' }, 'SHUTDOWN_GRACE_SECONDS', /must be <= 3600/],
     [{ PROXY_PATH_PREFIX: 'cmu' }, 'PROXY_PATH_PREFIX', /must match pattern/]
   ]
   for (const [env, variable, message] of cases) {
@@ -71,14 +75,55 @@ t.test('each bad setting is one message naming the variable, never echoing a sec
   t.equal(missing?.variable, 'ADOBE_SOFTWARE_STATEMENT')
 })
 
+t.test('secure by default: no inbound keys beyond loopback unless PROXY_ALLOW_ANONYMOUS=true', async (t) => {
+  const base = { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement() }
+  for (const host of ['127.0.0.1', '127.8.9.10', '::1', 'localhost', 'LocalHost']) {
+    t.equal(loadConfig({ env: { ...base, HOST: host } }).HOST, host, `HOST=${host} is loopback: keys optional`)
+  }
+  for (const host of ['0.0.0.0', '::', '10.1.2.3', '128.0.0.1', '::ffff:10.0.0.1', 'cmu-proxy.internal']) {
+    const error = catchConfigError(() => loadConfig({ env: { ...base, HOST: host } }))
+    t.equal(error?.variable, 'PROXY_API_KEYS', `HOST=${host} without keys is refused`)
+    t.match(error?.message, /^PROXY_API_KEYS is required when HOST \(.+\) is not a loopback address[^\n]*PROXY_ALLOW_ANONYMOUS=true/)
+  }
+  t.equal(catchConfigError(() => loadConfig({ env: { ...base, HOST: '0.0.0.0', PROXY_API_KEYS: '# no key yet' } }))?.variable, 'PROXY_API_KEYS', 'a list without keys is no keys')
+  t.equal(loadConfig({ env: { ...base, HOST: '0.0.0.0', PROXY_API_KEYS: 'key-a-0123456789abcdef' } }).HOST, '0.0.0.0', 'keys set')
+  const anonymous = loadConfig({ env: { ...base, HOST: '0.0.0.0', PROXY_ALLOW_ANONYMOUS: 'true' } })
+  t.equal(anonymous.PROXY_ALLOW_ANONYMOUS, true, 'explicit opt-out')
+  t.equal(loadConfig({ env: base }).PROXY_ALLOW_ANONYMOUS, false, 'off by default')
+})
+
+t.test('every bad setting is reported at once, one line each, cross-field rules included', async (t) => {
+  const base = { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement() }
+  const error = catchConfigError(() => loadConfig({
+    env: { ...base, PORT: 'x', LOG_LEVEL: 'loud', ADOBE_AUTH_URL: 'ftp://x', ADOBE_CMU_URL: 'https://h/cmu?x=1', ADOBE_CLIENT_ID: 'abc', TOKEN_RETRY_BASE_MS: '5000', TOKEN_RETRY_MAX_MS: '1000' }
+  }))
+  t.same(error?.problems.map((p) => p.variable), ['PORT', 'LOG_LEVEL', 'ADOBE_AUTH_URL', 'ADOBE_CMU_URL', 'ADOBE_CLIENT_SECRET', 'TOKEN_RETRY_MAX_MS'])
+  const lines = error?.message.split('\n') ?? []
+  t.equal(lines.length, 6, 'one line per variable')
+  t.match(lines, [/^PORT must be integer/, /^LOG_LEVEL must be equal to one of the allowed values/, /^ADOBE_AUTH_URL must match pattern/, /^ADOBE_CMU_URL must be a plain base URL/, /^ADOBE_CLIENT_SECRET is required/, /^TOKEN_RETRY_MAX_MS must not be smaller/])
+
+  const dependent = catchConfigError(() => loadConfig({ env: { ...base, TOKEN_RETRY_BASE_MS: 'soon', TOKEN_RETRY_MAX_MS: '10' } }))
+  t.same(dependent?.problems.map((p) => p.variable), ['TOKEN_RETRY_BASE_MS'], 'a rule over a bad value is not checked on top')
+
+  const dir = t.testdir()
+  const unreadable = catchConfigError(() => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'absent.jwt'), PORT: 'x' }, cwd: dir }))
+  t.same(unreadable?.problems.map((p) => p.variable), ['ADOBE_SOFTWARE_STATEMENT_FILE', 'PORT'], 'no follow-on "statement is required"')
+
+  const secrets = catchConfigError(() => loadConfig({ env: { ...base, ADOBE_SOFTWARE_STATEMENT: 'not a jwt secret', ADMIN_API_KEY: 'short secret', PORT: 'x' } }))
+  t.equal(secrets?.problems.length, 3)
+  t.notMatch(secrets?.message, /secret/, 'no secret value echoed')
+})
+
 t.test('the real entry point exits 78 with one line on a bad setting', async (t) => {
   const main = fileURLToPath(new URL('../dist/main.js', import.meta.url))
   const dir = t.testdir()
   writeFileSync(join(dir, 'statement.jwt'), makeSoftwareStatement())
   const cases: Array<[Record<string, string>, RegExp]> = [
-    [{ PORT: 'x' }, /^cmu-proxy: configuration error: PORT must be integer \(got "x"\)\n$/],
+    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), PORT: 'x' }, /^cmu-proxy: configuration error: PORT must be integer \(got "x"\)\n$/],
     [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'absent.jwt') }, /^cmu-proxy: configuration error: ADOBE_SOFTWARE_STATEMENT_FILE cannot be read/],
-    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), ADOBE_AUTH_URL: 'nope' }, /^cmu-proxy: configuration error: ADOBE_AUTH_URL must match pattern/]
+    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), ADOBE_AUTH_URL: 'nope' }, /^cmu-proxy: configuration error: ADOBE_AUTH_URL must match pattern/],
+    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), HOST: '0.0.0.0' }, /^cmu-proxy: configuration error: PROXY_API_KEYS is required when HOST \(0\.0\.0\.0\) is not a loopback address[^\n]*PROXY_ALLOW_ANONYMOUS=true[^\n]*\n$/],
+    [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), PORT: 'x', LOG_LEVEL: 'loud' }, /^cmu-proxy: configuration error: PORT must be integer \(got "x"\)\ncmu-proxy: configuration error: LOG_LEVEL must be equal to one of the allowed values: [^\n]+\n$/]
   ]
   for (const [env, stderr] of cases) {
     const result = spawnSync(process.execPath, [main], { cwd: dir, env: { PATH: process.env.PATH, CMU_PROXY_ENV_FILE: '/dev/null', ...env }, encoding: 'utf8', timeout: 10_000 })

@@ -1,7 +1,7 @@
 // No Docker engine runs where tests run, so this checks that the Dockerfile,
 // docker-compose.yml and the example env file agree with the config contract,
 // and that the production install (what the image's last stage does) starts.
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { cpSync, existsSync, readFileSync } from 'node:fs'
 import { join, posix } from 'node:path'
@@ -58,10 +58,20 @@ t.test('Dockerfile: multi-stage, production deps only, non-root, config contract
   t.match(healthcheck, /\/healthz/, 'HEALTHCHECK on /healthz')
   t.match(healthcheck, /process\.env\.PORT/, 'HEALTHCHECK follows PORT')
   t.match(runtime.find((l) => l.startsWith('CMD ')), /"node", "dist\/main\.js"/)
+  // Both stages on the current Node LTS; the code itself keeps working on 20.18.1+ (engines).
+  t.same(stages.map((stage) => /^FROM (\S+)/i.exec(stage[0] ?? '')?.[1]), ['node:24-bookworm-slim', 'node:24-bookworm-slim'])
+})
+
+t.test('package.json: engines is what undici 7 and util.parseEnv need', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
+  t.same(pkg.engines, { node: '>=20.18.1' })
+  const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8'))
+  t.same(lock.packages[''].engines, pkg.engines, 'the lock file agrees')
 })
 
 t.test('docker-compose.yml: secret, volume, port and variables agree with the image', async (t) => {
-  const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8'))
+  // merge: the fleet services share their settings through a YAML merge key (<<: *fleet-proxy).
+  const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8'), { merge: true })
   const image = envOf(dockerfile().stages.at(-1) ?? [])
   const proxy = compose.services['cmu-proxy']
   for (const name of Object.keys(proxy.environment)) t.ok(VARIABLES.has(name), `${name} is a config variable`)
@@ -82,6 +92,29 @@ t.test('docker-compose.yml: secret, volume, port and variables agree with the im
   t.equal(demo.environment.HOST, '0.0.0.0')
 })
 
+t.test('docker-compose.yml: every service beyond loopback sets inbound keys or the explicit opt-out', async (t) => {
+  // config.ts refuses to start on a non-loopback HOST without keys (secure by
+  // default); the image listens on 0.0.0.0, so compose must say which.
+  const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8'))
+  const image = envOf(dockerfile().stages.at(-1) ?? [])
+  t.equal(image.HOST, '0.0.0.0', 'the image listens beyond loopback')
+  t.equal(image.PROXY_API_KEYS, undefined, 'the image itself sets no keys')
+  for (const [name, service] of Object.entries(compose.services as Record<string, { image?: string, environment?: Record<string, unknown>, secrets?: string[] }>)) {
+    if (service.image !== 'cmu-proxy:latest') continue
+    const env = { ...image, ...service.environment }
+    const keys = env.PROXY_API_KEYS_FILE ?? env.PROXY_API_KEYS
+    const anonymous = String(env.PROXY_ALLOW_ANONYMOUS) === 'true'
+    t.ok(keys !== undefined || anonymous, `${name}: PROXY_API_KEYS(_FILE) or PROXY_ALLOW_ANONYMOUS=true`)
+    if (typeof env.PROXY_API_KEYS_FILE === 'string') {
+      const secret = env.PROXY_API_KEYS_FILE.replace('/run/secrets/', '')
+      t.ok(service.secrets?.includes(secret), `${name}: the key file is a compose secret`)
+      const file = String(compose.secrets[secret]?.file).replace(/^\.\//, '')
+      t.ok(readFileSync(join(ROOT, '.gitignore'), 'utf8').split('\n').includes(file), `${file} is git-ignored`)
+    }
+  }
+  t.equal(compose.services['cmu-proxy'].environment.PROXY_ALLOW_ANONYMOUS, undefined, 'the production-like service uses keys, not the opt-out')
+})
+
 t.test('config/cmu-proxy.example.env documents every variable with its default', async (t) => {
   const text = readFileSync(join(ROOT, 'config/cmu-proxy.example.env'), 'utf8')
   const documented = new Map<string, string>()
@@ -100,7 +133,9 @@ t.test('the production install (npm ci --omit=dev, node dist/main.js) starts in 
   const dir = temporaryDirectory(t)
   for (const file of ['package.json', 'package-lock.json']) cpSync(join(ROOT, file), join(dir, file))
   cpSync(join(ROOT, 'dist'), join(dir, 'dist'), { recursive: true })
-  execFileSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: dir, stdio: 'ignore', timeout: 120_000 })
+  const install = spawnSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: dir, encoding: 'utf8', timeout: 120_000 })
+  t.equal(install.status, 0, 'npm ci --omit=dev succeeds')
+  t.notMatch(install.stderr, /EBADENGINE/, `no engine warning on Node ${process.version}`)
   t.notOk(existsSync(join(dir, 'node_modules', 'tap')) || existsSync(join(dir, 'node_modules', 'typescript')), 'no dev dependencies installed')
   t.ok(existsSync(join(dir, 'node_modules', 'fastify')), 'runtime dependencies installed')
 

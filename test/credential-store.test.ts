@@ -1,4 +1,4 @@
-import { readdir, readFile, stat } from 'node:fs/promises'
+import { open, readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { CredentialStore, statementFingerprint } from '../src/adobe/credential-store.js'
@@ -37,4 +37,20 @@ t.test('a failed rename rejects and leaves no temp file behind', async (t) => {
   const store = new CredentialStore(join(dir, 'credentials.json'), 's')
   await t.rejects(store.save({ client_id: 'new', client_secret: 'new-secret' }))
   t.same((await readdir(dir)).sort(), ['credentials.json'], 'temp file removed')
+})
+
+t.test('a failed write or fsync rejects and removes the temp file that holds the secret', async (t) => {
+  for (const failing of ['writeFile', 'sync'] as const) {
+    const dir = t.testdir()
+    // The real file system, except that the temp file's handle fails at one step (a full disk, an I/O error).
+    const openFailing: typeof open = async (path, flags, mode) => {
+      const handle = await open(path, flags, mode)
+      if (!String(path).endsWith('.tmp')) return handle
+      handle[failing] = async () => { throw Object.assign(new Error(`${failing} failed`), { code: 'ENOSPC' }) }
+      return handle
+    }
+    const store = new CredentialStore(join(dir, 'credentials.json'), 's', openFailing)
+    await t.rejects(store.save({ client_id: 'new', client_secret: 'new-secret' }), { code: 'ENOSPC' }, `${failing} fails`)
+    t.same(await readdir(dir), [], `${failing}: no temp file left with the secret in it`)
+  }
 })

@@ -70,3 +70,10 @@ t.test('retryAfter reads seconds, HTTP dates and Expires', async (t) => {
   t.equal(retryAfter({ 'retry-after': 'soon' }, now), undefined)
   t.equal(retryAfter({}, now), undefined)
 })
+
+t.test('retryAfter never asks for more than an hour', async (t) => {
+  const now = Date.parse('2026-01-01T00:00:00Z')
+  t.equal(retryAfter({ 'retry-after': '4294968' }, now), 3_600_000, 'seconds past the timer range')
+  t.equal(retryAfter({ 'retry-after': '9'.repeat(400) }, now), 3_600_000, 'a number too large for a double')
+  t.equal(retryAfter({ expires: 'Fri, 01 Jan 2100 00:00:00 GMT' }, now), 3_600_000, 'a date decades ahead')
+})

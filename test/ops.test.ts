@@ -7,7 +7,7 @@ import { runCheck } from '../src/check.js'
 import { loadConfig } from '../src/config.js'
 import { createLogger } from '../src/logger.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
-import { assertProblem, call, startProxy, startSandbox } from './helpers.js'
+import { assertProblem, call, startProxy, startSandbox, type RawResponse } from './helpers.js'
 
 const KEY_A = 'key-a-0123456789abcdef'
 const KEY_B = 'key-b-0123456789abcdef'
@@ -92,13 +92,21 @@ t.test('keys from a file; short keys are a config error', async (t) => {
   t.throws(() => loadConfig({ env: { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), PROXY_API_KEYS: 'short' } }), /PROXY_API_KEYS must hold keys of at least 16 characters/)
 })
 
-t.test('no keys on a non-loopback HOST logs a warning at start', async (t) => {
-  for (const [host, warns] of [['0.0.0.0', true], ['127.0.0.1', false], ['::1', false], ['localhost', false], ['10.1.2.3', true]] as const) {
+t.test('plain http:// to a non-loopback Adobe host logs a warning at start: tokens would cross in clear', async (t) => {
+  const cases: Array<[Record<string, string>, string[]]> = [
+    [{ ADOBE_AUTH_URL: 'http://auth.example.com', ADOBE_CMU_URL: 'http://10.0.0.7:8080/cmu' }, ['ADOBE_AUTH_URL', 'ADOBE_CMU_URL']],
+    [{ ADOBE_CMU_URL: 'http://cmu.example.com/cmu' }, ['ADOBE_CMU_URL']],
+    [{ ADOBE_AUTH_URL: 'http://127.0.0.1:8081', ADOBE_CMU_URL: 'http://[::1]:8081/cmu' }, []],
+    [{ ADOBE_AUTH_URL: 'http://localhost:8081' }, []],
+    [{}, []]
+  ]
+  for (const [env, warned] of cases) {
     const lines: string[] = []
-    const config = loadConfig({ env: { CMU_PROXY_ENV_FILE: '/dev/null', HOST: host, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), CREDENTIALS_FILE: join(t.testdir(), 'c.json') } })
+    const config = loadConfig({ env: { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), CREDENTIALS_FILE: join(t.testdir(), 'c.json'), ...env } })
     const app = await buildApp(config, { logger: createLogger('info', { write: (line: string) => { lines.push(line) } }) })
     await app.close()
-    t.equal(lines.some((l) => l.includes('PROXY_API_KEYS is not set')), warns, `HOST=${host}`)
+    const warnings = lines.map((l) => JSON.parse(l)).filter((l) => l.level === 40 && /in clear/.test(l.msg))
+    t.same(warnings.map((w) => w.variable), warned, JSON.stringify(env))
   }
 })
 
@@ -151,6 +159,26 @@ t.test('admin: status without secrets, refresh, re-register', async (t) => {
   t.match((await call(proxy.url, '/admin/status', { headers: auth })).json(), { ready: true, lastError: { code: 'CMU_PROXY_TOKEN_ENDPOINT_ERROR' } })
 })
 
+t.test('admin re-register: at most one a minute (each one creates a client at Adobe)', async (t) => {
+  const sandbox = await startSandbox(t)
+  let clock = Date.parse('2026-01-01T00:00:00Z')
+  const proxy = await startProxy(t, sandbox, { env: { ADMIN_API_KEY: ADMIN }, now: () => clock })
+  const reregister = async (): Promise<RawResponse> => await call(proxy.url, '/admin/credentials/reregister', { method: 'POST', headers: { 'x-api-key': ADMIN } })
+  t.equal((await reregister()).status, 200)
+  t.equal(sandbox.calls.register, 2, 'start-up, then the re-registration')
+
+  clock += 20_000
+  const tooSoon = await reregister()
+  assertProblem(t, tooSoon, 429, 'CMU_PROXY_REREGISTER_TOO_SOON')
+  t.equal(tooSoon.headers['retry-after'], '40', 'Retry-After: the seconds left in the minute')
+  t.equal(tooSoon.headers['cache-control'], 'no-store')
+  t.equal(sandbox.calls.register, 2, 'Adobe was not asked')
+
+  clock += 40_000
+  t.equal((await reregister()).status, 200, 'allowed again after a minute')
+  t.equal(sandbox.calls.register, 3)
+})
+
 t.test('admin re-register without a statement is a 409', async (t) => {
   const sandbox = await startSandbox(t)
   const client = sandbox.dcr.register({ software_statement: makeSoftwareStatement() }).body
@@ -176,9 +204,10 @@ t.test('cmu-proxy check: one line per step, non-zero on failure', async (t) => {
   t.match(second.lines[2], /^PASS {2}credentials +client .{4}….{4} from /, 'reuses stored credentials')
   t.equal(sandbox.calls.register, 1)
 
-  const badConfig = await run({ PORT: 'x' })
-  t.equal(badConfig.code, 1)
-  t.same(badConfig.lines, ['FAIL  config       PORT must be integer (got "x")'])
+  const badConfig = await run({ PORT: 'x', LOG_LEVEL: 'loud' })
+  t.equal(badConfig.code, 78, 'a configuration error exits 78, as serve does')
+  t.match(badConfig.lines, ['FAIL  config       PORT must be integer (got "x")', /^FAIL {2}config +LOG_LEVEL must be equal to one of the allowed values/])
+  t.equal(badConfig.lines.length, 2, 'every bad variable, one line each')
 
   sandbox.dcr.rejectStatementsWith = 'invalid_software_statement'
   const rejected = await run({ CREDENTIALS_FILE: join(dir, 'other.json') })

@@ -56,7 +56,10 @@ t.test('cmu-proxy sandbox --port 0: DCR, CMU and the /_sandbox control API', asy
     [{ endpoint: 'cmu', count: 0, status: 500 }, /count/],
     [{ endpoint: 'cmu', path: 5, status: 500 }, /path/],
     [{ endpoint: 'cmu' }, /give one of/],
-    [{ endpoint: 'cmu', status: 500, afterMs: 'soon' }, /afterMs/]
+    [{ endpoint: 'cmu', status: 500, afterMs: 'soon' }, /afterMs/],
+    // Past setTimeout's range a delay would fire after 1 ms instead.
+    [{ endpoint: 'cmu', delayMs: 2 ** 32 }, /delayMs must be a number of milliseconds, at most 3600000/],
+    [{ endpoint: 'cmu', status: 500, afterMs: 1e10 }, /afterMs/]
   ]
   for (const [body, error] of invalid) {
     const answer = await post(`${base}/_sandbox/faults`, body)

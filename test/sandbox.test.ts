@@ -181,12 +181,12 @@ t.test('CMU: gzip when asked, same bytes every time', async (t) => {
 t.test('CMU: every drill-down link from /cmu/v2, three levels deep, answers 200 with links that resolve', async (t) => {
   const sandbox = await startSandbox(t, { now: () => NOW })
   const auth = { authorization: `Bearer ${await tokenFor(sandbox)}` }
-  let frontier = [`/cmu/v2?${RANGE}`]
+  let frontier = ['/cmu/v2']
   let visited = 0
   for (let depth = 0; depth < 3; depth++) {
     const next: string[] = []
     for (const href of frontier) {
-      const response = await call(sandbox.authUrl, `${href}&limit=2`, { headers: auth })
+      const response = await call(sandbox.authUrl, `${href}?${RANGE}&limit=2`, { headers: auth })
       visited++
       if (response.status !== 200) t.fail(`${href} answered ${response.status}`)
       const links = response.json()._links
@@ -199,6 +199,21 @@ t.test('CMU: every drill-down link from /cmu/v2, three levels deep, answers 200 
     frontier = next
   }
   t.ok(visited > 50, `walked ${visited} reports`)
+})
+
+t.test('HAL links as in Adobe\'s examples: self with the effective query, roll-up and drill-down bare paths', async (t) => {
+  const sandbox = await startSandbox(t, { now: () => NOW })
+  const auth = { authorization: `Bearer ${await tokenFor(sandbox)}` }
+  const json = (await call(sandbox.authUrl, `/cmu/v2/year/month?mvpd=DTV&${RANGE}&limit=3`, { headers: auth })).json()._links
+  t.equal(json.self.href, `/cmu/v2/year/month?mvpd=DTV&${RANGE}&limit=3&metrics=${METRICS.join(',')}`, 'self: path and the full effective query')
+  t.same(json['roll-up'], { href: '/cmu/v2/year' })
+  t.same(json['drill-down'].map((d: { href: string }) => d.href), json['drill-down'].map((d: { name: string }) => `/cmu/v2/year/month/${d.name}`))
+  t.ok(json['drill-down'].length > 1)
+  const xml = (await call(sandbox.authUrl, `/cmu/v2/year/month.xml?mvpd=DTV&${RANGE}`, { headers: auth })).text
+  t.match(xml, /<resource href="\/cmu\/v2\/year\/month\.xml\?mvpd=DTV&amp;start=/)
+  t.match(xml, /<link rel="roll-up" href="\/cmu\/v2\/year"\/>/)
+  t.match(xml, /<link rel="drill-down" href="\/cmu\/v2\/year\/month\/day" name="day"\/>/)
+  t.notMatch(xml, /rel="(roll-up|drill-down)" href="[^"]*\?/, 'no query on roll-up or drill-down')
 })
 
 t.test('faults: fail N times, hang, delay, drop', async (t) => {

@@ -165,3 +165,41 @@ t.test('pre-provisioned client credentials skip registration', async (t) => {
   sandbox.dcr.revokeClients()
   assertProblem(t, await call(proxy.url, '/cmu/v2'), 503, 'CMU_PROXY_CLIENT_REJECTED')
 })
+
+// setTimeout takes at most 2^31-1 ms; a longer delay fires after 1 ms. These
+// delays come from Adobe, so each must be clamped or the proxy hammers Adobe.
+t.test('Retry-After: 4294968 makes one token call, not a loop', async (t) => {
+  const sandbox = await startSandbox(t)
+  sandbox.faults.failNext('token', Infinity, { status: 429, headers: { 'retry-after': '4294968' } })
+  const proxy = await startProxy(t, sandbox)
+  t.ok(await eventually(() => sandbox.calls.token >= 1, 2_000), 'the first call was made')
+  await new Promise((resolve) => setTimeout(resolve, 1_500))
+  t.equal(sandbox.calls.token, 1, 'exactly one token call in 1.5 s')
+  const ready = (await call(proxy.url, '/readyz')).json()
+  t.equal(ready.code, 'CMU_PROXY_TOKEN_THROTTLED')
+})
+
+t.test('expires_in: 4e9 makes one token call, not a loop', async (t) => {
+  const sandbox = await startSandbox(t, { tokenLifetimeSeconds: 4e9 })
+  const proxy = await startProxy(t, sandbox)
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  await new Promise((resolve) => setTimeout(resolve, 1_500))
+  t.equal(sandbox.calls.token, 1, 'exactly one token call in 1.5 s')
+  t.equal((await call(proxy.url, '/readyz')).status, 200)
+})
+
+t.test('a wall-clock jump does not expire the held token (deadlines use a monotonic clock)', async (t) => {
+  const sandbox = await startSandbox(t)
+  // The wall clock as the proxy will see it: real time plus a step we control.
+  const realNow = Date.now
+  let step = 0
+  Date.now = () => realNow() + step
+  t.teardown(() => { Date.now = realNow })
+  const proxy = await startProxy(t, sandbox)
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  // The host clock jumps a day ahead (NTP step, VM resume): the 6-hour token has not aged.
+  step = 24 * 3_600_000
+  const ready = await call(proxy.url, '/readyz')
+  t.equal(ready.status, 200, 'still ready')
+  t.equal(sandbox.calls.token, 1, 'no refresh was needed')
+})

@@ -22,13 +22,18 @@ export function statementFingerprint (softwareStatement: string): string {
   return createHash('sha256').update(softwareStatement).digest('hex')
 }
 
+/** fs/promises' open(); tests pass one whose handle fails, as a full disk would. */
+export type OpenFile = typeof open
+
 export class CredentialStore {
   readonly path: string
   readonly #fingerprint: string
+  readonly #open: OpenFile
 
-  constructor (path: string, softwareStatement: string) {
+  constructor (path: string, softwareStatement: string, openFile: OpenFile = open) {
     this.path = path
     this.#fingerprint = statementFingerprint(softwareStatement)
+    this.#open = openFile
   }
 
   async load (): Promise<LoadResult> {
@@ -58,16 +63,17 @@ export class CredentialStore {
     const dir = dirname(this.path)
     await mkdir(dir, { recursive: true, mode: 0o700 })
     const temp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
-    const file = await open(temp, 'wx', 0o600)
+    const file = await this.#open(temp, 'wx', 0o600)
     try {
-      await file.writeFile(`${JSON.stringify(stored, null, 2)}\n`)
-      await file.sync()
-    } finally {
-      await file.close()
-    }
-    try {
+      try {
+        await file.writeFile(`${JSON.stringify(stored, null, 2)}\n`)
+        await file.sync()
+      } finally {
+        await file.close()
+      }
       await rename(temp, this.path)
     } catch (err) {
+      // Whatever step failed, a (possibly partial) copy of the secret must not stay behind.
       await unlink(temp).catch(() => {})
       throw err
     }

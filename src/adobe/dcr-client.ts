@@ -2,6 +2,7 @@
 // Adobe docs: "Retrieve client credentials" (POST /o/client/register) and
 // "Retrieve access token" (POST /o/client/token).
 import { request, type Dispatcher } from 'undici'
+import { clampDelay } from '../clock.js'
 
 export interface ClientCredentials {
   client_id: string
@@ -47,6 +48,7 @@ export interface DcrClientOptions {
   dispatcher: Dispatcher
   timeoutMs: number
   userAgent: string
+  /** Wall clock (default Date.now): an HTTP date in Retry-After or Expires is a wall-clock instant. */
   now?: () => number
 }
 
@@ -140,13 +142,16 @@ function errorCode (err: unknown): string {
   return String((err as { code?: unknown }).code ?? (err as Error).name ?? 'error')
 }
 
-/** Retry-After (seconds or HTTP date) or, as CM's own endpoints send, Expires. */
+/** The longest wait a 429 may ask for: beyond it we ask again (an hour is far past any real throttle). */
+export const MAX_RETRY_AFTER_MS = 3_600_000
+
+/** Retry-After (seconds or HTTP date) or, as CM's own endpoints send, Expires; at most an hour. */
 export function retryAfter (headers: Record<string, string | string[] | undefined>, now: number): number | undefined {
   const raw = first(headers['retry-after']) ?? first(headers.expires)
   if (raw === undefined) return undefined
-  if (/^\d+$/.test(raw.trim())) return Number(raw) * 1000
+  if (/^\d+$/.test(raw.trim())) return clampDelay(Number(raw) * 1000, 0, MAX_RETRY_AFTER_MS)
   const at = Date.parse(raw)
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now)
+  return Number.isNaN(at) ? undefined : clampDelay(at - now, 0, MAX_RETRY_AFTER_MS)
 }
 
 function first (value: string | string[] | undefined): string | undefined {

@@ -3,9 +3,10 @@
 // in-flight attempt (single-flight); failures back off with full jitter; a
 // token past (or about to pass) its expiry is never handed out.
 import type { Logger } from 'pino'
+import { clampDelay, monotonicNow } from '../clock.js'
 import { tokenUnavailable, TOKEN_UNAVAILABLE_CODES as CODES, type ProxyError, type TokenUnavailableCode } from '../errors.js'
 import type { CredentialStore } from './credential-store.js'
-import { DcrError, type ClientCredentials, type DcrClient } from './dcr-client.js'
+import { DcrError, MAX_RETRY_AFTER_MS, type ClientCredentials, type DcrClient } from './dcr-client.js'
 
 export interface TokenBrokerOptions {
   dcr: DcrClient
@@ -20,6 +21,7 @@ export interface TokenBrokerOptions {
   refreshMarginMs: number
   retryBaseMs: number
   retryMaxMs: number
+  /** Deadline clock; defaults to monotonicNow (clock.ts). */
   now?: () => number
   random?: () => number
 }
@@ -55,6 +57,17 @@ const STATEMENT_ERRORS = new Set(['invalid_software_statement', 'unapproved_soft
 /** Adobe's throttle: at least one second between calls after a 429. */
 const MIN_THROTTLE_WAIT_MS = 1_000
 const MAX_INJECTION_SKEW_MS = 5_000
+// Every delay is clamped: these come from Adobe's answers (Retry-After,
+// expires_in), and setTimeout turns anything past 2^31-1 ms into 1 ms, which
+// would make the proxy hammer Adobe exactly while it throttles us.
+/** The longest wait before retrying a failed call. */
+const MAX_RETRY_DELAY_MS = MAX_RETRY_AFTER_MS
+/** A token is refreshed after a day at most, however long Adobe says it lives (its sample: 6 h). */
+const MAX_REFRESH_DELAY_MS = 24 * 3_600_000
+/** Never sooner than a second after the last token: Adobe's throttle allows about one call per second. */
+const MIN_REFRESH_DELAY_MS = 1_000
+/** The longest lifetime believed: keeps expiresAt a real date whatever expires_in says. */
+const MAX_TOKEN_LIFETIME_MS = 7 * 24 * 3_600_000
 
 class StageError extends Error {
   constructor (readonly stage: 'register' | 'token', readonly dcrError: unknown) { super('stage') }
@@ -73,14 +86,14 @@ export class TokenBroker {
   #timer: NodeJS.Timeout | undefined
   #timerAt: number | undefined
   #closed = false
-  /** Set by reregister(): the next attempt registers even if credentials are stored. */
-  #forceRegister = false
+  /** The admin's re-registration, shared by concurrent calls. */
+  #reregistration: Promise<void> | undefined
   readonly #counts = { tokenRequests: 0, tokenFailures: 0, registrations: 0, registrationFailures: 0 }
 
   constructor (options: TokenBrokerOptions) {
     this.#options = options
     this.#log = options.logger.child({ component: 'token-broker' })
-    this.#now = options.now ?? Date.now
+    this.#now = options.now ?? monotonicNow
     this.#random = options.random ?? Math.random
   }
 
@@ -113,12 +126,19 @@ export class TokenBroker {
     await this.#refresh()
   }
 
-  /** Drop the client credentials and register again (admin). */
-  async reregister (): Promise<void> {
-    await this.#inflight?.catch(() => {})
+  /** Drop the client credentials and register again (admin); concurrent calls share one registration. */
+  reregister (): Promise<void> {
+    this.#reregistration ??= this.#registerAfresh().finally(() => { this.#reregistration = undefined })
+    return this.#reregistration
+  }
+
+  async #registerAfresh (): Promise<void> {
+    // An attempt in flight uses the old credentials, and so does one that starts
+    // while we wait for it: wait until none runs, then start ours with no await
+    // in between, so that no other attempt can take its place.
+    while (this.#inflight !== undefined) await this.#inflight.catch(() => {})
     this.#credentials = undefined
-    this.#forceRegister = true
-    await this.#refresh()
+    await this.#refresh(true)
   }
 
   status (): TokenBrokerStatus {
@@ -152,18 +172,19 @@ export class TokenBroker {
     return held !== undefined && this.#now() < held.usableUntil ? held : undefined
   }
 
-  #refresh (): Promise<HeldToken> {
-    this.#inflight ??= this.#obtain().finally(() => { this.#inflight = undefined })
+  /** The attempt in flight, or a new one; `register` (only with none in flight) registers first. */
+  #refresh (register = false): Promise<HeldToken> {
+    this.#inflight ??= this.#obtain(register).finally(() => { this.#inflight = undefined })
     return this.#inflight
   }
 
-  async #obtain (): Promise<HeldToken> {
+  async #obtain (register: boolean): Promise<HeldToken> {
     this.#clearTimer()
     const startedAt = this.#now()
     try {
-      const token = await this.#requestTokenReregisteringOnce()
+      const token = await this.#requestTokenReregisteringOnce(register)
       // Count the lifetime from when we asked, not when Adobe answered: errs on the early side.
-      const lifetimeMs = token.expires_in * 1000
+      const lifetimeMs = Math.min(token.expires_in * 1000, MAX_TOKEN_LIFETIME_MS)
       const held: HeldToken = {
         value: token.access_token,
         obtainedAt: startedAt,
@@ -183,8 +204,8 @@ export class TokenBroker {
     }
   }
 
-  async #requestTokenReregisteringOnce (): Promise<{ access_token: string, expires_in: number }> {
-    const credentials = await this.#ensureCredentials()
+  async #requestTokenReregisteringOnce (register: boolean): Promise<{ access_token: string, expires_in: number }> {
+    const credentials = register ? await this.#register() : await this.#ensureCredentials()
     try {
       return await this.#requestToken(credentials)
     } catch (err) {
@@ -209,10 +230,6 @@ export class TokenBroker {
   async #ensureCredentials (): Promise<ClientCredentials> {
     if (this.#credentials !== undefined) return this.#credentials
     const { staticCredentials, store } = this.#options
-    if (this.#forceRegister) {
-      this.#forceRegister = false
-      return await this.#register()
-    }
     if (staticCredentials !== undefined) {
       this.#credentials = staticCredentials
       return staticCredentials
@@ -285,6 +302,7 @@ export class TokenBroker {
     } else {
       code = dcrError?.failure === 'unreachable' ? CODES.tokenEndpointUnreachable : CODES.tokenEndpointError
     }
+    delay = clampDelay(delay, 0, MAX_RETRY_DELAY_MS)
     const now = this.#now()
     const failure: Failure = { code, detail, at: now, retryAt: now + delay }
     this.#failure = failure
@@ -301,11 +319,11 @@ export class TokenBroker {
     return Math.max(retryBaseMs / 10, this.#random() * ceiling)
   }
 
-  /** About 2/3 of the lifetime minus up to 10% jitter (replicas spread out), and at least the margin before expiry. */
+  /** About 2/3 of the lifetime minus up to 10% jitter (replicas spread out), at least the margin before expiry, within [1 s, 24 h]. */
   #refreshDelay (lifetimeMs: number): number {
     const margin = Math.min(this.#options.refreshMarginMs, lifetimeMs / 3)
     const jittered = lifetimeMs * (2 / 3) * (1 - 0.1 * this.#random())
-    return Math.max(0, Math.min(jittered, lifetimeMs - margin))
+    return clampDelay(Math.min(jittered, lifetimeMs - margin), MIN_REFRESH_DELAY_MS, MAX_REFRESH_DELAY_MS)
   }
 
   #schedule (delayMs: number): void {

@@ -26,7 +26,10 @@ export interface CacheLayerOptions {
   /** What all answers being read into memory may hold together. */
   bufferingMaxBytes: number
   logger: Logger
+  /** Deadlines: freshness and stale windows. */
   now: () => number
+  /** Wall-clock time, to compare with a report's `end` date. */
+  wallNow: () => number
 }
 
 export interface CacheRequest {
@@ -117,7 +120,7 @@ export class CacheLayer {
     const answer = await readAnswer(await fetch(signal), cache.maxEntryBytes, this.#buffering)
     if (answer.kind === 'buffered' && isStorable(answer.status, answer.upstreamHeaders)) {
       const { ttlMaxSeconds, staleIfErrorSeconds } = this.#options
-      const ttl = ttlSeconds(target, this.#options.now(), ttlMaxSeconds)
+      const ttl = ttlSeconds(target, this.#options.wallNow(), ttlMaxSeconds)
       cache.store(key, answer, ttl, Math.max(staleIfErrorSeconds, this.#revalidateSeconds(ttl)))
     }
     return answer

@@ -5,6 +5,7 @@
 // recently used first; then lru-cache evicts by recency. Time comes from an
 // injectable clock so tests can move it.
 import { LRUCache } from 'lru-cache'
+import { monotonicNow } from '../clock.js'
 
 export interface CachedResponse {
   status: number
@@ -51,7 +52,7 @@ export class ResponseCache {
   #evictions = 0
   readonly #stale: Record<StaleReason, number> = { revalidating: 0, upstream_5xx: 0, upstream_429: 0, unreachable: 0, timeout: 0, no_token: 0, overloaded: 0 }
 
-  constructor ({ maxBytes, maxEntryBytes, now = Date.now }: ResponseCacheOptions) {
+  constructor ({ maxBytes, maxEntryBytes, now = monotonicNow }: ResponseCacheOptions) {
     this.#now = now
     this.#maxBytes = Math.max(1, maxBytes)
     this.#maxEntryBytes = maxEntryBytes

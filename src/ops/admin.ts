@@ -5,9 +5,12 @@ import type { TokenBroker } from '../adobe/token-broker.js'
 import { maskClientId } from '../adobe/token-broker.js'
 import { publicStatementInfo } from '../adobe/software-statement.js'
 import type { ResponseCache } from '../cache/response-cache.js'
-import { ProxyError, unauthorized } from '../errors.js'
+import { ProxyError, reregisterTooSoon, unauthorized } from '../errors.js'
 import { ApiKeys, presentedKey } from '../proxy/api-keys.js'
 import { VERSION } from '../version.js'
+
+/** Each registration creates a client at Adobe: a human lever needs no more than one a minute. */
+const REREGISTER_INTERVAL_MS = 60_000
 
 export interface AdminOptions {
   adminKey: string
@@ -52,10 +55,17 @@ export async function adminRoutes (app: FastifyInstance, options: AdminOptions):
     return { refreshed: true, token: broker.status().token }
   })
 
+  let lastReregisterAt: number | undefined
   app.post('/admin/credentials/reregister', async () => {
     if (softwareStatement === undefined) {
       throw new ProxyError('CMU_PROXY_NO_STATEMENT', 409, 'No software statement is configured, so the proxy cannot register.')
     }
+    const now = options.now()
+    if (lastReregisterAt !== undefined && now - lastReregisterAt < REREGISTER_INTERVAL_MS) {
+      throw reregisterTooSoon((lastReregisterAt + REREGISTER_INTERVAL_MS - now) / 1000)
+    }
+    // Counted when it starts, so concurrent requests are limited too, and a failed one as well.
+    lastReregisterAt = now
     await broker.reregister()
     const status = broker.status()
     return { reregistered: true, clientId: status.clientId === undefined ? null : maskClientId(status.clientId), token: status.token }

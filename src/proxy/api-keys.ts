@@ -5,6 +5,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 
+export { parseKeyList } from '../key-list.js'
+
 export class ApiKeys {
   readonly #digests: Buffer[]
 
@@ -49,11 +51,6 @@ export function presentedKey (headers: IncomingHttpHeaders): string | undefined 
   if (authorization === undefined) return undefined
   const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization)
   return match?.[1]
-}
-
-/** Keys from a comma- or newline-separated list (PROXY_API_KEYS or its file). */
-export function parseKeyList (text: string | undefined): string[] {
-  return (text ?? '').split(/[,\n]/).map((k) => k.trim()).filter((k) => k !== '' && !k.startsWith('#'))
 }
 
 function digest (key: string): Buffer {

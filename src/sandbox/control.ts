@@ -13,6 +13,8 @@ export interface ControlTarget {
 }
 
 const ENDPOINTS = new Set<Endpoint>(['register', 'token', 'cmu'])
+/** Scripted delays become setTimeout delays, which overflow (and fire at once) past 2^31-1 ms. */
+const MAX_DELAY_MS = 3_600_000
 
 /** Handles one control request; `body` is the request body as text. */
 export function handleControl (target: ControlTarget, req: IncomingMessage, res: ServerResponse, body: string): void {
@@ -59,15 +61,20 @@ function parseFault (input: Record<string, unknown>): { endpoint: Endpoint, coun
   if (typeof endpoint !== 'string' || !ENDPOINTS.has(endpoint as Endpoint)) return 'endpoint must be register, token or cmu'
   if (count !== 'forever' && (typeof count !== 'number' || count < 1)) return 'count must be a positive number or "forever"'
   if (path !== undefined && typeof path !== 'string') return 'path must be a string'
-  if (afterMs !== undefined && (typeof afterMs !== 'number' || afterMs < 0)) return 'afterMs must be a number of milliseconds'
+  if (afterMs !== undefined && !isDelay(afterMs)) return `afterMs must be a number of milliseconds, at most ${MAX_DELAY_MS}`
+  if (delayMs !== undefined && !isDelay(delayMs)) return `delayMs must be a number of milliseconds, at most ${MAX_DELAY_MS}`
   const after = afterMs === undefined ? {} : { afterMs }
   let action: FaultAction
   if (typeof status === 'number' && status >= 100 && status <= 599) action = { status, ...(typeof body === 'string' ? { body } : {}), ...after }
   else if (hang === true) action = { hang: true }
   else if (drop === true) action = { drop: true, ...after }
-  else if (typeof delayMs === 'number' && delayMs >= 0) action = { delayMs }
+  else if (typeof delayMs === 'number') action = { delayMs }
   else return 'give one of status (100-599), hang: true, drop: true or delayMs'
   return { endpoint: endpoint as Endpoint, count: count === 'forever' ? Infinity : count as number, action, ...(path === undefined ? {} : { path }) }
+}
+
+function isDelay (value: unknown): value is number {
+  return typeof value === 'number' && value >= 0 && value <= MAX_DELAY_MS
 }
 
 function reply (res: ServerResponse, status: number, body: unknown): void {

@@ -82,7 +82,6 @@ export function buildReport (request: ReportRequest): Report {
   const timeColumns = groupBy.filter(isTimeDimension)
   const otherColumns = groupBy.filter((d) => !isTimeDimension(d))
   const range = `start=${startText}&end=${endText}`
-  const carried = [...filterPairs, range].join('&')
   const base = `${request.basePath}/v2`
   const pathOf = (dims: string[]): string => dims.length === 0 ? base : `${base}/${dims.join('/')}`
   const selfQuery = [...filterPairs, range, `limit=${limit}`, `metrics=${metrics.join(',')}`].join('&')
@@ -95,9 +94,10 @@ export function buildReport (request: ReportRequest): Report {
     endText,
     limit,
     links: {
+      // As in Adobe's examples: only self carries the (full, effective) query; roll-up and drill-down are bare paths.
       self: { href: `${pathOf(dimensions)}${extension === undefined ? '' : `.${extension}`}?${selfQuery}` },
-      ...(dimensions.length === 0 ? {} : { rollUp: { href: `${pathOf(dimensions.slice(0, -1))}?${carried}` } }),
-      drillDown: nextDimensions(dimensions).map((name) => ({ href: `${pathOf([...dimensions, name])}?${carried}`, name }))
+      ...(dimensions.length === 0 ? {} : { rollUp: { href: pathOf(dimensions.slice(0, -1)) } }),
+      drillDown: nextDimensions(dimensions).map((name) => ({ href: pathOf([...dimensions, name]), name }))
     },
     rows: function * () {
       let emitted = 0
