@@ -24,8 +24,9 @@ export async function freePort (): Promise<number> {
 }
 
 /**
- * The proxy as deployed: the compiled entry point, production env and the
- * container's NODE_OPTIONS, logs to a discarded stdout. Resolves once /readyz is 200.
+ * The proxy as a user runs it (`npm start`: the compiled entry point, no
+ * NODE_ENV or NODE_OPTIONS to remember), logs to a discarded stdout.
+ * Resolves once /readyz is 200.
  */
 export async function spawnProxy (env: Record<string, string>): Promise<{ child: ChildProcess, base: string }> {
   const port = await freePort()
@@ -33,8 +34,6 @@ export async function spawnProxy (env: Record<string, string>): Promise<{ child:
     cwd: mkdtempSync(join(tmpdir(), 'cmu-proxy-bench-')),
     env: {
       PATH: process.env.PATH,
-      NODE_ENV: 'production',
-      NODE_OPTIONS: '--max-semi-space-size=4',
       CMU_PROXY_ENV_FILE: '/dev/null',
       PORT: String(port),
       ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),

@@ -1,13 +1,15 @@
-// `npm run bench`: the proxy against the practical limit. Starts, as separate
-// processes on loopback, a fixed-response upstream, the proxy in production
-// mode (node dist/main.js, info logging), a cache-enabled proxy, and nginx
-// when installed; loads each with wrk in alternating rounds; prints a table
-// and writes it to bench/results/latest.json.
-import type { ChildProcess } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
+// `npm run bench`: the proxy against the practical limit and against its
+// Node peer. Starts, as separate processes on loopback, a fixed-response
+// upstream, the proxy as a user runs it (`node dist/main.js` with `npm start`
+// defaults, info logging), a cache-enabled proxy, the Node peer
+// (@fastify/http-proxy with a static token, bench/peer.ts) and nginx when
+// installed; loads each with wrk in alternating rounds; prints the table and
+// the issue #11 targets, and writes both to bench/results/latest.json.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdirSync, openSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startNginx } from './nginx.js'
-import { commandExists, freePort, projectRoot, rssBytes, spawnProxy, startProcess, stopProcess } from './processes.js'
+import { commandExists, freePort, projectRoot, rssBytes, spawnProxy, startProcess, stopProcess, waitForHttp } from './processes.js'
 import { LARGE_PATH, SMALL_PATH } from './upstream-server.js'
 import { runWrk, type LoadResult } from './wrk.js'
 
@@ -15,8 +17,11 @@ const ROOT = projectRoot()
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const IDLE_SETTLE_MS = 3_000
 
 interface Target { name: string, base: string, headers: Record<string, string>, pid?: number | undefined }
+
+interface Goal { measure: string, value: number | null, target: string, met: boolean | null }
 
 function megabytes (bytes: number): number {
   return Math.round(bytes / 1024 / 1024)
@@ -26,6 +31,15 @@ function median (values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b)
   const middle = Math.floor(sorted.length / 2)
   return sorted.length % 2 === 1 ? sorted[middle] ?? 0 : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2
+}
+
+async function startPeer (upstreamPort: number, token: string): Promise<{ child: ChildProcess, base: string }> {
+  const port = await freePort()
+  // Its info log (a line per request) goes to a discarded stdout, as ours does.
+  const child = spawn(process.execPath, [join(ROOT, 'dist-bench/bench/peer.js'), String(port), `http://127.0.0.1:${upstreamPort}`, token], { stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit'] })
+  const base = `http://127.0.0.1:${port}`
+  await waitForHttp(child, `${base}/ready`)
+  return { child, base }
 }
 
 async function main (): Promise<void> {
@@ -42,9 +56,14 @@ async function main (): Promise<void> {
     const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${upstreamPort}`, ADOBE_CMU_URL: `http://127.0.0.1:${upstreamPort}/cmu` }
     const proxy = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false' })
     const cached = await spawnProxy({ ...adobe, CACHE_ENABLED: 'true' })
-    children.push(proxy.child, cached.child)
+    const peer = await startPeer(upstreamPort, token)
+    children.push(proxy.child, cached.child, peer.child)
+    await new Promise((resolve) => setTimeout(resolve, IDLE_SETTLE_MS))
+    const idleRss = Math.max(rssBytes(proxy.child.pid) ?? 0, rssBytes(cached.child.pid) ?? 0)
+
     const targets: Target[] = [
       { name: 'direct', base: `http://127.0.0.1:${upstreamPort}`, headers: { authorization: `Bearer ${token}` } },
+      { name: 'node peer', base: peer.base, headers: {}, pid: peer.child.pid },
       { name: 'proxy', base: proxy.base, headers: {}, pid: proxy.child.pid }
     ]
     let nginxNote = ''
@@ -85,15 +104,25 @@ async function main (): Promise<void> {
       const [scenario = '', target = '', connections = ''] = label.split('|')
       return { scenario, target, connections: Number(connections), requestsPerSecond: Math.round(median(runs.map((r) => r.requestsPerSecond))), p50Ms: median(runs.map((r) => r.p50Ms)), p99Ms: median(runs.map((r) => r.p99Ms)), errors: runs.reduce((n, r) => n + r.errors, 0) }
     })
-    const find = (scenario: string, target: string, connections = CONNECTIONS): typeof rows[number] | undefined => rows.find((r) => r.scenario === scenario && r.target === target && r.connections === connections)
+    const rps = (scenario: string, target: string): number | undefined => rows.find((r) => r.scenario === scenario && r.target === target && r.connections === CONNECTIONS)?.requestsPerSecond
+    const p50At1 = (target: string): number | undefined => rows.find((r) => r.scenario === '2 KB JSON' && r.target === target && r.connections === 1)?.p50Ms
     const ratio = (a?: number, b?: number): number | null => a === undefined || b === undefined || b === 0 ? null : Math.round((a / b) * 100) / 100
-    const summary = {
-      small: { proxyVsNginx: ratio(find('2 KB JSON', 'proxy')?.requestsPerSecond, find('2 KB JSON', 'nginx')?.requestsPerSecond), proxyVsDirect: ratio(find('2 KB JSON', 'proxy')?.requestsPerSecond, find('2 KB JSON', 'direct')?.requestsPerSecond), target: 0.75 },
-      large: { proxyVsNginx: ratio(find('200 KB CSV', 'proxy')?.requestsPerSecond, find('200 KB CSV', 'nginx')?.requestsPerSecond), proxyVsDirect: ratio(find('200 KB CSV', 'proxy')?.requestsPerSecond, find('200 KB CSV', 'direct')?.requestsPerSecond), target: 0.9 },
-      cacheHitsVsNginx: { small: ratio(find('2 KB JSON', 'proxy (cache hit)')?.requestsPerSecond, find('2 KB JSON', 'nginx')?.requestsPerSecond), large: ratio(find('200 KB CSV', 'proxy (cache hit)')?.requestsPerSecond, find('200 KB CSV', 'nginx')?.requestsPerSecond), target: 1.5 },
-      addedP50MsAtOneConnection: { value: Math.round(((find('2 KB JSON', 'proxy', 1)?.p50Ms ?? 0) - (find('2 KB JSON', 'direct', 1)?.p50Ms ?? 0)) * 1000) / 1000, target: 0.15 },
-      peakProxyRssMb: { value: megabytes(Math.max(peakRss.get(proxy.child.pid ?? -1) ?? 0, peakRss.get(cached.child.pid ?? -1) ?? 0)), target: 150 }
-    }
+    const atLeast = (measure: string, value: number | null, target: number): Goal => ({ measure, value, target: `>= ${target}`, met: value === null ? null : value >= target })
+    const below = (measure: string, value: number | null, target: number): Goal => ({ measure, value, target: `< ${target}`, met: value === null ? null : value < target })
+    const addedP50 = p50At1('proxy') === undefined || p50At1('direct') === undefined ? null : Math.round(((p50At1('proxy') ?? 0) - (p50At1('direct') ?? 0)) * 1000) / 1000
+    const peakProxyRss = Math.max(peakRss.get(proxy.child.pid ?? -1) ?? 0, peakRss.get(cached.child.pid ?? -1) ?? 0)
+    // The issue #11 targets: ratios within this one run.
+    const goals: Goal[] = [
+      atLeast('2 KB, proxy / nginx', ratio(rps('2 KB JSON', 'proxy'), rps('2 KB JSON', 'nginx')), 0.45),
+      atLeast('200 KB, proxy / nginx', ratio(rps('200 KB CSV', 'proxy'), rps('200 KB CSV', 'nginx')), 0.9),
+      atLeast('2 KB, proxy / node peer', ratio(rps('2 KB JSON', 'proxy'), rps('2 KB JSON', 'node peer')), 1.5),
+      atLeast('200 KB, proxy / node peer', ratio(rps('200 KB CSV', 'proxy'), rps('200 KB CSV', 'node peer')), 1.5),
+      atLeast('cache hits 2 KB / nginx', ratio(rps('2 KB JSON', 'proxy (cache hit)'), rps('2 KB JSON', 'nginx')), 0.8),
+      atLeast('cache hits 200 KB / nginx', ratio(rps('200 KB CSV', 'proxy (cache hit)'), rps('200 KB CSV', 'nginx')), 2),
+      below('added p50 at 1 connection, ms over direct', addedP50, 0.15),
+      below('peak RSS under load, MiB', megabytes(peakProxyRss), 100),
+      below('idle RSS, MiB', megabytes(idleRss), 70)
+    ]
 
     const lines = [
       `cmu-proxy benchmark: ${ROUNDS} alternating rounds of ${SECONDS} s, wrk, medians${nginxNote === '' ? '' : `; ${nginxNote}`}`,
@@ -101,15 +130,13 @@ async function main (): Promise<void> {
       `${'scenario'.padEnd(12)}${'target'.padEnd(20)}${'conns'.padStart(6)}${'req/s'.padStart(10)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'errors'.padStart(8)}`,
       ...rows.map((r) => `${r.scenario.padEnd(12)}${r.target.padEnd(20)}${String(r.connections).padStart(6)}${String(r.requestsPerSecond).padStart(10)}${r.p50Ms.toFixed(3).padStart(9)}${r.p99Ms.toFixed(3).padStart(9)}${String(r.errors).padStart(8)}`),
       '',
-      `2 KB:   proxy/nginx ${summary.small.proxyVsNginx ?? 'n/a'} (target >= 0.75), proxy/direct ${summary.small.proxyVsDirect ?? 'n/a'}`,
-      `200 KB: proxy/nginx ${summary.large.proxyVsNginx ?? 'n/a'} (target >= 0.9), proxy/direct ${summary.large.proxyVsDirect ?? 'n/a'}`,
-      `cache hits/nginx: 2 KB ${summary.cacheHitsVsNginx.small ?? 'n/a'}, 200 KB ${summary.cacheHitsVsNginx.large ?? 'n/a'} (target >= 1.5)`,
-      `added p50 at 1 connection: ${summary.addedP50MsAtOneConnection.value} ms (target < 0.15)`,
-      `peak proxy RSS: ${summary.peakProxyRssMb.value} MB (target < 150)`
+      `${'measure'.padEnd(44)}${'value'.padStart(8)}  target    `,
+      ...goals.map((g) => `${g.measure.padEnd(44)}${String(g.value ?? 'n/a').padStart(8)}  ${g.target.padEnd(8)}  ${g.met === null ? '' : g.met ? 'met' : 'NOT MET'}`),
+      `(node peer peak RSS ${megabytes(peakRss.get(peer.child.pid ?? -1) ?? 0)} MiB)`
     ]
     process.stdout.write(`${lines.join('\n')}\n`)
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
-    writeFileSync(join(ROOT, 'bench/results/latest.json'), `${JSON.stringify({ date: new Date().toISOString(), rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, rows, summary }, null, 2)}\n`)
+    writeFileSync(join(ROOT, 'bench/results/latest.json'), `${JSON.stringify({ date: new Date().toISOString(), rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, rows, goals, idleRssMb: megabytes(idleRss), peakProxyRssMb: megabytes(peakProxyRss) }, null, 2)}\n`)
   } finally {
     for (const child of children.reverse()) await stopProcess(child)
   }
