@@ -17,14 +17,15 @@ import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
 import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
 import { CmuForwarder, type CacheResult } from './proxy/cmu-forwarder.js'
 import { cmuRoutes } from './proxy/cmu-route.js'
-import { Upstream, callerGone } from './proxy/upstream.js'
+import { Upstream, callerGone, wasRetried } from './proxy/upstream.js'
 import { requestId } from './request-id.js'
 import { RequestLogController, requestLine } from './request-log.js'
+import { RetryPolicy } from './retry-policy.js'
 import { USER_AGENT } from './version.js'
 
 export interface AppDependencies {
   logger: Logger
-  /** Clock (token broker, cache) and randomness (token broker); tests pin them. */
+  /** Clock (token broker, cache) and randomness (token broker, retry pauses); tests pin them. */
   now?: () => number
   random?: () => number
 }
@@ -44,6 +45,8 @@ declare module 'fastify' {
     arrivedAt: number
     /** The caller left before its answer was complete: logged and counted once, as 499. */
     callerLeft: boolean
+    /** A dropped upstream connection was retried for this request (the `retried` field of its log line). */
+    upstreamRetried: boolean
   }
 }
 
@@ -62,8 +65,9 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     http: { connectionsCheckingInterval: 1_000 }
   })
 
+  const retry = new RetryPolicy(deps.random === undefined ? {} : { random: deps.random })
   const authDispatcher = new Agent({ connect: { timeout: config.AUTH_TIMEOUT_MS }, keepAliveTimeout: 10_000 })
-  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now })
+  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now, retry })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
   const broker = new TokenBroker({
     dcr,
@@ -90,10 +94,12 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
     bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS,
     maxPending: config.UPSTREAM_MAX_PENDING,
+    retry,
     onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) }
   })
   const forwarder = new CmuForwarder({ broker, upstream, cache, cacheTtlMaxSeconds: config.CACHE_TTL_MAX_SECONDS, bufferingMaxBytes: config.CACHE_MAX_INFLIGHT_BYTES, now })
   metrics.watchLoad(upstream, forwarder)
+  metrics.watchRetries(retry)
   const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
   if (apiKeys.size === 0 && !isLoopback(config.HOST)) {
     deps.logger.warn({ host: config.HOST }, 'PROXY_API_KEYS is not set and HOST is not a loopback address: anyone who can reach this port can read CMU reports')
@@ -105,6 +111,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   app.decorateRequest('cacheResult', null)
   app.decorateRequest('arrivedAt', 0)
   app.decorateRequest('callerLeft', false)
+  app.decorateRequest('upstreamRetried', false)
   app.addHook('onReady', async () => { broker.start() })
   app.addHook('onClose', async () => {
     broker.close()
@@ -123,7 +130,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     request.problemCode = CALLER_GONE.code
     const durationMs = performance.now() - request.arrivedAt
     metrics.requestAbandoned(request.routeOptions.url, request.cacheResult, durationMs / 1000)
-    request.log.info(requestLine(request.method, request.raw.url ?? '', CALLER_GONE.statusCode, durationMs, request.problemCode, request.cacheResult), 'request')
+    request.log.info(requestLine(request.method, request.raw.url ?? '', CALLER_GONE.statusCode, durationMs, request.problemCode, request.cacheResult, request.upstreamRetried), 'request')
     done()
   })
   metrics.instrument(app)
@@ -178,6 +185,7 @@ async function sendProblem (error: FastifyError | ProxyError, request: FastifyRe
     request.log.warn({ code: problem.code, cause: describeCause(problem.cause) }, problem.message)
   }
   request.problemCode = problem.code
+  if (wasRetried(problem)) request.upstreamRetried = true
   if (reply.sent || reply.raw.headersSent) return reply
   return await reply
     .code(problem.statusCode)

@@ -13,14 +13,17 @@ export interface RequestLine {
   durationMs: number
   code?: string
   cache?: string
+  /** Present (true) when a dropped upstream connection was retried for this request. */
+  retried?: true
   error?: string
 }
 
 /** The request line's fields, in one place for completed and abandoned requests. */
-export function requestLine (method: string, url: string, statusCode: number, durationMs: number, code: string | null, cache: string | null, error?: Error | null): RequestLine {
+export function requestLine (method: string, url: string, statusCode: number, durationMs: number, code: string | null, cache: string | null, retried: boolean, error?: Error | null): RequestLine {
   const line: RequestLine = { method, url: loggableUrl(url), statusCode, durationMs: Math.round(durationMs * 100) / 100 }
   if (code !== null) line.code = code
   if (cache !== null) line.cache = cache
+  if (retried) line.retried = true
   if (error !== null && error !== undefined) line.error = errorLabel(error)
   return line
 }
@@ -31,7 +34,7 @@ export class RequestLogController extends LogController {
   override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     // Already logged as 499 by the onRequestAbort hook (app.ts).
     if (request.callerLeft) return
-    const line = requestLine(request.method, request.raw.url ?? '', reply.statusCode, reply.elapsedTime, request.problemCode, request.cacheResult, error)
+    const line = requestLine(request.method, request.raw.url ?? '', reply.statusCode, reply.elapsedTime, request.problemCode, request.cacheResult, request.upstreamRetried, error)
     if (QUIET_PATHS.has(request.routeOptions.url ?? '')) request.log.debug(line, 'request')
     else request.log.info(line, 'request')
   }

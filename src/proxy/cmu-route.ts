@@ -46,7 +46,10 @@ class FastifyResponder implements Responder {
     if (cacheResult !== undefined) request.cacheResult = cacheResult
     await this.forwarder.streamInto(this.call, reply.raw, {
       // Take the reply over from Fastify only once Adobe answered: until then a failure is still a problem response.
-      onStart: () => { reply.hijack() },
+      onStart: (retried) => {
+        request.upstreamRetried = retried
+        reply.hijack()
+      },
       extraHeaders: cacheResult === undefined ? { 'x-request-id': request.id } : { 'x-request-id': request.id, 'x-cache': cacheResult },
       headOnly: this.call.head,
       onBodyError: (error: Error) => { request.log.warn({ error: errorLabel(error) }, 'response body ended early') }
