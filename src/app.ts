@@ -4,7 +4,6 @@ import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
-import { Agent } from 'undici'
 import { CredentialStore } from './adobe/credential-store.js'
 import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
@@ -17,6 +16,7 @@ import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
 import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
 import { CmuForwarder, type CacheResult } from './proxy/cmu-forwarder.js'
 import { cmuRoutes } from './proxy/cmu-route.js'
+import { adobeEgress, createDispatcher, describeAdobeEgress } from './proxy/dispatchers.js'
 import { Upstream, callerGone, wasRetried } from './proxy/upstream.js'
 import { requestId } from './request-id.js'
 import { RequestLogController, requestLine } from './request-log.js'
@@ -65,8 +65,10 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     http: { connectionsCheckingInterval: 1_000 }
   })
 
+  const egress = adobeEgress(config)
+  if (egress.auth !== undefined || egress.cmu !== undefined) deps.logger.info({ egress: describeAdobeEgress(egress) }, 'calls to Adobe go through an egress proxy')
   const retry = new RetryPolicy(deps.random === undefined ? {} : { random: deps.random })
-  const authDispatcher = new Agent({ connect: { timeout: config.AUTH_TIMEOUT_MS }, keepAliveTimeout: 10_000 })
+  const authDispatcher = createDispatcher(new URL(config.ADOBE_AUTH_URL).origin, egress.auth, { connectTimeoutMs: config.AUTH_TIMEOUT_MS, keepAliveTimeoutMs: 10_000 })
   const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now, retry })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
   const broker = new TokenBroker({
@@ -94,6 +96,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
     bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS,
     maxPending: config.UPSTREAM_MAX_PENDING,
+    proxy: egress.cmu,
     retry,
     onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) }
   })

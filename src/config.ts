@@ -60,7 +60,12 @@ export const configSchema = {
     ADMIN_API_KEY_FILE: { type: 'string', minLength: 1 },
 
     // On SIGTERM/SIGINT: stop accepting, let in-flight responses finish for this long, then exit.
-    SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, default: 10 }
+    SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, default: 10 },
+
+    // Egress proxy for every call to Adobe; lower-case names are read too (proxy/dispatchers.ts).
+    HTTPS_PROXY: { type: 'string', pattern: '^https?://[^/?#]' },
+    HTTP_PROXY: { type: 'string', pattern: '^https?://[^/?#]' },
+    NO_PROXY: { type: 'string' }
   },
   required: ['HOST', 'PORT']
 } as const
@@ -84,7 +89,9 @@ export class ConfigError extends Error {
 }
 
 // Values of these are never echoed in an error message.
-const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY'])
+const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'HTTPS_PROXY', 'HTTP_PROXY'])
+/** Read in either case, lower case first (as curl and undici do); an empty value means unset. */
+const PROXY_VARIABLES = ['HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY'] as const
 const MIN_KEY_LENGTH = 16
 
 type Env = Record<string, string | undefined>
@@ -98,6 +105,11 @@ export interface LoadConfigOptions {
 
 export function loadConfig ({ env = process.env, cwd = process.cwd() }: LoadConfigOptions = {}): Config {
   const merged: Env = { ...readEnvFile(env, cwd), ...definedOnly(env) }
+  for (const name of PROXY_VARIABLES) {
+    const value = [merged[name.toLowerCase()], merged[name]].find((v) => v !== undefined && v !== '')
+    if (value === undefined) delete merged[name]
+    else merged[name] = value
+  }
   readSecretFile(merged, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
   readSecretFile(merged, 'ADOBE_CLIENT_SECRET')
   readSecretFile(merged, 'PROXY_API_KEYS')
@@ -166,12 +178,17 @@ function toConfigError (err: unknown, merged: Env): ConfigError {
   if (variable === 'ADOBE_SOFTWARE_STATEMENT' && first.params.pattern !== undefined) {
     problem = 'is not a JWT (three base64url parts separated by dots)'
   }
+  if (variable.endsWith('_PROXY') && first.params.pattern !== undefined) problem = 'must be an http:// or https:// URL such as http://proxy.example:3128'
   const value = merged[variable]
   const shown = value === undefined || SECRET_VARIABLES.has(variable) ? '' : ` (got ${JSON.stringify(value.slice(0, 80))})`
   return new ConfigError(variable, `${problem}${shown}`)
 }
 
 function checkCrossFieldRules (config: Config): void {
+  for (const name of ['HTTPS_PROXY', 'HTTP_PROXY'] as const) {
+    // The value may hold a password: never echoed.
+    if (config[name] !== undefined && !URL.canParse(config[name])) throw new ConfigError(name, 'is not a valid URL')
+  }
   for (const name of ['ADOBE_AUTH_URL', 'ADOBE_CMU_URL'] as const) {
     let url: URL
     try {

@@ -16,9 +16,10 @@
 // request pays for a wrapping handler, a controller proxy and a copy of its
 // options even when nothing fails. Here a retry costs nothing until a
 // connection actually fails, and it always goes out on a fresh connection.
-import { Pool, type Dispatcher } from 'undici'
+import { type Dispatcher } from 'undici'
 import { ProxyError, overloaded, upstreamBadEncoding, upstreamTimeout, upstreamUnreachable } from '../errors.js'
 import { RetryPolicy } from '../retry-policy.js'
+import { createDispatcher } from './dispatchers.js'
 import { callerResponseHeaders, encodingAcceptable } from './headers.js'
 
 /** What an attempt returns when Adobe answered 401 (and the attempt discarded that answer). */
@@ -33,6 +34,8 @@ export interface UpstreamOptions {
   bodyTimeoutMs: number
   /** UPSTREAM_MAX_PENDING: requests waiting for Adobe's headers beyond this are refused at once (503). */
   maxPending: number
+  /** The egress proxy for ADOBE_CMU_URL (dispatchers.ts: egressProxyFor), or undefined for direct. */
+  proxy?: string | undefined
   /** Which failures are retried, the budget, and the counters behind the retry metrics. */
   retry?: RetryPolicy | undefined
   /** Called with the time to response headers, for metrics. */
@@ -138,15 +141,15 @@ export class Upstream {
     this.#basePath = base.pathname.replace(/\/+$/, '')
     this.#onResponse = options.onResponse
     // undici (not fetch): keep-alive sockets, streaming bodies, and redirects are never followed.
-    const poolOptions: Pool.Options = {
+    const connection = {
       connections: options.connections,
-      connect: { timeout: options.connectTimeoutMs },
-      headersTimeout: options.headersTimeoutMs,
-      bodyTimeout: options.bodyTimeoutMs,
-      keepAliveTimeout: 30_000
+      connectTimeoutMs: options.connectTimeoutMs,
+      headersTimeoutMs: options.headersTimeoutMs,
+      bodyTimeoutMs: options.bodyTimeoutMs,
+      keepAliveTimeoutMs: 30_000
     }
-    this.#pool = new Pool(base.origin, poolOptions)
-    this.#fresh = new Pool(base.origin, poolOptions)
+    this.#pool = createDispatcher(base.origin, options.proxy, connection)
+    this.#fresh = createDispatcher(base.origin, options.proxy, connection)
   }
 
   /** Sends one GET; resolves when the response headers arrive. Rejects with a ProxyError. */
