@@ -3,7 +3,6 @@
 import { resolve } from 'node:path'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
-import { Agent } from 'undici'
 import { CredentialStore } from './adobe/credential-store.js'
 import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
@@ -18,16 +17,18 @@ import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
 import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
 import { CmuForwarder, type CacheResult } from './proxy/cmu-forwarder.js'
 import { cmuRoutes } from './proxy/cmu-route.js'
+import { adobeEgress, createDispatcher, describeAdobeEgress } from './proxy/dispatchers.js'
 import { registerRateLimit } from './proxy/rate-limit.js'
 import { parseRateLimitOverrides, parseRateLimitRule, type RateLimitRule } from './rate-limit-rules.js'
-import { Upstream, callerGone } from './proxy/upstream.js'
+import { Upstream, callerGone, wasRetried } from './proxy/upstream.js'
 import { requestId } from './request-id.js'
 import { RequestLogController, requestLine } from './request-log.js'
+import { RetryPolicy } from './retry-policy.js'
 import { USER_AGENT } from './version.js'
 
 export interface AppDependencies {
   logger: Logger
-  /** Deadline clock (token broker, cache; default monotonicNow) and randomness (token broker); tests pin them. */
+  /** Deadline clock (token broker, cache; default monotonicNow) and randomness (token broker, retry pauses); tests pin them. */
   now?: () => number
   random?: () => number
 }
@@ -49,6 +50,8 @@ declare module 'fastify' {
     arrivedAt: number
     /** The caller left before its answer was complete: logged and counted once, as 499. */
     callerLeft: boolean
+    /** A dropped upstream connection was retried for this request (the `retried` field of its log line). */
+    upstreamRetried: boolean
   }
 }
 
@@ -67,11 +70,13 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     http: { connectionsCheckingInterval: 1_000 }
   })
 
-  const authDispatcher = new Agent({ connect: { timeout: config.AUTH_TIMEOUT_MS }, keepAliveTimeout: 10_000 })
-  // The wall clock here: it reads HTTP dates (Retry-After, Expires), which are wall-clock instants.
+  const egress = adobeEgress(config)
+  if (egress.auth !== undefined || egress.cmu !== undefined) deps.logger.info({ egress: describeAdobeEgress(egress) }, 'calls to Adobe go through an egress proxy')
+  const retry = new RetryPolicy(deps.random === undefined ? {} : { random: deps.random })
+  const authDispatcher = createDispatcher(new URL(config.ADOBE_AUTH_URL).origin, egress.auth, { connectTimeoutMs: config.AUTH_TIMEOUT_MS, keepAliveTimeoutMs: 10_000 })
   // HTTP dates (Retry-After, Expires) and report end dates are wall-clock times; deadlines are not.
   const wallNow = deps.now ?? Date.now
-  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now: wallNow })
+  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now: wallNow, retry })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
   const broker = new TokenBroker({
     dcr,
@@ -98,6 +103,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
     bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS,
     maxPending: config.UPSTREAM_MAX_PENDING,
+    proxy: egress.cmu,
+    retry,
     onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) }
   })
   const cacheLayer = cache === undefined
@@ -114,6 +121,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     })
   const forwarder = new CmuForwarder({ broker, upstream, cache: cacheLayer })
   metrics.watchLoad(upstream, cacheLayer)
+  metrics.watchRetries(retry)
   const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
   for (const variable of cleartextAdobeUrls(config)) {
     deps.logger.warn({ variable, url: config[variable] }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
@@ -126,6 +134,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   app.decorateRequest('cacheStatus', null)
   app.decorateRequest('arrivedAt', 0)
   app.decorateRequest('callerLeft', false)
+  app.decorateRequest('upstreamRetried', false)
   app.addHook('onReady', async () => { broker.start() })
   app.addHook('onClose', async () => {
     broker.close()
@@ -144,7 +153,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     request.problemCode = CALLER_GONE.code
     const durationMs = performance.now() - request.arrivedAt
     metrics.requestAbandoned(request.routeOptions.url, request.cacheResult, durationMs / 1000)
-    request.log.info(requestLine(request.method, request.raw.url ?? '', CALLER_GONE.statusCode, durationMs, request.problemCode, request.cacheResult), 'request')
+    request.log.info(requestLine(request, CALLER_GONE.statusCode, durationMs), 'request')
     done()
   })
   metrics.instrument(app)
@@ -203,6 +212,7 @@ async function sendProblem (error: FastifyError | ProxyError, request: FastifyRe
     request.log.warn({ code: problem.code, cause: describeCause(problem.cause) }, problem.message)
   }
   request.problemCode = problem.code
+  if (wasRetried(problem)) request.upstreamRetried = true
   if (reply.sent || reply.raw.headersSent) return reply
   return await reply
     .code(problem.statusCode)

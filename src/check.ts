@@ -3,13 +3,14 @@
 // with PASS/FAIL and the reason; exits non-zero on the first failure (78, as
 // serve does, when the configuration is bad: one line per bad variable).
 import { resolve } from 'node:path'
-import { Agent } from 'undici'
+import type { Dispatcher } from 'undici'
 import { CredentialStore } from './adobe/credential-store.js'
 import { DcrClient, DcrError, type ClientCredentials } from './adobe/dcr-client.js'
 import { publicStatementInfo } from './adobe/software-statement.js'
 import { maskClientId } from './adobe/token-broker.js'
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config.js'
 import { ProxyError } from './errors.js'
+import { adobeEgress, createDispatcher, describeAdobeEgress } from './proxy/dispatchers.js'
 import { Upstream } from './proxy/upstream.js'
 import { USER_AGENT } from './version.js'
 
@@ -24,7 +25,7 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
     step(false, name, detail)
     throw new StepFailed(detail)
   }
-  const dispatcher = new Agent()
+  let dispatcher: Dispatcher | undefined
   let upstream: Upstream | undefined
   try {
     let config: Config
@@ -36,6 +37,9 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
       return EXIT_CONFIG
     }
     step(true, 'config', `auth ${config.ADOBE_AUTH_URL}, reports ${config.ADOBE_CMU_URL}`)
+    const egress = adobeEgress(config)
+    step(true, 'egress', describeAdobeEgress(egress))
+    dispatcher = createDispatcher(new URL(config.ADOBE_AUTH_URL).origin, egress.auth, { connectTimeoutMs: config.AUTH_TIMEOUT_MS, keepAliveTimeoutMs: 10_000 })
 
     const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT })
     const credentials = await obtainCredentials(config, dcr, step, fail)
@@ -49,7 +53,7 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
       return fail('token', `${describe(err)}${(err as DcrError).oauthError === 'invalid_client' ? ' (credentials revoked: delete CREDENTIALS_FILE to register again)' : ''}`)
     }
 
-    upstream = new Upstream({ baseUrl: config.ADOBE_CMU_URL, connections: 1, maxPending: 1, connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS })
+    upstream = new Upstream({ baseUrl: config.ADOBE_CMU_URL, proxy: egress.cmu, connections: 1, maxPending: 1, connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS })
     try {
       const response = await upstream.request({ path: '/v2', query: '', headers: { authorization: `Bearer ${token}`, accept: 'application/json', 'user-agent': USER_AGENT }, signal: AbortSignal.timeout(config.UPSTREAM_HEADERS_TIMEOUT_MS) })
       await response.body.dump()
@@ -65,7 +69,7 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
     if (err instanceof StepFailed) return 1
     throw err
   } finally {
-    await Promise.all([dispatcher.close(), upstream?.close()])
+    await Promise.all([dispatcher?.close(), upstream?.close()])
   }
 }
 

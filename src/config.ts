@@ -78,7 +78,12 @@ export const configSchema = {
     RATE_LIMIT_KEYS_FILE: { type: 'string', minLength: 1 },
 
     // On SIGTERM/SIGINT: stop accepting, let in-flight responses finish for this long, then exit.
-    SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, maximum: MAX_DURATION_MS / 1000, default: 10 }
+    SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, maximum: MAX_DURATION_MS / 1000, default: 10 },
+
+    // Egress proxy for every call to Adobe; lower-case names are read too (proxy/dispatchers.ts).
+    HTTPS_PROXY: { type: 'string', pattern: '^https?://[^/?#]' },
+    HTTP_PROXY: { type: 'string', pattern: '^https?://[^/?#]' },
+    NO_PROXY: { type: 'string' }
   },
   required: ['HOST', 'PORT']
 } as const
@@ -113,7 +118,10 @@ export class ConfigError extends Error {
 }
 
 // Values of these are never echoed in an error message.
-const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS'])
+// The proxy URLs may hold a password.
+const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'HTTPS_PROXY', 'HTTP_PROXY'])
+/** Read in either case, lower case first (as curl and undici do); an empty value means unset. */
+const PROXY_VARIABLES = ['HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY'] as const
 const MIN_KEY_LENGTH = 16
 
 type Env = Record<string, string | undefined>
@@ -132,6 +140,11 @@ export interface LoadConfigOptions {
 export function loadConfig ({ env = process.env, cwd = process.cwd() }: LoadConfigOptions = {}): Config {
   const problems: ConfigProblem[] = []
   const merged: Env = { ...readEnvFile(env, cwd, problems), ...definedOnly(env) }
+  for (const name of PROXY_VARIABLES) {
+    const value = [merged[name.toLowerCase()], merged[name]].find((v) => v !== undefined && v !== '')
+    if (value === undefined) delete merged[name]
+    else merged[name] = value
+  }
   readSecretFile(merged, problems, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
   readSecretFile(merged, problems, 'ADOBE_CLIENT_SECRET')
   readSecretFile(merged, problems, 'PROXY_API_KEYS')
@@ -231,6 +244,7 @@ function toProblems (err: unknown, merged: Env): ConfigProblem[] {
     if (variable === 'ADOBE_SOFTWARE_STATEMENT' && error.params.pattern !== undefined) {
       problem = 'is not a JWT (three base64url parts separated by dots)'
     }
+    if (variable.endsWith('_PROXY') && error.params.pattern !== undefined) problem = 'must be an http:// or https:// URL such as http://proxy.example:3128'
     if (variable === 'RATE_LIMIT' && error.params.pattern !== undefined) {
       problem = 'must be a number of requests per second, minute or hour, e.g. 600/minute'
     }
@@ -269,6 +283,11 @@ function baseUrlRule (name: 'ADOBE_AUTH_URL' | 'ADOBE_CMU_URL'): CrossFieldRule 
 
 /** Rules over more than one variable, or beyond what the schema can say; each independent of the others. */
 const CROSS_FIELD_RULES: readonly CrossFieldRule[] = [
+  // The value may hold a password: never echoed.
+  ...(['HTTPS_PROXY', 'HTTP_PROXY'] as const).map((name): CrossFieldRule => ({
+    uses: [name],
+    check: (config) => config[name] !== undefined && !URL.canParse(config[name]) ? problemOf(name, 'is not a valid URL') : undefined
+  })),
   baseUrlRule('ADOBE_AUTH_URL'),
   baseUrlRule('ADOBE_CMU_URL'),
   {

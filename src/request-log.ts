@@ -15,15 +15,18 @@ export interface RequestLine {
   cache?: string
   /** Why a stale copy was served (its Cache-Status header). */
   cacheStatus?: string
+  /** Present (true) when a dropped upstream connection was retried for this request. */
+  retried?: true
   error?: string
 }
 
 /** The request line's fields, in one place for completed and abandoned requests. */
-export function requestLine (method: string, url: string, statusCode: number, durationMs: number, code: string | null, cache: string | null, error?: Error | null, cacheStatus?: string | null): RequestLine {
-  const line: RequestLine = { method, url: loggableUrl(url), statusCode, durationMs: Math.round(durationMs * 100) / 100 }
-  if (code !== null) line.code = code
-  if (cache !== null) line.cache = cache
-  if (cacheStatus !== null && cacheStatus !== undefined) line.cacheStatus = cacheStatus
+export function requestLine (request: FastifyRequest, statusCode: number, durationMs: number, error?: Error | null): RequestLine {
+  const line: RequestLine = { method: request.method, url: loggableUrl(request.raw.url ?? ''), statusCode, durationMs: Math.round(durationMs * 100) / 100 }
+  if (request.problemCode !== null) line.code = request.problemCode
+  if (request.cacheResult !== null) line.cache = request.cacheResult
+  if (request.cacheStatus !== null) line.cacheStatus = request.cacheStatus
+  if (request.upstreamRetried) line.retried = true
   if (error !== null && error !== undefined) line.error = errorLabel(error)
   return line
 }
@@ -34,7 +37,7 @@ export class RequestLogController extends LogController {
   override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     // Already logged as 499 by the onRequestAbort hook (app.ts).
     if (request.callerLeft) return
-    const line = requestLine(request.method, request.raw.url ?? '', reply.statusCode, reply.elapsedTime, request.problemCode, request.cacheResult, error, request.cacheStatus)
+    const line = requestLine(request, reply.statusCode, reply.elapsedTime, error)
     if (QUIET_PATHS.has(request.routeOptions.url ?? '')) request.log.debug(line, 'request')
     else request.log.info(line, 'request')
   }

@@ -236,10 +236,13 @@ t.test('no-cache bypasses and refreshes; errors are not cached and every waiter 
   t.equal(retry.status, 200, 'not cached')
   t.equal(sandbox.calls.cmu, countAfterError + 1)
 
+  // Dropped twice (the request and its one retry): every waiter sees the 502.
   const unreachable = `/cmu/v2/mvpd?${RANGE}`
-  sandbox.faults.failNext('cmu', 1, { drop: true, afterMs: 500 })
+  const beforeDrops = sandbox.calls.cmu
+  sandbox.faults.failNext('cmu', 2, { drop: true, afterMs: 300 })
   const dropped = await Promise.all(Array.from({ length: 5 }, async () => await call(proxy.url, unreachable)))
   for (const answer of dropped) assertProblem(t, answer, 502, 'CMU_PROXY_UPSTREAM_UNREACHABLE')
+  t.equal(sandbox.calls.cmu - beforeDrops, 2, 'one request and one retry for all five')
 })
 
 t.test('upstream no-store, private and Set-Cookie prevent caching', async (t) => {

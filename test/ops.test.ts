@@ -199,9 +199,9 @@ t.test('cmu-proxy check: one line per step, non-zero on failure', async (t) => {
 
   const first = await run({})
   t.equal(first.code, 0)
-  t.match(first.lines, [/^PASS {2}config/, /^PASS {2}statement +fingerprint [0-9a-f]{12}, sub /, /^PASS {2}register +registered client .{4}….{4}, saved to /, /^PASS {2}token +access token obtained, expires in 21600 s/, /^PASS {2}cmu +GET .*\/cmu\/v2 answered 200/, 'All checks passed.'])
+  t.match(first.lines, [/^PASS {2}config/, /^PASS {2}egress +direct$/, /^PASS {2}statement +fingerprint [0-9a-f]{12}, sub /, /^PASS {2}register +registered client .{4}….{4}, saved to /, /^PASS {2}token +access token obtained, expires in 21600 s/, /^PASS {2}cmu +GET .*\/cmu\/v2 answered 200/, 'All checks passed.'])
   const second = await run({})
-  t.match(second.lines[2], /^PASS {2}credentials +client .{4}….{4} from /, 'reuses stored credentials')
+  t.match(second.lines[3], /^PASS {2}credentials +client .{4}….{4} from /, 'reuses stored credentials')
   t.equal(sandbox.calls.register, 1)
 
   const badConfig = await run({ PORT: 'x', LOG_LEVEL: 'loud' })
@@ -223,7 +223,7 @@ t.test('cmu-proxy check: one line per step, non-zero on failure', async (t) => {
   const preProvisioned = { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_CLIENT_ID: String(client.client_id), ADOBE_CLIENT_SECRET: String(client.client_secret) }
   sandbox.faults.failNext('cmu', 1, { status: 403 })
   const forbidden = await run(preProvisioned)
-  t.match(forbidden.lines[1], /^PASS {2}credentials +pre-provisioned client/)
+  t.match(forbidden.lines[2], /^PASS {2}credentials +pre-provisioned client/)
   t.match(forbidden.lines.at(-1), /^FAIL {2}cmu +GET .* answered HTTP 403/)
   const down = await run({ ...preProvisioned, ADOBE_CMU_URL: 'http://127.0.0.1:1/cmu' })
   t.match(down.lines.at(-1), /^FAIL {2}cmu +GET .* failed: Adobe could not be reached/)

@@ -1,6 +1,7 @@
 // The sandbox against Adobe's documented behaviour, over real HTTP.
 import { gunzipSync } from 'node:zlib'
 import t from 'tap'
+import { Client } from 'undici'
 import { METRICS } from '../src/sandbox/catalog.js'
 import { makeSoftwareStatement, statementClaims } from '../src/sandbox/statement.js'
 import type { Sandbox } from '../src/sandbox/server.js'
@@ -235,6 +236,22 @@ t.test('faults: fail N times, hang, delay, drop', async (t) => {
   t.equal((await call(sandbox.authUrl, '/cmu/v2', { headers: auth })).status, 200, 'cleared')
   sandbox.dcr.tokenLifetimeSeconds = 1
   t.equal((await post(sandbox.authUrl, '/o/client/token', new URLSearchParams({ grant_type: 'client_credentials', ...(await register(sandbox)) }).toString(), 'application/x-www-form-urlencoded')).json().expires_in, 1, 'token lifetime can change')
+})
+
+t.test('dropRate drops requests on reused keep-alive connections, never the first one on a connection', async (t) => {
+  const sandbox = await startSandbox(t, { now: () => NOW, dropRate: 1 })
+  const auth = { authorization: `Bearer ${await tokenFor(sandbox)}` }
+  const client = new Client(sandbox.authUrl)
+  t.teardown(async () => { await client.close() })
+  const first = await client.request({ method: 'GET', path: '/cmu/v2', headers: auth })
+  t.equal(first.statusCode, 200, 'a new connection: answered')
+  await first.body.dump()
+  t.equal(sandbox.calls.cmuDropped, 0)
+  await t.rejects(client.request({ method: 'GET', path: '/cmu/v2', headers: auth }), { code: 'UND_ERR_SOCKET' }, 'the same connection again: dropped')
+  t.equal(sandbox.calls.cmuDropped, 1)
+  const fresh = await client.request({ method: 'GET', path: '/cmu/v2', headers: auth })
+  t.equal(fresh.statusCode, 200, 'the next (new) connection is answered')
+  await fresh.body.dump()
 })
 
 t.test('the made-up statement looks like Adobe\'s', async (t) => {

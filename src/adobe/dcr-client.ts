@@ -3,6 +3,7 @@
 // "Retrieve access token" (POST /o/client/token).
 import { request, type Dispatcher } from 'undici'
 import { clampDelay } from '../clock.js'
+import { RetryPolicy } from '../retry-policy.js'
 
 export interface ClientCredentials {
   client_id: string
@@ -50,15 +51,19 @@ export interface DcrClientOptions {
   userAgent: string
   /** Wall clock (default Date.now): an HTTP date in Retry-After or Expires is a wall-clock instant. */
   now?: () => number
+  /** Which dropped connections the token call retries once (shared with the report calls for the metrics). */
+  retry?: RetryPolicy | undefined
 }
 
 export class DcrClient {
   readonly #options: DcrClientOptions
   readonly #now: () => number
+  readonly #retry: RetryPolicy
 
   constructor (options: DcrClientOptions) {
     this.#options = options
     this.#now = options.now ?? Date.now
+    this.#retry = options.retry ?? new RetryPolicy()
   }
 
   async registerClient (softwareStatement: string): Promise<ClientCredentials> {
@@ -92,16 +97,27 @@ export class DcrClient {
 
   async #post (endpoint: 'register' | 'token', contentType: string, payload: string): Promise<Record<string, unknown>> {
     const url = new URL(`o/client/${endpoint}`, this.#options.authUrl.endsWith('/') ? this.#options.authUrl : `${this.#options.authUrl}/`)
+    const send = async (): Promise<Dispatcher.ResponseData> => await request(url, {
+      method: 'POST',
+      dispatcher: this.#options.dispatcher,
+      headers: { 'content-type': contentType, accept: 'application/json', 'user-agent': this.#options.userAgent },
+      body: payload,
+      headersTimeout: this.#options.timeoutMs,
+      bodyTimeout: this.#options.timeoutMs
+    })
     let response: Dispatcher.ResponseData
     try {
-      response = await request(url, {
-        method: 'POST',
-        dispatcher: this.#options.dispatcher,
-        headers: { 'content-type': contentType, accept: 'application/json', 'user-agent': this.#options.userAgent },
-        body: payload,
-        headersTimeout: this.#options.timeoutMs,
-        bodyTimeout: this.#options.timeoutMs
-      })
+      try {
+        response = await send()
+      } catch (err) {
+        // A token request is idempotent: one more try when the connection dropped before any answer,
+        // inside the broker's backoff. Registration is not (it would mint a second client): never.
+        // The broker makes one call at a time, so the connection that failed was the only one in
+        // the pool, and the retry necessarily opens a fresh one.
+        if (endpoint !== 'token' || !this.#retry.retryToken(err)) throw err
+        await this.#retry.pause()
+        response = await send()
+      }
     } catch (err) {
       throw new DcrError('unreachable', `${endpoint} endpoint unreachable (${errorCode(err)})`, { cause: err })
     }

@@ -102,6 +102,19 @@ export class ProxyMetrics {
     this.#rateLimited++
   }
 
+  /** Retries of dropped connections to Adobe, read at scrape time. */
+  watchRetries (retry: { readonly retries: Readonly<Record<string, number>>, readonly budgetExhausted: number }): void {
+    const registers = [this.registry]
+    new Counter({
+      name: 'cmu_proxy_upstream_retries_total', help: 'Calls to Adobe (reports, token) sent once more on a fresh connection after the connection failed before any answer, by reason', labelNames: ['reason'], registers,
+      collect () {
+        this.reset()
+        for (const [reason, count] of Object.entries(retry.retries)) this.inc({ reason }, count)
+      }
+    })
+    new Counter({ name: 'cmu_proxy_upstream_retry_budget_exhausted_total', help: 'Report calls not retried after a dropped connection because retries already used their budget (10% of requests over 10 s, at least 3)', registers, collect () { this.reset(); this.inc(retry.budgetExhausted) } })
+  }
+
   /** For Upstream: one observation per response from Adobe. */
   observeUpstream (seconds: number, status: number): void {
     this.#upstreamDuration.observe(statusClass(status), seconds)

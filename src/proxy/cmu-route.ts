@@ -49,7 +49,10 @@ class FastifyResponder implements Responder {
     }
     await this.forwarder.streamInto(this.call, reply.raw, {
       // Take the reply over from Fastify only once Adobe answered: until then a failure is still a problem response.
-      onStart: () => { reply.hijack() },
+      onStart: (retried) => {
+        request.upstreamRetried = retried
+        reply.hijack()
+      },
       // What hooks put on the reply (X-Request-Id, RateLimit-*): written with Adobe's headers, since the raw response bypasses Fastify's.
       extraHeaders: reply.getHeaders(),
       headOnly: this.call.head,

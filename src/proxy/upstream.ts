@@ -5,8 +5,21 @@
 // no intermediate stream, the hot path when nothing is cached. Both are
 // admitted only while fewer than maxPending requests wait for Adobe: undici's
 // own queue has no bound.
-import { Pool, type Dispatcher } from 'undici'
+//
+// Both also retry here, once, when the connection failed before any response
+// header arrived (retry-policy.ts says which failures, and keeps the budget).
+// undici's RetryHandler / RetryAgent / interceptors.retry do not fit: once a
+// 200 has started, a dropped body is resumed with a Range request (its retry
+// callback cannot tell a failure before the headers from one in mid-body, so
+// that cannot be turned off), the retry goes back to the same pool and may
+// land on another stale keep-alive socket, there is no budget, and every
+// request pays for a wrapping handler, a controller proxy and a copy of its
+// options even when nothing fails. Here a retry costs nothing until a
+// connection actually fails, and it always goes out on a fresh connection.
+import { type Dispatcher } from 'undici'
 import { ProxyError, overloaded, upstreamBadEncoding, upstreamTimeout, upstreamUnreachable } from '../errors.js'
+import { RetryPolicy } from '../retry-policy.js'
+import { createDispatcher } from './dispatchers.js'
 import { callerResponseHeaders, encodingAcceptable } from './headers.js'
 
 /** What an attempt returns when Adobe answered 401 (and the attempt discarded that answer). */
@@ -21,6 +34,10 @@ export interface UpstreamOptions {
   bodyTimeoutMs: number
   /** UPSTREAM_MAX_PENDING: requests waiting for Adobe's headers beyond this are refused at once (503). */
   maxPending: number
+  /** The egress proxy for ADOBE_CMU_URL (dispatchers.ts: egressProxyFor), or undefined for direct. */
+  proxy?: string | undefined
+  /** Which failures are retried, the budget, and the counters behind the retry metrics. */
+  retry?: RetryPolicy | undefined
   /** Called with the time to response headers, for metrics. */
   onResponse?: ((seconds: number, status: number) => void) | undefined
 }
@@ -53,8 +70,11 @@ export interface ResponseSink {
 export type ExtraHeaders = Record<string, string | number | string[] | undefined>
 
 export interface StreamOptions {
-  /** Called once the caller's status line is decided, before anything is written (e.g. to take the reply over from Fastify). */
-  onStart: () => void
+  /**
+   * Called once the caller's status line is decided, before anything is written (e.g. to take
+   * the reply over from Fastify); `retried` says whether a dropped connection was retried first.
+   */
+  onStart: (retried: boolean) => void
   /** Extra headers for the caller (X-Request-Id, X-Cache). */
   extraHeaders: ExtraHeaders
   /** HEAD: send the headers, drop the body. */
@@ -82,43 +102,90 @@ class Admission {
   release (): void {
     this.waiting--
   }
+
+  /** A retry of a request already admitted: it waits for Adobe again, whatever the count (the retry budget bounds these). */
+  readmit (): void {
+    this.waiting++
+  }
+}
+
+/** Responses and errors of calls that were retried (marked only when it happens: nothing to pay otherwise). */
+const RETRIED = new WeakSet<object>()
+
+/** Whether this response or error came from an upstream call that was retried (for the request log line). */
+export function wasRetried (value: object): boolean {
+  return RETRIED.has(value)
+}
+
+function markRetried<T extends object> (value: T): T {
+  RETRIED.add(value)
+  return value
 }
 
 export class Upstream {
-  readonly #pool: Pool
+  readonly #pool: Dispatcher
+  /**
+   * Where retries go. Every request on it asks for `reset` (Connection: close),
+   * so each of its connections carries exactly one request: a retry never
+   * meets another stale keep-alive socket of the main pool.
+   */
+  readonly #fresh: Dispatcher
+  readonly #origin: string
   readonly #basePath: string
   readonly #onResponse: ((seconds: number, status: number) => void) | undefined
   readonly #admission: Admission
+  readonly #retry: RetryPolicy
 
   constructor (options: UpstreamOptions) {
     this.#admission = new Admission(options.maxPending)
+    this.#retry = options.retry ?? new RetryPolicy()
     const base = new URL(options.baseUrl)
+    this.#origin = base.origin
     this.#basePath = base.pathname.replace(/\/+$/, '')
     this.#onResponse = options.onResponse
-    // Pool (not fetch): keep-alive sockets, streaming bodies, and redirects are never followed.
-    this.#pool = new Pool(base.origin, {
+    // undici (not fetch): keep-alive sockets, streaming bodies, and redirects are never followed.
+    const connection = {
       connections: options.connections,
-      connectTimeout: options.connectTimeoutMs,
-      headersTimeout: options.headersTimeoutMs,
-      bodyTimeout: options.bodyTimeoutMs,
-      keepAliveTimeout: 30_000
-    })
+      connectTimeoutMs: options.connectTimeoutMs,
+      headersTimeoutMs: options.headersTimeoutMs,
+      bodyTimeoutMs: options.bodyTimeoutMs,
+      keepAliveTimeoutMs: 30_000
+    }
+    this.#pool = createDispatcher(base.origin, options.proxy, connection)
+    this.#fresh = createDispatcher(base.origin, options.proxy, connection)
   }
 
   /** Sends one GET; resolves when the response headers arrive. Rejects with a ProxyError. */
   async request ({ path, query, headers, signal }: UpstreamRequest & { signal: AbortSignal }): Promise<Dispatcher.ResponseData> {
     this.#admission.admit()
     const started = performance.now()
+    this.#retry.record(started)
+    const options: Dispatcher.RequestOptions = { origin: this.#origin, method: 'GET', path: this.#fullPath(path, query), headers, signal }
     try {
-      const response = await this.#pool.request({ method: 'GET', path: this.#fullPath(path, query), headers, signal })
+      let response: Dispatcher.ResponseData
+      try {
+        response = await this.#pool.request(options)
+      } catch (err) {
+        response = await this.#requestAgain(err, options, signal)
+      }
       this.#onResponse?.((performance.now() - started) / 1000, response.statusCode)
       return response
-    } catch (err) {
-      // The caller went away: nobody is left to answer.
-      if (signal.aborted) throw callerGone()
-      throw transportError(err)
     } finally {
       this.#admission.release()
+    }
+  }
+
+  /** request()'s first attempt failed with `err`: retry it once if the policy allows, else map the failure. */
+  async #requestAgain (err: unknown, options: Dispatcher.RequestOptions, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+    // The caller went away: nobody is left to answer.
+    if (signal.aborted) throw callerGone()
+    if (!this.#retry.retryReport(err, performance.now())) throw transportError(err)
+    await this.#retry.pause()
+    try {
+      return markRetried(await this.#fresh.request({ ...options, reset: true }))
+    } catch (again) {
+      if (signal.aborted) throw callerGone()
+      throw markRetried(transportError(again))
     }
   }
 
@@ -135,14 +202,37 @@ export class Upstream {
    */
   async streamTo (res: ResponseSink, request: UpstreamRequest, options: StreamOptions): Promise<void | typeof UNAUTHORIZED> {
     this.#admission.admit()
-    return await new Promise((resolve, reject) => {
-      const handler = new ResponseStreamHandler(res, options, this.#onResponse, this.#admission, resolve, reject)
-      this.#pool.dispatch({ method: 'GET', path: this.#fullPath(request.path, request.query), headers: request.headers }, handler)
-    })
+    const started = performance.now()
+    this.#retry.record(started)
+    const dispatch: Dispatcher.DispatchOptions = { origin: this.#origin, method: 'GET', path: this.#fullPath(request.path, request.query), headers: request.headers }
+    try {
+      return await this.#streamAttempt(this.#pool, dispatch, res, options, started, false)
+    } catch (err) {
+      // A ProxyError is a failure with a meaning of its own (caller gone, refused encoding, a body cut after a 401): never retried.
+      if (err instanceof ProxyError) throw err
+      if (res.destroyed) throw callerGone()
+      if (!this.#retry.retryReport(err, performance.now())) throw transportError(err)
+    }
+    await this.#retry.pause()
+    if (res.destroyed) throw callerGone()
+    this.#admission.readmit()
+    try {
+      return await this.#streamAttempt(this.#fresh, { ...dispatch, reset: true }, res, options, started, true)
+    } catch (again) {
+      throw markRetried(again instanceof ProxyError ? again : transportError(again))
+    }
   }
 
   async close (): Promise<void> {
-    await this.#pool.close()
+    await Promise.all([this.#pool.close(), this.#fresh.close()])
+  }
+
+  /** One exchange into `res`; rejects with the raw transport error when it failed before Adobe's headers. */
+  #streamAttempt (dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean): Promise<void | typeof UNAUTHORIZED> {
+    // Not async: the hot path keeps a single promise per exchange.
+    return new Promise((resolve, reject) => {
+      dispatcher.dispatch(dispatch, new ResponseStreamHandler(res, options, this.#onResponse, this.#admission, started, retried, resolve, reject))
+    })
   }
 
   #fullPath (path: string, query: string): string {
@@ -157,8 +247,10 @@ class ResponseStreamHandler implements Dispatcher.DispatchHandler {
   readonly #observe: ((seconds: number, status: number) => void) | undefined
   readonly #admission: Admission
   readonly #resolve: (value: void | typeof UNAUTHORIZED) => void
-  readonly #reject: (error: ProxyError) => void
-  readonly #started = performance.now()
+  readonly #reject: (error: unknown) => void
+  readonly #started: number
+  /** This exchange is the retry of one whose connection failed. */
+  readonly #retried: boolean
   #controller: Dispatcher.DispatchController | undefined
   /** Still counted as waiting for Adobe (until the response headers or a failure). */
   #admitted = true
@@ -170,11 +262,13 @@ class ResponseStreamHandler implements Dispatcher.DispatchHandler {
   #answered = false
   #settled = false
 
-  constructor (res: ResponseSink, options: StreamOptions, observe: ((seconds: number, status: number) => void) | undefined, admission: Admission, resolve: (value: void | typeof UNAUTHORIZED) => void, reject: (error: ProxyError) => void) {
+  constructor (res: ResponseSink, options: StreamOptions, observe: ((seconds: number, status: number) => void) | undefined, admission: Admission, started: number, retried: boolean, resolve: (value: void | typeof UNAUTHORIZED) => void, reject: (error: unknown) => void) {
     this.#res = res
     this.#options = options
     this.#observe = observe
     this.#admission = admission
+    this.#started = started
+    this.#retried = retried
     this.#resolve = resolve
     this.#reject = reject
   }
@@ -200,7 +294,7 @@ class ResponseStreamHandler implements Dispatcher.DispatchHandler {
       controller.abort(upstreamBadEncoding())
       return
     }
-    this.#options.onStart()
+    this.#options.onStart(this.#retried)
     this.#writing = true
     this.#res.writeHead(statusCode, { ...callerResponseHeaders(headers), ...this.#options.extraHeaders })
     if (this.#options.headOnly) {
@@ -224,6 +318,7 @@ class ResponseStreamHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, error: Error): void {
+    const beforeHeaders = this.#admitted
     this.#release()
     this.#res.off('close', this.#onCallerClose)
     if (this.#writing) {
@@ -235,7 +330,9 @@ class ResponseStreamHandler implements Dispatcher.DispatchHandler {
       this.#settle(() => { this.#resolve(undefined) })
       return
     }
-    this.#settle(() => { this.#reject(error instanceof ProxyError ? error : transportError(error)) })
+    // Before Adobe's headers the raw error goes back, so that streamTo() can decide on a retry;
+    // after them (a 401 whose body was cut) it is final.
+    this.#settle(() => { this.#reject(error instanceof ProxyError || beforeHeaders ? error : transportError(error)) })
   }
 
   #release (): void {

@@ -20,7 +20,11 @@ export interface SandboxOptions {
   seed?: number
   /** Adobe's /o/client/* throttle: 1 request/s per client IP, burst 10, 429 with an HTML body */
   throttle?: boolean
-  /** Share of CMU requests whose connection is dropped before any answer (soak tests), 0 to 1 */
+  /**
+   * Share of CMU requests on reused keep-alive connections whose connection is dropped before any
+   * answer (soak tests), 0 to 1: a connection that Adobe's side closed just as the client reused it.
+   * The first request on a new connection is never dropped.
+   */
   dropRate?: number
   now?: () => number
 }
@@ -48,6 +52,8 @@ export class Sandbox {
   readonly #now: () => number
   readonly #server: Server
   readonly #throttle: Map<string, { tokens: number, at: number }> | undefined
+  /** Connections that already carried a CMU request (for dropRate). */
+  readonly #usedSockets = new WeakSet<object>()
   #url = ''
 
   constructor (options: SandboxOptions = {}) {
@@ -127,7 +133,7 @@ export class Sandbox {
     this.calls.cmu++
     if (this.cmuRequests.length >= MAX_RECORDED) this.cmuRequests.shift()
     this.cmuRequests.push({ method: req.method ?? '', url: req.url ?? '', headers: { ...req.headers } })
-    if (this.dropRate > 0 && Math.random() < this.dropRate) {
+    if (this.dropRate > 0 && this.#reused(req) && Math.random() < this.dropRate) {
       this.calls.cmuDropped++
       return void req.socket.destroy()
     }
@@ -180,6 +186,12 @@ export class Sandbox {
     if (action.afterMs === undefined) return answer()
     const timer = setTimeout(answer, action.afterMs)
     res.once('close', () => { clearTimeout(timer) })
+  }
+
+  #reused (req: IncomingMessage): boolean {
+    if (this.#usedSockets.has(req.socket)) return true
+    this.#usedSockets.add(req.socket)
+    return false
   }
 
   #authorized (req: IncomingMessage): boolean {
