@@ -32,8 +32,7 @@ for (const CACHE_ENABLED of ['false', 'true']) {
     t.equal(sandbox.calls.cmu - before, 2, 'the drop and its retry')
     t.equal(await metric(proxy, 'cmu_proxy_upstream_retries_total{reason="closed"}'), 1)
     t.equal(await metric(proxy, 'cmu_proxy_upstream_retry_budget_exhausted_total'), 0)
-    // With the cache on, the success is not flagged yet: the forwarder has to carry wasRetried(response) to the reply.
-    if (CACHE_ENABLED === 'false') t.match(requestLines(proxy, path), [{ statusCode: 200, retried: true }], 'the request line says retried')
+    t.match(requestLines(proxy, path), [{ statusCode: 200, retried: true }], 'the request line says retried')
   })
 
   t.test(`two drops in a row: 502 after exactly two calls (cache ${CACHE_ENABLED})`, async (t) => {
@@ -162,7 +161,9 @@ t.test('a coalesced miss whose connection drops is retried once for all its wait
   t.equal(new Set(answers.map((a) => a.text)).size, 1, 'the same bytes')
   t.equal(sandbox.calls.cmu, 2, 'one drop, one retry, for all ten')
   t.equal(await metric(proxy, 'cmu_proxy_upstream_retries_total{reason="closed"}'), 1)
+  t.equal(requestLines(proxy, path).filter((line) => line.retried === true).length, 10, "every waiter's line says retried")
   t.equal((await call(proxy.url, path)).headers['x-cache'], 'HIT', 'and the retried answer was cached')
+  t.notOk('retried' in (requestLines(proxy, path)[10] ?? { retried: 'missing line' }), 'a hit was not retried')
 })
 
 t.test('the token call is retried once on a dropped connection; registration never is', async (t) => {

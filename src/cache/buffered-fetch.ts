@@ -5,7 +5,7 @@
 import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { callerResponseHeaders } from '../proxy/headers.js'
-import { transportError } from '../proxy/upstream.js'
+import { transportError, wasRetried } from '../proxy/upstream.js'
 import { isShareable } from './cache-policy.js'
 
 interface AnswerBase {
@@ -13,6 +13,8 @@ interface AnswerBase {
   headers: Record<string, string | string[]>
   /** May go to other callers with the same key (coalesced waiters); see isShareable. */
   shareable: boolean
+  /** The upstream call was retried after a dropped connection (for every caller's request line). */
+  retried: boolean
 }
 
 export interface BufferedAnswer extends AnswerBase {
@@ -58,8 +60,9 @@ export async function readAnswer (response: Dispatcher.ResponseData, maxBytes: n
   const status = response.statusCode
   const headers = callerResponseHeaders(response.headers)
   const shareable = isShareable(response.headers)
+  const retried = wasRetried(response)
   const declared = Number(response.headers['content-length'])
-  if (declared > maxBytes || declared > budget.limit - budget.used) return streamed(status, headers, shareable, [], response.body)
+  if (declared > maxBytes || declared > budget.limit - budget.used) return streamed({ status, headers, shareable, retried }, [], response.body)
 
   const chunks: Buffer[] = []
   let size = 0
@@ -85,20 +88,18 @@ export async function readAnswer (response: Dispatcher.ResponseData, maxBytes: n
   } finally {
     budget.give(size)
   }
-  if (overflow) return streamed(status, headers, shareable, chunks, response.body)
-  return { kind: 'buffered', status, headers, shareable, upstreamHeaders: response.headers, body: Buffer.concat(chunks, size) }
+  if (overflow) return streamed({ status, headers, shareable, retried }, chunks, response.body)
+  return { kind: 'buffered', status, headers, shareable, retried, upstreamHeaders: response.headers, body: Buffer.concat(chunks, size) }
 }
 
-function streamed (status: number, headers: Record<string, string | string[]>, shareable: boolean, prefix: Buffer[], rest: Readable): StreamedAnswer {
+function streamed (base: AnswerBase, prefix: Buffer[], rest: Readable): StreamedAnswer {
   // Until a caller claims it, an upstream failure must not be an unhandled 'error'
   // event; the stream keeps the error and the claimant's reader sees it.
   rest.on('error', () => {})
   let claimed = false
   return {
+    ...base,
     kind: 'streamed',
-    status,
-    headers,
-    shareable,
     claim: () => {
       if (claimed) return undefined
       claimed = true

@@ -45,6 +45,8 @@ export interface Responder {
   sendStream: (status: number, headers: Record<string, string | string[]>, body: Readable, cacheResult: CacheResult) => Promise<void>
   /** Fires when the caller goes away before its response is complete. */
   callerGone: () => AbortSignal
+  /** The answer came from an upstream call that was retried after a dropped connection. */
+  upstreamRetried: () => void
 }
 
 /** An AbortSignal that fires when the caller goes away before `res` is complete. */
@@ -82,6 +84,7 @@ export class CmuForwarder {
         return
     }
     const { answer, result } = outcome
+    if (answer.retried) responder.upstreamRetried()
     if (answer.kind === 'buffered') { await responder.sendBuffered(answer, result); return }
     const body = answer.claim()
     if (body !== undefined) { await responder.sendStream(answer.status, answer.headers, body, result); return }

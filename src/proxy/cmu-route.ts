@@ -81,6 +81,10 @@ class FastifyResponder implements Responder {
     await reply.send()
   }
 
+  upstreamRetried (): void {
+    this.request.upstreamRetried = true
+  }
+
   callerGone (): AbortSignal {
     return signalWhenCallerLeaves(this.reply.raw)
   }
