@@ -19,7 +19,7 @@ import { CmuForwarder, type CacheResult } from './proxy/cmu-forwarder.js'
 import { cmuRoutes } from './proxy/cmu-route.js'
 import { adobeEgress, createDispatcher, describeAdobeEgress } from './proxy/dispatchers.js'
 import { registerRateLimit } from './proxy/rate-limit.js'
-import { parseRateLimitOverrides, parseRateLimitRule, type RateLimitRule } from './rate-limit-rules.js'
+import { rateLimitSettings } from './rate-limit-rules.js'
 import { Upstream, callerGone, wasRetried } from './proxy/upstream.js'
 import { requestId } from './request-id.js'
 import { RequestLogController, requestLine } from './request-log.js'
@@ -138,6 +138,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   app.addHook('onReady', async () => { broker.start() })
   app.addHook('onClose', async () => {
     broker.close()
+    cacheLayer?.close()
     await Promise.all([upstream.close(), authDispatcher.close()])
   })
 
@@ -184,13 +185,9 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
         }
       })
     }
-    if (config.RATE_LIMIT !== undefined) {
-      await registerRateLimit(cmu, {
-        rule: parseRateLimitRule(config.RATE_LIMIT) as RateLimitRule,
-        overrides: config.RATE_LIMIT_KEYS === undefined ? new Map() : parseRateLimitOverrides(config.RATE_LIMIT_KEYS) as Map<string, RateLimitRule>,
-        byApiKey: apiKeys.size > 0,
-        onLimited: () => { metrics.countRateLimited() }
-      })
+    const rateLimit = rateLimitSettings(config.RATE_LIMIT, config.RATE_LIMIT_KEYS)
+    if (rateLimit !== undefined) {
+      await registerRateLimit(cmu, { ...rateLimit, byApiKey: apiKeys.size > 0, onLimited: () => { metrics.countRateLimited() } })
     }
     await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder })
   })

@@ -11,9 +11,6 @@ export function monotonicNow (): number {
   return ORIGIN + performance.now()
 }
 
-/** setTimeout's range: a longer delay overflows and fires after 1 ms. */
-export const MAX_TIMER_MS = 2 ** 31 - 1
-
 /** `ms` limited to [min, max]; NaN becomes `min`. */
 export function clampDelay (ms: number, min: number, max: number): number {
   return Number.isNaN(ms) ? min : Math.min(max, Math.max(min, ms))

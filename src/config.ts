@@ -249,7 +249,7 @@ function toProblems (err: unknown, merged: Env): ConfigProblem[] {
       problem = 'must be a number of requests per second, minute or hour, e.g. 600/minute'
     }
     const value = merged[variable]
-    const shown = value === undefined || SECRET_VARIABLES.has(variable) ? '' : ` (got ${JSON.stringify(value.slice(0, 80))})`
+    const shown = value === undefined || SECRET_VARIABLES.has(variable) ? '' : ` (got ${echo(value)})`
     problems.set(variable, `${problem}${shown}`)
   }
   return [...problems].map(([variable, problem]) => ({ variable, problem }))
@@ -271,7 +271,7 @@ function baseUrlRule (name: 'ADOBE_AUTH_URL' | 'ADOBE_CMU_URL'): CrossFieldRule 
       try {
         url = new URL(config[name])
       } catch {
-        return problemOf(name, `is not a valid URL (got ${JSON.stringify(config[name])})`)
+        return problemOf(name, `is not a valid URL (got ${echo(config[name])})`)
       }
       if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
         return problemOf(name, 'must be a plain base URL without query, fragment or user info')
@@ -350,4 +350,9 @@ function rateLimitOverridesProblem (config: Config): ConfigProblem | undefined {
     if (!keys.has(key)) return problemOf(variable, 'names a key that is not one of PROXY_API_KEYS')
   }
   return undefined
+}
+
+/** A bad value as shown in an error: quoted, cut short, and with any user:password@ in it masked. */
+function echo (value: string): string {
+  return JSON.stringify(value.slice(0, 80).replace(/\/\/[^/@\s]*@/, '//***@'))
 }

@@ -10,11 +10,12 @@ export interface RateLimitRule {
 const WINDOWS: Record<string, number> = { second: 1_000, minute: 60_000, hour: 3_600_000 }
 
 /** Also the schema pattern of RATE_LIMIT. */
-export const RATE_LIMIT_PATTERN = '^\\s*[0-9]{1,9}\\s*/\\s*(second|minute|hour)\\s*$'
+export const RATE_LIMIT_PATTERN = '^\\s*([0-9]{1,9})\\s*/\\s*(second|minute|hour)\\s*$'
+const RULE = new RegExp(RATE_LIMIT_PATTERN)
 
 /** "600/minute" -> { max: 600, windowMs: 60000 }; undefined when the text is not such a rule. */
 export function parseRateLimitRule (text: string): RateLimitRule | undefined {
-  const match = /^\s*([0-9]{1,9})\s*\/\s*(second|minute|hour)\s*$/.exec(text)
+  const match = RULE.exec(text)
   if (match === null) return undefined
   return { max: Number(match[1]), windowMs: WINDOWS[match[2] ?? ''] ?? 0 }
 }
@@ -35,4 +36,12 @@ export function parseRateLimitOverrides (text: string): Map<string, RateLimitRul
     overrides.set(key, rule)
   }
   return overrides
+}
+
+/** RATE_LIMIT and RATE_LIMIT_KEYS as validated at start (config.ts); undefined when no limit is set. */
+export function rateLimitSettings (rateLimit: string | undefined, overridesText: string | undefined): { rule: RateLimitRule, overrides: Map<string, RateLimitRule> } | undefined {
+  const rule = rateLimit === undefined ? undefined : parseRateLimitRule(rateLimit)
+  if (rule === undefined) return undefined
+  const overrides = overridesText === undefined ? new Map<string, RateLimitRule>() : parseRateLimitOverrides(overridesText)
+  return { rule, overrides: 'badLine' in overrides ? new Map() : overrides }
 }

@@ -1,6 +1,10 @@
 // The response cache and request coalescing, through the proxy over HTTP.
 import { brotliCompressSync, gunzipSync, gzipSync } from 'node:zlib'
 import t from 'tap'
+import { Agent, request, type Dispatcher } from 'undici'
+import { CacheLayer, type CacheOutcome } from '../src/cache/cache-layer.js'
+import { ResponseCache } from '../src/cache/response-cache.js'
+import { createLogger } from '../src/logger.js'
 import { assertProblem, call, startProxy, startSandbox, startScriptedServer } from './helpers.js'
 
 const CACHE_ON = { CACHE_ENABLED: 'true' }
@@ -78,13 +82,14 @@ t.test('coalesced waiters and later hits only ever get an encoding they accepted
   const upstream = await negotiatingUpstream(t)
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
-  const offers = ['gzip, br', 'gzip', undefined, 'br', 'gzip, br', 'identity']
-  const answers = await Promise.all(offers.map(async (offer) => await call(proxy.url, '/cmu/v2/year', { headers: offer === undefined ? {} : { 'accept-encoding': offer } })))
+  // What each offer may get: gzip only where it accepts gzip (RFC 9110 §12.5.3: an explicit q=0 beats *).
+  const offers: Array<[string | undefined, boolean]> = [['gzip, br', true], ['gzip', true], [undefined, false], ['br', false], ['gzip, br', true], ['identity', false], ['gzip;q=0, *', false], ['*', true], ['br;q=1, gzip;q=0.5', true]]
+  const answers = await Promise.all(offers.map(async ([offer]) => await call(proxy.url, '/cmu/v2/year', { headers: offer === undefined ? {} : { 'accept-encoding': offer } })))
   for (const [i, answer] of answers.entries()) {
-    const offer = offers[i] ?? ''
+    const [offer, gzipAccepted] = offers[i] ?? []
     const encoding = answer.headers['content-encoding']
     t.equal(answer.status, 200)
-    t.ok(encoding === undefined || (encoding === 'gzip' && offer.includes('gzip')), `offered ${String(offers[i])}: got ${String(encoding)}`)
+    t.equal(encoding, gzipAccepted === true ? 'gzip' : undefined, `offered ${String(offer)}: got ${String(encoding)}`)
     t.same(JSON.parse((encoding === 'gzip' ? gunzipSync(answer.body) : answer.body).toString()), { report: [{ lang: 'none' }] })
   }
   t.same(new Set(upstream.requests.map((r) => r.headers['accept-encoding'])), new Set(['gzip', 'identity']), 'Adobe is offered exactly gzip or identity')
@@ -312,4 +317,48 @@ t.test('past CACHE_MAX_INFLIGHT_BYTES, concurrent misses stream uncached instead
   const hits = await Promise.all([1, 2, 3].map(async (n) => (await call(proxy.url, `/cmu/v2/year.csv?n=${n}`)).headers['x-cache']))
   t.equal(hits.filter((h) => h === 'HIT').length, 2, 'two fitted in the budget and were cached; the third streamed')
   t.match((await call(proxy.url, '/metrics')).text, /cmu_proxy_cache_buffering_bytes 0\n/, 'the budget is given back')
+})
+
+t.test('a caller arriving after everyone else left starts afresh instead of joining cancelled work', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: CACHE_ON })
+  await call(proxy.url, '/readyz')
+  // The next report call waits for a slow token: the shared work is stuck before it reaches Adobe.
+  sandbox.dcr.revokeTokens()
+  await call(proxy.url, '/cmu/v2/tenant')
+  sandbox.faults.failNext('token', 1, { delayMs: 800 })
+  const path = `/cmu/v2/year?${RANGE}`
+  sandbox.faults.failNext('cmu', 1, { status: 401, body: 'expired' })
+  const leaving = new AbortController()
+  const first = call(proxy.url, path, { signal: leaving.signal }).catch((err: Error) => err)
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  leaving.abort()
+  await first
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const second = await call(proxy.url, path)
+  t.equal(second.status, 200, 'the later caller gets the report, not a 499 meant for the one who left')
+})
+
+t.test('a body read into memory stays charged to CACHE_MAX_INFLIGHT_BYTES until its callers have sent it', async (t) => {
+  const body = Buffer.alloc(6_000, 'x')
+  const upstream = await startScriptedServer(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/csv', 'cache-control': 'no-store' })
+    res.end(body)
+  })
+  const cache = new ResponseCache({ maxBytes: 100_000, maxEntryBytes: 50_000 })
+  const layer = new CacheLayer({ cache, ttlMaxSeconds: 600, staleIfErrorSeconds: 0, staleWhileRevalidateSeconds: 0, bufferingMaxBytes: 10_000, logger: createLogger('silent'), now: Date.now, wallNow: Date.now })
+  const dispatcher = new Agent()
+  t.teardown(async () => { await dispatcher.close() })
+  const fetch = async (): Promise<Dispatcher.ResponseData> => await request(`${upstream.url}/cmu/v2/year.csv`, { dispatcher })
+  const ask = async (n: number): Promise<CacheOutcome> => await layer.answer({ target: { path: '/v2/year.csv', query: `n=${n}` }, headers: {}, gzipAccepted: false, callerGone: () => new AbortController().signal }, fetch)
+
+  const slow = await ask(1)
+  t.equal(slow.kind === 'fetched' && slow.answer.kind, 'buffered', 'the first body is read into memory (no-store: not cached)')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.equal(layer.bufferingBytes, 6_000, 'and stays charged while its caller has not sent it')
+  const next = await ask(2)
+  t.equal(next.kind === 'fetched' && next.answer.kind, 'streamed', 'past the budget, the next one streams instead of piling up')
+  if (next.kind === 'fetched' && next.answer.kind === 'streamed') next.answer.claim()?.resume()
+  if (slow.kind === 'fetched' && slow.answer.kind === 'buffered') slow.answer.release()
+  t.equal(layer.bufferingBytes, 0, 'given back once sent')
 })

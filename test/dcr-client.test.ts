@@ -1,7 +1,8 @@
 // DcrClient against a scripted server: what it sends, and how it reads every answer.
 import t, { type Test } from 'tap'
 import { Agent } from 'undici'
-import { DcrClient, DcrError, retryAfter } from '../src/adobe/dcr-client.js'
+import { DcrClient, DcrError } from '../src/adobe/dcr-client.js'
+import { retryAfter } from '../src/retry-after.js'
 import { json, startScriptedServer } from './helpers.js'
 
 const CREDENTIALS = { client_id: 'client-1', client_secret: 'secret-1' }

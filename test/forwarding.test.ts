@@ -15,19 +15,24 @@ t.test('the query reaches Adobe byte for byte, minus a caller access_token', asy
     '?mvpd=A&mvpd=B&tenant!=X&platform&start=2024-01',
     '?channel=sports%20hd&tenant=a%2Bb&start=2024-01&end=2024-02',
     '?mvpd=DTV&access_token=caller-token&start=2024-01',
-    '?access_token=caller-token'
+    '?access_token=caller-token',
+    '?%61ccess_token=caller-token&mvpd=A',
+    '?ACCESS%5FTOKEN=caller-token&a%63cess_token=x&mvpd=B'
   ]
   const expected = [
     '/cmu/v2/year/month?mvpd=A&mvpd=B&tenant!=X&platform&start=2024-01',
     '/cmu/v2/year/month?channel=sports%20hd&tenant=a%2Bb&start=2024-01&end=2024-02',
     '/cmu/v2/year/month?mvpd=DTV&start=2024-01',
-    '/cmu/v2/year/month'
+    '/cmu/v2/year/month',
+    '/cmu/v2/year/month?mvpd=A',
+    '/cmu/v2/year/month?mvpd=B'
   ]
   for (const [i, query] of cases.entries()) {
     const response = await call(proxy.url, `/cmu/v2/year/month${query}`)
     t.equal(response.status, 200, query)
     t.equal(sandbox.cmuRequests.at(-1)?.url, expected[i], `forwarded as ${expected[i]}`)
   }
+  t.notOk(proxy.logs.join('\n').includes('caller-token'), 'however its name is encoded, the token is masked in the log')
 })
 
 t.test('extension, Accept and Accept-Encoding pass through; gzip arrives compressed', async (t) => {
@@ -90,7 +95,7 @@ t.test('path tricks are refused with 400 and nothing is sent upstream', async (t
   const proxy = await startProxy(t, sandbox)
   await call(proxy.url, '/cmu/v2')
   const before = { ...sandbox.calls }
-  for (const path of ['/cmu/../o/client/register', '/cmu/v2/%2e%2e/%2E%2E/o/client/token', '/cmu/v2%2f..%2fo/client/register', '/cmu/v2/year%2Fmonth', '/cmu/v2\\..\\x', '/cmu/./v2']) {
+  for (const path of ['/cmu/../o/client/register', '/cmu/v2/%2e%2e/%2E%2E/o/client/token', '/cmu/v2%2f..%2fo/client/register', '/cmu/v2/year%2Fmonth', '/cmu/v2\\..\\x', '/cmu/./v2', '/cmu/v2/..%00/year', '/cmu/v2/year%0d%0aX-Injected:1', '/cmu/v2/%1f']) {
     assertProblem(t, await call(proxy.url, path), 400, 'CMU_PROXY_BAD_PATH')
   }
   t.same(sandbox.calls, before, 'nothing reached the sandbox')
@@ -245,6 +250,29 @@ for (const CACHE_ENABLED of ['false', 'true']) {
     t.ok(proxy.logs.some((l) => /"method":"HEAD","url":"\/cmu\/v2\/year.csv","statusCode":200/.test(l)), 'one ordinary request line')
   })
 }
+
+t.test('a HEAD of a small report keeps the upstream connection; with the cache on it fills the cache', async (t) => {
+  const connections = new Set<unknown>()
+  const upstream = await startScriptedServer(t, (_req, res) => {
+    connections.add(res.socket)
+    res.writeHead(200, { 'content-type': 'text/csv', 'content-length': '11' })
+    res.end('year,month\n')
+  })
+  const sandbox = await startSandbox(t)
+  const uncached = await startProxy(t, sandbox, { env: { ADOBE_CMU_URL: `${upstream.url}/cmu` } })
+  for (let i = 0; i < 3; i++) t.equal((await call(uncached.url, '/cmu/v2/year.csv', { method: 'HEAD' })).status, 200)
+  t.equal(connections.size, 1, 'three HEADs, one upstream connection: the small body was read, not cut')
+
+  const cached = await startProxy(t, sandbox, { env: { CACHE_ENABLED: 'true', ADOBE_CMU_URL: `${upstream.url}/cmu` } })
+  const before = upstream.requests.length
+  const head = await call(cached.url, '/cmu/v2/month.csv', { method: 'HEAD' })
+  t.equal(head.headers['x-cache'], 'MISS')
+  t.equal(head.headers['content-length'], '11')
+  const get = await call(cached.url, '/cmu/v2/month.csv')
+  t.equal(get.headers['x-cache'], 'HIT', 'the GET after it is a hit')
+  t.equal(get.text, 'year,month\n')
+  t.equal(upstream.requests.length - before, 1, 'one upstream call for both')
+})
 
 t.test('past UPSTREAM_MAX_PENDING requests waiting for Adobe, the next is shed at once with 503', async (t) => {
   const sandbox = await startSandbox(t)

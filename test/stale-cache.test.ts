@@ -33,32 +33,40 @@ function assertStale (t: Test, answer: RawResponse, fresh: RawResponse, detail: 
   t.equal(answer.text, fresh.text, `${detail}: the cached body`)
   t.match(answer.headers.age, /^\d+$/, `${detail}: Age`)
   t.ok(Number(answer.headers.age) >= 3600, `${detail}: Age counts from when it was stored`)
-  t.match(answer.headers['cache-status'], new RegExp(`^cmu-proxy; hit.*; ttl=-\\d+; detail=${detail}$`), `${detail}: Cache-Status`)
+  t.match(answer.headers['cache-status'], new RegExp(`^cmu-proxy; (hit|fwd=stale(; fwd-status=\\d+)?); ttl=-\\d+; detail=${detail}$`), `${detail}: Cache-Status`)
 }
 
 t.test('stale-if-error: Adobe answering 503, then 429, dropping connections, timing out, or no token: the stale copy, marked', async (t) => {
   const { sandbox, proxy, fresh, clock } = await expiredEntry(t, { CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0', UPSTREAM_HEADERS_TIMEOUT_MS: '300' })
 
+  // After each failure the key rests 5 s (Adobe gets no request for it): move past that each time.
+  const pastBackoff = (): void => { clock.advance(6_000) }
   sandbox.faults.failNext('cmu', 1, { status: 503, body: 'Service Unavailable' })
   const on503 = await call(proxy.url, REPORT)
   assertStale(t, on503, fresh, 'upstream_5xx')
-  t.match(on503.headers['cache-status'], /; fwd=stale; fwd-status=503;/)
+  t.match(on503.headers['cache-status'], /^cmu-proxy; fwd=stale; fwd-status=503; ttl=-60; detail=upstream_5xx$/)
+  pastBackoff()
 
-  sandbox.faults.failNext('cmu', 1, { status: 429, body: 'Too many', headers: { expires: new Date(Date.now() + 5000).toUTCString() } })
+  sandbox.faults.failNext('cmu', 1, { status: 429, body: 'Too many', headers: { 'retry-after': '5' } })
   assertStale(t, await call(proxy.url, REPORT), fresh, 'upstream_429')
+  pastBackoff()
 
   sandbox.faults.failNext('cmu', Infinity, { drop: true })
   assertStale(t, await call(proxy.url, REPORT), fresh, 'unreachable')
   sandbox.faults.clear()
+  pastBackoff()
 
   sandbox.faults.failNext('cmu', Infinity, { hang: true })
   assertStale(t, await call(proxy.url, REPORT), fresh, 'timeout')
   sandbox.faults.clear()
+  pastBackoff()
 
   // The token Adobe refuses, and the token endpoint down: no token can be had.
   sandbox.dcr.revokeTokens()
   sandbox.faults.failNext('token', Infinity, { status: 503 })
-  assertStale(t, await call(proxy.url, REPORT), fresh, 'no_token')
+  const noToken = await call(proxy.url, REPORT)
+  assertStale(t, noToken, fresh, 'no_token')
+  t.match(noToken.headers['cache-status'], /^cmu-proxy; hit; /, 'Adobe was not asked: a hit')
   sandbox.faults.clear()
 
   const metrics = (await call(proxy.url, '/metrics')).text
@@ -71,6 +79,7 @@ t.test('stale-if-error: Adobe answering 503, then 429, dropping connections, tim
 
   // Adobe is back, and the token back-off has passed: the entry is refreshed and fresh again.
   clock.advance(120_000)
+  sandbox.faults.clear()
   const refreshed = await call(proxy.url, REPORT)
   t.equal(refreshed.headers['x-cache'], 'MISS')
   t.equal((await call(proxy.url, REPORT)).headers['x-cache'], 'HIT')
@@ -117,15 +126,52 @@ t.test('stale-while-revalidate: callers are answered at once while exactly one b
 })
 
 t.test('a failed background refresh keeps the stale copy and logs the failure', async (t) => {
-  const { sandbox, proxy, fresh } = await expiredEntry(t)
+  const { sandbox, proxy, fresh, clock } = await expiredEntry(t)
   sandbox.faults.failNext('cmu', 1, { status: 500, body: 'oops' })
   assertStale(t, await call(proxy.url, REPORT), fresh, 'revalidating')
   t.ok(await eventually(() => proxy.logs.some((l) => l.includes('background cache refresh'))), 'logged')
-  assertStale(t, await call(proxy.url, REPORT), fresh, 'revalidating')
+  const calls = sandbox.calls.cmu
+  const resting = await call(proxy.url, REPORT)
+  assertStale(t, resting, fresh, 'upstream_5xx')
+  t.match(resting.headers['cache-status'], /^cmu-proxy; hit; /, 'answered without asking Adobe')
+  t.equal(sandbox.calls.cmu, calls, 'the key rests after a failed refresh')
+  clock.advance(6_000)
   sandbox.faults.failNext('cmu', Infinity, { drop: true })
   assertStale(t, await call(proxy.url, REPORT), fresh, 'revalidating')
   t.ok(await eventually(() => proxy.logs.filter((l) => l.includes('background cache refresh failed')).length >= 1), 'a dropped refresh is logged too')
   sandbox.faults.clear()
+})
+
+for (const [window, env] of [['inside', {}], ['past', { CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0' }]] as const) {
+  t.test(`Adobe throttling a report (429, Retry-After: 3600) is asked once, not once per caller (${window} the revalidate window)`, async (t) => {
+    const { sandbox, proxy, fresh, clock } = await expiredEntry(t, env)
+    const before = sandbox.calls.cmu
+    sandbox.faults.failNext('cmu', Infinity, { status: 429, body: 'slow down', headers: { 'retry-after': '3600' } })
+    const first = await call(proxy.url, REPORT)
+    t.equal(first.status, 200)
+    t.ok(await eventually(() => sandbox.calls.cmu === before + 1), 'one call reached Adobe')
+    const answers = []
+    for (let i = 0; i < 50; i++) answers.push(await call(proxy.url, REPORT))
+    for (const answer of answers) assertStale(t, answer, fresh, 'upstream_429')
+    t.equal(sandbox.calls.cmu, before + 1, 'fifty more callers, no more calls to Adobe')
+    clock.advance(3_600_000)
+    await call(proxy.url, REPORT)
+    t.ok(await eventually(() => sandbox.calls.cmu === before + 2), 'asked again once Retry-After has passed')
+    sandbox.faults.clear()
+  })
+}
+
+t.test('a no-cache request whose refresh fails gets the fresh entry, marked, not a failure', async (t) => {
+  const clock = manualClock()
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: 'true' }, now: clock.now })
+  const fresh = await call(proxy.url, REPORT)
+  sandbox.faults.failNext('cmu', 1, { status: 503, body: 'down' })
+  const answer = await call(proxy.url, REPORT, { headers: { 'cache-control': 'no-cache' } })
+  t.equal(answer.status, 200)
+  t.equal(answer.text, fresh.text)
+  t.equal(answer.headers['x-cache'], 'HIT', 'still fresh: a hit, not STALE')
+  t.match(answer.headers['cache-status'], /^cmu-proxy; fwd=request; fwd-status=503; ttl=\d+; detail=upstream_5xx$/)
 })
 
 t.test('the revalidate window is 10% of the TTL (at least 30 s) by default, and 0 turns it off', async (t) => {

@@ -133,3 +133,21 @@ t.test('concurrent reregister() calls share one registration and leave nothing b
   t.equal(broker.status().counts.registrations, 2, 'a later refresh uses the new credentials')
   t.equal(broker.status().counts.tokenRequests, 3)
 })
+
+t.test('token calls are paced: a burst of five, then one a second, whatever asks for them', async (t) => {
+  const { broker, requests } = await brokerFor(t, dcrAnswers((res, n) => json(res, 201, { access_token: `tok-${n}`, expires_in: 3600, token_type: 'bearer' })))
+  for (let i = 0; i < 5; i++) await broker.refreshNow()
+  t.equal(requests.filter((r) => r.url === '/o/client/token').length, 5, 'the burst goes at once')
+  const started = performance.now()
+  await broker.refreshNow()
+  const waited = performance.now() - started
+  t.ok(waited >= 900, `the sixth waited ${Math.round(waited)} ms for its turn`)
+  t.equal(requests.filter((r) => r.url === '/o/client/token').length, 6)
+})
+
+t.test('a token that would expire within a second is refused as a protocol error, not fetched again and again', async (t) => {
+  const { broker, requests } = await brokerFor(t, dcrAnswers((res) => json(res, 201, { access_token: 'tok', expires_in: 0.02, token_type: 'bearer' })))
+  await t.rejects(broker.refreshNow(), { code: 'CMU_PROXY_TOKEN_ENDPOINT_ERROR' })
+  t.match(broker.status().lastError?.detail, /expires_in of at least one second/)
+  t.equal(requests.filter((r) => r.url === '/o/client/token').length, 1, 'one call, then the back-off')
+})

@@ -2,8 +2,8 @@
 // Adobe docs: "Retrieve client credentials" (POST /o/client/register) and
 // "Retrieve access token" (POST /o/client/token).
 import { request, type Dispatcher } from 'undici'
-import { clampDelay } from '../clock.js'
 import { RetryPolicy } from '../retry-policy.js'
+import { retryAfter } from '../retry-after.js'
 
 export interface ClientCredentials {
   client_id: string
@@ -86,8 +86,9 @@ export class DcrClient {
     if (typeof token !== 'string' || token === '' || /\s/.test(token)) {
       throw new DcrError('protocol', 'token answer lacks a usable access_token')
     }
-    if (typeof expiresIn !== 'number' || !Number.isFinite(expiresIn) || expiresIn <= 0) {
-      throw new DcrError('protocol', 'token answer lacks a positive numeric expires_in')
+    // Under a second, a token would expire before it reached Adobe (and be fetched again at once).
+    if (typeof expiresIn !== 'number' || !Number.isFinite(expiresIn) || expiresIn < 1) {
+      throw new DcrError('protocol', 'token answer lacks a numeric expires_in of at least one second')
     }
     if (body.token_type !== undefined && String(body.token_type).toLowerCase() !== 'bearer') {
       throw new DcrError('protocol', `token answer has token_type ${JSON.stringify(String(body.token_type).slice(0, 20))}, expected bearer`)
@@ -158,18 +159,4 @@ function errorCode (err: unknown): string {
   return String((err as { code?: unknown }).code ?? (err as Error).name ?? 'error')
 }
 
-/** The longest wait a 429 may ask for: beyond it we ask again (an hour is far past any real throttle). */
-export const MAX_RETRY_AFTER_MS = 3_600_000
 
-/** Retry-After (seconds or HTTP date) or, as CM's own endpoints send, Expires; at most an hour. */
-export function retryAfter (headers: Record<string, string | string[] | undefined>, now: number): number | undefined {
-  const raw = first(headers['retry-after']) ?? first(headers.expires)
-  if (raw === undefined) return undefined
-  if (/^\d+$/.test(raw.trim())) return clampDelay(Number(raw) * 1000, 0, MAX_RETRY_AFTER_MS)
-  const at = Date.parse(raw)
-  return Number.isNaN(at) ? undefined : clampDelay(at - now, 0, MAX_RETRY_AFTER_MS)
-}
-
-function first (value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value
-}

@@ -6,7 +6,8 @@ import type { Logger } from 'pino'
 import { clampDelay, monotonicNow } from '../clock.js'
 import { tokenUnavailable, TOKEN_UNAVAILABLE_CODES as CODES, type ProxyError, type TokenUnavailableCode } from '../errors.js'
 import type { CredentialStore } from './credential-store.js'
-import { DcrError, MAX_RETRY_AFTER_MS, type ClientCredentials, type DcrClient } from './dcr-client.js'
+import { MAX_RETRY_AFTER_MS } from '../retry-after.js'
+import { DcrError, type ClientCredentials, type DcrClient } from './dcr-client.js'
 
 export interface TokenBrokerOptions {
   dcr: DcrClient
@@ -68,6 +69,13 @@ const MAX_REFRESH_DELAY_MS = 24 * 3_600_000
 const MIN_REFRESH_DELAY_MS = 1_000
 /** The longest lifetime believed: keeps expiresAt a real date whatever expires_in says. */
 const MAX_TOKEN_LIFETIME_MS = 7 * 24 * 3_600_000
+/**
+ * Token calls, whatever asks for them (refresh timer, 401s, admin, short
+ * lifetimes): a burst of a few, then one per second, which is Adobe's
+ * throttle on /o/client/* (1 request/s, burst 10), with room to spare.
+ */
+const TOKEN_CALL_BURST = 5
+const TOKEN_CALL_INTERVAL_MS = 1_000
 
 class StageError extends Error {
   constructor (readonly stage: 'register' | 'token', readonly dcrError: unknown) { super('stage') }
@@ -89,6 +97,7 @@ export class TokenBroker {
   /** The admin's re-registration, shared by concurrent calls. */
   #reregistration: Promise<void> | undefined
   readonly #counts = { tokenRequests: 0, tokenFailures: 0, registrations: 0, registrationFailures: 0 }
+  readonly #tokenCalls = { tokens: TOKEN_CALL_BURST, at: -Infinity }
 
   constructor (options: TokenBrokerOptions) {
     this.#options = options
@@ -218,6 +227,7 @@ export class TokenBroker {
   }
 
   async #requestToken (credentials: ClientCredentials): Promise<{ access_token: string, expires_in: number }> {
+    await this.#paceTokenCalls()
     this.#counts.tokenRequests++
     try {
       return await this.#options.dcr.requestToken(credentials)
@@ -225,6 +235,21 @@ export class TokenBroker {
       this.#counts.tokenFailures++
       throw new StageError('token', err)
     }
+  }
+
+  /** Waits, when the burst is spent, until the next token call is due. */
+  async #paceTokenCalls (): Promise<void> {
+    const now = this.#now()
+    const bucket = this.#tokenCalls
+    bucket.tokens = Math.min(TOKEN_CALL_BURST, bucket.tokens + (now - bucket.at) / TOKEN_CALL_INTERVAL_MS)
+    bucket.at = now
+    if (bucket.tokens < 1) {
+      const waitMs = (1 - bucket.tokens) * TOKEN_CALL_INTERVAL_MS
+      this.#log.warn({ waitMs: Math.round(waitMs) }, 'token calls are coming fast; pacing them to one per second')
+      await new Promise((resolve) => setTimeout(resolve, waitMs))
+      bucket.tokens = 1
+    }
+    bucket.tokens--
   }
 
   async #ensureCredentials (): Promise<ClientCredentials> {

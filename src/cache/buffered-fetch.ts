@@ -1,7 +1,9 @@
 // An upstream answer read into memory so it can be cached and shared with
 // coalesced waiters, unless it is too large (for one entry, or for what all
-// answers being read may hold together): then the bytes read so far and the
-// rest of the stream go to exactly one caller, uncached.
+// answers held in memory may hold together): then the bytes read so far and
+// the rest of the stream go to exactly one caller, uncached. A body read into
+// memory stays charged to that budget until the cache holds it or every
+// caller it was handed to has sent it: a slow reader holds memory too.
 import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { callerResponseHeaders } from '../proxy/headers.js'
@@ -22,6 +24,11 @@ export interface BufferedAnswer extends AnswerBase {
   /** All upstream headers, for the storability check. */
   upstreamHeaders: Record<string, string | string[] | undefined>
   body: Buffer
+  /** A caller is about to send the body: it stays charged until that caller calls release(). */
+  hold: () => void
+  release: () => void
+  /** The cache took the body over (its own bound accounts for it). */
+  uncharge: () => void
 }
 
 export interface StreamedAnswer extends AnswerBase {
@@ -33,9 +40,10 @@ export interface StreamedAnswer extends AnswerBase {
 export type Answer = BufferedAnswer | StreamedAnswer
 
 /**
- * CACHE_MAX_INFLIGHT_BYTES: the bytes that all answers being read into memory
- * may hold at once. Without it, a thousand concurrent misses for 4 MB reports
- * would hold 4 GB before the cache bound ever applied.
+ * CACHE_MAX_INFLIGHT_BYTES: the bytes that all answers read into memory and
+ * not yet stored or sent may hold at once. Without it, a thousand concurrent
+ * misses (or slow readers) for 4 MB reports would hold 4 GB before the cache
+ * bound ever applied.
  */
 export class ByteBudget {
   #free: number
@@ -84,12 +92,53 @@ export async function readAnswer (response: Dispatcher.ResponseData, maxBytes: n
       body.on('data', onData).once('end', onEnd).once('error', reject)
     })
   } catch (err) {
-    throw transportError(err)
-  } finally {
     budget.give(size)
+    throw transportError(err)
   }
-  if (overflow) return streamed({ status, headers, shareable, retried }, chunks, response.body)
-  return { kind: 'buffered', status, headers, shareable, retried, upstreamHeaders: response.headers, body: Buffer.concat(chunks, size) }
+  if (overflow) {
+    budget.give(size)
+    return streamed({ status, headers, shareable, retried }, chunks, response.body)
+  }
+  const charge = new BodyCharge(budget, size)
+  return {
+    kind: 'buffered',
+    status,
+    headers,
+    shareable,
+    retried,
+    upstreamHeaders: response.headers,
+    body: Buffer.concat(chunks, size),
+    hold: () => { charge.hold() },
+    release: () => { charge.release() },
+    uncharge: () => { charge.free() }
+  }
+}
+
+/** The bytes of one buffered body, given back once nobody holds them. */
+class BodyCharge {
+  #holders = 0
+  #freed = false
+
+  constructor (readonly budget: ByteBudget, readonly bytes: number) {
+    // Whoever takes the body holds it in the same turn (the coalesced callers
+    // resume as microtasks); a body nobody took (a background refresh, callers
+    // all gone, a stale copy served instead) is given back on the next turn.
+    setImmediate(() => { if (this.#holders === 0) this.free() })
+  }
+
+  hold (): void {
+    this.#holders++
+  }
+
+  release (): void {
+    if (--this.#holders <= 0) this.free()
+  }
+
+  free (): void {
+    if (this.#freed) return
+    this.#freed = true
+    this.budget.give(this.bytes)
+  }
 }
 
 function streamed (base: AnswerBase, prefix: Buffer[], rest: Readable): StreamedAnswer {

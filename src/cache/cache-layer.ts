@@ -1,15 +1,19 @@
 // The cache in front of the upstream fetch, and the one place that decides
 // freshness: fresh -> serve; stale within its revalidate window -> serve at
 // once and refresh once in the background; otherwise fetch (identical
-// concurrent misses share one request), store, and when that fails serve the
-// stale copy if one is still kept (RFC 5861 stale-while-revalidate and
-// stale-if-error; nginx's proxy_cache_use_stale and background_update).
+// concurrent requests share one), store, and when that fails serve the stale
+// copy if one is still kept (RFC 5861 stale-while-revalidate and
+// stale-if-error; nginx's proxy_cache_use_stale and background_update). A key
+// whose refresh failed is not asked again before Adobe's Retry-After (or a
+// few seconds): callers get the stale copy, Adobe gets a rest.
 import type { IncomingHttpHeaders } from 'node:http'
+import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import { ProxyError, TOKEN_UNAVAILABLE_CODES } from '../errors.js'
 import type { UpstreamTarget } from '../proxy/target.js'
-import { ByteBudget, readAnswer, type Answer } from './buffered-fetch.js'
+import { retryAfter } from '../retry-after.js'
+import { ByteBudget, readAnswer, type Answer, type BufferedAnswer } from './buffered-fetch.js'
 import { cacheKey, callerSaysNoCache, isConditional, isStorable, ttlSeconds } from './cache-policy.js'
 import { Coalescer } from './coalescer.js'
 import type { CachedResponse, ResponseCache, StaleReason } from './response-cache.js'
@@ -23,12 +27,12 @@ export interface CacheLayerOptions {
   staleIfErrorSeconds: number
   /** Serve stale at once while refreshing, this long past the TTL; undefined: 10% of the TTL, at least 30 s; 0: off. */
   staleWhileRevalidateSeconds: number | undefined
-  /** What all answers being read into memory may hold together. */
+  /** What all answers held in memory for callers (read, not yet sent or stored) may hold together. */
   bufferingMaxBytes: number
   logger: Logger
-  /** Deadlines: freshness and stale windows. */
+  /** Deadlines: freshness, stale windows, back-off. */
   now: () => number
-  /** Wall-clock time, to compare with a report's `end` date. */
+  /** Wall-clock time, to compare with a report's `end` date and HTTP dates. */
   wallNow: () => number
 }
 
@@ -36,7 +40,6 @@ export interface CacheRequest {
   target: UpstreamTarget
   headers: IncomingHttpHeaders
   gzipAccepted: boolean
-  head: boolean
   /** Fires when the caller goes away: a shared request is cancelled only when every caller has gone. */
   callerGone: () => AbortSignal
 }
@@ -45,23 +48,35 @@ export interface CacheRequest {
 export type Fetch = (signal: AbortSignal) => Promise<Dispatcher.ResponseData>
 
 export type CacheOutcome =
-  /** Not the cache's business (conditional, a HEAD that misses, an answer meant for another caller): stream it yourself. */
+  /** Not the cache's business (conditional, a key too long to keep, an answer meant for another caller): stream it yourself. */
   | { kind: 'pass', result: CacheResult }
   /** From memory: a fresh hit, or a stale copy with the Cache-Status that says why. */
   | { kind: 'cached', entry: CachedResponse, result: 'HIT' | 'STALE', age: number, cacheStatus?: string }
-  /** Just fetched, maybe shared with other callers. */
+  /**
+   * Just fetched, maybe shared with other callers. A buffered body is held for
+   * this caller: call `answer.release()` once it is sent.
+   */
   | { kind: 'fetched', answer: Answer, result: 'MISS' | 'BYPASS' }
 
+interface Backoff { until: number, reason: StaleReason }
+
 const PASS_BYPASS: CacheOutcome = { kind: 'pass', result: 'BYPASS' }
-/** Background refreshes belong to no caller: nothing cancels them but the upstream timeouts. */
-const NEVER = new AbortController().signal
 const MIN_REVALIDATE_SECONDS = 30
+/** After a failed refresh, the key rests at least this long (longer when Adobe's Retry-After says so). */
+const MIN_BACKOFF_MS = 5_000
+/** Keys longer than this (a huge Accept header) are not cached: they would crowd the cache for one caller. */
+const MAX_KEY_LENGTH = 4_096
+/** Reasons for which the request reached Adobe (RFC 9211 fwd); the others never left the proxy. */
+const FORWARDED: ReadonlySet<StaleReason> = new Set(['upstream_5xx', 'upstream_429', 'unreachable', 'timeout'])
 
 export class CacheLayer {
   readonly #options: CacheLayerOptions
   readonly #cache: ResponseCache
   readonly #coalescer = new Coalescer<Answer>()
   readonly #buffering: ByteBudget
+  readonly #backoff = new LRUCache<string, Backoff>({ max: 10_000 })
+  /** Background refreshes belong to no caller: only shutdown (or the upstream timeouts) ends them. */
+  readonly #closing = new AbortController()
 
   constructor (options: CacheLayerOptions) {
     this.#options = options
@@ -69,66 +84,96 @@ export class CacheLayer {
     this.#buffering = new ByteBudget(options.bufferingMaxBytes)
   }
 
-  /** Bytes held now by answers being read into memory (metrics). */
+  /** Bytes held now by answers read into memory and not yet sent or stored (metrics). */
   get bufferingBytes (): number { return this.#buffering.used }
+
+  /** Cancels background refreshes (shutdown). */
+  close (): void {
+    this.#closing.abort()
+  }
 
   async answer (request: CacheRequest, fetch: Fetch): Promise<CacheOutcome> {
     const cache = this.#cache
     // A 304 belongs to the caller that asked: neither cached nor shared.
     if (isConditional(request.headers)) { cache.countBypass(); return PASS_BYPASS }
     const key = cacheKey(request.target, request.headers, request.gzipAccepted)
+    if (key.length > MAX_KEY_LENGTH) { cache.countBypass(); return PASS_BYPASS }
     const noCache = callerSaysNoCache(request.headers)
     const entry = cache.peek(key)
-    if (noCache) {
-      cache.countBypass()
-    } else if (entry !== undefined && cache.isFresh(entry)) {
-      cache.countHit()
-      return { kind: 'cached', entry, result: 'HIT', age: cache.ageSeconds(entry) }
-    } else if (entry !== undefined && this.#revalidateUntil(entry) > this.#options.now()) {
-      this.#refreshInBackground(key, request.target, fetch)
-      return this.#stale(entry, 'revalidating')
-    } else {
-      cache.countMiss()
+    const now = this.#options.now()
+    if (entry !== undefined) {
+      if (!noCache && cache.isFresh(entry)) {
+        cache.countHit()
+        return { kind: 'cached', entry, result: 'HIT', age: cache.ageSeconds(entry) }
+      }
+      // Adobe failed this key a moment ago: do not ask again before it said we may.
+      const backoff = this.#backoff.get(key)
+      if (backoff !== undefined && backoff.until > now) return this.#stale(entry, backoff.reason)
+      if (!noCache && this.#revalidateUntil(entry) > now) {
+        this.#refreshInBackground(key, request.target, fetch)
+        return this.#stale(entry, 'revalidating')
+      }
     }
+    if (noCache) cache.countBypass()
+    else cache.countMiss()
     const result = noCache ? 'BYPASS' : 'MISS'
-    // A HEAD that misses reads only Adobe's headers: nothing to store, nothing to share.
-    if (request.head) return { kind: 'pass', result }
 
-    const joined = !noCache && this.#coalescer.has(key)
-    const work = (signal: AbortSignal): Promise<Answer> => this.#fetchAndStore(key, request.target, fetch, signal)
+    // no-cache asks for an answer fresh from Adobe: one already on its way is that.
+    const joined = this.#coalescer.has(key)
     let answer: Answer
     try {
-      // no-cache refreshes the entry with its own request; everyone else joins identical misses.
-      answer = noCache ? await work(request.callerGone()) : await this.#coalescer.run(key, work, request.callerGone())
+      answer = await this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, request.target, fetch, signal), request.callerGone())
     } catch (err) {
       const reason = staleReasonForError(err)
-      if (reason !== undefined && entry !== undefined) return this.#stale(entry, reason)
+      if (reason !== undefined && entry !== undefined) return this.#stale(entry, reason, forwardedAs(reason, noCache))
       throw err
     }
-    const reason = answer.status >= 500 ? 'upstream_5xx' : answer.status === 429 ? 'upstream_429' : undefined
+    const reason = failureReason(answer.status)
     if (reason !== undefined && entry !== undefined) {
       if (answer.kind === 'streamed') answer.claim()?.destroy()
-      return this.#stale(entry, reason, answer.status)
+      return this.#stale(entry, reason, forwardedAs(reason, noCache), answer.status)
     }
     // An answer that varies on a header outside the key was for the leader only: a waiter asks for its own.
     if (joined && !answer.shareable) return { kind: 'pass', result }
+    if (answer.kind === 'buffered') answer.hold()
     return { kind: 'fetched', answer, result }
   }
 
   async #fetchAndStore (key: string, target: UpstreamTarget, fetch: Fetch, signal: AbortSignal): Promise<Answer> {
     const cache = this.#cache
-    const answer = await readAnswer(await fetch(signal), cache.maxEntryBytes, this.#buffering)
-    if (answer.kind === 'buffered' && isStorable(answer.status, answer.upstreamHeaders)) {
-      const { ttlMaxSeconds, staleIfErrorSeconds } = this.#options
-      const ttl = ttlSeconds(target, this.#options.wallNow(), ttlMaxSeconds)
-      cache.store(key, answer, ttl, Math.max(staleIfErrorSeconds, this.#revalidateSeconds(ttl)))
+    let answer: Answer
+    try {
+      answer = await readAnswer(await fetch(signal), cache.maxEntryBytes, this.#buffering)
+    } catch (err) {
+      const reason = staleReasonForError(err)
+      if (reason !== undefined) this.#rest(key, reason, undefined)
+      throw err
     }
+    const reason = failureReason(answer.status)
+    if (reason !== undefined) this.#rest(key, reason, answer.kind === 'buffered' ? answer.upstreamHeaders : undefined)
+    else this.#backoff.delete(key)
+    if (answer.kind === 'buffered' && isStorable(answer.status, answer.upstreamHeaders)) this.#store(key, target, answer)
     return answer
+  }
+
+  #store (key: string, target: UpstreamTarget, answer: BufferedAnswer): void {
+    const { ttlMaxSeconds, staleIfErrorSeconds } = this.#options
+    const ttl = ttlSeconds(target, this.#options.wallNow(), ttlMaxSeconds)
+    if (this.#cache.store(key, answer, ttl, Math.max(staleIfErrorSeconds, this.#revalidateSeconds(ttl)))) {
+      // From here the cache's own byte bound accounts for the body.
+      answer.uncharge()
+    }
+  }
+
+  /** Remember that Adobe failed `key`: Retry-After or Expires when it sent one (clamped to an hour), else a few seconds. */
+  #rest (key: string, reason: StaleReason, headers: Record<string, string | string[] | undefined> | undefined): void {
+    const wait = Math.max(MIN_BACKOFF_MS, (headers === undefined ? undefined : retryAfter(headers, this.#options.wallNow())) ?? 0)
+    this.#backoff.set(key, { until: this.#options.now() + wait, reason })
   }
 
   #refreshInBackground (key: string, target: UpstreamTarget, fetch: Fetch): void {
     if (this.#coalescer.has(key)) return
-    this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, target, fetch, signal), NEVER).then((answer) => {
+    this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, target, fetch, signal), this.#closing.signal).then((answer) => {
       // Nobody waits for a body too large to keep; a waiter that joined streams its own copy.
       if (answer.kind === 'streamed') answer.claim()?.destroy()
       if (answer.status !== 200) this.#options.logger.warn({ path: target.path, status: answer.status }, 'background cache refresh: Adobe did not answer 200; the stale copy stays')
@@ -137,13 +182,17 @@ export class CacheLayer {
     })
   }
 
-  #stale (entry: CachedResponse, reason: StaleReason, upstreamStatus?: number): CacheOutcome {
+  /**
+   * A stale copy (or, for a no-cache request that failed, the fresh one), with
+   * its RFC 9211 Cache-Status: `fwd` (and Adobe's status) when this request
+   * went to Adobe and failed, `hit` when it was answered without asking.
+   */
+  #stale (entry: CachedResponse, reason: StaleReason, forwarded?: 'stale' | 'request', upstreamStatus?: number): CacheOutcome {
     const cache = this.#cache
     cache.countStale(reason)
-    // RFC 9211: served from the cache; when Adobe was asked and failed, say so (fwd, fwd-status).
-    const forwarded = reason === 'revalidating' ? '' : `; fwd=stale${upstreamStatus === undefined ? '' : `; fwd-status=${upstreamStatus}`}`
-    const cacheStatus = `cmu-proxy; hit${forwarded}; ttl=${cache.ttlSeconds(entry)}; detail=${reason}`
-    return { kind: 'cached', entry, result: 'STALE', age: cache.ageSeconds(entry), cacheStatus }
+    const how = forwarded === undefined ? 'hit' : `fwd=${forwarded}${upstreamStatus === undefined ? '' : `; fwd-status=${upstreamStatus}`}`
+    const cacheStatus = `cmu-proxy; ${how}; ttl=${cache.ttlSeconds(entry)}; detail=${reason}`
+    return { kind: 'cached', entry, result: cache.isFresh(entry) ? 'HIT' : 'STALE', age: cache.ageSeconds(entry), cacheStatus }
   }
 
   #revalidateSeconds (ttl: number): number {
@@ -153,6 +202,17 @@ export class CacheLayer {
   #revalidateUntil (entry: CachedResponse): number {
     return entry.freshUntil + this.#revalidateSeconds((entry.freshUntil - entry.storedAt) / 1000) * 1000
   }
+}
+
+/** RFC 9211 `fwd`: why a request that reached Adobe went there (no-cache, or a stale entry); undefined when it never left the proxy. */
+function forwardedAs (reason: StaleReason, noCache: boolean): 'stale' | 'request' | undefined {
+  if (!FORWARDED.has(reason)) return undefined
+  return noCache ? 'request' : 'stale'
+}
+
+/** Adobe's answers a stale copy may hide: 5xx and 429. Other 4xx are the caller's business and pass through. */
+function failureReason (status: number): StaleReason | undefined {
+  return status >= 500 ? 'upstream_5xx' : status === 429 ? 'upstream_429' : undefined
 }
 
 const NO_TOKEN_CODES = new Set<string>([...Object.values(TOKEN_UNAVAILABLE_CODES), 'CMU_PROXY_UPSTREAM_REJECTED_TOKEN'])

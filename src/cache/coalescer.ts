@@ -1,6 +1,8 @@
 // Identical concurrent misses share one upstream request. Each participant
 // brings a signal that fires when its caller goes away; the shared work is
-// aborted only when every participant has gone before it finished.
+// aborted only when every participant has gone before it finished, and then
+// forgotten at once, so a caller arriving later starts afresh instead of
+// joining work that was cancelled for others.
 interface InFlight<T> {
   promise: Promise<T>
   participants: number
@@ -27,7 +29,11 @@ export class Coalescer<T> {
     }
     const shared = entry
     shared.participants++
-    const leave = (): void => { if (--shared.participants === 0) shared.abort.abort() }
+    const leave = (): void => {
+      if (--shared.participants > 0) return
+      if (this.#inflight.get(key) === shared) this.#inflight.delete(key)
+      shared.abort.abort()
+    }
     if (callerGone.aborted) leave()
     else callerGone.addEventListener('abort', leave, { once: true })
     const stopListening = (): void => { callerGone.removeEventListener('abort', leave) }

@@ -40,6 +40,10 @@ export interface CacheStats {
 
 /** Headers and key count too, roughly: a cache of tiny bodies must stay bounded as well. */
 const OVERHEAD_BYTES = 512
+/** Room for the key in an entry's size (the cache layer keeps longer keys out). */
+const MAX_KEY_BYTES = 4_096
+/** How many least recently used entries a store looks through for stale ones before lru-cache evicts by recency. */
+const STALE_SCAN = 64
 
 export class ResponseCache {
   readonly #lru: LRUCache<string, CachedResponse>
@@ -58,7 +62,7 @@ export class ResponseCache {
     this.#maxEntryBytes = maxEntryBytes
     this.#lru = new LRUCache<string, CachedResponse>({
       maxSize: this.#maxBytes,
-      maxEntrySize: Math.max(1, maxEntryBytes + OVERHEAD_BYTES),
+      maxEntrySize: Math.max(1, maxEntryBytes + MAX_KEY_BYTES + OVERHEAD_BYTES),
       sizeCalculation: (entry, key) => entrySize(key, entry.body),
       dispose: (_value, _key, reason) => { if (reason === 'evict') this.#evictions++ }
     })
@@ -80,12 +84,14 @@ export class ResponseCache {
     return entry.freshUntil > this.#now()
   }
 
-  store (key: string, entry: Pick<CachedResponse, 'status' | 'headers' | 'body'>, ttlSeconds: number, staleSeconds: number): void {
-    if (ttlSeconds <= 0 || entry.body.length > this.#maxEntryBytes) return
+  /** Keeps `entry` for `ttlSeconds`, then `staleSeconds` more as a stale copy. False when it is not kept (too large, no TTL). */
+  store (key: string, entry: Pick<CachedResponse, 'status' | 'headers' | 'body'>, ttlSeconds: number, staleSeconds: number): boolean {
+    if (ttlSeconds <= 0 || entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES) return false
     const storedAt = this.#now()
     const freshUntil = storedAt + ttlSeconds * 1000
     this.#makeRoom(entrySize(key, entry.body))
     this.#lru.set(key, { status: entry.status, headers: entry.headers, body: entry.body, storedAt, freshUntil, staleUntil: freshUntil + staleSeconds * 1000 })
+    return this.#lru.has(key)
   }
 
   /** Age header value (RFC 9111 §5.1): whole seconds since the entry was stored. */
@@ -95,7 +101,7 @@ export class ResponseCache {
 
   /** Whole seconds of freshness left; negative once stale (RFC 9211 `ttl`). */
   ttlSeconds (entry: CachedResponse): number {
-    return Math.floor((entry.freshUntil - this.#now()) / 1000)
+    return Math.trunc((entry.freshUntil - this.#now()) / 1000)
   }
 
   countHit (): void { this.#hits++ }
@@ -107,17 +113,25 @@ export class ResponseCache {
     return { hits: this.#hits, misses: this.#misses, bypasses: this.#bypasses, evictions: this.#evictions, bytes: this.#lru.calculatedSize, entries: this.#lru.size, stale: { ...this.#stale } }
   }
 
-  /** Before lru-cache evicts by recency alone, drop entries that are no longer fresh, least recently used first. */
+  /**
+   * Before lru-cache evicts by recency alone, drop entries that are no longer
+   * fresh, least recently used first. Only the oldest few are looked at: a
+   * full cache of fresh entries must not cost a scan of all of them per store.
+   */
   #makeRoom (needed: number): void {
     if (this.#lru.calculatedSize + needed <= this.#maxBytes) return
     const now = this.#now()
-    for (const key of [...this.#lru.rkeys()]) {
+    const stale: string[] = []
+    let scanned = 0
+    for (const key of this.#lru.rkeys()) {
+      if (++scanned > STALE_SCAN) break
       const entry = this.#lru.peek(key)
-      if (entry !== undefined && entry.freshUntil <= now) {
-        this.#lru.delete(key)
-        this.#evictions++
-        if (this.#lru.calculatedSize + needed <= this.#maxBytes) return
-      }
+      if (entry !== undefined && entry.freshUntil <= now) stale.push(key)
+    }
+    for (const key of stale) {
+      this.#lru.delete(key)
+      this.#evictions++
+      if (this.#lru.calculatedSize + needed <= this.#maxBytes) return
     }
   }
 }

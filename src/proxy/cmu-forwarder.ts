@@ -67,14 +67,15 @@ export class CmuForwarder {
     const { cache, broker, upstream } = this.#options
     if (cache === undefined) { await responder.streamThrough(); return }
     const gzipAccepted = acceptsGzip(call.headers['accept-encoding'])
-    const headers = upstreamRequestHeaders(call.headers, call.id, call.ip, gzipAccepted)
+    // Only a miss goes upstream (and a HEAD that misses fetches the report like a GET, so it fills the cache).
     const fetch = async (signal: AbortSignal): Promise<Dispatcher.ResponseData> => {
+      const headers = upstreamRequestHeaders(call.headers, call.id, call.ip, gzipAccepted)
       const response = await fetchWithToken(broker, upstream, call.target, headers, signal)
       if (encodingAcceptable(response.headers['content-encoding'], gzipAccepted)) return response
       response.body.on('error', () => {}).destroy()
       throw upstreamBadEncoding()
     }
-    const outcome = await cache.answer({ target: call.target, headers: call.headers, gzipAccepted, head: call.head, callerGone: () => responder.callerGone() }, fetch)
+    const outcome = await cache.answer({ target: call.target, headers: call.headers, gzipAccepted, callerGone: () => responder.callerGone() }, fetch)
     switch (outcome.kind) {
       case 'pass':
         await responder.streamThrough(outcome.result)
@@ -85,7 +86,14 @@ export class CmuForwarder {
     }
     const { answer, result } = outcome
     if (answer.retried) responder.upstreamRetried()
-    if (answer.kind === 'buffered') { await responder.sendBuffered(answer, result); return }
+    if (answer.kind === 'buffered') {
+      try {
+        await responder.sendBuffered(answer, result)
+      } finally {
+        answer.release()
+      }
+      return
+    }
     const body = answer.claim()
     if (body !== undefined) { await responder.sendStream(answer.status, answer.headers, body, result); return }
     // Too large to share: this waiter streams its own copy.

@@ -42,16 +42,25 @@ export function callerResponseHeaders (upstream: Record<string, string | string[
   return headers
 }
 
-/** Whether an Accept-Encoding value accepts gzip (RFC 9110 §12.5.3: `gzip` or `*`, not with q=0). */
+/**
+ * Whether an Accept-Encoding value accepts gzip (RFC 9110 §12.5.3): as
+ * `gzip` (or `x-gzip`) with a q-value above 0; failing a mention of gzip, as
+ * `*` with one. An explicit `gzip;q=0` wins over `*`.
+ */
 export function acceptsGzip (acceptEncoding: string | undefined): boolean {
   if (acceptEncoding === undefined || acceptEncoding === '') return false
   // The values real clients send, without splitting.
   if (acceptEncoding === 'gzip' || acceptEncoding === 'gzip, deflate' || acceptEncoding === 'gzip, deflate, br' || acceptEncoding === 'gzip, deflate, br, zstd') return true
-  return acceptEncoding.split(',').some((part) => {
+  let gzip: boolean | undefined
+  let any: boolean | undefined
+  for (const part of acceptEncoding.split(',')) {
     const [coding = '', ...params] = part.trim().toLowerCase().split(';')
     const name = coding.trim()
-    return (name === 'gzip' || name === '*') && !params.some((p) => /^\s*q=0(\.0*)?\s*$/.test(p))
-  })
+    const accepted = !params.some((p) => /^\s*q=0(\.0*)?\s*$/.test(p))
+    if (name === 'gzip' || name === 'x-gzip') gzip = (gzip ?? false) || accepted
+    else if (name === '*') any = accepted
+  }
+  return gzip ?? any ?? false
 }
 
 /** A response body a caller may receive: identity always, gzip only when it accepts gzip, nothing else ever. */

@@ -34,6 +34,8 @@ export async function registerRateLimit (scope: FastifyInstance, { rule, overrid
     max: byId.size === 0 ? rule.max : (_request, key) => ruleFor(key).max,
     timeWindow: byId.size === 0 ? rule.windowMs : (_request, key) => ruleFor(key).windowMs,
     enableDraftSpec: true,
+    // Callers tracked at once (per key id, or per address without keys); the least recently seen go first.
+    cache: 20_000,
     onExceeded: onLimited,
     // Retry-After and the RateLimit-* headers are already on the reply; the error handler adds the problem body.
     errorResponseBuilder: (_request, context) => new ProxyError('CMU_PROXY_RATE_LIMITED', 429,

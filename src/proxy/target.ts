@@ -2,6 +2,7 @@
 // filters (`dim!=v`, repeated keys, bare `dim`) and percent-encoding must reach
 // Adobe untouched, so nothing here parses and re-serialises the query.
 import { badPath, notFound } from '../errors.js'
+import { isAccessToken, mayHoldAccessToken } from '../query-parameters.js'
 
 export interface UpstreamTarget {
   /** The part after the local prefix, starting with '/' (or empty). */
@@ -11,6 +12,8 @@ export interface UpstreamTarget {
 }
 
 const ENCODED_SEPARATOR = /%2f|%5c/i
+/** NUL and other control characters, encoded: no report path has them, and back ends read them in surprising ways. */
+const ENCODED_CONTROL = /%[01][0-9a-f]|%7f/i
 
 /**
  * The router matches a decoded path (`/%63mu` routes like `/cmu`); the upstream
@@ -25,6 +28,7 @@ export function upstreamTarget (rawUrl: string, prefix: string): UpstreamTarget 
   const path = rawPath.slice(prefix.length)
   if (path.includes('\\')) throw badPath('backslashes are not allowed')
   if (ENCODED_SEPARATOR.test(path)) throw badPath('encoded slashes are not allowed')
+  if (ENCODED_CONTROL.test(path)) throw badPath('encoded control characters are not allowed')
   for (const segment of path.split('/')) {
     // `..;jsessionid=x` is `..` to servlet containers, which drop the path parameter.
     const decoded = segment.replace(/%2e/gi, '.').replace(/(%3b|;).*$/i, '')
@@ -35,16 +39,6 @@ export function upstreamTarget (rawUrl: string, prefix: string): UpstreamTarget 
 
 /** Adobe accepts a token in the query too; a caller's must never reach it (the proxy supplies its own). */
 function withoutAccessToken (query: string): string {
-  if (!/access(_|%5f)token/i.test(query)) return query
-  return query.split('&').filter((pair) => parameterName(pair) !== 'access_token').join('&')
-}
-
-function parameterName (pair: string): string {
-  const equals = pair.indexOf('=')
-  const raw = equals === -1 ? pair : pair.slice(0, equals)
-  try {
-    return decodeURIComponent(raw.replace(/\+/g, ' '))
-  } catch {
-    return raw
-  }
+  if (!mayHoldAccessToken(query)) return query
+  return query.split('&').filter((pair) => !isAccessToken(pair)).join('&')
 }

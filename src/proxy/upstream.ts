@@ -298,22 +298,24 @@ class ResponseStreamHandler implements Dispatcher.DispatchHandler {
     this.#writing = true
     this.#res.writeHead(statusCode, { ...callerResponseHeaders(headers), ...this.#options.extraHeaders })
     if (this.#options.headOnly) {
-      // Adobe serves GET only, so a HEAD is sent as a GET; stop it once the headers are out instead of downloading the report.
+      // Adobe serves GET only, so a HEAD is sent as a GET. A small body is read
+      // and dropped, which keeps the keep-alive connection; a large one (or one
+      // of unknown length) is cut once the headers are out rather than downloaded.
       this.#answered = true
       this.#res.end()
-      controller.abort(headAnswered())
+      if (!(Number(headers['content-length']) <= HEAD_DRAIN_MAX_BYTES)) controller.abort(headAnswered())
       return
     }
     this.#res.on('drain', () => { controller.resume() })
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.#unauthorized && !this.#res.write(chunk)) controller.pause()
+    if (!this.#unauthorized && !this.#answered && !this.#res.write(chunk)) controller.pause()
   }
 
   onResponseEnd (): void {
     this.#res.off('close', this.#onCallerClose)
-    if (!this.#unauthorized) this.#res.end()
+    if (!this.#unauthorized && !this.#answered) this.#res.end()
     this.#settle(() => { this.#resolve(this.#unauthorized ? UNAUTHORIZED : undefined) })
   }
 
@@ -347,6 +349,9 @@ class ResponseStreamHandler implements Dispatcher.DispatchHandler {
     done()
   }
 }
+
+/** A HEAD's upstream GET with a body up to this size is read and dropped rather than cut: the connection stays open. */
+const HEAD_DRAIN_MAX_BYTES = 64 * 1024
 
 /** Why a HEAD's upstream GET is cut after its headers (never reaches a caller or a log). */
 function headAnswered (): ProxyError {
