@@ -14,6 +14,7 @@ import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, pr
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
+import { endAbandonedSpan, startTracing, traceIds } from './ops/tracing.js'
 import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
 import { CmuForwarder, type CacheResult } from './proxy/cmu-forwarder.js'
 import { cmuRoutes } from './proxy/cmu-route.js'
@@ -21,6 +22,7 @@ import { adobeEgress, createDispatcher, describeAdobeEgress } from './proxy/disp
 import { registerRateLimit } from './proxy/rate-limit.js'
 import { rateLimitSettings } from './rate-limit-rules.js'
 import { Upstream, callerGone, wasRetried } from './proxy/upstream.js'
+import { UpstreamSpans } from './proxy/upstream-spans.js'
 import { requestId } from './request-id.js'
 import { RequestLogController, requestLine } from './request-log.js'
 import { RetryPolicy } from './retry-policy.js'
@@ -96,6 +98,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     ? new ResponseCache({ maxBytes: config.CACHE_MAX_BYTES, maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES, now })
     : undefined
   const metrics = new ProxyMetrics({ broker, cache, pathPrefix: config.PROXY_PATH_PREFIX, now })
+  const tracing = startTracing(config)
   const upstream = new Upstream({
     baseUrl: config.ADOBE_CMU_URL,
     connections: config.UPSTREAM_CONNECTIONS,
@@ -105,7 +108,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     maxPending: config.UPSTREAM_MAX_PENDING,
     proxy: egress.cmu,
     retry,
-    onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) }
+    onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) },
+    spans: tracing === undefined ? undefined : new UpstreamSpans(tracing.tracer, tracing.propagateToAdobe, config.ADOBE_CMU_URL)
   })
   const cacheLayer = cache === undefined
     ? undefined
@@ -119,7 +123,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
       now,
       wallNow
     })
-  const forwarder = new CmuForwarder({ broker, upstream, cache: cacheLayer })
+  const forwarder = new CmuForwarder({ broker, upstream, cache: cacheLayer, tracer: tracing?.tracer })
   metrics.watchLoad(upstream, cacheLayer)
   metrics.watchRetries(retry)
   const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
@@ -140,13 +144,24 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     broker.close()
     cacheLayer?.close()
     await Promise.all([upstream.close(), authDispatcher.close()])
+    await tracing?.shutdown()
   })
+  // The server span of every request, before any other hook or route.
+  if (tracing !== undefined) await app.register(tracing.plugin)
 
   app.addHook('onRequest', (request, reply, done) => {
     request.arrivedAt = performance.now()
     reply.header('x-request-id', request.id)
     done()
   })
+  if (tracing !== undefined) {
+    // Every line the request logs (its request line included) carries its trace and span ids.
+    app.addHook('onRequest', (request, _reply, done) => {
+      const ids = traceIds(request)
+      if (ids !== undefined) request.log = request.log.child(ids)
+      done()
+    })
+  }
   // Fastify runs onResponse (and so the request line and metrics) only for a
   // response that finished; a caller that left gets its line and count here.
   app.addHook('onRequestAbort', (request, done) => {
@@ -155,6 +170,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     const durationMs = performance.now() - request.arrivedAt
     metrics.requestAbandoned(request.routeOptions.url, request.cacheResult, durationMs / 1000)
     request.log.info(requestLine(request, CALLER_GONE.statusCode, durationMs), 'request')
+    // Fastify ends the server span in onResponse, which an abandoned request never reaches.
+    if (tracing !== undefined) endAbandonedSpan(request, CALLER_GONE.statusCode)
     done()
   })
   metrics.instrument(app)

@@ -83,7 +83,23 @@ export const configSchema = {
     // Egress proxy for every call to Adobe; lower-case names are read too (proxy/dispatchers.ts).
     HTTPS_PROXY: { type: 'string', pattern: '^https?://[^/?#]' },
     HTTP_PROXY: { type: 'string', pattern: '^https?://[^/?#]' },
-    NO_PROXY: { type: 'string' }
+    NO_PROXY: { type: 'string' },
+
+    // OpenTelemetry traces (ops/tracing.ts), by the standard names: on with an OTLP endpoint or
+    // OTEL_TRACES_EXPORTER=otlp, exported over OTLP/HTTP.
+    OTEL_EXPORTER_OTLP_ENDPOINT: { type: 'string', pattern: '^https?://' },
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: { type: 'string', pattern: '^https?://' },
+    OTEL_EXPORTER_OTLP_HEADERS: { type: 'string' },
+    OTEL_EXPORTER_OTLP_TRACES_HEADERS: { type: 'string' },
+    OTEL_EXPORTER_OTLP_PROTOCOL: { type: 'string', enum: ['http/json', 'http/protobuf'] },
+    OTEL_TRACES_EXPORTER: { type: 'string', enum: ['otlp', 'none'] },
+    OTEL_SDK_DISABLED: { type: 'boolean', default: false },
+    OTEL_SERVICE_NAME: { type: 'string', minLength: 1, default: 'cmu-proxy' },
+    OTEL_RESOURCE_ATTRIBUTES: { type: 'string' },
+    OTEL_TRACES_SAMPLER: { type: 'string', enum: ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] },
+    OTEL_TRACES_SAMPLER_ARG: { type: 'string', pattern: '^(0(\\.[0-9]+)?|1(\\.0+)?)$' },
+    // Send traceparent on to Adobe (a third party: off unless asked for).
+    TRACE_PROPAGATE_TO_ADOBE: { type: 'boolean', default: false }
   },
   required: ['HOST', 'PORT']
 } as const
@@ -119,7 +135,7 @@ export class ConfigError extends Error {
 
 // Values of these are never echoed in an error message.
 // The proxy URLs may hold a password.
-const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'HTTPS_PROXY', 'HTTP_PROXY'])
+const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'HTTPS_PROXY', 'HTTP_PROXY', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'])
 /** Read in either case, lower case first (as curl and undici do); an empty value means unset. */
 const PROXY_VARIABLES = ['HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY'] as const
 const MIN_KEY_LENGTH = 16

@@ -122,6 +122,11 @@ export class TokenBroker {
     return (await this.#refresh()).value
   }
 
+  /** The token that would be handed out now without waiting, if any. */
+  currentToken (): string | undefined {
+    return this.#usableToken()?.value
+  }
+
   /** Adobe rejected `token` (401): forget it, unless a newer one already replaced it. */
   invalidate (token: string): void {
     if (this.#token?.value === token) {

@@ -4,12 +4,13 @@ import type { FastifyInstance } from 'fastify'
 import type { TokenBroker } from '../adobe/token-broker.js'
 
 export async function healthRoutes (app: FastifyInstance, { broker }: { broker: TokenBroker }): Promise<void> {
-  app.get('/healthz', async (_request, reply) => {
+  // Probes and scrapes are not traced: they would drown the traces that matter.
+  app.get('/healthz', { config: { otel: false } }, async (_request, reply) => {
     reply.header('cache-control', 'no-store')
     return { status: 'ok' }
   })
 
-  app.get('/readyz', async (_request, reply) => {
+  app.get('/readyz', { config: { otel: false } }, async (_request, reply) => {
     const status = broker.status()
     reply.header('cache-control', 'no-store')
     if (status.ready) return { status: 'ready', tokenExpiresAt: status.token?.expiresAt }

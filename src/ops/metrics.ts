@@ -165,7 +165,7 @@ export class ProxyMetrics {
 }
 
 export async function metricsRoute (app: FastifyInstance, { metrics }: { metrics: ProxyMetrics }): Promise<void> {
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', { config: { otel: false } }, async (_request, reply) => {
     reply.header('content-type', metrics.registry.contentType).header('cache-control', 'no-store')
     return await metrics.registry.metrics()
   })

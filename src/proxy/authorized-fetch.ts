@@ -2,28 +2,36 @@
 // on a 401 (our token went bad) invalidate it, get a fresh one (single-flight
 // in the broker) and try exactly once more; a second 401 is Adobe refusing a
 // fresh token (502).
+import type { Tracer } from '@opentelemetry/api'
 import type { Dispatcher } from 'undici'
 import type { TokenBroker } from '../adobe/token-broker.js'
 import { upstreamRejectedToken } from '../errors.js'
+import { inSpan } from '../ops/tracing.js'
 import type { UpstreamTarget } from './target.js'
 import { UNAUTHORIZED, type Upstream } from './upstream.js'
 
-export async function withTokenRetry<T> (broker: TokenBroker, attempt: (authorization: string) => Promise<T | typeof UNAUTHORIZED>): Promise<T> {
-  const token = await broker.getToken()
+export async function withTokenRetry<T> (broker: TokenBroker, attempt: (authorization: string) => Promise<T | typeof UNAUTHORIZED>, tracer?: Tracer): Promise<T> {
+  const token = await tokenFor(broker, tracer)
   const first = await attempt(`Bearer ${token}`)
   if (first !== UNAUTHORIZED) return first
   broker.invalidate(token)
-  const second = await attempt(`Bearer ${await broker.getToken()}`)
+  const second = await attempt(`Bearer ${await tokenFor(broker, tracer)}`)
   if (second !== UNAUTHORIZED) return second
   throw upstreamRejectedToken()
 }
 
+/** The token to send; when the caller has to wait for one, that wait is a span of its own. */
+async function tokenFor (broker: TokenBroker, tracer: Tracer | undefined): Promise<string> {
+  if (tracer === undefined) return await broker.getToken()
+  return broker.currentToken() ?? await inSpan(tracer, 'cmu_proxy.token.wait', {}, async () => await broker.getToken())
+}
+
 /** The whole answer as an undici response (for the cache, which reads it into memory). */
-export async function fetchWithToken (broker: TokenBroker, upstream: Upstream, target: UpstreamTarget, headers: Record<string, string>, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+export async function fetchWithToken (broker: TokenBroker, upstream: Upstream, target: UpstreamTarget, headers: Record<string, string>, signal: AbortSignal, tracer?: Tracer): Promise<Dispatcher.ResponseData> {
   return await withTokenRetry(broker, async (authorization) => {
     const response = await upstream.request({ path: target.path, query: target.query, headers: { ...headers, authorization }, signal })
     if (response.statusCode !== 401) return response
     await response.body.dump()
     return UNAUTHORIZED
-  })
+  }, tracer)
 }

@@ -5,6 +5,7 @@
 // stream its own. The Fastify route (cmu-route.ts) calls forward() with a
 // Responder that writes through the reply; the policy knows nothing of Fastify.
 import type { IncomingHttpHeaders } from 'node:http'
+import type { Tracer } from '@opentelemetry/api'
 import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { TokenBroker } from '../adobe/token-broker.js'
@@ -23,6 +24,8 @@ export interface CmuForwarderOptions {
   upstream: Upstream
   /** Absent when CACHE_ENABLED=false. */
   cache?: CacheLayer | undefined
+  /** When tracing is on: the token wait becomes a span. */
+  tracer?: Tracer | undefined
 }
 
 /** What forward() needs to know about the caller's request. */
@@ -70,7 +73,7 @@ export class CmuForwarder {
     // Only a miss goes upstream (and a HEAD that misses fetches the report like a GET, so it fills the cache).
     const fetch = async (signal: AbortSignal): Promise<Dispatcher.ResponseData> => {
       const headers = upstreamRequestHeaders(call.headers, call.id, call.ip, gzipAccepted)
-      const response = await fetchWithToken(broker, upstream, call.target, headers, signal)
+      const response = await fetchWithToken(broker, upstream, call.target, headers, signal, this.#options.tracer)
       if (encodingAcceptable(response.headers['content-encoding'], gzipAccepted)) return response
       response.body.on('error', () => {}).destroy()
       throw upstreamBadEncoding()
@@ -108,6 +111,6 @@ export class CmuForwarder {
     const streamOptions: StreamOptions = { ...options, gzipAccepted }
     const { path, query } = call.target
     await withTokenRetry(broker, async (authorization) =>
-      await upstream.streamTo(res, { path, query, headers: { ...headers, authorization } }, streamOptions))
+      await upstream.streamTo(res, { path, query, headers: { ...headers, authorization } }, streamOptions), this.#options.tracer)
   }
 }

@@ -21,6 +21,7 @@ import { ProxyError, overloaded, upstreamBadEncoding, upstreamTimeout, upstreamU
 import { RetryPolicy } from '../retry-policy.js'
 import { createDispatcher } from './dispatchers.js'
 import { callerResponseHeaders, encodingAcceptable } from './headers.js'
+import { finishAttempt, type UpstreamSpans } from './upstream-spans.js'
 
 /** What an attempt returns when Adobe answered 401 (and the attempt discarded that answer). */
 export const UNAUTHORIZED = Symbol('upstream 401')
@@ -40,6 +41,8 @@ export interface UpstreamOptions {
   retry?: RetryPolicy | undefined
   /** Called with the time to response headers, for metrics. */
   onResponse?: ((seconds: number, status: number) => void) | undefined
+  /** One span per attempt, when tracing is on. */
+  spans?: UpstreamSpans | undefined
 }
 
 export interface UpstreamRequest {
@@ -135,9 +138,11 @@ export class Upstream {
   readonly #onResponse: ((seconds: number, status: number) => void) | undefined
   readonly #admission: Admission
   readonly #retry: RetryPolicy
+  readonly #spans: UpstreamSpans | undefined
 
   constructor (options: UpstreamOptions) {
     this.#admission = new Admission(options.maxPending)
+    this.#spans = options.spans
     this.#retry = options.retry ?? new RetryPolicy()
     const base = new URL(options.baseUrl)
     this.#origin = base.origin
@@ -163,9 +168,12 @@ export class Upstream {
     const options: Dispatcher.RequestOptions = { origin: this.#origin, method: 'GET', path: this.#fullPath(path, query), headers, signal }
     try {
       let response: Dispatcher.ResponseData
+      const attempt = this.#spans?.start(options.path, headers, false)
       try {
-        response = await this.#pool.request(options)
+        response = await this.#pool.request(attempt === undefined ? options : { ...options, headers: attempt.headers })
+        finishAttempt(attempt, response.statusCode)
       } catch (err) {
+        finishAttempt(attempt, undefined, err)
         response = await this.#requestAgain(err, options, signal)
       }
       this.#onResponse?.((performance.now() - started) / 1000, response.statusCode)
@@ -181,9 +189,13 @@ export class Upstream {
     if (signal.aborted) throw callerGone()
     if (!this.#retry.retryReport(err, performance.now())) throw transportError(err)
     await this.#retry.pause()
+    const attempt = this.#spans?.start(options.path, options.headers as Record<string, string>, true)
     try {
-      return markRetried(await this.#fresh.request({ ...options, reset: true }))
+      const response = markRetried(await this.#fresh.request({ ...options, ...(attempt === undefined ? {} : { headers: attempt.headers }), reset: true }))
+      finishAttempt(attempt, response.statusCode)
+      return response
     } catch (again) {
+      finishAttempt(attempt, undefined, again)
       if (signal.aborted) throw callerGone()
       throw markRetried(transportError(again))
     }
@@ -229,10 +241,31 @@ export class Upstream {
 
   /** One exchange into `res`; rejects with the raw transport error when it failed before Adobe's headers. */
   #streamAttempt (dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean): Promise<void | typeof UNAUTHORIZED> {
+    if (this.#spans !== undefined) return this.#tracedStreamAttempt(this.#spans, dispatcher, dispatch, res, options, started, retried)
     // Not async: the hot path keeps a single promise per exchange.
     return new Promise((resolve, reject) => {
       dispatcher.dispatch(dispatch, new ResponseStreamHandler(res, options, this.#onResponse, this.#admission, started, retried, resolve, reject))
     })
+  }
+
+  /** #streamAttempt inside a client span, ended when the exchange is (tracing on only). */
+  async #tracedStreamAttempt (spans: UpstreamSpans, dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean): Promise<void | typeof UNAUTHORIZED> {
+    const attempt = spans.start(dispatch.path, dispatch.headers as Record<string, string>, retried)
+    let status: number | undefined
+    const observe = (seconds: number, code: number): void => {
+      status = code
+      this.#onResponse?.(seconds, code)
+    }
+    try {
+      const result = await new Promise<void | typeof UNAUTHORIZED>((resolve, reject) => {
+        dispatcher.dispatch({ ...dispatch, headers: attempt.headers }, new ResponseStreamHandler(res, options, observe, this.#admission, started, retried, resolve, reject))
+      })
+      finishAttempt(attempt, status)
+      return result
+    } catch (err) {
+      finishAttempt(attempt, status, err)
+      throw err
+    }
   }
 
   #fullPath (path: string, query: string): string {

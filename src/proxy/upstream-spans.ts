@@ -1,0 +1,57 @@
+// One client span per attempt to reach Adobe (a retry is a second span,
+// marked), following the HTTP semantic conventions. Only built when tracing is
+// on; traceparent goes to Adobe only when TRACE_PROPAGATE_TO_ADOBE says so,
+// since Adobe is a third party.
+import { SpanKind, SpanStatusCode, context, propagation, trace, type Span, type Tracer } from '@opentelemetry/api'
+import { ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_URL_FULL } from '@opentelemetry/semantic-conventions'
+
+export interface Attempt {
+  span: Span
+  /** The request headers to send: the caller's, plus traceparent when propagating. */
+  headers: Record<string, string>
+}
+
+export class UpstreamSpans {
+  readonly #tracer: Tracer
+  readonly #propagate: boolean
+  readonly #origin: URL
+
+  constructor (tracer: Tracer, propagate: boolean, origin: string) {
+    this.#tracer = tracer
+    this.#propagate = propagate
+    this.#origin = new URL(origin)
+  }
+
+  start (path: string, headers: Record<string, string>, retried: boolean): Attempt {
+    const span = this.#tracer.startSpan('GET', {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        [ATTR_HTTP_REQUEST_METHOD]: 'GET',
+        [ATTR_SERVER_ADDRESS]: this.#origin.hostname,
+        [ATTR_SERVER_PORT]: Number(this.#origin.port || (this.#origin.protocol === 'https:' ? 443 : 80)),
+        [ATTR_URL_FULL]: `${this.#origin.origin}${path}`,
+        'http.request.resend_count': retried ? 1 : 0
+      }
+    })
+    if (!this.#propagate) return { span, headers }
+    const withContext = { ...headers }
+    propagation.inject(trace.setSpan(context.active(), span), withContext)
+    return { span, headers: withContext }
+  }
+}
+
+/** Ends an attempt's span with Adobe's status, or with the error that ended it. */
+export function finishAttempt (attempt: Attempt | undefined, status: number | undefined, error?: unknown): void {
+  if (attempt === undefined) return
+  const { span } = attempt
+  if (status !== undefined) {
+    span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status)
+    if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR })
+  }
+  if (error !== undefined) {
+    const type = (error as { code?: string }).code ?? (error as Error).name ?? 'error'
+    span.setAttribute(ATTR_ERROR_TYPE, type)
+    span.setStatus({ code: SpanStatusCode.ERROR, message: type })
+  }
+  span.end()
+}

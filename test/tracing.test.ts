@@ -1,0 +1,114 @@
+// OpenTelemetry traces: a local OTLP/HTTP receiver on loopback gets the spans
+// of real requests through the proxy; the caller's trace is continued, log
+// lines carry the ids, no secret lands in an attribute, and with tracing off
+// nothing is exported.
+import { readFile } from 'node:fs/promises'
+import t, { type Test } from 'tap'
+import { call, eventually, json, startProxy, startSandbox, startScriptedServer, type RunningProxy } from './helpers.js'
+
+interface OtlpSpan { traceId: string, spanId: string, parentSpanId?: string, name: string, kind: number, attributes: Array<{ key: string, value: Record<string, unknown> }> }
+
+/** An OTLP/HTTP (JSON) traces receiver; `spans()` flattens what arrived. */
+async function startReceiver (t: Test): Promise<{ url: string, bodies: () => string[], spans: () => OtlpSpan[] }> {
+  const server = await startScriptedServer(t, (_req, res) => { json(res, 200, {}) })
+  const spans = (): OtlpSpan[] => server.requests.flatMap((r) => {
+    const payload = JSON.parse(r.body) as { resourceSpans: Array<{ scopeSpans: Array<{ spans: OtlpSpan[] }> }> }
+    return payload.resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans))
+  })
+  return { url: server.url, bodies: () => server.requests.map((r) => r.body), spans }
+}
+
+function attribute (span: OtlpSpan | undefined, key: string): unknown {
+  const value = span?.attributes.find((a) => a.key === key)?.value
+  return value === undefined ? undefined : Object.values(value)[0]
+}
+
+const TRACE_ID = '0af7651916cd43dd8448eb211c80319c'
+const TRACEPARENT = `00-${TRACE_ID}-b7ad6b7169203331-01`
+
+async function tracedProxy (t: Test, env: Record<string, string> = {}): Promise<{ proxy: RunningProxy, receiver: Awaited<ReturnType<typeof startReceiver>>, sandbox: Awaited<ReturnType<typeof startSandbox>> }> {
+  const receiver = await startReceiver(t)
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SERVICE_NAME: 'cmu-proxy-test', ...env } })
+  return { proxy, receiver, sandbox }
+}
+
+t.test('the caller\'s trace is continued: server span, token wait, upstream attempts with the retry marked', async (t) => {
+  const { proxy, receiver, sandbox } = await tracedProxy(t)
+  t.ok(await eventually(async () => (await call(proxy.url, '/readyz')).status === 200), 'a token is held')
+  // A revoked token: the first attempt gets a 401, the caller waits for a new token, the second attempt succeeds.
+  sandbox.dcr.revokeTokens()
+  const response = await call(proxy.url, '/cmu/v2/year?limit=3', { headers: { traceparent: TRACEPARENT } })
+  t.equal(response.status, 200)
+  await proxy.close()
+
+  const spans = receiver.spans().filter((s) => s.traceId === TRACE_ID)
+  const server = spans.find((s) => s.name === 'GET /cmu/*')
+  t.ok(server !== undefined, 'a server span named after the route')
+  t.equal(server?.parentSpanId, 'b7ad6b7169203331', "a child of the caller's span")
+  t.equal(attribute(server, 'http.request.method'), 'GET')
+  t.equal(attribute(server, 'url.path'), '/cmu/v2/year')
+  t.equal(attribute(server, 'url.query'), 'limit=3')
+  t.equal(attribute(server, 'http.route'), '/cmu/*')
+  t.equal(Number(attribute(server, 'http.response.status_code')), 200)
+  const attempts = spans.filter((s) => s.name === 'GET' && s.kind === 3)
+  t.same(attempts.map((s) => Number(attribute(s, 'http.response.status_code'))).sort(), [200, 401], 'two attempts: the 401 and the retry with a fresh token')
+  t.equal(spans.filter((s) => s.name === 'cmu_proxy.token.wait').length, 1, 'the caller waited for the new token once')
+  t.ok(spans.every((s) => s === server || s.parentSpanId !== undefined), 'every span hangs off the trace')
+})
+
+t.test('a dropped connection: the retry is its own attempt, marked with http.request.resend_count', async (t) => {
+  const { proxy, receiver, sandbox } = await tracedProxy(t)
+  await call(proxy.url, '/readyz')
+  sandbox.faults.failNext('cmu', 1, { drop: true })
+  t.equal((await call(proxy.url, '/cmu/v2', { headers: { traceparent: TRACEPARENT } })).status, 200)
+  await proxy.close()
+  const attempts = receiver.spans().filter((s) => s.traceId === TRACE_ID && s.name === 'GET')
+  t.same(attempts.map((s) => Number(attribute(s, 'http.request.resend_count'))).sort(), [0, 1])
+  t.ok(attempts.some((s) => attribute(s, 'error.type') !== undefined), 'the dropped one says why')
+})
+
+t.test('no secret and no query-string token lands in an exported attribute', async (t) => {
+  const key = 'inbound-key-0123456789'
+  const { proxy, receiver, sandbox } = await tracedProxy(t, { PROXY_API_KEYS: key, CACHE_ENABLED: 'true' })
+  await call(proxy.url, '/cmu/v2/year?access_token=caller-secret-token&%61ccess_token=encoded-secret', { headers: { authorization: `Bearer ${key}`, traceparent: TRACEPARENT } })
+  sandbox.dcr.revokeTokens()
+  await call(proxy.url, '/cmu/v2/month', { headers: { 'x-api-key': key } })
+  const clientSecret = JSON.parse(await readFile(proxy.credentialsFile, 'utf8')).client_secret as string
+  await proxy.close()
+  const exported = receiver.bodies().join('\n')
+  t.ok(receiver.spans().length > 3, 'spans were exported')
+  for (const secret of [key, 'caller-secret-token', 'encoded-secret', proxy.statement, clientSecret, ...sandbox.dcr.issued.map((i) => i.token)]) {
+    t.notOk(exported.includes(secret), `not exported: ${secret.slice(0, 10)}…`)
+  }
+  t.match(exported, /access_token=\[redacted\]/, 'the masked form is what is recorded')
+})
+
+t.test('each request line carries trace_id and span_id', async (t) => {
+  const { proxy } = await tracedProxy(t)
+  await call(proxy.url, '/cmu/v2', { headers: { traceparent: TRACEPARENT, 'x-request-id': 'traced-1' } })
+  const line = proxy.logs.map((l) => JSON.parse(l)).find((l) => l.msg === 'request' && l.reqId === 'traced-1')
+  t.equal(line?.trace_id, TRACE_ID)
+  t.match(line?.span_id, /^[0-9a-f]{16}$/)
+})
+
+t.test('traceparent goes on to Adobe only when TRACE_PROPAGATE_TO_ADOBE=true', async (t) => {
+  for (const [setting, sent] of [['false', false], ['true', true]] as const) {
+    const { proxy, sandbox } = await tracedProxy(t, { TRACE_PROPAGATE_TO_ADOBE: setting })
+    await call(proxy.url, '/cmu/v2', { headers: { traceparent: TRACEPARENT } })
+    const forwarded = sandbox.cmuRequests.at(-1)?.headers.traceparent
+    t.equal(typeof forwarded === 'string' && forwarded.includes(TRACE_ID), sent, `TRACE_PROPAGATE_TO_ADOBE=${setting}`)
+    if (!sent) t.equal(forwarded, undefined, "not even the caller's own")
+  }
+})
+
+t.test('with tracing off nothing is exported and lines carry no ids', async (t) => {
+  const receiver = await startReceiver(t)
+  const sandbox = await startSandbox(t)
+  // An endpoint, but the exporter switched off: the standard way to say "no".
+  const proxy = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_EXPORTER: 'none' } })
+  await call(proxy.url, '/cmu/v2', { headers: { traceparent: TRACEPARENT } })
+  await proxy.close()
+  t.equal(receiver.bodies().length, 0, 'nothing exported')
+  t.notOk(proxy.logs.some((l) => l.includes('trace_id')), 'no ids in the logs')
+})
