@@ -168,7 +168,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     request.callerLeft = true
     request.problemCode = CALLER_GONE.code
     const durationMs = performance.now() - request.arrivedAt
-    metrics.requestAbandoned(request.routeOptions.url, request.cacheResult, durationMs / 1000)
+    metrics.requestAbandoned(request.routeOptions.url, request.cacheResult, durationMs / 1000, CALLER_GONE.code)
     request.log.info(requestLine(request, CALLER_GONE.statusCode, durationMs), 'request')
     // Fastify ends the server span in onResponse, which an abandoned request never reaches.
     if (tracing !== undefined) endAbandonedSpan(request, CALLER_GONE.statusCode)

@@ -43,11 +43,11 @@ t.test('credentials stored for another statement are not used', async (t) => {
   t.equal(sandbox.calls.register, 2, 'a new statement registers')
 })
 
-t.test('a 2-second token under steady traffic for 10 s: no failures, every refresh before expiry', async (t) => {
+t.test('a 2-second token under steady traffic for 6 s: no failures, every refresh before expiry', async (t) => {
   const sandbox = await startSandbox(t, { tokenLifetimeSeconds: 2 })
   const proxy = await startProxy(t, sandbox)
   const statuses = new Map<number, number>()
-  const until = Date.now() + 10_000
+  const until = Date.now() + 6_000
   await Promise.all(Array.from({ length: 4 }, async () => {
     while (Date.now() < until) {
       const { status } = await call(proxy.url, '/cmu/v2/year?start=2026-01&end=2026-02')
@@ -58,7 +58,7 @@ t.test('a 2-second token under steady traffic for 10 s: no failures, every refre
   t.same([...statuses.keys()], [200], 'every caller saw 200')
   t.equal(sandbox.calls.cmuUnauthorized, 0, 'no expired token ever reached upstream')
   const issued = sandbox.dcr.issued
-  t.ok(issued.length >= 6, `refreshed proactively (${issued.length} tokens in 10 s)`)
+  t.ok(issued.length >= 4, `refreshed proactively (${issued.length} tokens in 6 s)`)
   for (let i = 1; i < issued.length; i++) {
     const previous = issued[i - 1]
     const current = issued[i]

@@ -2,6 +2,7 @@
 // modules already keep (token broker, cache) are read at scrape time rather
 // than duplicated; per-request metrics are plain numbers (hot-metrics.ts).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { TokenBroker } from '../adobe/token-broker.js'
 import type { ResponseCache } from '../cache/response-cache.js'
@@ -20,6 +21,7 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 export class ProxyMetrics {
   readonly registry = new Registry()
   readonly #requests: FastCounter<'route' | 'status_class' | 'cache'>
+  readonly #problems: FastCounter<'route' | 'code'>
   readonly #requestDuration: FastHistogram
   readonly #upstreamDuration: FastHistogram
   #inFlight = 0
@@ -32,6 +34,7 @@ export class ProxyMetrics {
     this.#prefix = pathPrefix
     collectDefaultMetrics({ register: this.registry })
     this.#requests = new FastCounter('cmu_proxy_requests_total', 'Requests answered, by route, status class and cache result', ['route', 'status_class', 'cache'], this.registry)
+    this.#problems = new FastCounter('cmu_proxy_problems_total', 'Problem answers (application/problem+json) by route and stable CMU_PROXY_* code, 499 CMU_PROXY_CALLER_GONE included', ['route', 'code'], this.registry)
     this.#requestDuration = new FastHistogram('cmu_proxy_request_duration_seconds', 'Time from request to the end of the response', 'route', LATENCY_BUCKETS, this.registry)
     this.#upstreamDuration = new FastHistogram('cmu_proxy_upstream_duration_seconds', 'Time from sending a request to Adobe to its response headers', 'status_class', LATENCY_BUCKETS, this.registry)
     const metrics = this
@@ -57,6 +60,8 @@ export class ProxyMetrics {
       const { registrations, registrationFailures } = broker.status().counts
       return { total: registrations, failed: registrationFailures }
     })
+    // The V8 heap ceiling, so that an alert can compare nodejs_heap_size_used_bytes with it.
+    new Gauge({ name: 'cmu_proxy_heap_limit_bytes', help: 'The V8 heap size limit of this process', registers, collect () { this.set(getHeapStatistics().heap_size_limit) } })
     new Gauge({
       name: 'cmu_proxy_token_expires_in_seconds', help: 'Seconds until the current access token expires (0 without one)', registers,
       collect () {
@@ -124,16 +129,17 @@ export class ProxyMetrics {
     this.#inFlight++
   }
 
-  /** `route`: one of the labels #routeLabel gives ('cmu' for forwarded requests). */
-  requestFinished (route: string, status: number, cacheResult: string | null, seconds: number): void {
+  /** `route`: one of the labels #routeLabel gives ('cmu' for forwarded requests); `problem`: the CMU_PROXY_* code answered, if any. */
+  requestFinished (route: string, status: number, cacheResult: string | null, seconds: number, problem: string | null): void {
     this.#inFlight--
     this.#requests.inc(route, statusClass(status), cacheResult ?? 'NONE')
     this.#requestDuration.observe(route, seconds)
+    if (problem !== null) this.#problems.inc(route, problem)
   }
 
   /** A Fastify request whose caller left before its answer was complete (counted as 499). */
-  requestAbandoned (routePattern: string | undefined, cacheResult: string | null, seconds: number): void {
-    this.requestFinished(this.#routeLabel(routePattern), 499, cacheResult, seconds)
+  requestAbandoned (routePattern: string | undefined, cacheResult: string | null, seconds: number, problem: string): void {
+    this.requestFinished(this.#routeLabel(routePattern), 499, cacheResult, seconds, problem)
   }
 
   /** Root-level hooks: count every request, including 404s and health checks. */
@@ -144,7 +150,7 @@ export class ProxyMetrics {
       done()
     })
     app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
-      if (!request.callerLeft) this.requestFinished(this.#routeLabel(request.routeOptions.url), reply.statusCode, request.cacheResult, reply.elapsedTime / 1000)
+      if (!request.callerLeft) this.requestFinished(this.#routeLabel(request.routeOptions.url), reply.statusCode, request.cacheResult, reply.elapsedTime / 1000, request.problemCode)
       done()
     })
   }
