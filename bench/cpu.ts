@@ -1,0 +1,63 @@
+// `npm run bench:cpu`: CPU per request of the proxy process on the hot path,
+// read from /proc/<pid>/stat around a fixed load. Throughput on a shared
+// 2-core machine moves with whatever else runs; the CPU one request costs the
+// proxy moves much less, so a regression shows here without a full wrk run.
+// Scenarios: 2 KB proxied (cache off), 2 KB cache hit, 200 KB proxied.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { commandExists, projectRoot, spawnProxy, startProcess, stopProcess } from './processes.js'
+import { LARGE_PATH, SMALL_PATH } from './upstream-server.js'
+import { runWrk } from './wrk.js'
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+/** Few enough connections that the proxy, not wrk or the upstream, is what the time is spent on. */
+const CONNECTIONS = 16
+const TICKS_PER_SECOND = 100
+
+/** User + system CPU seconds of a process so far (Linux). */
+export function cpuSeconds (pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND
+}
+
+async function main (): Promise<void> {
+  if (!commandExists('wrk')) {
+    process.stderr.write('npm run bench:cpu needs wrk: apt-get install wrk\n')
+    process.exitCode = 1
+    return
+  }
+  const root = projectRoot()
+  const upstream = await startProcess(process.execPath, [join(root, 'dist-bench/bench/upstream-server.js'), '--serve'], { ready: /listening (\d+) (\S+)\n/ })
+  const port = Number(upstream.match[1])
+  const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${port}`, ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu` }
+  const proxy = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false' })
+  const cached = await spawnProxy({ ...adobe, CACHE_ENABLED: 'true' })
+  try {
+    const scenarios = [
+      { name: '2 KB proxied', target: proxy, path: SMALL_PATH },
+      { name: '2 KB cache hit', target: cached, path: SMALL_PATH },
+      { name: '200 KB proxied', target: proxy, path: LARGE_PATH }
+    ]
+    for (const { target, path } of scenarios) await runWrk(`${target.base}${path}`, CONNECTIONS, 1) // warm-up
+    const results: Array<{ scenario: string, microsecondsPerRequest: number[] }> = scenarios.map((s) => ({ scenario: s.name, microsecondsPerRequest: [] }))
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [i, { target, path }] of scenarios.entries()) {
+        const pid = target.child.pid ?? 0
+        const before = cpuSeconds(pid)
+        const load = await runWrk(`${target.base}${path}`, CONNECTIONS, SECONDS)
+        const spent = cpuSeconds(pid) - before
+        results[i]?.microsecondsPerRequest.push(Math.round((spent / (load.requestsPerSecond * SECONDS)) * 1e6))
+      }
+    }
+    const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0
+    process.stdout.write(`CPU per request of the proxy process (${ROUNDS} rounds of ${SECONDS} s, ${CONNECTIONS} connections; median, all rounds)\n`)
+    for (const { scenario, microsecondsPerRequest } of results) {
+      process.stdout.write(`${scenario.padEnd(16)} ${String(median(microsecondsPerRequest)).padStart(5)} µs   (${microsecondsPerRequest.join(', ')})\n`)
+    }
+  } finally {
+    for (const child of [cached.child, proxy.child, upstream.child]) await stopProcess(child)
+  }
+}
+
+if (process.argv[1]?.endsWith('cpu.js') === true) await main()
