@@ -12,6 +12,7 @@ import { ResponseCache } from './cache/response-cache.js'
 import { monotonicNow } from './clock.js'
 import { cleartextAdobeUrls, type Config } from './config.js'
 import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, problemBody, unauthorized } from './errors.js'
+import { createFleet } from './fleet/fleet.js'
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
@@ -30,6 +31,8 @@ export interface AppDependencies {
   /** Deadline clock (token broker, cache; default monotonicNow) and randomness (token broker); tests pin them. */
   now?: () => number
   random?: () => number
+  /** Fleet mode: how often each instance looks at the shared state without a notice (tests shorten it). */
+  fleetReconcileIntervalMs?: number
 }
 
 declare module 'fastify' {
@@ -73,11 +76,20 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   const wallNow = deps.now ?? Date.now
   const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now: wallNow })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
+  // Fleet mode (REDIS_URL): the same modules, with the fleet's side plugged in; the metrics observe its store.
+  const fleet = createFleet(config, {
+    logger: deps.logger,
+    wallNow,
+    onOperation: (operation, seconds, ok) => { metrics.observeStoreOperation(operation, seconds, ok) },
+    ...(deps.fleetReconcileIntervalMs === undefined ? {} : { reconcileIntervalMs: deps.fleetReconcileIntervalMs })
+  })
   const broker = new TokenBroker({
     dcr,
     logger: deps.logger,
     softwareStatement: statement,
-    store: statement === undefined ? undefined : new CredentialStore(resolve(config.CREDENTIALS_FILE), statement),
+    store: fleet?.credentials ?? (statement === undefined ? undefined : new CredentialStore(resolve(config.CREDENTIALS_FILE), statement)),
+    coordination: fleet?.coordination,
+    wallNow,
     staticCredentials: config.ADOBE_CLIENT_ID !== undefined && config.ADOBE_CLIENT_SECRET !== undefined
       ? { client_id: config.ADOBE_CLIENT_ID, client_secret: config.ADOBE_CLIENT_SECRET }
       : undefined,
@@ -104,6 +116,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     ? undefined
     : new CacheLayer({
       cache,
+      shared: fleet?.cache,
       ttlMaxSeconds: config.CACHE_TTL_MAX_SECONDS,
       staleIfErrorSeconds: config.CACHE_STALE_IF_ERROR_SECONDS,
       staleWhileRevalidateSeconds: config.CACHE_STALE_WHILE_REVALIDATE_SECONDS,
@@ -114,6 +127,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     })
   const forwarder = new CmuForwarder({ broker, upstream, cache: cacheLayer })
   metrics.watchLoad(upstream, cacheLayer)
+  if (fleet !== undefined) metrics.watchStore(fleet.store)
   const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
   for (const variable of cleartextAdobeUrls(config)) {
     deps.logger.warn({ variable, url: config[variable] }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
@@ -126,10 +140,13 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   app.decorateRequest('cacheStatus', null)
   app.decorateRequest('arrivedAt', 0)
   app.decorateRequest('callerLeft', false)
-  app.addHook('onReady', async () => { broker.start() })
+  app.addHook('onReady', async () => {
+    await fleet?.start()
+    broker.start()
+  })
   app.addHook('onClose', async () => {
     broker.close()
-    await Promise.all([upstream.close(), authDispatcher.close()])
+    await Promise.all([upstream.close(), authDispatcher.close(), fleet?.close()])
   })
 
   app.addHook('onRequest', (request, reply, done) => {
@@ -160,6 +177,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
       cache,
       softwareStatement: statement,
       upstreams: { authUrl: config.ADOBE_AUTH_URL, cmuUrl: config.ADOBE_CMU_URL },
+      state: fleet === undefined ? undefined : () => fleet.status(),
       startedAt,
       now
     })
@@ -180,6 +198,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
         rule: parseRateLimitRule(config.RATE_LIMIT) as RateLimitRule,
         overrides: config.RATE_LIMIT_KEYS === undefined ? new Map() : parseRateLimitOverrides(config.RATE_LIMIT_KEYS) as Map<string, RateLimitRule>,
         byApiKey: apiKeys.size > 0,
+        store: fleet?.rateLimitStore,
         onLimited: () => { metrics.countRateLimited() }
       })
     }
