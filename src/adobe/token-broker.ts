@@ -216,6 +216,8 @@ export class TokenBroker {
         },
         describeFailure: (err) => this.#classify(err)
       })
+      // The notice that brought it may have been taken already.
+      if (!fetchedHere && this.#token?.value === token.access_token) return this.#token
       const lifetimeMs = token.expires_at - token.obtained_at
       const held = fetchedHere
         ? { value: token.access_token, obtainedAt: startedAt, expiresAt: startedAt + lifetimeMs, usableUntil: startedAt + lifetimeMs - injectionSkew(lifetimeMs) }
