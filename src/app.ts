@@ -12,7 +12,6 @@ import { ResponseCache } from './cache/response-cache.js'
 import { monotonicNow } from './clock.js'
 import { cleartextAdobeUrls, type Config } from './config.js'
 import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, problemBody, unauthorized } from './errors.js'
-import { createFleet } from './fleet/fleet.js'
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
@@ -77,7 +76,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now: wallNow })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
   // Fleet mode (REDIS_URL): the same modules, with the fleet's side plugged in; the metrics observe its store.
-  const fleet = createFleet(config, {
+  // Loaded only then: a lone instance does not carry the Redis client.
+  const fleet = config.REDIS_URL === undefined ? undefined : (await import('./fleet/fleet.js')).createFleet(config, {
     logger: deps.logger,
     wallNow,
     onOperation: (operation, seconds, ok) => { metrics.observeStoreOperation(operation, seconds, ok) },
