@@ -30,6 +30,19 @@ export function isStoreTrouble (err: unknown): boolean {
   return err instanceof StoreUnavailableError || err instanceof StateSealError
 }
 
+/**
+ * When this instance last met store trouble on a caller's path. A request
+ * that met it once (its rate-limit count) does not wait on it again (its
+ * cache lookup): calls within one command timeout of a failure skip the store.
+ */
+export class RecentTrouble {
+  #at = -Infinity
+  constructor (readonly windowMs: number) {}
+
+  seen (): void { this.#at = performance.now() }
+  get recent (): boolean { return performance.now() - this.#at < this.windowMs }
+}
+
 export class FleetChannel {
   readonly #store: StateStore
   readonly #channel: string

@@ -11,7 +11,7 @@ import { createStore } from '../store/create-store.js'
 import { parseStateEncryptionKeys } from '../store/encryption-keys.js'
 import { stateNamespace } from '../store/namespace.js'
 import type { OperationObserver, StateStore, StoreStats } from '../store/state-store.js'
-import { FleetChannel } from './fleet-channel.js'
+import { FleetChannel, RecentTrouble } from './fleet-channel.js'
 import { fleetRateLimitStore } from './rate-limit-store.js'
 import { FleetCache } from './shared-cache.js'
 import { SharedCredentials } from './shared-credentials.js'
@@ -79,14 +79,16 @@ export function createFleet (config: Config, deps: FleetDependencies): Fleet | u
     wallNow,
     ...(deps.reconcileIntervalMs === undefined ? {} : { reconcileIntervalMs: deps.reconcileIntervalMs })
   })
-  const cache = new FleetCache({ store, namespace, channel, lockTtlMs: config.REDIS_LOCK_TTL_MS, maxWaitMs: 2 * config.UPSTREAM_HEADERS_TIMEOUT_MS, logger, wallNow })
+  // Shared by the two calls on a caller's path (its rate-limit count, its cache lookup).
+  const trouble = new RecentTrouble(config.REDIS_COMMAND_TIMEOUT_MS)
+  const cache = new FleetCache({ store, namespace, channel, lockTtlMs: config.REDIS_LOCK_TTL_MS, maxWaitMs: 2 * config.UPSTREAM_HEADERS_TIMEOUT_MS, trouble, logger, wallNow })
   const url = new URL(config.REDIS_URL)
   return {
     store,
     coordination,
     credentials,
     cache,
-    rateLimitStore: fleetRateLimitStore(store, namespace, logger),
+    rateLimitStore: fleetRateLimitStore(store, namespace, trouble, logger),
     start: async () => {
       if (!await store.waitUntilUp(FIRST_CONNECTION_WAIT_MS)) logger.warn({ redis: `${url.protocol}//${url.host}` }, 'redis is not reachable yet: serving on this instance\'s own state until it is')
       await channel.start()

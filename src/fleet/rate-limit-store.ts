@@ -12,6 +12,7 @@ import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor, RateLimitPluginO
 import type { Logger } from 'pino'
 import { digest, type StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
+import type { RecentTrouble } from './fleet-channel.js'
 
 type Callback = Parameters<FastifyRateLimitStore['incr']>[1]
 type LocalStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, cache?: number) => FastifyRateLimitStore
@@ -19,7 +20,7 @@ type LocalStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boole
 // Not exported by name: the plugin's in-memory store, the one it uses without a `store` option.
 const LocalStore = createRequire(import.meta.url)('@fastify/rate-limit/store/LocalStore.js') as LocalStoreCtor
 
-export function fleetRateLimitStore (store: StateStore, namespace: StateNamespace, logger: Logger): FastifyRateLimitStoreCtor {
+export function fleetRateLimitStore (store: StateStore, namespace: StateNamespace, trouble: RecentTrouble, logger: Logger): FastifyRateLimitStoreCtor {
   let outage = false
   return class FleetRateLimitStore implements FastifyRateLimitStore {
     readonly #local: FastifyRateLimitStore
@@ -31,10 +32,15 @@ export function fleetRateLimitStore (store: StateStore, namespace: StateNamespac
     }
 
     incr (key: string, callback: Callback, timeWindow: number, max: number): void {
+      if (trouble.recent) {
+        this.#local.incr(key, callback, timeWindow, max)
+        return
+      }
       store.increment(namespace.key('rate', digest(`${this.#prefix}${key}`)), timeWindow).then(({ count, ttlMs }) => {
         outage = false
         callback(null, { current: count, ttl: ttlMs })
       }, (err: unknown) => {
+        trouble.seen()
         if (!outage) logger.warn({ reason: (err as Error).message }, 'rate-limit counters unavailable in the fleet\'s store: counting per instance')
         outage = true
         this.#local.incr(key, callback, timeWindow, max)

@@ -9,7 +9,7 @@ import type { Logger } from 'pino'
 import type { SharedCache, SharedEntry, SharedTurn } from '../cache/cache-layer.js'
 import { digest, type StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
-import type { FleetChannel } from './fleet-channel.js'
+import type { FleetChannel, RecentTrouble } from './fleet-channel.js'
 
 export interface FleetCacheOptions {
   store: StateStore
@@ -17,6 +17,7 @@ export interface FleetCacheOptions {
   channel: FleetChannel
   lockTtlMs: number
   maxWaitMs: number
+  trouble: RecentTrouble
   logger: Logger
   wallNow?: () => number
 }
@@ -37,10 +38,12 @@ export class FleetCache implements SharedCache {
   }
 
   async get (key: string): Promise<SharedEntry | undefined | 'unavailable'> {
+    if (this.#options.trouble.recent) return 'unavailable'
     try {
       const raw = await this.#store.get(this.#key(key))
       return raw === undefined ? undefined : decode(raw, key, this.#wallNow())
     } catch (err) {
+      this.#options.trouble.seen()
       this.#log.debug({ reason: (err as Error).message }, 'shared cache unavailable: a miss')
       return 'unavailable'
     }
