@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto'
 import { Pool } from 'undici'
 import { Sandbox } from '../src/sandbox/server.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+import { askAndTally, scheduleFaults, unexpectedFailures, type Tally } from './fault-schedule.js'
 import { freePort, spawnProxy, startProcess, stopProcess, type Started } from './processes.js'
 
 export interface FleetSoakOptions {
@@ -32,14 +33,11 @@ export interface FleetSoakOptions {
   progress?: (line: string) => void
 }
 
-export interface FleetSoakReport {
+/** What callers saw (Tally), and what Adobe saw for the whole fleet. */
+export interface FleetSoakReport extends Tally {
   instances: number
   redis: boolean
   durationMs: number
-  requests: number
-  ok: number
-  failures: Record<string, number>
-  /** Failures not explained by an injected connection drop. */
   unexpectedFailures: number
   droppedUpstream: number
   registrations: number
@@ -75,9 +73,7 @@ export async function runFleetSoak (options: FleetSoakOptions): Promise<FleetSoa
   const proxies: Array<{ child: Started['child'], base: string }> = []
   const pools: Pool[] = []
   const timers: NodeJS.Timeout[] = []
-  const failures: Record<string, number> = {}
-  let requests = 0
-  let ok = 0
+  const tally: Tally = { requests: 0, ok: 0, failures: {} }
   try {
     for (let i = 0; i < options.instances; i++) proxies.push(await spawnProxy(env))
     for (const { base } of proxies) pools.push(new Pool(base, { connections: options.concurrency }))
@@ -86,23 +82,7 @@ export async function runFleetSoak (options: FleetSoakOptions): Promise<FleetSoa
       await response?.body.dump()
     }
     sandbox.dropRate = options.dropRate
-    const started = Date.now()
-    const at = (fraction: number, what: string, action: () => void | Promise<void>): void => {
-      timers.push(setTimeout(() => { progress(`${((Date.now() - started) / 1000).toFixed(1)} s: ${what}`); void action() }, options.durationMs * fraction))
-    }
-    at(0.15, 'revoke tokens', () => { sandbox.dcr.revokeTokens() })
-    at(0.3, 'revoke client', () => { sandbox.dcr.revokeClients() })
-    at(0.45, 'revoke tokens', () => { sandbox.dcr.revokeTokens() })
-    at(0.55, `token endpoint down for ${options.outageMs / 1000} s`, async () => {
-      sandbox.dcr.tokenLifetimeSeconds = 20
-      await admin('/admin/token/refresh').catch(() => {})
-      sandbox.faults.failNext('token', Infinity, { status: 503, body: 'Service Unavailable' })
-      timers.push(setTimeout(() => {
-        progress('token endpoint back')
-        sandbox.faults.clear('token')
-        sandbox.dcr.tokenLifetimeSeconds = 2
-      }, options.outageMs))
-    })
+    const { started, at } = scheduleFaults({ sandbox, durationMs: options.durationMs, outageMs: options.outageMs, refreshToken: async () => { await admin('/admin/token/refresh').catch(() => {}) }, progress, timers })
     if (redis !== undefined) {
       at(0.75, `redis killed for ${options.redisOutageMs / 1000} s`, async () => {
         await redis.stop()
@@ -114,37 +94,25 @@ export async function runFleetSoak (options: FleetSoakOptions): Promise<FleetSoa
     await Promise.all(pools.flatMap((pool, instance) => Array.from({ length: options.concurrency }, async (_, worker) => {
       let n = instance * 7 + worker
       while (Date.now() < until) {
-        requests++
         const report = (n++ % options.reports) + 1
-        try {
-          const response = await pool.request({ method: 'GET', path: `/cmu/v2/year/month?limit=${report}&start=2026-01&end=2026-03` })
-          const text = await response.body.text()
-          if (response.statusCode === 200) ok++
-          else tally(failures, `${response.statusCode} ${codeOf(text)}`)
-        } catch (err) {
-          tally(failures, `client ${(err as { code?: string }).code ?? 'error'}`)
-        }
+        await askAndTally(pool, `/cmu/v2/year/month?limit=${report}&start=2026-01&end=2026-03`, tally)
       }
     })))
     const durationMs = Date.now() - started
     const droppedUpstream = sandbox.calls.cmuDropped
-    const dropFailures = failures['502 CMU_PROXY_UPSTREAM_UNREACHABLE'] ?? 0
-    const totalFailures = Object.values(failures).reduce((sum, v) => sum + v, 0)
     const windows = Math.ceil(durationMs / 1000 / options.cacheTtlSeconds)
     return {
       instances: options.instances,
       redis: options.redis,
       durationMs,
-      requests,
-      ok,
-      failures,
-      unexpectedFailures: totalFailures - Math.min(dropFailures, droppedUpstream),
+      ...tally,
+      unexpectedFailures: unexpectedFailures(tally, droppedUpstream),
       droppedUpstream,
       registrations: sandbox.calls.register,
       tokenCalls: sandbox.calls.token,
       upstreamCalls: sandbox.calls.cmu,
       upstreamCallsPerReportPerTtl: Math.round(sandbox.calls.cmu / (options.reports * windows) * 100) / 100,
-      stats: { requestsPerSecond: Math.round(requests / (durationMs / 1000)) }
+      stats: { requestsPerSecond: Math.round(tally.requests / (durationMs / 1000)) }
     }
   } finally {
     for (const timer of timers) clearTimeout(timer)
@@ -169,16 +137,4 @@ async function startRedis (): Promise<{ url: string, stop: () => Promise<void>, 
     start,
     stop: async () => { if (server !== undefined) await stopProcess(server.child, 'SIGKILL') }
   }
-}
-
-function codeOf (text: string): string {
-  try {
-    return String((JSON.parse(text) as { code?: unknown }).code ?? 'upstream')
-  } catch {
-    return 'upstream'
-  }
-}
-
-function tally (into: Record<string, number>, key: string): void {
-  into[key] = (into[key] ?? 0) + 1
 }

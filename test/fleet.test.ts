@@ -5,7 +5,6 @@
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createClient, RESP_TYPES } from '@redis/client'
 import t, { type Test } from 'tap'
 import { spawnProxy, stopProcess } from '../bench/processes.js'
 import type { Sandbox } from '../src/sandbox/server.js'
@@ -13,7 +12,7 @@ import { makeSoftwareStatement } from '../src/sandbox/statement.js'
 import { stateKey } from '../src/store/encryption-keys.js'
 import { stateNamespace } from '../src/store/namespace.js'
 import { assertProblem, call, eventually, startProxy, startSandbox, temporaryDirectory, type RunningProxy } from './helpers.js'
-import { startRedisServer, type RedisServer } from './redis-server.js'
+import { rawRedisClient, startRedisServer, type RedisServer } from './redis-server.js'
 
 const KEY = randomBytes(32)
 const LOCK_TTL_MS = 500
@@ -50,14 +49,7 @@ async function fleetOf (t: Test, sandbox: Sandbox, redis: RedisServer, n: number
   return await Promise.all(Array.from({ length: n }, async () => await member(t, sandbox, redis, { statement, ...(env === undefined ? {} : { env }) })))
 }
 
-/** A plain client: what the tests read from Redis does not pass through the code under test. */
-async function rawRedis (t: Test, redis: RedisServer) {
-  const client = createClient({ url: redis.url, RESP: 2 }).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer })
-  client.on('error', () => {})
-  await client.connect()
-  t.teardown(() => { client.destroy() })
-  return client
-}
+const rawRedis = rawRedisClient
 
 const urlOf = (fleet: RunningProxy[], i: number): string => fleet[i % fleet.length]?.url ?? ''
 const statuses = (answers: Array<{ status: number }>): number[] => [...new Set(answers.map((a) => a.status))]

@@ -133,15 +133,10 @@ export class FleetTokenCoordination implements TokenCoordination {
       await lead.finish()
       return { token: again, fetchedHere: false }
     }
-    let token: FleetToken
-    try {
-      token = await request.fetch()
-    } catch (err) {
-      await lead.finish({ failure: request.describeFailure(err) })
-      throw err
-    }
-    await this.#writeToken(token)
-    await lead.finish({ token })
+    const token = await asLeader(lead, request.fetch, request.describeFailure, async (token) => {
+      await this.#writeToken(token)
+      return { token }
+    })
     return { token, fetchedHere: true }
   }
 
@@ -184,15 +179,8 @@ export class FleetTokenCoordination implements TokenCoordination {
       await lead.finish()
       return await this.#fromFleet(again)
     }
-    let credentials: ClientCredentials
-    try {
-      // Registers and saves (the file and the fleet's copy) before the lock is released.
-      credentials = await request.register()
-    } catch (err) {
-      await lead.finish({ failure: request.describeFailure(err) })
-      throw err
-    }
-    await lead.finish({ credentials })
+    // Registers and saves (the file and the fleet's copy) before the lock is released.
+    const credentials = await asLeader(lead, request.register, request.describeFailure, async (credentials) => ({ credentials }))
     return { credentials, registeredHere: true }
   }
 
@@ -221,6 +209,19 @@ export class FleetTokenCoordination implements TokenCoordination {
       this.#log.warn({ reason: (err as Error).message }, 'could not share the access token with the fleet')
     })
   }
+}
+
+/** The lock holder's work: its failure is told to the waiters; its result is shared, then announced. */
+async function asLeader<T> (lead: Extract<Turn, { kind: 'lead' }>, work: () => Promise<T>, describeFailure: (err: unknown) => FailureNotice, share: (value: T) => Promise<Notice>): Promise<T> {
+  let value: T
+  try {
+    value = await work()
+  } catch (err) {
+    await lead.finish({ failure: describeFailure(err) })
+    throw err
+  }
+  await lead.finish(await share(value))
+  return value
 }
 
 function parseJson (raw: Buffer): unknown {
