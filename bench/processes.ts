@@ -81,7 +81,8 @@ export async function startProcess (command: string, args: string[], options: { 
 }
 
 export async function stopProcess (child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-  if (child.exitCode !== null) return child.exitCode
+  // A child killed by a signal has a null exitCode but a signalCode: it will not exit again.
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { resolve(code) }))
   child.kill(signal)
   const timer = setTimeout(() => child.kill('SIGKILL'), 15_000)

@@ -6,6 +6,7 @@
 // drops). Reports what callers saw: nothing of all this should reach them.
 import { Pool } from 'undici'
 import { Sandbox } from '../src/sandbox/server.js'
+import { askAndTally, callerFailures, scheduleFaults, type Tally } from './fault-schedule.js'
 import { rssBytes, spawnProxy, stopProcess } from './processes.js'
 
 export interface SoakOptions {
@@ -64,46 +65,17 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
     await response.body.dump()
   }
   const rss: Array<[number, number]> = []
-  const failures: Record<string, number> = {}
-  let requests = 0
-  let ok = 0
+  const tally: Tally = { requests: 0, ok: 0, failures: {} }
   const timers: NodeJS.Timeout[] = []
   try {
     sandbox.dropRate = options.dropRate
-    const started = Date.now()
-    const at = (fraction: number, what: string, action: () => void | Promise<void>): void => {
-      timers.push(setTimeout(() => { progress(`${((Date.now() - started) / 1000).toFixed(1)} s: ${what}`); void action() }, options.durationMs * fraction))
-    }
-    at(0.15, 'revoke tokens', () => { sandbox.dcr.revokeTokens() })
-    at(0.3, 'revoke client', () => { sandbox.dcr.revokeClients() })
-    at(0.45, 'revoke tokens', () => { sandbox.dcr.revokeTokens() })
-    // A 2 s token cannot outlive a longer outage: take a 20 s one first, as a real 6 h token would be.
-    at(0.55, `token endpoint down for ${options.outageMs / 1000} s`, async () => {
-      sandbox.dcr.tokenLifetimeSeconds = 20
-      await admin('/admin/token/refresh')
-      sandbox.faults.failNext('token', Infinity, { status: 503, body: 'Service Unavailable' })
-      timers.push(setTimeout(() => {
-        progress('token endpoint back')
-        sandbox.faults.clear('token')
-        sandbox.dcr.tokenLifetimeSeconds = 2
-      }, options.outageMs))
-    })
+    const { started } = scheduleFaults({ sandbox, durationMs: options.durationMs, outageMs: options.outageMs, refreshToken: async () => { await admin('/admin/token/refresh') }, progress, timers })
     const sampler = setInterval(() => { rss.push([Date.now() - started, rssBytes(child.pid) ?? 0]) }, 250)
     timers.push(sampler)
 
     const until = started + options.durationMs
     await Promise.all(Array.from({ length: options.concurrency }, async () => {
-      while (Date.now() < until) {
-        requests++
-        try {
-          const response = await client.request({ method: 'GET', path: '/cmu/v2/year/month?limit=3&start=2026-01&end=2026-03' })
-          const text = await response.body.text()
-          if (response.statusCode === 200) ok++
-          else count(failures, `${response.statusCode} ${problemCode(text)}`)
-        } catch (err) {
-          count(failures, `client ${(err as { code?: string }).code ?? 'error'}`)
-        }
-      }
+      while (Date.now() < until) await askAndTally(client, '/cmu/v2/year/month?limit=3&start=2026-01&end=2026-03', tally)
     }))
     const metrics = await (await client.request({ method: 'GET', path: '/metrics' })).body.text()
     const retries: Record<string, number> = {}
@@ -111,10 +83,8 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
     const second = rss.filter(([t]) => t >= options.durationMs / 2)
     return {
       durationMs: Date.now() - started,
-      requests,
-      ok,
-      failures,
-      callerFailures: Object.values(failures).reduce((n, v) => n + v, 0),
+      ...tally,
+      callerFailures: callerFailures(tally),
       droppedUpstream: sandbox.calls.cmuDropped,
       retries,
       retryBudgetExhausted: Number(/^cmu_proxy_upstream_retry_budget_exhausted_total (\d+)$/m.exec(metrics)?.[1] ?? NaN),
@@ -135,18 +105,6 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
     await stopProcess(child)
     await sandbox.close()
   }
-}
-
-function problemCode (text: string): string {
-  try {
-    return String((JSON.parse(text) as { code?: unknown }).code ?? 'upstream')
-  } catch {
-    return 'upstream'
-  }
-}
-
-function count (into: Record<string, number>, key: string): void {
-  into[key] = (into[key] ?? 0) + 1
 }
 
 /** Least-squares slope of y over x. */

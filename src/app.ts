@@ -33,6 +33,8 @@ export interface AppDependencies {
   /** Deadline clock (token broker, cache; default monotonicNow) and randomness (token broker, retry pauses); tests pin them. */
   now?: () => number
   random?: () => number
+  /** Fleet mode: how often each instance looks at the shared state without a notice (tests shorten it). */
+  fleetReconcileIntervalMs?: number
 }
 
 declare module 'fastify' {
@@ -80,11 +82,21 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   const wallNow = deps.now ?? Date.now
   const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now: wallNow, retry })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
+  // Fleet mode (REDIS_URL): the same modules, with the fleet's side plugged in; the metrics observe its store.
+  // Loaded only then: a lone instance does not carry the Redis client.
+  const fleet = config.REDIS_URL === undefined ? undefined : (await import('./fleet/fleet.js')).createFleet(config, {
+    logger: deps.logger,
+    wallNow,
+    onOperation: (operation, seconds, ok) => { metrics.observeStoreOperation(operation, seconds, ok) },
+    ...(deps.fleetReconcileIntervalMs === undefined ? {} : { reconcileIntervalMs: deps.fleetReconcileIntervalMs })
+  })
   const broker = new TokenBroker({
     dcr,
     logger: deps.logger,
     softwareStatement: statement,
-    store: statement === undefined ? undefined : new CredentialStore(resolve(config.CREDENTIALS_FILE), statement),
+    store: fleet?.credentials ?? (statement === undefined ? undefined : new CredentialStore(resolve(config.CREDENTIALS_FILE), statement)),
+    coordination: fleet?.coordination,
+    wallNow,
     staticCredentials: config.ADOBE_CLIENT_ID !== undefined && config.ADOBE_CLIENT_SECRET !== undefined
       ? { client_id: config.ADOBE_CLIENT_ID, client_secret: config.ADOBE_CLIENT_SECRET }
       : undefined,
@@ -115,6 +127,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     ? undefined
     : new CacheLayer({
       cache,
+      shared: fleet?.cache,
       ttlMaxSeconds: config.CACHE_TTL_MAX_SECONDS,
       staleIfErrorSeconds: config.CACHE_STALE_IF_ERROR_SECONDS,
       staleWhileRevalidateSeconds: config.CACHE_STALE_WHILE_REVALIDATE_SECONDS,
@@ -126,6 +139,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   const forwarder = new CmuForwarder({ broker, upstream, cache: cacheLayer, tracer: tracing?.tracer })
   metrics.watchLoad(upstream, cacheLayer)
   metrics.watchRetries(retry)
+  if (fleet !== undefined) metrics.watchStore(fleet.store)
   const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
   for (const variable of cleartextAdobeUrls(config)) {
     deps.logger.warn({ variable, url: config[variable] }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
@@ -139,11 +153,14 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   app.decorateRequest('arrivedAt', 0)
   app.decorateRequest('callerLeft', false)
   app.decorateRequest('upstreamRetried', false)
-  app.addHook('onReady', async () => { broker.start() })
+  app.addHook('onReady', async () => {
+    await fleet?.start()
+    broker.start()
+  })
   app.addHook('onClose', async () => {
     broker.close()
     cacheLayer?.close()
-    await Promise.all([upstream.close(), authDispatcher.close()])
+    await Promise.all([upstream.close(), authDispatcher.close(), fleet?.close()])
     await tracing?.shutdown()
   })
   // The server span of every request, before any other hook or route.
@@ -187,6 +204,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
       cache,
       softwareStatement: statement,
       upstreams: { authUrl: config.ADOBE_AUTH_URL, cmuUrl: config.ADOBE_CMU_URL },
+      state: fleet === undefined ? undefined : () => fleet.status(),
       startedAt,
       now
     })
@@ -204,7 +222,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     }
     const rateLimit = rateLimitSettings(config.RATE_LIMIT, config.RATE_LIMIT_KEYS)
     if (rateLimit !== undefined) {
-      await registerRateLimit(cmu, { ...rateLimit, byApiKey: apiKeys.size > 0, onLimited: () => { metrics.countRateLimited() } })
+      await registerRateLimit(cmu, { ...rateLimit, byApiKey: apiKeys.size > 0, store: fleet?.rateLimitStore, onLimited: () => { metrics.countRateLimited() } })
     }
     await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder })
   })

@@ -9,6 +9,7 @@ import envSchema from 'env-schema'
 import { parseKeyList } from './key-list.js'
 import { isLoopbackHost } from './loopback.js'
 import { RATE_LIMIT_PATTERN, parseRateLimitOverrides } from './rate-limit-rules.js'
+import { decodeStateKeys } from './state-key-list.js'
 
 // Durations end up in setTimeout, which fires after 1 ms when given more than
 // 2^31-1 ms: every one has a ceiling far below that (an hour).
@@ -77,6 +78,22 @@ export const configSchema = {
     RATE_LIMIT_KEYS: { type: 'string' },
     RATE_LIMIT_KEYS_FILE: { type: 'string', minLength: 1 },
 
+    // Fleet mode: credentials, token, response cache and rate-limit counters shared through Redis.
+    // redis:// or rediss:// (TLS); ACL user and password in the URL, or the password in REDIS_PASSWORD(_FILE).
+    REDIS_URL: { type: 'string', pattern: '^rediss?://' },
+    REDIS_PASSWORD: { type: 'string', minLength: 1 },
+    REDIS_PASSWORD_FILE: { type: 'string', minLength: 1 },
+    // Every key starts with this, then the statement's fingerprint (or the client id's): applications never share state.
+    REDIS_KEY_PREFIX: { type: 'string', pattern: '^[^\\s]*$', maxLength: 64, default: 'cmu-proxy:' },
+    // The longest any caller waits on one Redis command; past it, Redis counts as unavailable for that call.
+    REDIS_COMMAND_TIMEOUT_MS: ms(250),
+    // Fleet-wide locks (one registration, one token call, one upstream call per report) expire after this
+    // unless their holder is alive to extend them: how long a crashed holder delays the others.
+    REDIS_LOCK_TTL_MS: ms(5_000, 100),
+    // Required with REDIS_URL: 32-byte keys, base64 or hex, comma-separated; the first seals, all open.
+    STATE_ENCRYPTION_KEY: { type: 'string' },
+    STATE_ENCRYPTION_KEY_FILE: { type: 'string', minLength: 1 },
+
     // On SIGTERM/SIGINT: stop accepting, let in-flight responses finish for this long, then exit.
     SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, maximum: MAX_DURATION_MS / 1000, default: 10 },
 
@@ -134,8 +151,8 @@ export class ConfigError extends Error {
 }
 
 // Values of these are never echoed in an error message.
-// The proxy URLs may hold a password.
-const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'HTTPS_PROXY', 'HTTP_PROXY', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'])
+// The proxy URLs and REDIS_URL may hold a password.
+const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'HTTPS_PROXY', 'HTTP_PROXY', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'REDIS_URL', 'REDIS_PASSWORD', 'STATE_ENCRYPTION_KEY'])
 /** Read in either case, lower case first (as curl and undici do); an empty value means unset. */
 const PROXY_VARIABLES = ['HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY'] as const
 const MIN_KEY_LENGTH = 16
@@ -166,6 +183,8 @@ export function loadConfig ({ env = process.env, cwd = process.cwd() }: LoadConf
   readSecretFile(merged, problems, 'PROXY_API_KEYS')
   readSecretFile(merged, problems, 'ADMIN_API_KEY')
   readSecretFile(merged, problems, 'RATE_LIMIT_KEYS')
+  readSecretFile(merged, problems, 'REDIS_PASSWORD')
+  readSecretFile(merged, problems, 'STATE_ENCRYPTION_KEY')
   // A variable whose file could not be read is not reported again as missing.
   const bad = new Set(problems.flatMap(({ variable }) => [variable, variable.replace(/_FILE$/, '')]))
 
@@ -341,6 +360,23 @@ const CROSS_FIELD_RULES: readonly CrossFieldRule[] = [
     check: rateLimitOverridesProblem
   },
   {
+    uses: ['REDIS_URL'],
+    check: (config) => {
+      if (config.REDIS_URL === undefined) return undefined
+      try {
+        const url = new URL(config.REDIS_URL)
+        return url.hostname === '' ? problemOf('REDIS_URL', 'names no host') : undefined
+      } catch {
+        // Never echoed: it may hold a password.
+        return problemOf('REDIS_URL', 'is not a valid URL')
+      }
+    }
+  },
+  {
+    uses: ['STATE_ENCRYPTION_KEY', 'STATE_ENCRYPTION_KEY_FILE', 'REDIS_URL'],
+    check: stateEncryptionKeyProblem
+  },
+  {
     uses: ['TOKEN_RETRY_MAX_MS', 'TOKEN_RETRY_BASE_MS'],
     check: (config) => config.TOKEN_RETRY_MAX_MS < config.TOKEN_RETRY_BASE_MS ? problemOf('TOKEN_RETRY_MAX_MS', 'must not be smaller than TOKEN_RETRY_BASE_MS') : undefined
   }
@@ -352,6 +388,18 @@ export function cleartextAdobeUrls (config: Config): Array<'ADOBE_AUTH_URL' | 'A
     const url = new URL(config[name])
     return url.protocol === 'http:' && !isLoopbackHost(url.hostname)
   })
+}
+
+/** Required with REDIS_URL (nothing is written to Redis unsealed) and, when set, well-formed. */
+function stateEncryptionKeyProblem (config: Config): ConfigProblem | undefined {
+  const variable = config.STATE_ENCRYPTION_KEY_FILE === undefined ? 'STATE_ENCRYPTION_KEY' : 'STATE_ENCRYPTION_KEY_FILE'
+  if (config.STATE_ENCRYPTION_KEY === undefined) {
+    return config.REDIS_URL === undefined ? undefined : problemOf(variable, 'is required with REDIS_URL (or STATE_ENCRYPTION_KEY_FILE): nothing is written to Redis unsealed; generate a key with: openssl rand -base64 32')
+  }
+  const decoded = decodeStateKeys(config.STATE_ENCRYPTION_KEY)
+  if ('problem' in decoded) return problemOf(variable, decoded.problem)
+  for (const key of decoded.keys) key.fill(0)
+  return undefined
 }
 
 function rateLimitOverridesProblem (config: Config): ConfigProblem | undefined {

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -112,6 +113,33 @@ t.test('every bad setting is reported at once, one line each, cross-field rules 
   const secrets = catchConfigError(() => loadConfig({ env: { ...base, ADOBE_SOFTWARE_STATEMENT: 'not a jwt secret', ADMIN_API_KEY: 'short secret', PORT: 'x' } }))
   t.equal(secrets?.problems.length, 3)
   t.notMatch(secrets?.message, /secret/, 'no secret value echoed')
+})
+
+t.test('fleet mode: REDIS_URL needs a well-formed STATE_ENCRYPTION_KEY; one line each, nothing echoed', async (t) => {
+  const base = { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement() }
+  const key = randomBytes(32).toString('base64')
+  const dir = t.testdir({ 'state.key': `${key}\n`, 'redis-password': 'pw-from-file\n', 'short.key': randomBytes(16).toString('hex') })
+  const config = loadConfig({ env: { ...base, REDIS_URL: 'rediss://user:pw@redis.internal:6380/0', STATE_ENCRYPTION_KEY_FILE: join(dir, 'state.key'), REDIS_PASSWORD_FILE: join(dir, 'redis-password') }, cwd: dir })
+  t.match(config, { REDIS_URL: 'rediss://user:pw@redis.internal:6380/0', STATE_ENCRYPTION_KEY: key, REDIS_PASSWORD: 'pw-from-file', REDIS_KEY_PREFIX: 'cmu-proxy:', REDIS_COMMAND_TIMEOUT_MS: 250, REDIS_LOCK_TTL_MS: 5000 })
+  t.equal(loadConfig({ env: base, cwd: dir }).REDIS_URL, undefined, 'no Redis by default: one process, file and memory')
+
+  const cases: Array<[Record<string, string>, string, RegExp]> = [
+    [{ REDIS_URL: 'redis://127.0.0.1:6379' }, 'STATE_ENCRYPTION_KEY', /^STATE_ENCRYPTION_KEY is required with REDIS_URL .*openssl rand -base64 32$/],
+    [{ REDIS_URL: 'redis://127.0.0.1', STATE_ENCRYPTION_KEY: 'not a key: secret-phrase' }, 'STATE_ENCRYPTION_KEY', /^STATE_ENCRYPTION_KEY must hold 32-byte keys in base64 or hex \(the key is neither base64 nor hex\)/],
+    [{ REDIS_URL: 'redis://127.0.0.1', STATE_ENCRYPTION_KEY_FILE: join(dir, 'short.key') }, 'STATE_ENCRYPTION_KEY_FILE', /^STATE_ENCRYPTION_KEY_FILE must hold 32-byte keys .*32 hex digits, expected 64/],
+    [{ REDIS_URL: 'http://:secret-pw@127.0.0.1', STATE_ENCRYPTION_KEY: key }, 'REDIS_URL', /^REDIS_URL must match pattern "\^rediss\?:\/\/"$/],
+    [{ REDIS_URL: 'redis://:secret-pw@exa mple', STATE_ENCRYPTION_KEY: key }, 'REDIS_URL', /^REDIS_URL is not a valid URL$/],
+    [{ REDIS_KEY_PREFIX: 'has space' }, 'REDIS_KEY_PREFIX', /^REDIS_KEY_PREFIX must match pattern/],
+    [{ REDIS_LOCK_TTL_MS: '10' }, 'REDIS_LOCK_TTL_MS', /must be >= 100/]
+  ]
+  for (const [env, variable, message] of cases) {
+    const error = catchConfigError(() => loadConfig({ env: { ...base, ...env }, cwd: dir }))
+    t.equal(error?.lines.length, 1, `one line for ${JSON.stringify(env)}`)
+    t.match(error, { variable, message })
+    t.notMatch(error?.message, /secret-pw|secret-phrase/, 'never echoes a password or a key')
+  }
+  const both = catchConfigError(() => loadConfig({ env: { ...base, REDIS_URL: 'redis://127.0.0.1', PORT: 'x' }, cwd: dir }))
+  t.same(both?.problems.map((p) => p.variable), ['PORT', 'STATE_ENCRYPTION_KEY'], 'reported with every other problem at once')
 })
 
 t.test('the real entry point exits 78 with one line on a bad setting', async (t) => {

@@ -4,6 +4,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { connect, createServer, type AddressInfo } from 'node:net'
+import { createClient, RESP_TYPES } from '@redis/client'
 import type { Test } from 'tap'
 import { temporaryDirectory } from './helpers.js'
 
@@ -125,4 +126,13 @@ async function pingOnce (port: number): Promise<boolean> {
     socket.once('connect', () => socket.write('PING\r\n'))
     socket.once('data', (data) => { finish(data.toString().startsWith('+PONG')) })
   })
+}
+
+/** A plain node-redis client, so what the tests read from Redis does not pass through the code under test. */
+export async function rawRedisClient (t: Test, redis: RedisServer) {
+  const client = createClient({ url: redis.url, RESP: 2 }).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer })
+  client.on('error', () => {})
+  await client.connect()
+  t.teardown(() => { client.destroy() })
+  return client
 }

@@ -91,6 +91,39 @@ export function storeContract (t: Test, fixture: StoreFixture): void {
     t.equal(await store.deleteIf(key, Buffer.from('token-2')), false, 'absent: nothing deleted')
   })
 
+  t.test(`${fixture.name}: compare-and-swap replaces only an unchanged value, and keeps its TTL`, quickly, async (t) => {
+    const { store, peer, ns } = await open(t)
+    const key = ns.key('credentials')
+    await store.set(key, Buffer.from('v1'), 200)
+    t.equal(await peer.replaceIf(key, Buffer.from('other'), Buffer.from('v2')), false, 'a changed value is left alone')
+    t.equal(await peer.replaceIf(key, Buffer.from('v1'), Buffer.from('v2')), true, 'replaced')
+    t.equal((await store.get(key))?.toString(), 'v2')
+    t.ok(await eventually(async () => await store.get(key) === undefined, 2_000), 'the TTL of the replaced value still runs')
+    t.equal(await store.replaceIf(key, Buffer.from('v2'), Buffer.from('v3')), false, 'absent: nothing replaced')
+    t.equal(await store.get(key), undefined, 'and nothing created')
+  })
+
+  t.test(`${fixture.name}: counters increment atomically across instances and expire with their window`, quickly, async (t) => {
+    const { store, peer, ns } = await open(t)
+    const key = ns.key('rate', 'caller')
+    const counts = await Promise.all(Array.from({ length: 10 }, async (_, i) => await (i % 2 === 0 ? store : peer).increment(key, 150)))
+    t.same(counts.map((c) => c.count).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'no increment lost, none counted twice')
+    for (const { ttlMs } of counts) t.ok(ttlMs > 0 && ttlMs <= 150, `ttl ${ttlMs} within the window`)
+    t.ok(await eventually(async () => (await store.increment(key, 60_000)).count === 1, 2_000), 'a new window starts at 1 once the old one expired')
+    t.ok((await peer.increment(key, 150)).ttlMs > 150, 'a later increment does not shorten the running window')
+    await t.rejects(store.increment(key, 0), RangeError)
+  })
+
+  t.test(`${fixture.name}: waitUntilUp answers at once when connected; onUp can be stopped`, quickly, async (t) => {
+    const { store } = await open(t)
+    t.equal(await store.waitUntilUp(1_000), true)
+    const stop = store.onUp(() => {})
+    t.type(stop, 'function')
+    stop()
+    await store.close()
+    t.equal(await store.waitUntilUp(10), false, 'never once closed')
+  })
+
   t.test(`${fixture.name}: a lock is exclusive and only its holder releases it`, quickly, async (t) => {
     const { store, peer, ns } = await open(t)
     const mine = store.lock(ns.key('lock', 'register'))
@@ -177,6 +210,8 @@ export function storeContract (t: Test, fixture: StoreFixture): void {
       set: async () => { await store.set(ns.key('a'), Buffer.from('v')) },
       delete: async () => await store.delete(ns.key('a')),
       deleteIf: async () => await store.deleteIf(ns.key('a'), Buffer.from('v')),
+      replaceIf: async () => await store.replaceIf(ns.key('a'), Buffer.from('v'), Buffer.from('w')),
+      increment: async () => await store.increment(ns.key('a'), 1_000),
       'lock.obtain': async () => await lock.obtain(1_000),
       'lock.refresh': async () => await lock.refresh(1_000),
       'lock.release': async () => await lock.release(),
@@ -186,7 +221,7 @@ export function storeContract (t: Test, fixture: StoreFixture): void {
     })) {
       await t.rejects(async () => { await operation() }, StoreUnavailableError, `${name} rejects`)
     }
-    t.ok(store.stats().errors >= 10, 'failures counted')
+    t.ok(store.stats().errors >= 12, 'failures counted')
     await store.close()
   })
 
@@ -227,13 +262,19 @@ function sealedContract (t: Test, fixture: StoreFixture, open: Open): void {
     await oldStore.set(ns.key('credentials'), Buffer.from('written-with-the-old-key'))
     const rotated = wrap(await backend.connect(), [newKey, oldKey])
     t.equal((await rotated.get(ns.key('credentials')))?.toString(), 'written-with-the-old-key', 'old values still open')
+    t.ok(await eventually(async () => (await backend.raw(ns.key('credentials')))?.subarray(1, 9).equals(newKey.id) === true, 2_000), 'and are re-sealed under the new key as they are read')
+    t.equal(rotated.stats().resealed, 1, 'counted')
+    t.equal((await rotated.get(ns.key('credentials')))?.toString(), 'written-with-the-old-key', 'the same value')
+    t.equal(rotated.stats().resealed, 1, 'once')
+    await oldStore.set(ns.key('old-again'), Buffer.from('x'))
     await rotated.set(ns.key('token'), Buffer.from('written-with-the-new-key'))
     t.same((await backend.raw(ns.key('token')))?.subarray(1, 9), newKey.id, 'new values carry the new key id')
     const newOnly = wrap(await backend.connect(), [newKey])
     t.equal((await newOnly.get(ns.key('token')))?.toString(), 'written-with-the-new-key')
-    const error = await newOnly.get(ns.key('credentials')).catch((err: unknown) => err)
+    t.equal((await newOnly.get(ns.key('credentials')))?.toString(), 'written-with-the-old-key', 'once re-sealed, the old key can go')
+    const error = await newOnly.get(ns.key('old-again')).catch((err: unknown) => err)
     t.type(error, StateSealError, 'a value sealed with a dropped key is a typed error')
-    t.match(error, { code: 'CMU_PROXY_STATE_UNSEALABLE', reason: 'unknown-key', key: ns.key('credentials') })
+    t.match(error, { code: 'CMU_PROXY_STATE_UNSEALABLE', reason: 'unknown-key', key: ns.key('old-again') })
     t.match((error as Error).message, new RegExp(`key id ${oldKey.id.toString('hex')}`), 'names the key id it needs')
     t.equal(newOnly.stats().unsealFailures, 1, 'counted')
   })
@@ -244,6 +285,7 @@ function sealedContract (t: Test, fixture: StoreFixture, open: Open): void {
     const stranger = wrap(await backend.connect(), [stateKey(randomBytes(32))])
     await t.rejects(stranger.get(ns.key('token')), { name: 'StateSealError', reason: 'unknown-key' }, 'another key list')
     await t.rejects(stranger.deleteIf(ns.key('token'), Buffer.from('the-token')), { name: 'StateSealError', reason: 'unknown-key' }, 'compare-and-delete cannot compare')
+    await t.rejects(stranger.replaceIf(ns.key('token'), Buffer.from('the-token'), Buffer.from('x')), { name: 'StateSealError', reason: 'unknown-key' }, 'nor compare-and-swap')
     t.equal((await store.get(ns.key('token')))?.toString(), 'the-token', 'and deleted nothing')
 
     const sealed = await backend.raw(ns.key('token'))
@@ -258,6 +300,7 @@ function sealedContract (t: Test, fixture: StoreFixture, open: Open): void {
     await backend.rawSet(ns.key('short'), Buffer.of(1, 2, 3))
     await t.rejects(store.get(ns.key('short')), { name: 'StateSealError', reason: 'malformed' })
     t.equal(store.stats().unsealFailures, 4)
+    t.equal(stranger.stats().unsealFailures, 3)
   })
 
   t.test(`${fixture.name}: notifications sealed with another key are dropped, not delivered`, quickly, async (t) => {
@@ -329,6 +372,9 @@ function backendDownContract (t: Test, fixture: StoreFixture, open: Open): void 
     }
     t.equal(store.stats().up, false, 'three timeouts in a row: reported down though the socket is open')
     t.ok(store.stats().timeouts >= 3)
+    const started = performance.now()
+    await t.rejects(store.get(ns.key('token')), { name: 'StoreUnavailableError', message: /not answering/ })
+    t.ok(performance.now() - started < commandTimeoutMs / 2, 'from then on refused at once: callers stop paying a timeout each')
     redis.resume()
     t.ok(await eventually(async () => (await store.get(ns.key('token')).catch(() => undefined))?.toString() === 't', 3_000), 'answers again')
     t.equal(store.stats().up, true)

@@ -2,7 +2,6 @@
 // then what only Redis can do wrong (down at start, error replies, close
 // while hung). Redis is a real redis-server on a loopback port (redis-server.ts).
 import { randomBytes, randomUUID } from 'node:crypto'
-import { createClient, RESP_TYPES } from '@redis/client'
 import t, { type Test } from 'tap'
 import { stateKey } from '../src/store/encryption-keys.js'
 import { MemoryStore } from '../src/store/memory-store.js'
@@ -11,7 +10,7 @@ import { RedisStore, type RedisStoreOptions } from '../src/store/redis-store.js'
 import { SealedStore } from '../src/store/sealed-store.js'
 import type { StateStore } from '../src/store/state-store.js'
 import { createLogger } from '../src/logger.js'
-import { startRedisServer, type RedisServer } from './redis-server.js'
+import { rawRedisClient, startRedisServer, type RedisServer } from './redis-server.js'
 import { storeContract, type Backend } from './store-contract.js'
 
 const COMMAND_TIMEOUT_MS = 200
@@ -29,14 +28,7 @@ function memoryBackend (t: Test): Backend {
   }
 }
 
-/** A plain node-redis client, so what the tests read from Redis does not pass through the code under test. */
-async function rawClient (t: Test, redis: RedisServer) {
-  const client = createClient({ url: redis.url, RESP: 2 }).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer })
-  client.on('error', () => {})
-  await client.connect()
-  t.teardown(() => { client.destroy() })
-  return client
-}
+const rawClient = rawRedisClient
 
 async function openRedisStore (t: Test, redis: RedisServer, options: Partial<RedisStoreOptions> = {}): Promise<RedisStore> {
   const store = new RedisStore({ url: redis.url, ...FAST, ...options })

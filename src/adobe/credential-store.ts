@@ -17,6 +17,16 @@ export type LoadResult =
   | { status: 'absent' }
   | { status: 'other-statement' }
   | { status: 'unreadable', reason: string }
+  /** Where they are kept cannot be read now (the fleet's store is down): not "absent", so never a reason to register. */
+  | { status: 'unavailable', reason: string }
+
+/** Where the broker's client credentials persist: this file, or in fleet mode the shared store with this file as its durable copy. */
+export interface CredentialSource {
+  /** The local file (logs). */
+  readonly path: string
+  load: () => Promise<LoadResult>
+  save: (credentials: ClientCredentials) => Promise<void>
+}
 
 export function statementFingerprint (softwareStatement: string): string {
   return createHash('sha256').update(softwareStatement).digest('hex')
@@ -25,7 +35,7 @@ export function statementFingerprint (softwareStatement: string): string {
 /** fs/promises' open(); tests pass one whose handle fails, as a full disk would. */
 export type OpenFile = typeof open
 
-export class CredentialStore {
+export class CredentialStore implements CredentialSource {
   readonly path: string
   readonly #fingerprint: string
   readonly #open: OpenFile

@@ -1,12 +1,15 @@
 // The token state machine: credentials -> access token -> proactive refresh,
 // re-registering when Adobe says invalid_client. All callers share one
 // in-flight attempt (single-flight); failures back off with full jitter; a
-// token past (or about to pass) its expiry is never handed out.
+// token past (or about to pass) its expiry is never handed out. In a fleet,
+// single-flight is two-level: this process's one attempt, then the fleet's
+// (coordination.ts), so one instance does each step for all of them.
 import type { Logger } from 'pino'
 import { clampDelay, monotonicNow } from '../clock.js'
 import { tokenUnavailable, TOKEN_UNAVAILABLE_CODES as CODES, type ProxyError, type TokenUnavailableCode } from '../errors.js'
-import type { CredentialStore } from './credential-store.js'
 import { MAX_RETRY_AFTER_MS } from '../retry-after.js'
+import { CoordinationUnavailable, SharedFailure, soloCoordination, type FailureNotice, type FleetToken, type TokenCoordination } from './coordination.js'
+import type { CredentialSource } from './credential-store.js'
 import { DcrError, type ClientCredentials, type DcrClient } from './dcr-client.js'
 
 export interface TokenBrokerOptions {
@@ -15,7 +18,9 @@ export interface TokenBrokerOptions {
   /** Needed to register; absent when only pre-provisioned credentials are configured. */
   softwareStatement?: string | undefined
   /** Where registered credentials persist; absent with pre-provisioned credentials and no statement. */
-  store?: CredentialStore | undefined
+  store?: CredentialSource | undefined
+  /** Who else shares the work (fleet mode); default: nobody. */
+  coordination?: TokenCoordination | undefined
   /** ADOBE_CLIENT_ID / ADOBE_CLIENT_SECRET: used instead of registering. */
   staticCredentials?: ClientCredentials | undefined
   /** Refresh no later than this long before expiry (capped at a third of the lifetime). */
@@ -24,6 +29,8 @@ export interface TokenBrokerOptions {
   retryMaxMs: number
   /** Deadline clock; defaults to monotonicNow (clock.ts). */
   now?: () => number
+  /** Wall clock, for tokens shared with other instances; defaults to `now` when that is given, else Date.now. */
+  wallNow?: () => number
   random?: () => number
 }
 
@@ -50,7 +57,7 @@ export interface TokenBrokerStatus {
   token?: { obtainedAt: string, expiresAt: string, refreshAt: string | undefined }
   lastError?: { code: TokenUnavailableCode, detail: string, at: string, nextAttemptAt: string }
   clientId?: string
-  counts: { tokenRequests: number, tokenFailures: number, registrations: number, registrationFailures: number }
+  counts: { tokenRequests: number, tokenFailures: number, registrations: number, registrationFailures: number, tokensFromFleet: number }
 }
 
 /** Statement problems only a human can fix: retry at the slowest pace. */
@@ -85,7 +92,9 @@ export class TokenBroker {
   readonly #options: TokenBrokerOptions
   readonly #log: Logger
   readonly #now: () => number
+  readonly #wallNow: () => number
   readonly #random: () => number
+  readonly #coordination: TokenCoordination
   #credentials: ClientCredentials | undefined
   #token: HeldToken | undefined
   #inflight: Promise<HeldToken> | undefined
@@ -96,18 +105,25 @@ export class TokenBroker {
   #closed = false
   /** The admin's re-registration, shared by concurrent calls. */
   #reregistration: Promise<void> | undefined
-  readonly #counts = { tokenRequests: 0, tokenFailures: 0, registrations: 0, registrationFailures: 0 }
+  /** The last token Adobe refused (401): never taken back from the fleet. */
+  #rejectedToken: string | undefined
+  /** Credentials Adobe refused or an admin dropped, while their replacement is registered. */
+  #rejectedCredentials: ClientCredentials | undefined
+  readonly #counts = { tokenRequests: 0, tokenFailures: 0, registrations: 0, registrationFailures: 0, tokensFromFleet: 0 }
   readonly #tokenCalls = { tokens: TOKEN_CALL_BURST, at: -Infinity }
 
   constructor (options: TokenBrokerOptions) {
     this.#options = options
     this.#log = options.logger.child({ component: 'token-broker' })
     this.#now = options.now ?? monotonicNow
+    this.#wallNow = options.wallNow ?? options.now ?? Date.now
     this.#random = options.random ?? Math.random
+    this.#coordination = options.coordination ?? soloCoordination
   }
 
   /** Fetch the first token in the background so /readyz turns green without traffic. */
   start (): void {
+    this.#coordination.start({ adopt: (token) => { this.#adopt(token) }, held: () => this.#fleetForm(this.#usableToken()) })
     this.#refresh().catch(() => {})
   }
 
@@ -129,9 +145,11 @@ export class TokenBroker {
 
   /** Adobe rejected `token` (401): forget it, unless a newer one already replaced it. */
   invalidate (token: string): void {
+    this.#rejectedToken = token
     if (this.#token?.value === token) {
       this.#log.warn('access token rejected upstream; fetching a new one')
       this.#token = undefined
+      this.#coordination.dropToken(token)
     }
   }
 
@@ -151,6 +169,7 @@ export class TokenBroker {
     // while we wait for it: wait until none runs, then start ours with no await
     // in between, so that no other attempt can take its place.
     while (this.#inflight !== undefined) await this.#inflight.catch(() => {})
+    this.#rejectedCredentials = this.#credentials
     this.#credentials = undefined
     await this.#refresh(true)
   }
@@ -179,6 +198,7 @@ export class TokenBroker {
   close (): void {
     this.#closed = true
     this.#clearTimer()
+    this.#coordination.close()
   }
 
   #usableToken (): HeldToken | undefined {
@@ -194,28 +214,73 @@ export class TokenBroker {
 
   async #obtain (register: boolean): Promise<HeldToken> {
     this.#clearTimer()
-    const startedAt = this.#now()
+    const replaced = this.#token?.value
+    let startedAt = this.#now()
     try {
-      const token = await this.#requestTokenReregisteringOnce(register)
-      // Count the lifetime from when we asked, not when Adobe answered: errs on the early side.
-      const lifetimeMs = Math.min(token.expires_in * 1000, MAX_TOKEN_LIFETIME_MS)
-      const held: HeldToken = {
-        value: token.access_token,
-        obtainedAt: startedAt,
-        expiresAt: startedAt + lifetimeMs,
-        usableUntil: startedAt + lifetimeMs - Math.min(MAX_INJECTION_SKEW_MS, lifetimeMs / 10)
-      }
-      this.#token = held
-      this.#failure = undefined
-      this.#failedAttempts = 0
-      const refreshInMs = this.#refreshDelay(lifetimeMs)
-      this.#schedule(refreshInMs)
-      this.#log.info({ expiresInSeconds: token.expires_in, refreshInSeconds: Math.round(refreshInMs / 1000) }, 'access token obtained')
+      const { token, fetchedHere } = await this.#coordination.obtainToken({
+        // A registration was asked for: only a token fetched with the new credentials will do.
+        acceptable: (shared) => !register && shared.access_token !== replaced && shared.access_token !== this.#rejectedToken && shared.usable_until > this.#wallNow(),
+        fetch: async () => {
+          startedAt = this.#now()
+          const wallStart = this.#wallNow()
+          const answer = await this.#requestTokenReregisteringOnce(register)
+          // Count the lifetime from when we asked, not when Adobe answered: errs on the early side.
+          const lifetimeMs = Math.min(answer.expires_in * 1000, MAX_TOKEN_LIFETIME_MS)
+          return { access_token: answer.access_token, obtained_at: wallStart, expires_at: wallStart + lifetimeMs, usable_until: wallStart + lifetimeMs - injectionSkew(lifetimeMs) }
+        },
+        describeFailure: (err) => this.#classify(err)
+      })
+      // The notice that brought it may have been taken already.
+      if (!fetchedHere && this.#token?.value === token.access_token) return this.#token
+      const lifetimeMs = token.expires_at - token.obtained_at
+      const held = fetchedHere
+        ? { value: token.access_token, obtainedAt: startedAt, expiresAt: startedAt + lifetimeMs, usableUntil: startedAt + lifetimeMs - injectionSkew(lifetimeMs) }
+        : this.#fromFleet(token)
+      const refreshInMs = this.#hold(held, fetchedHere)
+      if (fetchedHere) this.#log.info({ expiresInSeconds: Math.round(lifetimeMs / 1000), refreshInSeconds: Math.round(refreshInMs / 1000) }, 'access token obtained')
       return held
     } catch (err) {
       const failure = this.#recordFailure(err)
       throw this.#unavailable(failure)
     }
+  }
+
+  /** A token another instance obtained: taken when it outlives the one held (or none is). */
+  #adopt (token: FleetToken): void {
+    if (this.#closed || token.access_token === this.#rejectedToken || token.usable_until <= this.#wallNow()) return
+    const held = this.#fromFleet(token)
+    const current = this.#usableToken()
+    if (current !== undefined && (current.value === held.value || current.expiresAt >= held.expiresAt)) return
+    this.#hold(held, false)
+  }
+
+  /** Hold `held` and schedule its refresh; returns the delay until then. */
+  #hold (held: HeldToken, fetchedHere: boolean): number {
+    this.#token = held
+    this.#failure = undefined
+    this.#failedAttempts = 0
+    if (!fetchedHere) {
+      this.#counts.tokensFromFleet++
+      this.#log.debug({ expiresInSeconds: Math.round((held.expiresAt - this.#now()) / 1000) }, 'access token from the fleet')
+    }
+    // Each instance schedules its own refresh with its own jitter; the first to fire refreshes for all.
+    // A shared token was obtained earlier: its refresh is due that much sooner.
+    const ageMs = fetchedHere ? 0 : this.#now() - held.obtainedAt
+    const delay = clampDelay(this.#refreshDelay(held.expiresAt - held.obtainedAt) - ageMs, MIN_REFRESH_DELAY_MS, MAX_REFRESH_DELAY_MS)
+    this.#schedule(delay)
+    return delay
+  }
+
+  /** Wall-clock instants of a shared token, on this process's deadline clock. */
+  #fromFleet (token: FleetToken): HeldToken {
+    const offset = this.#now() - this.#wallNow()
+    return { value: token.access_token, obtainedAt: token.obtained_at + offset, expiresAt: token.expires_at + offset, usableUntil: token.usable_until + offset }
+  }
+
+  #fleetForm (held: HeldToken | undefined): FleetToken | undefined {
+    if (held === undefined) return undefined
+    const offset = this.#wallNow() - this.#now()
+    return { access_token: held.value, obtained_at: held.obtainedAt + offset, expires_at: held.expiresAt + offset, usable_until: held.usableUntil + offset }
   }
 
   async #requestTokenReregisteringOnce (register: boolean): Promise<{ access_token: string, expires_in: number }> {
@@ -226,6 +291,7 @@ export class TokenBroker {
       const invalidClient = err instanceof StageError && err.dcrError instanceof DcrError && err.dcrError.oauthError === 'invalid_client'
       if (!invalidClient || this.#options.softwareStatement === undefined) throw err
       this.#log.warn('client credentials rejected (invalid_client); registering again')
+      this.#rejectedCredentials = credentials
       this.#credentials = undefined
       return await this.#requestToken(await this.#register())
     }
@@ -265,6 +331,10 @@ export class TokenBroker {
       return staticCredentials
     }
     const loaded = await store?.load()
+    if (loaded?.status === 'unavailable') {
+      // Backend trouble is never "absent": another instance may hold them, and registering would make a second client.
+      throw new StageError('register', new CoordinationUnavailable(`no client credentials are held here and the fleet's state store cannot be read (${loaded.reason}); not registering while another instance may hold them`))
+    }
     if (loaded?.status === 'found') {
       this.#log.info({ credentialsFile: store?.path }, 'using stored client credentials')
       this.#credentials = loaded.credentials
@@ -279,10 +349,28 @@ export class TokenBroker {
   }
 
   async #register (): Promise<ClientCredentials> {
-    const { softwareStatement, store, dcr } = this.#options
+    const { softwareStatement } = this.#options
     if (softwareStatement === undefined) {
       throw new StageError('register', new DcrError('oauth', 'no software statement is configured to register with', { oauthError: 'invalid_client' }))
     }
+    let outcome: { credentials: ClientCredentials, registeredHere: boolean }
+    try {
+      outcome = await this.#coordination.register({
+        rejected: this.#rejectedCredentials,
+        register: async () => await this.#registerHere(softwareStatement),
+        describeFailure: (err) => this.#classify(err)
+      })
+    } catch (err) {
+      throw err instanceof StageError ? err : new StageError('register', err)
+    }
+    this.#credentials = outcome.credentials
+    this.#rejectedCredentials = undefined
+    if (!outcome.registeredHere) this.#log.info({ clientId: maskClientId(outcome.credentials.client_id) }, 'using client credentials another instance registered')
+    return outcome.credentials
+  }
+
+  async #registerHere (softwareStatement: string): Promise<ClientCredentials> {
+    const { store, dcr } = this.#options
     this.#counts.registrations++
     let credentials: ClientCredentials
     try {
@@ -305,34 +393,9 @@ export class TokenBroker {
   }
 
   #recordFailure (err: unknown): Failure {
-    const stage = err instanceof StageError ? err.stage : 'token'
-    const cause = err instanceof StageError ? err.dcrError : err
-    const dcrError = cause instanceof DcrError ? cause : undefined
+    const { code, detail, minDelayMs, slow } = this.#classify(err)
     this.#failedAttempts++
-    const backoff = this.#backoffDelay()
-    let code: TokenUnavailableCode
-    let delay = backoff
-    let detail = dcrError?.message ?? 'unexpected failure'
-    if (dcrError?.failure === 'throttled') {
-      code = CODES.throttled
-      delay = Math.max(MIN_THROTTLE_WAIT_MS, dcrError.retryAfterMs ?? 0, backoff)
-    } else if (stage === 'register' && dcrError?.failure === 'oauth' && STATEMENT_ERRORS.has(dcrError.oauthError ?? '')) {
-      code = CODES.statementRejected
-      detail = `Adobe rejected the software statement (${dcrError.oauthError}); replace it with a valid one from the TVE Dashboard`
-      delay = this.#options.retryMaxMs
-    } else if (dcrError?.oauthError === 'invalid_client') {
-      code = CODES.clientRejected
-      detail = this.#options.softwareStatement === undefined
-        ? 'Adobe rejected ADOBE_CLIENT_ID/ADOBE_CLIENT_SECRET (invalid_client) and no software statement is configured to register again'
-        : 'Adobe rejected freshly registered client credentials (invalid_client)'
-      delay = this.#options.retryMaxMs
-    } else if (stage === 'register') {
-      code = CODES.notRegistered
-      detail = `registration failed: ${detail}`
-    } else {
-      code = dcrError?.failure === 'unreachable' ? CODES.tokenEndpointUnreachable : CODES.tokenEndpointError
-    }
-    delay = clampDelay(delay, 0, MAX_RETRY_DELAY_MS)
+    const delay = clampDelay(slow ? this.#options.retryMaxMs : Math.max(minDelayMs, this.#backoffDelay()), 0, MAX_RETRY_DELAY_MS)
     const now = this.#now()
     const failure: Failure = { code, detail, at: now, retryAt: now + delay }
     this.#failure = failure
@@ -340,6 +403,31 @@ export class TokenBroker {
     const tokenStillValid = this.#usableToken() !== undefined
     this.#log[tokenStillValid ? 'warn' : 'error']({ code, detail, retryInMs: Math.round(delay), attempt: this.#failedAttempts, tokenStillValid }, 'could not obtain an access token')
     return failure
+  }
+
+  /** What a failure means: its code, the reason for humans, and how long to wait at least. */
+  #classify (err: unknown): FailureNotice {
+    if (err instanceof SharedFailure) return err.notice
+    const stage = err instanceof StageError ? err.stage : 'token'
+    const cause = err instanceof StageError ? err.dcrError : err
+    if (cause instanceof SharedFailure) return cause.notice
+    if (cause instanceof CoordinationUnavailable) return { code: CODES.notRegistered, detail: cause.message, minDelayMs: 0, slow: false }
+    const dcrError = cause instanceof DcrError ? cause : undefined
+    const detail = dcrError?.message ?? 'unexpected failure'
+    if (dcrError?.failure === 'throttled') {
+      return { code: CODES.throttled, detail, minDelayMs: Math.max(MIN_THROTTLE_WAIT_MS, dcrError.retryAfterMs ?? 0), slow: false }
+    }
+    if (stage === 'register' && dcrError?.failure === 'oauth' && STATEMENT_ERRORS.has(dcrError.oauthError ?? '')) {
+      return { code: CODES.statementRejected, detail: `Adobe rejected the software statement (${dcrError.oauthError}); replace it with a valid one from the TVE Dashboard`, minDelayMs: 0, slow: true }
+    }
+    if (dcrError?.oauthError === 'invalid_client') {
+      const why = this.#options.softwareStatement === undefined
+        ? 'Adobe rejected ADOBE_CLIENT_ID/ADOBE_CLIENT_SECRET (invalid_client) and no software statement is configured to register again'
+        : 'Adobe rejected freshly registered client credentials (invalid_client)'
+      return { code: CODES.clientRejected, detail: why, minDelayMs: 0, slow: true }
+    }
+    if (stage === 'register') return { code: CODES.notRegistered, detail: `registration failed: ${detail}`, minDelayMs: 0, slow: false }
+    return { code: dcrError?.failure === 'unreachable' ? CODES.tokenEndpointUnreachable : CODES.tokenEndpointError, detail, minDelayMs: 0, slow: false }
   }
 
   /** Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): uniform in [0, min(cap, base * 2^n)). */
@@ -377,6 +465,11 @@ export class TokenBroker {
   #unavailable (failure: Failure): ProxyError {
     return tokenUnavailable(failure.code, failure.detail, Math.max(0, failure.retryAt - this.#now()) / 1000)
   }
+}
+
+/** A token is not handed out in its last seconds: the request must still reach Adobe in time. */
+function injectionSkew (lifetimeMs: number): number {
+  return Math.min(MAX_INJECTION_SKEW_MS, lifetimeMs / 10)
 }
 
 /** Enough of a client id to tell two apart in logs and the admin view. */

@@ -6,6 +6,9 @@
 // stale-if-error; nginx's proxy_cache_use_stale and background_update). A key
 // whose refresh failed is not asked again before Adobe's Retry-After (or a
 // few seconds): callers get the stale copy, Adobe gets a rest.
+// In a fleet, a shared second level sits behind the in-memory one, and
+// identical misses across the fleet make one upstream call (nginx's
+// proxy_cache_lock): the layer asks it, without knowing that it is Redis.
 import type { IncomingHttpHeaders } from 'node:http'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
@@ -20,8 +23,30 @@ import type { CachedResponse, ResponseCache, StaleReason } from './response-cach
 
 export type CacheResult = 'HIT' | 'MISS' | 'BYPASS' | 'STALE'
 
+/** An entry as a fleet shares it: wall-clock instants (instances share no monotonic clock). */
+export type SharedEntry = Omit<CachedResponse, never>
+
+export type SharedTurn =
+  /** Fetch for the fleet, then `done` with what was stored (undefined: nothing; the others fetch their own). */
+  | { kind: 'lead', done: (stored: SharedEntry | undefined) => void }
+  /** Another instance stored it while this one waited. */
+  | { kind: 'landed', entry: SharedEntry }
+  /** Go upstream alone: the fleet could not be asked, or no word came in time. */
+  | { kind: 'alone' }
+
+/** The fleet's second cache level (fleet/shared-cache.ts). Never rejects: trouble is a miss. */
+export interface SharedCache {
+  /** 'unavailable': the store could not be asked; this request does not ask it again. */
+  get: (key: string) => Promise<SharedEntry | undefined | 'unavailable'>
+  /** Share an entry fetched outside a turn (a no-cache refresh); in the background. */
+  put: (key: string, entry: SharedEntry) => void
+  turn: (key: string, signal: AbortSignal) => Promise<SharedTurn>
+}
+
 export interface CacheLayerOptions {
   cache: ResponseCache
+  /** Fleet mode: the cache shared with the other instances, behind `cache`. */
+  shared?: SharedCache | undefined
   ttlMaxSeconds: number
   /** How long past its TTL an entry is kept to serve when Adobe fails. */
   staleIfErrorSeconds: number
@@ -60,6 +85,9 @@ export type CacheOutcome =
 
 interface Backoff { until: number, reason: StaleReason }
 
+/** What one shared fetch gives: Adobe's answer, or an entry another instance of the fleet stored. */
+type Work = Answer | { kind: 'landed', entry: CachedResponse }
+
 const PASS_BYPASS: CacheOutcome = { kind: 'pass', result: 'BYPASS' }
 const MIN_REVALIDATE_SECONDS = 30
 /** After a failed refresh, the key rests at least this long (longer when Adobe's Retry-After says so). */
@@ -72,7 +100,7 @@ const FORWARDED: ReadonlySet<StaleReason> = new Set(['upstream_5xx', 'upstream_4
 export class CacheLayer {
   readonly #options: CacheLayerOptions
   readonly #cache: ResponseCache
-  readonly #coalescer = new Coalescer<Answer>()
+  readonly #coalescer = new Coalescer<Work>()
   readonly #buffering: ByteBudget
   readonly #backoff = new LRUCache<string, Backoff>({ max: 10_000 })
   /** Background refreshes belong to no caller: only shutdown (or the upstream timeouts) ends them. */
@@ -99,8 +127,15 @@ export class CacheLayer {
     const key = cacheKey(request.target, request.headers, request.gzipAccepted)
     if (key.length > MAX_KEY_LENGTH) { cache.countBypass(); return PASS_BYPASS }
     const noCache = callerSaysNoCache(request.headers)
-    const entry = cache.peek(key)
+    let entry = cache.peek(key)
     const now = this.#options.now()
+    // In a fleet, ask the shared level when memory has nothing to answer with at once.
+    let fleet = this.#options.shared !== undefined && !noCache
+    if (fleet && (entry === undefined || this.#revalidateUntil(entry) <= now)) {
+      const shared = await this.#options.shared?.get(key)
+      if (shared === 'unavailable') fleet = false
+      else if (shared !== undefined && (entry === undefined || shared.freshUntil - this.#options.wallNow() > entry.freshUntil - now)) entry = this.#fromFleet(key, shared) ?? entry
+    }
     if (entry !== undefined) {
       if (!noCache && cache.isFresh(entry)) {
         cache.countHit()
@@ -120,13 +155,17 @@ export class CacheLayer {
 
     // no-cache asks for an answer fresh from Adobe: one already on its way is that.
     const joined = this.#coalescer.has(key)
-    let answer: Answer
+    let answer: Work
     try {
-      answer = await this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, request.target, fetch, signal), request.callerGone())
+      answer = await this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, request.target, fetch, signal, fleet), request.callerGone())
     } catch (err) {
       const reason = staleReasonForError(err)
       if (reason !== undefined && entry !== undefined) return this.#stale(entry, reason, forwardedAs(reason, noCache))
       throw err
+    }
+    if (answer.kind === 'landed') {
+      cache.countHit()
+      return { kind: 'cached', entry: answer.entry, result: 'HIT', age: cache.ageSeconds(answer.entry) }
     }
     const reason = failureReason(answer.status)
     if (reason !== undefined && entry !== undefined) {
@@ -139,7 +178,31 @@ export class CacheLayer {
     return { kind: 'fetched', answer, result }
   }
 
-  async #fetchAndStore (key: string, target: UpstreamTarget, fetch: Fetch, signal: AbortSignal): Promise<Answer> {
+  /** Adobe's answer, kept when storable; in a fleet, only one instance asks Adobe and the others take what it stored. */
+  async #fetchAndStore (key: string, target: UpstreamTarget, fetch: Fetch, signal: AbortSignal, fleet: boolean): Promise<Work> {
+    const shared = this.#options.shared
+    if (shared === undefined) return (await this.#fetchUpstream(key, target, fetch, signal)).answer
+    if (!fleet) {
+      const { answer, stored } = await this.#fetchUpstream(key, target, fetch, signal)
+      if (stored !== undefined) shared.put(key, this.#fleetForm(stored))
+      return answer
+    }
+    const turn = await shared.turn(key, signal)
+    if (turn.kind === 'landed') {
+      const entry = this.#fromFleet(key, turn.entry)
+      if (entry !== undefined) return { kind: 'landed', entry }
+    }
+    let stored: CachedResponse | undefined
+    try {
+      const fetched = await this.#fetchUpstream(key, target, fetch, signal)
+      stored = fetched.stored
+      return fetched.answer
+    } finally {
+      if (turn.kind === 'lead') turn.done(stored === undefined ? undefined : this.#fleetForm(stored))
+    }
+  }
+
+  async #fetchUpstream (key: string, target: UpstreamTarget, fetch: Fetch, signal: AbortSignal): Promise<{ answer: Answer, stored?: CachedResponse | undefined }> {
     const cache = this.#cache
     let answer: Answer
     try {
@@ -152,17 +215,28 @@ export class CacheLayer {
     const reason = failureReason(answer.status)
     if (reason !== undefined) this.#rest(key, reason, answer.kind === 'buffered' ? answer.upstreamHeaders : undefined)
     else this.#backoff.delete(key)
-    if (answer.kind === 'buffered' && isStorable(answer.status, answer.upstreamHeaders)) this.#store(key, target, answer)
-    return answer
+    if (answer.kind === 'buffered' && isStorable(answer.status, answer.upstreamHeaders)) return { answer, stored: this.#store(key, target, answer) }
+    return { answer }
   }
 
-  #store (key: string, target: UpstreamTarget, answer: BufferedAnswer): void {
+  #store (key: string, target: UpstreamTarget, answer: BufferedAnswer): CachedResponse | undefined {
     const { ttlMaxSeconds, staleIfErrorSeconds } = this.#options
     const ttl = ttlSeconds(target, this.#options.wallNow(), ttlMaxSeconds)
-    if (this.#cache.store(key, answer, ttl, Math.max(staleIfErrorSeconds, this.#revalidateSeconds(ttl)))) {
-      // From here the cache's own byte bound accounts for the body.
-      answer.uncharge()
-    }
+    const stored = this.#cache.store(key, answer, ttl, Math.max(staleIfErrorSeconds, this.#revalidateSeconds(ttl)))
+    // From here the cache's own byte bound accounts for the body.
+    if (stored !== undefined) answer.uncharge()
+    return stored
+  }
+
+  /** A shared entry into memory, its instants moved onto this process's deadline clock. */
+  #fromFleet (key: string, entry: SharedEntry): CachedResponse | undefined {
+    const offset = this.#options.now() - this.#options.wallNow()
+    return this.#cache.put(key, { ...entry, storedAt: entry.storedAt + offset, freshUntil: entry.freshUntil + offset, staleUntil: entry.staleUntil + offset })
+  }
+
+  #fleetForm (entry: CachedResponse): SharedEntry {
+    const offset = this.#options.wallNow() - this.#options.now()
+    return { ...entry, storedAt: entry.storedAt + offset, freshUntil: entry.freshUntil + offset, staleUntil: entry.staleUntil + offset }
   }
 
   /** Remember that Adobe failed `key`: Retry-After or Expires when it sent one (clamped to an hour), else a few seconds. */
@@ -173,7 +247,8 @@ export class CacheLayer {
 
   #refreshInBackground (key: string, target: UpstreamTarget, fetch: Fetch): void {
     if (this.#coalescer.has(key)) return
-    this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, target, fetch, signal), this.#closing.signal).then((answer) => {
+    this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, target, fetch, signal, this.#options.shared !== undefined), this.#closing.signal).then((answer) => {
+      if (answer.kind === 'landed') return
       // Nobody waits for a body too large to keep; a waiter that joined streams its own copy.
       if (answer.kind === 'streamed') answer.claim()?.destroy()
       if (answer.status !== 200) this.#options.logger.warn({ path: target.path, status: answer.status }, 'background cache refresh: Adobe did not answer 200; the stale copy stays')

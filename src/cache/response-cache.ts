@@ -84,14 +84,20 @@ export class ResponseCache {
     return entry.freshUntil > this.#now()
   }
 
-  /** Keeps `entry` for `ttlSeconds`, then `staleSeconds` more as a stale copy. False when it is not kept (too large, no TTL). */
-  store (key: string, entry: Pick<CachedResponse, 'status' | 'headers' | 'body'>, ttlSeconds: number, staleSeconds: number): boolean {
-    if (ttlSeconds <= 0 || entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES) return false
+  /** Keeps `entry` for `ttlSeconds`, then `staleSeconds` more as a stale copy; the entry as stored, or undefined when it is not kept (no TTL, too large). */
+  store (key: string, entry: Pick<CachedResponse, 'status' | 'headers' | 'body'>, ttlSeconds: number, staleSeconds: number): CachedResponse | undefined {
+    if (ttlSeconds <= 0) return undefined
     const storedAt = this.#now()
     const freshUntil = storedAt + ttlSeconds * 1000
+    return this.put(key, { status: entry.status, headers: entry.headers, body: entry.body, storedAt, freshUntil, staleUntil: freshUntil + staleSeconds * 1000 })
+  }
+
+  /** Keep a complete entry as it is (one another instance of the fleet stored). */
+  put (key: string, entry: CachedResponse): CachedResponse | undefined {
+    if (entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES || entry.staleUntil <= this.#now()) return undefined
     this.#makeRoom(entrySize(key, entry.body))
-    this.#lru.set(key, { status: entry.status, headers: entry.headers, body: entry.body, storedAt, freshUntil, staleUntil: freshUntil + staleSeconds * 1000 })
-    return this.#lru.has(key)
+    this.#lru.set(key, entry)
+    return this.#lru.has(key) ? entry : undefined
   }
 
   /** Age header value (RFC 9111 §5.1): whole seconds since the entry was stored. */

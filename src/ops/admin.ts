@@ -18,6 +18,8 @@ export interface AdminOptions {
   cache: ResponseCache | undefined
   softwareStatement: string | undefined
   upstreams: { authUrl: string, cmuUrl: string }
+  /** Fleet mode: the shared store's state (never a secret). */
+  state?: (() => unknown) | undefined
   startedAt: number
   now: () => number
 }
@@ -46,7 +48,8 @@ export async function adminRoutes (app: FastifyInstance, options: AdminOptions):
       clientId: status.clientId === undefined ? null : maskClientId(status.clientId),
       softwareStatement: softwareStatement === undefined ? null : publicStatementInfo(softwareStatement),
       upstreams: options.upstreams,
-      cache: cache?.stats() ?? null
+      cache: cache?.stats() ?? null,
+      state: options.state?.() ?? null
     }
   })
 

@@ -6,6 +6,7 @@ import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { TokenBroker } from '../adobe/token-broker.js'
 import type { ResponseCache } from '../cache/response-cache.js'
+import type { StateStore } from '../store/state-store.js'
 import { FastCounter, FastHistogram } from './hot-metrics.js'
 
 export interface MetricsSources {
@@ -17,6 +18,8 @@ export interface MetricsSources {
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+/** Redis answers in well under a millisecond on a LAN; the top buckets catch the command timeout. */
+const STORE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 
 export class ProxyMetrics {
   readonly registry = new Registry()
@@ -24,6 +27,7 @@ export class ProxyMetrics {
   readonly #problems: FastCounter<'route' | 'code'>
   readonly #requestDuration: FastHistogram
   readonly #upstreamDuration: FastHistogram
+  #storeDuration: FastHistogram | undefined
   #inFlight = 0
   #rateLimited = 0
   readonly #routeLabels = new Map<string, string>()
@@ -100,6 +104,25 @@ export class ProxyMetrics {
     if (cache !== undefined) {
       new Gauge({ name: 'cmu_proxy_cache_buffering_bytes', help: 'Bytes held by answers being read into memory for the cache (bounded by CACHE_MAX_INFLIGHT_BYTES)', registers, collect () { this.set(cache.bufferingBytes) } })
     }
+  }
+
+  /** Fleet mode: the shared store's health, errors and latency. */
+  watchStore (store: StateStore): void {
+    const registers = [this.registry]
+    this.#storeDuration = new FastHistogram('cmu_proxy_redis_operation_duration_seconds', 'Time of each operation on the fleet\'s Redis, answered or failed', 'operation', STORE_BUCKETS, this.registry)
+    new Gauge({ name: 'cmu_proxy_redis_up', help: 'The fleet\'s Redis is connected and answering (1) or not (0)', registers, collect () { this.set(store.stats().up ? 1 : 0) } })
+    const counter = (name: string, help: string, read: (stats: ReturnType<StateStore['stats']>) => number): void => {
+      new Counter({ name, help, registers, collect () { this.reset(); this.inc(read(store.stats())) } })
+    }
+    counter('cmu_proxy_redis_errors_total', 'Redis operations that failed (timeouts, disconnects, error replies)', (stats) => stats.errors)
+    counter('cmu_proxy_redis_timeouts_total', 'Redis operations that got no answer within REDIS_COMMAND_TIMEOUT_MS', (stats) => stats.timeouts)
+    counter('cmu_proxy_redis_reconnects_total', 'Connections to Redis re-established after a loss', (stats) => stats.reconnects)
+    counter('cmu_proxy_state_unseal_failures_total', 'Values in Redis that did not open with STATE_ENCRYPTION_KEY', (stats) => stats.unsealFailures ?? 0)
+  }
+
+  /** For the state store: one observation per operation. */
+  observeStoreOperation (operation: string, seconds: number, _ok: boolean): void {
+    this.#storeDuration?.observe(operation, seconds)
   }
 
   /** A caller over its RATE_LIMIT (answered 429, never sent to Adobe). */

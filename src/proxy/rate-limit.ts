@@ -3,7 +3,7 @@
 // @fastify/rate-limit. Registered in the /cmu scope after the API-key check,
 // so every /cmu request counts, cache hits included: the limit is on callers,
 // and a limited request never reaches Adobe.
-import rateLimit from '@fastify/rate-limit'
+import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { RateLimitRule } from '../rate-limit-rules.js'
 import { ProxyError } from '../errors.js'
@@ -15,6 +15,8 @@ export interface RateLimitOptions {
   overrides: Map<string, RateLimitRule>
   /** Counts per key id when API keys are configured, else per client address. */
   byApiKey: boolean
+  /** Fleet mode: counters shared through the state store (fleet/rate-limit-store.ts); default: in memory. */
+  store?: FastifyRateLimitStoreCtor | undefined
   onLimited: () => void
 }
 
@@ -25,7 +27,7 @@ declare module 'fastify' {
   }
 }
 
-export async function registerRateLimit (scope: FastifyInstance, { rule, overrides, byApiKey, onLimited }: RateLimitOptions): Promise<void> {
+export async function registerRateLimit (scope: FastifyInstance, { rule, overrides, byApiKey, store, onLimited }: RateLimitOptions): Promise<void> {
   const byId = new Map([...overrides].map(([key, override]) => [`key:${apiKeyId(key)}`, override]))
   const ruleFor = (key: string): RateLimitRule => byId.get(key) ?? rule
   await scope.register(rateLimit, {
@@ -36,6 +38,7 @@ export async function registerRateLimit (scope: FastifyInstance, { rule, overrid
     enableDraftSpec: true,
     // Callers tracked at once (per key id, or per address without keys); the least recently seen go first.
     cache: 20_000,
+    ...(store === undefined ? {} : { store }),
     onExceeded: onLimited,
     // Retry-After and the RateLimit-* headers are already on the reply; the error handler adds the problem body.
     errorResponseBuilder: (_request, context) => new ProxyError('CMU_PROXY_RATE_LIMITED', 429,

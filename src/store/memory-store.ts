@@ -59,6 +59,24 @@ export class MemoryStore implements StateStore {
     return this.#run('deleteIf', () => this.#values.get(key)?.equals(expected) === true && this.#values.delete(key))
   }
 
+  async replaceIf (key: string, expected: Buffer, value: Buffer): Promise<boolean> {
+    return this.#run('replaceIf', () => {
+      if (this.#values.get(key)?.equals(expected) !== true) return false
+      this.#values.set(key, Buffer.from(value), { noUpdateTTL: true })
+      return true
+    })
+  }
+
+  async increment (key: string, windowMs: number): Promise<{ count: number, ttlMs: number }> {
+    const ttl = validTtl(windowMs) as number
+    return this.#run('increment', () => {
+      const count = Number(this.#values.get(key)?.toString() ?? 0) + 1
+      if (count === 1) this.#values.set(key, Buffer.from(String(count)), { ttl })
+      else this.#values.set(key, Buffer.from(String(count)), { noUpdateTTL: true })
+      return { count, ttlMs: Math.ceil(this.#values.getRemainingTTL(key)) }
+    })
+  }
+
   lock (key: string): StoreLock {
     const token = randomBytes(16)
     const holds = (): boolean => this.#values.get(key)?.equals(token) === true
@@ -116,6 +134,15 @@ export class MemoryStore implements StateStore {
 
   async ping (): Promise<void> {
     this.#run('ping', () => {})
+  }
+
+  async waitUntilUp (): Promise<boolean> {
+    return !this.#closed
+  }
+
+  /** Memory never disconnects: the listener never runs. */
+  onUp (): () => void {
+    return () => {}
   }
 
   stats (): StoreStats {

@@ -8,6 +8,9 @@
 // - every command carries a short timeout, and commands are refused at once
 //   while disconnected (no offline queue), so no caller waits on Redis longer
 //   than `commandTimeoutMs`;
+// - a hung server (the socket open, nothing answering) costs each command one
+//   timeout only until three in a row have timed out: from then on commands
+//   are refused at once while a background PING probes for its return;
 // - the client reconnects by itself with capped exponential backoff and
 //   jitter; 'error' events are always handled (an unhandled one would kill
 //   the process) and logged once per outage, not once per retry;
@@ -49,6 +52,11 @@ const TIMEOUTS_BEFORE_DOWN = 3
 // NOSCRIPT fallback would cost a second round trip after a Redis restart.
 const COMPARE_AND_DELETE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 const COMPARE_AND_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+// Compare-and-swap keeping the TTL (KEEPTTL: Redis 6.0+, every Valkey).
+const COMPARE_AND_SWAP = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return 1 end return 0"
+// INCR and, for a new counter (or one that somehow lost its expiry), PEXPIRE: one atomic step, as
+// @fastify/rate-limit's own Redis store does it.
+const INCREMENT = "local n = redis.call('INCR', KEYS[1]) local ttl = redis.call('PTTL', KEYS[1]) if n == 1 or ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) ttl = tonumber(ARGV[1]) end return {n, ttl}"
 
 export class RedisStore implements StateStore {
   readonly #client: Client
@@ -61,6 +69,7 @@ export class RedisStore implements StateStore {
   readonly #target: string
   readonly #url: string
   #consecutiveTimeouts = 0
+  #probe: NodeJS.Timeout | undefined
   #everReady = false
   #outageLogged = false
   #closed = false
@@ -76,7 +85,7 @@ export class RedisStore implements StateStore {
     this.#url = url.href
     this.#client = this.#newClient('main')
     this.#client.on('ready', () => {
-      this.#consecutiveTimeouts = 0
+      this.#answering()
       if (this.#everReady) this.#stats.reconnects++
       this.#logger?.info({ redis: this.#target }, this.#everReady ? 'redis connection restored' : 'redis connected')
       this.#everReady = true
@@ -120,6 +129,22 @@ export class RedisStore implements StateStore {
 
   async deleteIf (key: string, expected: Buffer): Promise<boolean> {
     return await this.#command('deleteIf', ['EVAL', COMPARE_AND_DELETE, '1', key, expected]) === 1
+  }
+
+  async replaceIf (key: string, expected: Buffer, value: Buffer): Promise<boolean> {
+    return await this.#command('replaceIf', ['EVAL', COMPARE_AND_SWAP, '1', key, expected, value]) === 1
+  }
+
+  async increment (key: string, windowMs: number): Promise<{ count: number, ttlMs: number }> {
+    const window = String(validTtl(windowMs))
+    const reply = await this.#command('increment', ['EVAL', INCREMENT, '1', key, window])
+    if (!Array.isArray(reply) || typeof reply[0] !== 'number' || typeof reply[1] !== 'number') throw unexpected('increment', reply)
+    return { count: reply[0], ttlMs: reply[1] }
+  }
+
+  onUp (listener: () => void): () => void {
+    this.#client.on('ready', listener)
+    return () => { this.#client.off('ready', listener) }
   }
 
   lock (key: string): StoreLock {
@@ -181,6 +206,7 @@ export class RedisStore implements StateStore {
   async close (): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    this.#answering()
     await Promise.all([this.#shutdown(this.#client), this.#subscriber === undefined ? undefined : this.#shutdown(this.#subscriber)])
   }
 
@@ -249,11 +275,16 @@ export class RedisStore implements StateStore {
     }
   }
 
-  async #command (operation: string, args: Array<string | Buffer>): Promise<unknown> {
+  async #command (operation: string, args: Array<string | Buffer>, probing = false): Promise<unknown> {
     const startedAt = performance.now()
     if (this.#closed) {
       this.#stats.record(operation, startedAt, false)
       throw new StoreUnavailableError(operation, 'the store is closed')
+    }
+    if (!probing && this.#consecutiveTimeouts >= TIMEOUTS_BEFORE_DOWN) {
+      // Hung: refuse at once rather than make every caller wait a timeout.
+      this.#stats.record(operation, startedAt, false)
+      throw new StoreUnavailableError(operation, `not answering (${this.#consecutiveTimeouts} timeouts in a row); probing in the background`)
     }
     let timer: NodeJS.Timeout | undefined
     try {
@@ -264,17 +295,31 @@ export class RedisStore implements StateStore {
         timer.unref()
       })
       const reply: unknown = await Promise.race([this.#client.sendCommand(args, BUFFERS), deadline])
-      this.#consecutiveTimeouts = 0
+      this.#answering()
       this.#stats.record(operation, startedAt, true)
       return reply
     } catch (err) {
       const timedOut = err instanceof DeadlineError || err instanceof TimeoutError
-      this.#consecutiveTimeouts = timedOut ? this.#consecutiveTimeouts + 1 : 0
+      if (timedOut) this.#timedOut()
+      else this.#answering()
       this.#stats.record(operation, startedAt, false, timedOut)
       throw new StoreUnavailableError(operation, describe(err, this.#options.commandTimeoutMs), { cause: err })
     } finally {
       clearTimeout(timer)
     }
+  }
+
+  #answering (): void {
+    this.#consecutiveTimeouts = 0
+    clearInterval(this.#probe)
+    this.#probe = undefined
+  }
+
+  #timedOut (): void {
+    if (++this.#consecutiveTimeouts < TIMEOUTS_BEFORE_DOWN || this.#probe !== undefined || this.#closed) return
+    const interval = Math.max(this.#options.commandTimeoutMs, 100)
+    this.#probe = setInterval(() => { this.#command('ping', ['PING'], true).catch(() => {}) }, interval)
+    this.#probe.unref()
   }
 
   /** Close gracefully, but never wait on a hung server longer than one command timeout. */

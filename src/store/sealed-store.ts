@@ -30,6 +30,7 @@ export class SealedStore implements StateStore {
   readonly #sealingKey: StateKey
   readonly #logger: SealedStoreOptions['logger']
   #unsealFailures = 0
+  #resealed = 0
 
   /** `keys`: the first seals, all open. The sealed store owns `inner` and closes it. */
   constructor (inner: StateStore, keys: readonly StateKey[], options: SealedStoreOptions = {}) {
@@ -41,9 +42,20 @@ export class SealedStore implements StateStore {
     this.#logger = options.logger
   }
 
+  /**
+   * A value sealed under an older key is re-sealed under the first one as it
+   * is read (compare-and-swap, TTL kept): values that never expire, such as
+   * the shared credentials, would otherwise keep the old key in use forever.
+   */
   async get (key: string): Promise<Buffer | undefined> {
     const sealed = await this.#inner.get(key)
-    return sealed === undefined ? undefined : this.#open(sealed, key, keyAad(key))
+    if (sealed === undefined) return undefined
+    const aad = keyAad(key)
+    const value = this.#open(sealed, key, aad)
+    if (!sealed.subarray(1, 1 + KEY_ID_BYTES).equals(this.#sealingKey.id)) {
+      this.#inner.replaceIf(key, sealed, this.#seal(value, aad)).then((replaced) => { if (replaced) this.#resealed++ }, () => {})
+    }
+    return value
   }
 
   async set (key: string, value: Buffer, ttlMs?: number): Promise<void> {
@@ -59,6 +71,17 @@ export class SealedStore implements StateStore {
     const sealed = await this.#inner.get(key)
     if (sealed === undefined || !this.#open(sealed, key, keyAad(key)).equals(expected)) return false
     return await this.#inner.deleteIf(key, sealed)
+  }
+
+  async replaceIf (key: string, expected: Buffer, value: Buffer): Promise<boolean> {
+    const sealed = await this.#inner.get(key)
+    if (sealed === undefined || !this.#open(sealed, key, keyAad(key)).equals(expected)) return false
+    return await this.#inner.replaceIf(key, sealed, this.#seal(value, keyAad(key)))
+  }
+
+  /** Counters are plain integers under digested names (the store must add to them): not sealed. */
+  async increment (key: string, windowMs: number): Promise<{ count: number, ttlMs: number }> {
+    return await this.#inner.increment(key, windowMs)
   }
 
   /** Lock values are random and name nobody: they need no sealing. */
@@ -89,8 +112,16 @@ export class SealedStore implements StateStore {
     await this.#inner.ping()
   }
 
+  async waitUntilUp (timeoutMs: number): Promise<boolean> {
+    return await this.#inner.waitUntilUp(timeoutMs)
+  }
+
+  onUp (listener: () => void): () => void {
+    return this.#inner.onUp(listener)
+  }
+
   stats (): StoreStats {
-    return { ...this.#inner.stats(), unsealFailures: this.#unsealFailures }
+    return { ...this.#inner.stats(), unsealFailures: this.#unsealFailures, resealed: this.#resealed }
   }
 
   async close (): Promise<void> {

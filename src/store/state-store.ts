@@ -23,6 +23,18 @@ export interface StateStore {
    * An upstream 401 uses it to drop the shared token only if it is still the rejected one.
    */
   deleteIf: (key: string, expected: Buffer) => Promise<boolean>
+  /**
+   * Compare-and-swap: replace the value only while it is still `expected`
+   * (for sealed stores: while it still opens to `expected`), keeping its TTL.
+   * True when replaced. The sealed store re-seals values under the first key with it.
+   */
+  replaceIf: (key: string, expected: Buffer, value: Buffer) => Promise<boolean>
+  /**
+   * Atomically add one to the counter at `key` (INCR), starting a `windowMs`
+   * expiry when this call created it (PEXPIRE); the count and the ms left.
+   * Counters are plain integers, never sealed: name them with digest().
+   */
+  increment: (key: string, windowMs: number) => Promise<{ count: number, ttlMs: number }>
   /** A handle on a small lock at `key` (SET NX PX with a random value). Nothing is sent until `obtain`. */
   lock: (key: string) => StoreLock
   /**
@@ -35,6 +47,14 @@ export interface StateStore {
   publish: (channel: string, message: Buffer) => Promise<void>
   /** Resolves when the backend answers; rejects with StoreUnavailableError otherwise. */
   ping: () => Promise<void>
+  /** True once connected (at once if already), false when `timeoutMs` passes first or the store is closed. */
+  waitUntilUp: (timeoutMs: number) => Promise<boolean>
+  /**
+   * `listener` runs each time the backend becomes available: the first
+   * connection and every reconnection (notifications sent meanwhile are lost,
+   * and a restarted Redis may be empty). Returns a function that stops it.
+   */
+  onUp: (listener: () => void) => () => void
   stats: () => StoreStats
   /** Releases connections and timers; afterwards every operation rejects. */
   close: () => Promise<void>
@@ -71,6 +91,8 @@ export interface StoreStats {
   latencyMs: { count: number, total: number, max: number }
   /** Values that could not be unsealed (sealed stores only). */
   unsealFailures?: number
+  /** Values read under an older key and re-sealed under the first one (sealed stores only). */
+  resealed?: number
 }
 
 /** Called after every operation; metrics feed a latency histogram from it. */

@@ -1,0 +1,103 @@
+// Fleet mode, assembled from the configuration: the sealed Redis store and
+// the fleet's side of each module that decides (the broker's coordination
+// and credentials, the cache's second level, the rate-limit counters).
+// app.ts plugs these into the same modules a lone instance uses.
+import { resolve } from 'node:path'
+import type { FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
+import type { Logger } from 'pino'
+import { CredentialStore } from '../adobe/credential-store.js'
+import type { Config } from '../config.js'
+import { createStore } from '../store/create-store.js'
+import { parseStateEncryptionKeys } from '../store/encryption-keys.js'
+import { stateNamespace } from '../store/namespace.js'
+import type { OperationObserver, StateStore, StoreStats } from '../store/state-store.js'
+import { FleetChannel, RecentTrouble } from './fleet-channel.js'
+import { fleetRateLimitStore } from './rate-limit-store.js'
+import { FleetCache } from './shared-cache.js'
+import { SharedCredentials } from './shared-credentials.js'
+import { FleetTokenCoordination } from './token-coordination.js'
+
+export interface FleetStatus extends StoreStats {
+  /** Where, without credentials. */
+  redis: string
+  /** This application's keys start with this (the prefix and a fingerprint: nothing secret). */
+  keyPrefix: string
+}
+
+export interface Fleet {
+  readonly store: StateStore
+  readonly coordination: FleetTokenCoordination
+  readonly credentials: SharedCredentials | undefined
+  readonly cache: FleetCache
+  readonly rateLimitStore: FastifyRateLimitStoreCtor
+  /** Waits briefly for the first connection (until then every call is refused as unavailable) and subscribes. */
+  start: () => Promise<void>
+  close: () => Promise<void>
+  status: () => FleetStatus
+}
+
+/** How long start-up waits for Redis before serving on its own (it connects later by itself). */
+const FIRST_CONNECTION_WAIT_MS = 1_000
+
+export interface FleetDependencies {
+  logger: Logger
+  onOperation?: OperationObserver
+  wallNow?: () => number
+  /** Tests shorten the periodic look at the shared state. */
+  reconcileIntervalMs?: number
+}
+
+/** Undefined without REDIS_URL: one instance, file and memory. */
+export function createFleet (config: Config, deps: FleetDependencies): Fleet | undefined {
+  if (config.REDIS_URL === undefined) return undefined
+  const logger = deps.logger.child({ component: 'fleet' })
+  const statement = config.ADOBE_SOFTWARE_STATEMENT
+  const store = createStore({
+    redisUrl: config.REDIS_URL,
+    redisPassword: config.REDIS_PASSWORD,
+    // Validated by loadConfig: this does not throw.
+    encryptionKeys: parseStateEncryptionKeys(config.STATE_ENCRYPTION_KEY ?? ''),
+    redis: { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS },
+    logger,
+    onOperation: deps.onOperation
+  })
+  const namespace = stateNamespace(config.REDIS_KEY_PREFIX, statement !== undefined ? { softwareStatement: statement } : { clientId: config.ADOBE_CLIENT_ID ?? '' })
+  const channel = new FleetChannel(store, namespace.channel('events'), logger)
+  const wallNow = deps.wallNow ?? Date.now
+  const credentials = statement === undefined
+    ? undefined
+    : new SharedCredentials({ file: new CredentialStore(resolve(config.CREDENTIALS_FILE), statement), store, key: namespace.key('credentials'), logger })
+  const coordination = new FleetTokenCoordination({
+    store,
+    namespace,
+    channel,
+    credentials,
+    lockTtlMs: config.REDIS_LOCK_TTL_MS,
+    // A registration and a token call, each up to its timeout, and a crashed holder's lock.
+    maxWaitMs: 2 * config.AUTH_TIMEOUT_MS + config.REDIS_LOCK_TTL_MS,
+    logger,
+    wallNow,
+    ...(deps.reconcileIntervalMs === undefined ? {} : { reconcileIntervalMs: deps.reconcileIntervalMs })
+  })
+  // Shared by the two calls on a caller's path (its rate-limit count, its cache lookup).
+  const trouble = new RecentTrouble(config.REDIS_COMMAND_TIMEOUT_MS)
+  const cache = new FleetCache({ store, namespace, channel, lockTtlMs: config.REDIS_LOCK_TTL_MS, maxWaitMs: 2 * config.UPSTREAM_HEADERS_TIMEOUT_MS, trouble, logger, wallNow })
+  const url = new URL(config.REDIS_URL)
+  return {
+    store,
+    coordination,
+    credentials,
+    cache,
+    rateLimitStore: fleetRateLimitStore(store, namespace, trouble, logger),
+    start: async () => {
+      if (!await store.waitUntilUp(FIRST_CONNECTION_WAIT_MS)) logger.warn({ redis: `${url.protocol}//${url.host}` }, 'redis is not reachable yet: serving on this instance\'s own state until it is')
+      await channel.start()
+    },
+    close: async () => {
+      coordination.close()
+      await channel.close()
+      await store.close()
+    },
+    status: () => ({ redis: `${url.protocol}//${url.host}`, keyPrefix: namespace.base, ...store.stats() })
+  }
+}

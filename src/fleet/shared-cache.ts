@@ -1,0 +1,128 @@
+// The response cache's second level in fleet mode: the exact bytes and
+// headers of each stored representation, sealed, under a digest of its cache
+// key, for as long as it may still be served (fresh or stale). Identical
+// misses across the fleet take turns (nginx's proxy_cache_lock): one
+// instance fetches while the others wait for its notice, at most
+// `maxWaitMs` (twice the upstream headers timeout), then go upstream
+// themselves. Every failure here is a miss, never an error a caller sees.
+import type { Logger } from 'pino'
+import type { SharedCache, SharedEntry, SharedTurn } from '../cache/cache-layer.js'
+import { digest, type StateNamespace } from '../store/namespace.js'
+import type { StateStore } from '../store/state-store.js'
+import type { FleetChannel, RecentTrouble } from './fleet-channel.js'
+
+export interface FleetCacheOptions {
+  store: StateStore
+  namespace: StateNamespace
+  channel: FleetChannel
+  lockTtlMs: number
+  maxWaitMs: number
+  trouble: RecentTrouble
+  logger: Logger
+  wallNow?: () => number
+}
+
+interface Header { key: string, status: number, headers: SharedEntry['headers'], storedAt: number, freshUntil: number, staleUntil: number }
+
+export class FleetCache implements SharedCache {
+  readonly #options: FleetCacheOptions
+  readonly #store: StateStore
+  readonly #log: Logger
+  readonly #wallNow: () => number
+
+  constructor (options: FleetCacheOptions) {
+    this.#options = options
+    this.#store = options.store
+    this.#log = options.logger
+    this.#wallNow = options.wallNow ?? Date.now
+  }
+
+  async get (key: string): Promise<SharedEntry | undefined | 'unavailable'> {
+    if (this.#options.trouble.recent) return 'unavailable'
+    try {
+      const raw = await this.#store.get(this.#key(key))
+      return raw === undefined ? undefined : decode(raw, key, this.#wallNow())
+    } catch (err) {
+      this.#options.trouble.seen()
+      this.#log.debug({ reason: (err as Error).message }, 'shared cache unavailable: a miss')
+      return 'unavailable'
+    }
+  }
+
+  put (key: string, entry: SharedEntry): void {
+    void this.#put(key, entry)
+  }
+
+  async turn (key: string, signal: AbortSignal): Promise<SharedTurn> {
+    const { namespace, channel, lockTtlMs, maxWaitMs } = this.#options
+    const id = digest(key)
+    const topic = `cache:${id}`
+    const deadline = performance.now() + maxWaitMs
+    try {
+      for (;;) {
+        const left = deadline - performance.now()
+        if (left <= 0 || signal.aborted) return { kind: 'alone' }
+        const turn = await channel.turn(topic, this.#store.lock(namespace.key('lock', 'cache', id)), lockTtlMs, Math.min(lockTtlMs, left), signal)
+        if (turn.kind === 'lead') {
+          // Someone may have stored it between our look and our lock.
+          const again = await this.get(key)
+          if (typeof again === 'object' && again.freshUntil > this.#wallNow()) {
+            await turn.finish()
+            return { kind: 'landed', entry: again }
+          }
+          return {
+            kind: 'lead',
+            done: (stored) => {
+              void (async () => {
+                if (stored !== undefined) await this.#put(key, stored)
+                await turn.finish({ stored: stored !== undefined })
+              })()
+            }
+          }
+        }
+        // Told it is stored, or tired of waiting: look. Told it could not be stored: fetch your own, all at once.
+        if (turn.kind === 'notice' && turn.notice.stored !== true) return { kind: 'alone' }
+        const entry = await this.get(key)
+        if (entry === 'unavailable') return { kind: 'alone' }
+        if (entry !== undefined && entry.freshUntil > this.#wallNow()) return { kind: 'landed', entry }
+        if (turn.kind === 'notice') return { kind: 'alone' }
+      }
+    } catch (err) {
+      this.#log.debug({ reason: (err as Error).message }, 'shared cache lock unavailable: fetching alone')
+      return { kind: 'alone' }
+    }
+  }
+
+  async #put (key: string, entry: SharedEntry): Promise<void> {
+    const ttlMs = entry.staleUntil - this.#wallNow()
+    if (ttlMs <= 0) return
+    await this.#store.set(this.#key(key), encode(key, entry), ttlMs).catch((err: unknown) => {
+      this.#log.warn({ reason: (err as Error).message }, 'could not share a cached report with the fleet')
+    })
+  }
+
+  #key (key: string): string {
+    return this.#options.namespace.key('cache', digest(key))
+  }
+}
+
+/** A 4-byte header length, the header as JSON (with the full cache key), then the body's exact bytes. */
+function encode (key: string, entry: SharedEntry): Buffer {
+  const header: Header = { key, status: entry.status, headers: entry.headers, storedAt: entry.storedAt, freshUntil: entry.freshUntil, staleUntil: entry.staleUntil }
+  const json = Buffer.from(JSON.stringify(header))
+  const length = Buffer.alloc(4)
+  length.writeUInt32BE(json.length)
+  return Buffer.concat([length, json, entry.body])
+}
+
+/** The entry, unless it is for another key (a digest collision must not hand out another report) or dead. */
+function decode (raw: Buffer, key: string, now: number): SharedEntry | undefined {
+  try {
+    const length = raw.readUInt32BE(0)
+    const header = JSON.parse(raw.subarray(4, 4 + length).toString('utf8')) as Header
+    if (header.key !== key || header.staleUntil <= now) return undefined
+    return { status: header.status, headers: header.headers, body: raw.subarray(4 + length), storedAt: header.storedAt, freshUntil: header.freshUntil, staleUntil: header.staleUntil }
+  } catch {
+    return undefined
+  }
+}

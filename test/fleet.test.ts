@@ -1,0 +1,331 @@
+// Fleet mode end to end: several proxies share one real redis-server against
+// the sandbox, which counts every call Adobe would see. Most members are
+// in-process apps (fast, inspectable); one that must die mid-call is a real
+// `node dist/main.js` process, killed with SIGKILL.
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { spawnProxy, stopProcess } from '../bench/processes.js'
+import type { Sandbox } from '../src/sandbox/server.js'
+import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+import { stateKey } from '../src/store/encryption-keys.js'
+import { stateNamespace } from '../src/store/namespace.js'
+import { assertProblem, call, eventually, startProxy, startSandbox, temporaryDirectory, type RunningProxy } from './helpers.js'
+import { rawRedisClient, startRedisServer, type RedisServer } from './redis-server.js'
+
+const KEY = randomBytes(32)
+const LOCK_TTL_MS = 500
+const COMMAND_TIMEOUT_MS = 200
+const ADMIN = 'fleet-admin-key-0123456789'
+
+interface MemberOptions { statement: string, env?: Record<string, string | undefined>, credentialsFile?: string }
+
+function fleetEnv (redis: RedisServer, env: Record<string, string | undefined> = {}): Record<string, string> {
+  const merged: Record<string, string | undefined> = {
+    REDIS_URL: redis.url,
+    STATE_ENCRYPTION_KEY: KEY.toString('base64'),
+    REDIS_LOCK_TTL_MS: String(LOCK_TTL_MS),
+    REDIS_COMMAND_TIMEOUT_MS: String(COMMAND_TIMEOUT_MS),
+    TOKEN_RETRY_BASE_MS: '50',
+    TOKEN_RETRY_MAX_MS: '500',
+    ADMIN_API_KEY: ADMIN,
+    LOG_LEVEL: 'info',
+    ...env
+  }
+  return Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined))
+}
+
+/** One in-process member with its own, initially empty, credentials file. */
+async function member (t: Test, sandbox: Sandbox, redis: RedisServer, options: MemberOptions): Promise<RunningProxy> {
+  return await startProxy(t, sandbox, {
+    statement: options.statement,
+    credentialsFile: options.credentialsFile ?? join(temporaryDirectory(t), 'credentials.json'),
+    env: fleetEnv(redis, options.env)
+  })
+}
+
+async function fleetOf (t: Test, sandbox: Sandbox, redis: RedisServer, n: number, env?: Record<string, string | undefined>, statement = makeSoftwareStatement()): Promise<RunningProxy[]> {
+  return await Promise.all(Array.from({ length: n }, async () => await member(t, sandbox, redis, { statement, ...(env === undefined ? {} : { env }) })))
+}
+
+const rawRedis = rawRedisClient
+
+const urlOf = (fleet: RunningProxy[], i: number): string => fleet[i % fleet.length]?.url ?? ''
+const statuses = (answers: Array<{ status: number }>): number[] => [...new Set(answers.map((a) => a.status))]
+
+t.test('a cold burst across three instances: one registration, one token call', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const fleet = await fleetOf(t, sandbox, redis, 3)
+  const answers = await Promise.all(Array.from({ length: 60 }, async (_, i) => await call(urlOf(fleet, i), '/cmu/v2')))
+  t.same(statuses(answers), [200], 'every caller got its report')
+  t.equal(sandbox.calls.register, 1, 'one registration for the fleet')
+  t.equal(sandbox.calls.token, 1, 'one token call for the fleet')
+  t.same(fleet.map((p) => p.app.broker.status().counts.tokensFromFleet).sort(), [0, 1, 1], 'two instances took the token from the fleet')
+})
+
+t.test('restarted instances with empty credentials files make no registration and no token call', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const first = await fleetOf(t, sandbox, redis, 3)
+  t.equal((await call(urlOf(first, 0), '/cmu/v2')).status, 200)
+  await Promise.all(first.map(async (p) => { await p.close() }))
+  const restarted = await fleetOf(t, sandbox, redis, 3, {}, first[0]?.statement)
+  t.same(statuses(await Promise.all(restarted.map(async (p) => await call(p.url, '/cmu/v2')))), [200])
+  t.equal(sandbox.calls.register, 1, 'no registration')
+  t.equal(sandbox.calls.token, 1, 'no token call')
+  for (const p of restarted) {
+    t.ok(await eventually(() => { try { return JSON.parse(readFileSync(p.credentialsFile, 'utf8')).client_id !== undefined } catch { return false } }, 2_000), 'each keeps a durable local copy')
+  }
+})
+
+t.test('one report asked of every instance: one upstream call, the same bytes everywhere', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const fleet = await fleetOf(t, sandbox, redis, 3, { CACHE_ENABLED: 'true' })
+  const answers = []
+  for (const p of fleet) answers.push(await call(p.url, '/cmu/v2/year/month.csv'))
+  t.equal(sandbox.calls.cmu, 1, 'one upstream call')
+  t.same(answers.map((a) => a.headers['x-cache']), ['MISS', 'HIT', 'HIT'], 'the others hit the shared cache')
+  t.same(answers.map((a) => a.text), [answers[0]?.text, answers[0]?.text, answers[0]?.text], 'exact bytes')
+  t.same(answers.map((a) => a.headers['content-disposition']), Array(3).fill(answers[0]?.headers['content-disposition']), 'and headers')
+})
+
+t.test('identical concurrent cold misses across the fleet: one upstream call', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const fleet = await fleetOf(t, sandbox, redis, 3, { CACHE_ENABLED: 'true' })
+  await Promise.all(fleet.map(async (p) => await call(p.url, '/readyz')))
+  t.ok(await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, '/readyz')).status))).every((s) => s === 200), 2_000))
+  sandbox.faults.failNext('cmu', 1, { delayMs: 300 })
+  const answers = await Promise.all(Array.from({ length: 12 }, async (_, i) => await call(urlOf(fleet, i), '/cmu/v2/year/month/day?start=2026-01-01')))
+  t.same(statuses(answers), [200])
+  t.equal(sandbox.calls.cmu, 1, 'one upstream call for twelve callers on three instances')
+  t.equal(new Set(answers.map((a) => a.text)).size, 1, 'all the same report')
+})
+
+t.test('a revoked token: at most two token calls fleet-wide, and no caller sees a failure', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const fleet = await fleetOf(t, sandbox, redis, 3)
+  t.same(statuses(await Promise.all(fleet.map(async (p) => await call(p.url, '/cmu/v2')))), [200])
+  const before = sandbox.calls.token
+  sandbox.dcr.revokeTokens()
+  const answers = await Promise.all(Array.from({ length: 30 }, async (_, i) => await call(urlOf(fleet, i), '/cmu/v2')))
+  t.same(statuses(answers), [200], 'every caller got its report')
+  t.ok(sandbox.calls.token - before <= 2, `${sandbox.calls.token - before} token call(s) after the revocation`)
+  t.ok(sandbox.calls.cmuUnauthorized > 0, 'the revocation was seen')
+})
+
+t.test('short-lived tokens under traffic are shared, not fetched per instance', async (t) => {
+  const sandbox = await startSandbox(t, { tokenLifetimeSeconds: 2 })
+  const redis = await startRedisServer(t)
+  const fleet = await fleetOf(t, sandbox, redis, 3, { TOKEN_REFRESH_MARGIN_SECONDS: '0' })
+  const until = Date.now() + 3_000
+  const seen: number[] = []
+  await Promise.all(Array.from({ length: 6 }, async (_, i) => {
+    while (Date.now() < until) seen.push((await call(urlOf(fleet, i), '/cmu/v2')).status)
+  }))
+  t.same([...new Set(seen)], [200], `${seen.length} requests, all answered`)
+  // Refreshed at about 2/3 of 2 s: one instance alone makes about 3 calls in 3 s; three on their own, 9.
+  t.ok(sandbox.calls.token <= 4, `${sandbox.calls.token} token calls in 3 s for three instances`)
+  t.equal(sandbox.calls.cmuUnauthorized, 0, 'no expired token was sent')
+})
+
+t.test('the lock holder is killed mid-refresh: another instance takes over after the lock TTL', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const statement = makeSoftwareStatement()
+  const holder = await spawnProxy({ ...fleetEnv(redis), ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, CACHE_ENABLED: 'false' })
+  t.teardown(async () => { await stopProcess(holder.child, 'SIGKILL') })
+  const [b, c] = await fleetOf(t, sandbox, redis, 2, {}, statement)
+  t.ok(await eventually(() => b?.app.broker.status().ready === true && c?.app.broker.status().ready === true, 2_000), 'the others took its token')
+  t.equal(sandbox.calls.token, 1)
+
+  sandbox.faults.failNext('token', 1, { hang: true })
+  void fetch(`${holder.base}/admin/token/refresh`, { method: 'POST', headers: { 'x-api-key': ADMIN } }).catch(() => {})
+  t.ok(await eventually(() => sandbox.calls.token === 2, 2_000), 'the holder is in its token call, holding the lock')
+  await stopProcess(holder.child, 'SIGKILL')
+
+  const started = performance.now()
+  await b?.app.broker.refreshNow()
+  const elapsed = performance.now() - started
+  t.ok(elapsed < LOCK_TTL_MS * 3, `took over in ${Math.round(elapsed)} ms, after the dead holder's lock expired`)
+  t.equal(sandbox.calls.token, 3, 'one token call by the instance that took over')
+  t.ok(await eventually(() => c?.app.broker.status().counts.tokensFromFleet === 2, 2_000), 'and the third instance took that token')
+  t.equal((await call(c?.url ?? '', '/cmu/v2')).status, 200)
+})
+
+t.test('a token call slower than the lock TTL: still one token call (the holder keeps its lock alive)', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  sandbox.faults.failNext('token', 1, { delayMs: LOCK_TTL_MS * 3 })
+  const fleet = await fleetOf(t, sandbox, redis, 3)
+  const answers = await Promise.all(Array.from({ length: 15 }, async (_, i) => await call(urlOf(fleet, i), '/cmu/v2')))
+  t.same(statuses(answers), [200])
+  t.equal(sandbox.calls.token, 1, 'one token call though it took three lock TTLs')
+  t.equal(sandbox.calls.register, 1)
+})
+
+t.test('Redis killed under traffic: no caller sees a failure; it returns empty and nothing re-registers', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const raw = await rawRedis(t, redis)
+  const fleet = await fleetOf(t, sandbox, redis, 3, { CACHE_ENABLED: 'true', RATE_LIMIT: '100000/minute' })
+  t.same(statuses(await Promise.all(fleet.map(async (p) => await call(p.url, '/cmu/v2')))), [200])
+  const statement = fleet[0]?.statement ?? ''
+  const seen: number[] = []
+  let n = 0
+  const traffic = Promise.all(Array.from({ length: 6 }, async (_, i) => {
+    const until = Date.now() + 2_000
+    while (Date.now() < until) seen.push((await call(urlOf(fleet, i), `/cmu/v2/year/month?limit=${++n}`)).status)
+  }))
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  await redis.kill()
+  t.ok(await eventually(async () => (await call(urlOf(fleet, 0), '/metrics')).text.includes('cmu_proxy_redis_up 0'), 2_000), 'reported down')
+  t.equal((await call(urlOf(fleet, 1), '/readyz')).status, 200, 'still ready: a token is held')
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  await redis.restart()
+  await traffic
+  t.same([...new Set(seen)], [200], `${seen.length} requests across the outage, all answered`)
+
+  const ns = stateNamespace('cmu-proxy:', { softwareStatement: statement })
+  await raw.connect().catch(() => {})
+  t.ok(await eventually(async () => await raw.exists([ns.key('credentials'), ns.key('token')]).catch(() => 0) === 2, 4_000), 'the instances put the credentials and the token back')
+  const newcomer = await member(t, sandbox, redis, { statement })
+  t.equal((await call(newcomer.url, '/cmu/v2')).status, 200)
+  t.equal(sandbox.calls.register, 1, 'nothing re-registered')
+  t.equal(sandbox.calls.token, 1, 'nor fetched another token')
+})
+
+t.test('a frozen Redis: each request waits at most one command timeout, then none', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const [proxy] = await fleetOf(t, sandbox, redis, 1, { CACHE_ENABLED: 'true', RATE_LIMIT: '100000/minute' })
+  t.equal((await call(proxy?.url ?? '', '/cmu/v2')).status, 200)
+  redis.pause()
+  t.teardown(() => { redis.resume() })
+  const durations: number[] = []
+  for (let i = 0; i < 8; i++) {
+    const started = performance.now()
+    t.equal((await call(proxy?.url ?? '', `/cmu/v2/year?limit=${i + 1}`)).status, 200)
+    durations.push(performance.now() - started)
+  }
+  t.ok(durations.every((d) => d < COMMAND_TIMEOUT_MS + 150), `no request waited more than one timeout (its rate-limit count and its cache lookup both ask Redis): ${durations.map(Math.round).join(', ')} ms`)
+  t.ok(durations.slice(3).every((d) => d < COMMAND_TIMEOUT_MS / 2), 'once Redis counts as down, none waits at all')
+  redis.resume()
+})
+
+t.test('what reaches Redis is sealed: no client secret, token, statement or report in the raw values', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const raw = await rawRedis(t, redis)
+  const fleet = await fleetOf(t, sandbox, redis, 2, { CACHE_ENABLED: 'true', RATE_LIMIT: '100/minute' })
+  const report = await call(urlOf(fleet, 0), '/cmu/v2/year/month.csv')
+  t.equal(report.status, 200)
+  t.equal((await call(urlOf(fleet, 1), '/cmu/v2/year/month.csv')).headers['x-cache'], 'HIT')
+  const registered = fleet.map((p) => { try { return JSON.parse(readFileSync(p.credentialsFile, 'utf8')) as { client_secret: string } } catch { return undefined } }).find(Boolean)
+  const secrets = [
+    registered?.client_secret ?? '',
+    ...sandbox.dcr.issued.map((i) => i.token),
+    fleet[0]?.statement ?? '',
+    report.text.split('\n')[1] ?? ''
+  ]
+  t.ok(secrets.every((s) => s.length > 8), 'found what to look for')
+  const keys = await raw.keys('*')
+  t.ok(keys.length >= 4, `${keys.length} keys`)
+  const prefix = stateNamespace('cmu-proxy:', { softwareStatement: fleet[0]?.statement ?? '' }).base
+  for (const key of keys) {
+    t.ok(key.toString().startsWith(prefix), `${key.toString()} is namespaced`)
+    if (await raw.type(key) !== 'string') continue
+    const value = await raw.get(key) ?? Buffer.alloc(0)
+    for (const secret of secrets) {
+      for (const form of [secret, Buffer.from(secret).toString('base64'), Buffer.from(secret).toString('hex')]) {
+        t.notOk(value.includes(form.slice(0, 24)), `${key.toString()} holds no secret`)
+      }
+    }
+  }
+  const status = await call(urlOf(fleet, 0), '/admin/status', { headers: { 'x-api-key': ADMIN } })
+  t.match(status.json().state, { backend: 'redis', up: true, redis: `redis://127.0.0.1:${redis.port}`, keyPrefix: prefix })
+  for (const secret of secrets.slice(0, 3)) t.notOk(status.text.includes(secret), '/admin/status shows no secret')
+  for (const p of fleet) for (const secret of secrets.slice(0, 3)) t.notOk(p.logs.join('\n').includes(secret), 'nor do the logs')
+  const metrics = (await call(urlOf(fleet, 0), '/metrics')).text
+  t.match(metrics, /^cmu_proxy_redis_up 1$/m)
+  t.match(metrics, /^cmu_proxy_redis_operation_duration_seconds_count\{operation="get"\} [1-9]/m, 'latency histogram')
+  t.match(metrics, /^cmu_proxy_redis_errors_total 0$/m)
+})
+
+t.test('the wrong encryption key: a clear error, and no registration', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const [first] = await fleetOf(t, sandbox, redis, 1)
+  t.equal((await call(first?.url ?? '', '/cmu/v2')).status, 200)
+  const stranger = await member(t, sandbox, redis, { statement: first?.statement ?? '', env: { STATE_ENCRYPTION_KEY: randomBytes(32).toString('hex') } })
+  const refused = await call(stranger.url, '/cmu/v2')
+  assertProblem(t, refused, 503, 'CMU_PROXY_NOT_REGISTERED')
+  const ready = (await call(stranger.url, '/readyz')).json()
+  t.equal(ready.code, 'CMU_PROXY_NOT_REGISTERED')
+  t.match(ready.reason, /sealed with a key that is not in STATE_ENCRYPTION_KEY \(key id [0-9a-f]{16}\)/, 'says which variable and which key')
+  t.ok(stranger.logs.some((l) => /do not open with STATE_ENCRYPTION_KEY/.test(l)), 'and logs it')
+  t.equal(sandbox.calls.register, 1, 'it did not register a second client')
+})
+
+t.test('a rotated key list (new, old) still reads what the old key sealed, and re-seals it', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const raw = await rawRedis(t, redis)
+  const [first] = await fleetOf(t, sandbox, redis, 1)
+  t.equal((await call(first?.url ?? '', '/cmu/v2')).status, 200)
+  const newKey = randomBytes(32)
+  const rotated = await member(t, sandbox, redis, { statement: first?.statement ?? '', env: { STATE_ENCRYPTION_KEY: `${newKey.toString('base64')},${KEY.toString('base64')}` } })
+  t.equal((await call(rotated.url, '/cmu/v2')).status, 200)
+  t.equal(sandbox.calls.register, 1, 'no registration')
+  t.equal(sandbox.calls.token, 1, 'no token call: the old token opened')
+  const credentialsKey = stateNamespace('cmu-proxy:', { softwareStatement: first?.statement ?? '' }).key('credentials')
+  t.ok(await eventually(async () => (await raw.get(credentialsKey))?.subarray(1, 9).equals(stateKey(newKey).id) === true, 2_000), 'the never-expiring credentials are now sealed with the new key')
+})
+
+t.test('with Redis, the rate limit holds across two instances', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const fleet = await fleetOf(t, sandbox, redis, 2, { RATE_LIMIT: '10/minute' })
+  const answers = []
+  for (let i = 0; i < 10; i++) answers.push(await call(urlOf(fleet, i), '/cmu/v2'))
+  t.same(statuses(answers), [200], 'ten allowed, spread over two instances')
+  const limited = await call(urlOf(fleet, 0), '/cmu/v2')
+  assertProblem(t, limited, 429, 'CMU_PROXY_RATE_LIMITED')
+  t.equal(limited.headers['ratelimit-remaining'], '0')
+  t.ok(Number(limited.headers['retry-after']) > 0)
+  t.equal((await call(urlOf(fleet, 1), '/cmu/v2')).status, 429, 'on the other instance too')
+  t.equal(sandbox.calls.cmu, 10, 'Adobe saw only the allowed requests')
+})
+
+t.test('the token endpoint down on a cold fleet: callers get the failure shared, not a call each', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  sandbox.faults.failNext('token', Infinity, { status: 503, body: 'Service Unavailable' })
+  const fleet = await fleetOf(t, sandbox, redis, 3, { TOKEN_RETRY_BASE_MS: '1000', TOKEN_RETRY_MAX_MS: '2000' })
+  const answers = await Promise.all(Array.from({ length: 30 }, async (_, i) => await call(urlOf(fleet, i), '/cmu/v2')))
+  for (const answer of answers.slice(0, 3)) assertProblem(t, answer, 503, 'CMU_PROXY_TOKEN_ENDPOINT_ERROR')
+  t.same(statuses(answers), [503])
+  t.ok(sandbox.calls.token <= 3, `${sandbox.calls.token} token calls for 30 callers on three instances`)
+  t.equal(sandbox.calls.register, 1)
+  sandbox.faults.clear()
+  t.ok(await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, '/readyz')).status))).every((s) => s === 200), 5_000), 'all recover')
+})
+
+t.test('Redis down at start and no credentials file: no registration until Redis can be asked', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  await redis.kill()
+  const [proxy] = await fleetOf(t, sandbox, redis, 1)
+  t.ok(await eventually(async () => (await call(proxy?.url ?? '', '/readyz')).json().code === 'CMU_PROXY_NOT_REGISTERED', 3_000), 'not ready, and says why')
+  const ready = await call(proxy?.url ?? '', '/readyz')
+  t.equal(ready.status, 503)
+  t.match(ready.json().reason, /state store cannot be read .*not registering while another instance may hold them/)
+  t.equal(sandbox.calls.register, 0, 'it did not guess')
+  await redis.restart()
+  t.ok(await eventually(async () => (await call(proxy?.url ?? '', '/readyz')).status === 200, 5_000), 'ready once Redis answers (and holds no credentials)')
+  t.equal(sandbox.calls.register, 1)
+})
