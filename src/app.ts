@@ -22,7 +22,6 @@ import { adobeEgress, createDispatcher, describeAdobeEgress } from './proxy/disp
 import { registerRateLimit } from './proxy/rate-limit.js'
 import { rateLimitSettings } from './rate-limit-rules.js'
 import { Upstream, callerGone, wasRetried } from './proxy/upstream.js'
-import { UpstreamSpans } from './proxy/upstream-spans.js'
 import { requestId } from './request-id.js'
 import { RequestLogController, requestLine } from './request-log.js'
 import { RetryPolicy } from './retry-policy.js'
@@ -110,7 +109,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     ? new ResponseCache({ maxBytes: config.CACHE_MAX_BYTES, maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES, now })
     : undefined
   const metrics = new ProxyMetrics({ broker, cache, pathPrefix: config.PROXY_PATH_PREFIX, now })
-  const tracing = startTracing(config)
+  const tracing = await startTracing(config)
   const upstream = new Upstream({
     baseUrl: config.ADOBE_CMU_URL,
     connections: config.UPSTREAM_CONNECTIONS,
@@ -121,7 +120,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     proxy: egress.cmu,
     retry,
     onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) },
-    spans: tracing === undefined ? undefined : new UpstreamSpans(tracing.tracer, tracing.propagateToAdobe, config.ADOBE_CMU_URL)
+    spans: tracing?.upstreamSpans(config.ADOBE_CMU_URL)
   })
   const cacheLayer = cache === undefined
     ? undefined

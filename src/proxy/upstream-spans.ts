@@ -1,17 +1,12 @@
 // One client span per attempt to reach Adobe (a retry is a second span,
-// marked), following the HTTP semantic conventions. Only built when tracing is
-// on; traceparent goes to Adobe only when TRACE_PROPAGATE_TO_ADOBE says so,
-// since Adobe is a third party.
-import { SpanKind, SpanStatusCode, context, propagation, trace, type Span, type Tracer } from '@opentelemetry/api'
+// marked), following the HTTP semantic conventions. Loaded only when tracing
+// is on (ops/tracing-sdk.ts); traceparent goes to Adobe only when
+// TRACE_PROPAGATE_TO_ADOBE says so, since Adobe is a third party.
+import { SpanKind, SpanStatusCode, context, propagation, trace, type Tracer } from '@opentelemetry/api'
 import { ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_URL_FULL } from '@opentelemetry/semantic-conventions'
+import type { Attempt, AttemptSpans } from './upstream.js'
 
-export interface Attempt {
-  span: Span
-  /** The request headers to send: the caller's, plus traceparent when propagating. */
-  headers: Record<string, string>
-}
-
-export class UpstreamSpans {
+export class UpstreamSpans implements AttemptSpans {
   readonly #tracer: Tracer
   readonly #propagate: boolean
   readonly #origin: URL
@@ -28,30 +23,30 @@ export class UpstreamSpans {
       attributes: {
         [ATTR_HTTP_REQUEST_METHOD]: 'GET',
         [ATTR_SERVER_ADDRESS]: this.#origin.hostname,
-        [ATTR_SERVER_PORT]: Number(this.#origin.port || (this.#origin.protocol === 'https:' ? 443 : 80)),
+        [ATTR_SERVER_PORT]: Number(this.#origin.port !== '' ? this.#origin.port : (this.#origin.protocol === 'https:' ? 443 : 80)),
         [ATTR_URL_FULL]: `${this.#origin.origin}${path}`,
         'http.request.resend_count': retried ? 1 : 0
       }
     })
-    if (!this.#propagate) return { span, headers }
-    const withContext = { ...headers }
-    propagation.inject(trace.setSpan(context.active(), span), withContext)
-    return { span, headers: withContext }
+    let sent = headers
+    if (this.#propagate) {
+      sent = { ...headers }
+      propagation.inject(trace.setSpan(context.active(), span), sent)
+    }
+    return {
+      headers: sent,
+      finish: (status, error) => {
+        if (status !== undefined) {
+          span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status)
+          if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR })
+        }
+        if (error !== undefined) {
+          const type = (error as { code?: string }).code ?? (error as Error).name ?? 'error'
+          span.setAttribute(ATTR_ERROR_TYPE, type)
+          span.setStatus({ code: SpanStatusCode.ERROR, message: type })
+        }
+        span.end()
+      }
+    }
   }
-}
-
-/** Ends an attempt's span with Adobe's status, or with the error that ended it. */
-export function finishAttempt (attempt: Attempt | undefined, status: number | undefined, error?: unknown): void {
-  if (attempt === undefined) return
-  const { span } = attempt
-  if (status !== undefined) {
-    span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status)
-    if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR })
-  }
-  if (error !== undefined) {
-    const type = (error as { code?: string }).code ?? (error as Error).name ?? 'error'
-    span.setAttribute(ATTR_ERROR_TYPE, type)
-    span.setStatus({ code: SpanStatusCode.ERROR, message: type })
-  }
-  span.end()
 }

@@ -21,7 +21,6 @@ import { ProxyError, overloaded, upstreamBadEncoding, upstreamTimeout, upstreamU
 import { RetryPolicy } from '../retry-policy.js'
 import { createDispatcher } from './dispatchers.js'
 import { callerResponseHeaders, encodingAcceptable } from './headers.js'
-import { finishAttempt, type UpstreamSpans } from './upstream-spans.js'
 
 /** What an attempt returns when Adobe answered 401 (and the attempt discarded that answer). */
 export const UNAUTHORIZED = Symbol('upstream 401')
@@ -41,8 +40,20 @@ export interface UpstreamOptions {
   retry?: RetryPolicy | undefined
   /** Called with the time to response headers, for metrics. */
   onResponse?: ((seconds: number, status: number) => void) | undefined
-  /** One span per attempt, when tracing is on. */
-  spans?: UpstreamSpans | undefined
+  /** One span per attempt, when tracing is on (proxy/upstream-spans.ts, loaded only then). */
+  spans?: AttemptSpans | undefined
+}
+
+/** One attempt at Adobe, as a trace sees it. */
+export interface Attempt {
+  /** The request headers to send: the caller's, plus traceparent when propagating. */
+  headers: Record<string, string>
+  /** Ends the attempt with Adobe's status, or with the error that ended it. */
+  finish: (status: number | undefined, error?: unknown) => void
+}
+
+export interface AttemptSpans {
+  start: (path: string, headers: Record<string, string>, retried: boolean) => Attempt
 }
 
 export interface UpstreamRequest {
@@ -138,7 +149,7 @@ export class Upstream {
   readonly #onResponse: ((seconds: number, status: number) => void) | undefined
   readonly #admission: Admission
   readonly #retry: RetryPolicy
-  readonly #spans: UpstreamSpans | undefined
+  readonly #spans: AttemptSpans | undefined
 
   constructor (options: UpstreamOptions) {
     this.#admission = new Admission(options.maxPending)
@@ -171,9 +182,9 @@ export class Upstream {
       const attempt = this.#spans?.start(options.path, headers, false)
       try {
         response = await this.#pool.request(attempt === undefined ? options : { ...options, headers: attempt.headers })
-        finishAttempt(attempt, response.statusCode)
+        attempt?.finish(response.statusCode)
       } catch (err) {
-        finishAttempt(attempt, undefined, err)
+        attempt?.finish(undefined, err)
         response = await this.#requestAgain(err, options, signal)
       }
       this.#onResponse?.((performance.now() - started) / 1000, response.statusCode)
@@ -192,10 +203,10 @@ export class Upstream {
     const attempt = this.#spans?.start(options.path, options.headers as Record<string, string>, true)
     try {
       const response = markRetried(await this.#fresh.request({ ...options, ...(attempt === undefined ? {} : { headers: attempt.headers }), reset: true }))
-      finishAttempt(attempt, response.statusCode)
+      attempt?.finish(response.statusCode)
       return response
     } catch (again) {
-      finishAttempt(attempt, undefined, again)
+      attempt?.finish(undefined, again)
       if (signal.aborted) throw callerGone()
       throw markRetried(transportError(again))
     }
@@ -249,7 +260,7 @@ export class Upstream {
   }
 
   /** #streamAttempt inside a client span, ended when the exchange is (tracing on only). */
-  async #tracedStreamAttempt (spans: UpstreamSpans, dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean): Promise<void | typeof UNAUTHORIZED> {
+  async #tracedStreamAttempt (spans: AttemptSpans, dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean): Promise<void | typeof UNAUTHORIZED> {
     const attempt = spans.start(dispatch.path, dispatch.headers as Record<string, string>, retried)
     let status: number | undefined
     const observe = (seconds: number, code: number): void => {
@@ -260,10 +271,10 @@ export class Upstream {
       const result = await new Promise<void | typeof UNAUTHORIZED>((resolve, reject) => {
         dispatcher.dispatch({ ...dispatch, headers: attempt.headers }, new ResponseStreamHandler(res, options, observe, this.#admission, started, retried, resolve, reject))
       })
-      finishAttempt(attempt, status)
+      attempt.finish(status)
       return result
     } catch (err) {
-      finishAttempt(attempt, status, err)
+      attempt.finish(status, err)
       throw err
     }
   }

@@ -1,0 +1,92 @@
+// The OpenTelemetry SDK side of ops/tracing.ts, imported only when tracing is
+// on: the tracer provider and its OTLP/HTTP exporter, configured from the
+// validated configuration, and @fastify/otel for the server span.
+import { FastifyOtelInstrumentation } from '@fastify/otel'
+import type { Span } from '@opentelemetry/api'
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
+import { resourceFromAttributes } from '@opentelemetry/resources'
+import { AlwaysOffSampler, AlwaysOnSampler, BatchSpanProcessor, NodeTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace-node'
+import { ATTR_CLIENT_ADDRESS, ATTR_HTTP_ROUTE, ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION, ATTR_URL_PATH, ATTR_URL_QUERY, ATTR_USER_AGENT_ORIGINAL } from '@opentelemetry/semantic-conventions'
+import type { FastifyRequest } from 'fastify'
+import type { Config } from '../config.js'
+import { loggableUrl } from '../logger.js'
+import { UpstreamSpans } from '../proxy/upstream-spans.js'
+import { VERSION } from '../version.js'
+import type { Tracing } from './tracing.js'
+
+let globalsRegistered = false
+
+export function createTracing (config: Config): Tracing {
+  const provider = new NodeTracerProvider({
+    resource: resourceFromAttributes({ ...resourceAttributes(config.OTEL_RESOURCE_ATTRIBUTES), [ATTR_SERVICE_NAME]: config.OTEL_SERVICE_NAME, [ATTR_SERVICE_VERSION]: VERSION }),
+    sampler: sampler(config.OTEL_TRACES_SAMPLER, config.OTEL_TRACES_SAMPLER_ARG),
+    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: tracesUrl(config), headers: otlpHeaders(config.OTEL_EXPORTER_OTLP_TRACES_HEADERS ?? config.OTEL_EXPORTER_OTLP_HEADERS) }))]
+  })
+  // The context manager (AsyncLocalStorage) and the W3C propagator are process-wide; the provider stays ours.
+  if (!globalsRegistered) {
+    provider.register()
+    globalsRegistered = true
+  }
+  const tracer = provider.getTracer('cmu-proxy', VERSION)
+  const instrumentation = new FastifyOtelInstrumentation({
+    // One server span per request, and the proxy's own spans under it: a span per Fastify hook
+    // and one for the handler would only repeat the server span's timing.
+    instrumentHooks: false,
+    instrumentHandler: false,
+    // Semantic conventions for the server span: "GET /cmu/*", the path without its query, the query with any access_token masked.
+    requestHook: (span: Span, request: FastifyRequest) => { describeServerSpan(span, request) }
+  })
+  instrumentation.setTracerProvider(provider)
+  return {
+    tracer,
+    plugin: instrumentation.plugin(),
+    upstreamSpans: (origin) => new UpstreamSpans(tracer, config.TRACE_PROPAGATE_TO_ADOBE, origin),
+    shutdown: async () => { await provider.shutdown() }
+  }
+}
+
+function describeServerSpan (span: Span, request: FastifyRequest): void {
+  const url = loggableUrl(request.raw.url ?? '')
+  const queryStart = url.indexOf('?')
+  span.updateName(`${request.method} ${request.routeOptions.url ?? ''}`.trim())
+  span.setAttribute(ATTR_URL_PATH, queryStart === -1 ? url : url.slice(0, queryStart))
+  if (queryStart !== -1) span.setAttribute(ATTR_URL_QUERY, url.slice(queryStart + 1))
+  if (request.routeOptions.url !== undefined) span.setAttribute(ATTR_HTTP_ROUTE, request.routeOptions.url)
+  span.setAttribute(ATTR_CLIENT_ADDRESS, request.ip)
+  const agent = request.headers['user-agent']
+  if (agent !== undefined) span.setAttribute(ATTR_USER_AGENT_ORIGINAL, agent)
+}
+
+function tracesUrl (config: Config): string {
+  if (config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined) return config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+  const base = config.OTEL_EXPORTER_OTLP_ENDPOINT ?? 'http://localhost:4318'
+  return `${base.replace(/\/+$/, '')}/v1/traces`
+}
+
+/** OTEL_EXPORTER_OTLP_HEADERS: comma-separated key=value pairs, values percent-encoded (OTel spec). */
+export function otlpHeaders (text: string | undefined): Record<string, string> {
+  const headers: Record<string, string> = {}
+  for (const pair of (text ?? '').split(',')) {
+    const equals = pair.indexOf('=')
+    if (equals <= 0) continue
+    headers[pair.slice(0, equals).trim()] = decodeURIComponent(pair.slice(equals + 1).trim())
+  }
+  return headers
+}
+
+function resourceAttributes (text: string | undefined): Record<string, string> {
+  return otlpHeaders(text)
+}
+
+/** OTEL_TRACES_SAMPLER (+ _ARG) as the OTel SDK reads them; the default is parentbased_always_on. */
+function sampler (name: string | undefined, arg: string | undefined): Sampler {
+  const ratio = arg === undefined || Number.isNaN(Number(arg)) ? 1 : Math.min(1, Math.max(0, Number(arg)))
+  switch (name) {
+    case 'always_on': return new AlwaysOnSampler()
+    case 'always_off': return new AlwaysOffSampler()
+    case 'traceidratio': return new TraceIdRatioBasedSampler(ratio)
+    case 'parentbased_always_off': return new ParentBasedSampler({ root: new AlwaysOffSampler() })
+    case 'parentbased_traceidratio': return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) })
+    default: return new ParentBasedSampler({ root: new AlwaysOnSampler() })
+  }
+}
