@@ -14,7 +14,7 @@ import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, pr
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
-import { endAbandonedSpan, startTracing, traceIds } from './ops/tracing.js'
+import { endAbandonedSpan, startTracing, traceIds } from './tracing.js'
 import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
 import { CmuForwarder, type CacheResult } from './proxy/cmu-forwarder.js'
 import { cmuRoutes } from './proxy/cmu-route.js'
@@ -89,8 +89,10 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     onOperation: (operation, seconds, ok) => { metrics.observeStoreOperation(operation, seconds, ok) },
     ...(deps.fleetReconcileIntervalMs === undefined ? {} : { reconcileIntervalMs: deps.fleetReconcileIntervalMs })
   })
+  const tracing = await startTracing(config)
   const broker = new TokenBroker({
     dcr,
+    tracer: tracing?.tracer,
     logger: deps.logger,
     softwareStatement: statement,
     store: fleet?.credentials ?? (statement === undefined ? undefined : new CredentialStore(resolve(config.CREDENTIALS_FILE), statement)),
@@ -109,7 +111,6 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     ? new ResponseCache({ maxBytes: config.CACHE_MAX_BYTES, maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES, now })
     : undefined
   const metrics = new ProxyMetrics({ broker, cache, pathPrefix: config.PROXY_PATH_PREFIX, now })
-  const tracing = await startTracing(config)
   const upstream = new Upstream({
     baseUrl: config.ADOBE_CMU_URL,
     connections: config.UPSTREAM_CONNECTIONS,
@@ -133,7 +134,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
       bufferingMaxBytes: config.CACHE_MAX_INFLIGHT_BYTES,
       logger: deps.logger.child({ component: 'cache' }),
       now,
-      wallNow
+      wallNow,
+      tracer: tracing?.tracer
     })
   const forwarder = new CmuForwarder({ broker, upstream, cache: cacheLayer, tracer: tracing?.tracer })
   metrics.watchLoad(upstream, cacheLayer)

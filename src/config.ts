@@ -102,7 +102,7 @@ export const configSchema = {
     HTTP_PROXY: { type: 'string', pattern: '^https?://[^/?#]' },
     NO_PROXY: { type: 'string' },
 
-    // OpenTelemetry traces (ops/tracing.ts), by the standard names: on with an OTLP endpoint or
+    // OpenTelemetry traces (tracing.ts), by the standard names: on with an OTLP endpoint or
     // OTEL_TRACES_EXPORTER=otlp, exported over OTLP/HTTP.
     OTEL_EXPORTER_OTLP_ENDPOINT: { type: 'string', pattern: '^https?://' },
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: { type: 'string', pattern: '^https?://' },

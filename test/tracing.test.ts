@@ -112,3 +112,33 @@ t.test('with tracing off nothing is exported and lines carry no ids', async (t) 
   t.equal(receiver.bodies().length, 0, 'nothing exported')
   t.notOk(proxy.logs.some((l) => l.includes('trace_id')), 'no ids in the logs')
 })
+
+t.test('cache spans: the lookup says hit or miss, coalescing says leader or waiter', async (t) => {
+  const { proxy, receiver, sandbox } = await tracedProxy(t, { CACHE_ENABLED: 'true' })
+  await call(proxy.url, '/readyz')
+  sandbox.faults.failNext('cmu', 1, { delayMs: 300 })
+  const ids = ['0af7651916cd43dd8448eb211c800001', '0af7651916cd43dd8448eb211c800002']
+  await Promise.all(ids.map(async (id) => await call(proxy.url, '/cmu/v2/year', { headers: { traceparent: `00-${id}-b7ad6b7169203331-01` } })))
+  const hitId = '0af7651916cd43dd8448eb211c800003'
+  await call(proxy.url, '/cmu/v2/year', { headers: { traceparent: `00-${hitId}-b7ad6b7169203331-01` } })
+  await proxy.close()
+  const spans = receiver.spans()
+  const of = (traceId: string, name: string): OtlpSpan[] => spans.filter((s) => s.traceId === traceId && s.name === name)
+  t.same(ids.map((id) => attribute(of(id, 'cmu_proxy.cache.lookup')[0], 'cmu_proxy.cache.result')), ['miss', 'miss'])
+  t.same(ids.map((id) => attribute(of(id, 'cmu_proxy.cache.coalesce')[0], 'cmu_proxy.coalesce.role')).sort(), ['leader', 'waiter'])
+  t.equal(ids.reduce((n, id) => n + of(id, 'GET').length, 0), 1, "one upstream attempt, in the leader's trace")
+  t.equal(attribute(of(hitId, 'cmu_proxy.cache.lookup')[0], 'cmu_proxy.cache.result'), 'hit')
+  t.equal(of(hitId, 'GET').length, 0, 'a hit never goes upstream')
+})
+
+t.test('token refreshes and registrations are traces of their own', async (t) => {
+  const { proxy, receiver } = await tracedProxy(t)
+  t.ok(await eventually(async () => (await call(proxy.url, '/readyz')).status === 200))
+  await proxy.close()
+  const spans = receiver.spans()
+  const refresh = spans.find((s) => s.name === 'cmu_proxy.token.refresh')
+  t.ok(refresh !== undefined, 'the first token came in a refresh trace')
+  t.equal(refresh?.parentSpanId, undefined, 'a root span')
+  const children = spans.filter((s) => s.traceId === refresh?.traceId).map((s) => s.name).sort()
+  t.same(children, ['cmu_proxy.register', 'cmu_proxy.token.refresh', 'cmu_proxy.token.request'], 'the registration and the token call under it')
+})

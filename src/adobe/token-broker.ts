@@ -7,6 +7,8 @@
 import type { Logger } from 'pino'
 import { clampDelay, monotonicNow } from '../clock.js'
 import { tokenUnavailable, TOKEN_UNAVAILABLE_CODES as CODES, type ProxyError, type TokenUnavailableCode } from '../errors.js'
+import type { Tracer } from '@opentelemetry/api'
+import { inSpan } from '../tracing.js'
 import { MAX_RETRY_AFTER_MS } from '../retry-after.js'
 import { CoordinationUnavailable, SharedFailure, soloCoordination, type FailureNotice, type FleetToken, type TokenCoordination } from './coordination.js'
 import type { CredentialSource } from './credential-store.js'
@@ -32,6 +34,8 @@ export interface TokenBrokerOptions {
   /** Wall clock, for tokens shared with other instances; defaults to `now` when that is given, else Date.now. */
   wallNow?: () => number
   random?: () => number
+  /** When tracing is on: refreshes and registrations as traces of their own. */
+  tracer?: Tracer | undefined
 }
 
 interface HeldToken {
@@ -208,7 +212,9 @@ export class TokenBroker {
 
   /** The attempt in flight, or a new one; `register` (only with none in flight) registers first. */
   #refresh (register = false): Promise<HeldToken> {
-    this.#inflight ??= this.#obtain(register).finally(() => { this.#inflight = undefined })
+    // Its own trace: a refresh serves every caller, and most happen with none waiting.
+    this.#inflight ??= inSpan(this.#options.tracer, 'cmu_proxy.token.refresh', { 'cmu_proxy.register': register }, async () => await this.#obtain(register), true)
+      .finally(() => { this.#inflight = undefined })
     return this.#inflight
   }
 
@@ -301,7 +307,7 @@ export class TokenBroker {
     await this.#paceTokenCalls()
     this.#counts.tokenRequests++
     try {
-      return await this.#options.dcr.requestToken(credentials)
+      return await inSpan(this.#options.tracer, 'cmu_proxy.token.request', {}, async () => await this.#options.dcr.requestToken(credentials))
     } catch (err) {
       this.#counts.tokenFailures++
       throw new StageError('token', err)
@@ -374,7 +380,7 @@ export class TokenBroker {
     this.#counts.registrations++
     let credentials: ClientCredentials
     try {
-      credentials = await dcr.registerClient(softwareStatement)
+      credentials = await inSpan(this.#options.tracer, 'cmu_proxy.register', {}, async () => await dcr.registerClient(softwareStatement))
     } catch (err) {
       this.#counts.registrationFailures++
       throw new StageError('register', err)

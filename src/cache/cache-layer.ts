@@ -10,12 +10,14 @@
 // identical misses across the fleet make one upstream call (nginx's
 // proxy_cache_lock): the layer asks it, without knowing that it is Redis.
 import type { IncomingHttpHeaders } from 'node:http'
+import type { Tracer } from '@opentelemetry/api'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import { ProxyError, TOKEN_UNAVAILABLE_CODES } from '../errors.js'
 import type { UpstreamTarget } from '../proxy/target.js'
 import { retryAfter } from '../retry-after.js'
+import { inSpan } from '../tracing.js'
 import { ByteBudget, readAnswer, type Answer, type BufferedAnswer } from './buffered-fetch.js'
 import { cacheKey, callerSaysNoCache, isConditional, isStorable, ttlSeconds } from './cache-policy.js'
 import { Coalescer } from './coalescer.js'
@@ -59,6 +61,8 @@ export interface CacheLayerOptions {
   now: () => number
   /** Wall-clock time, to compare with a report's `end` date and HTTP dates. */
   wallNow: () => number
+  /** When tracing is on: the lookup, the coalescing and background refreshes become spans. */
+  tracer?: Tracer | undefined
 }
 
 export interface CacheRequest {
@@ -123,9 +127,9 @@ export class CacheLayer {
   async answer (request: CacheRequest, fetch: Fetch): Promise<CacheOutcome> {
     const cache = this.#cache
     // A 304 belongs to the caller that asked: neither cached nor shared.
-    if (isConditional(request.headers)) { cache.countBypass(); return PASS_BYPASS }
+    if (isConditional(request.headers)) { this.#looked('bypass'); return PASS_BYPASS }
     const key = cacheKey(request.target, request.headers, request.gzipAccepted)
-    if (key.length > MAX_KEY_LENGTH) { cache.countBypass(); return PASS_BYPASS }
+    if (key.length > MAX_KEY_LENGTH) { this.#looked('bypass'); return PASS_BYPASS }
     const noCache = callerSaysNoCache(request.headers)
     let entry = cache.peek(key)
     const now = this.#options.now()
@@ -138,7 +142,7 @@ export class CacheLayer {
     }
     if (entry !== undefined) {
       if (!noCache && cache.isFresh(entry)) {
-        cache.countHit()
+        this.#looked('hit')
         return { kind: 'cached', entry, result: 'HIT', age: cache.ageSeconds(entry) }
       }
       // Adobe failed this key a moment ago: do not ask again before it said we may.
@@ -149,15 +153,15 @@ export class CacheLayer {
         return this.#stale(entry, 'revalidating')
       }
     }
-    if (noCache) cache.countBypass()
-    else cache.countMiss()
+    this.#looked(noCache ? 'bypass' : 'miss')
     const result = noCache ? 'BYPASS' : 'MISS'
 
     // no-cache asks for an answer fresh from Adobe: one already on its way is that.
     const joined = this.#coalescer.has(key)
     let answer: Work
     try {
-      answer = await this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, request.target, fetch, signal, fleet), request.callerGone())
+      answer = await inSpan(this.#options.tracer, 'cmu_proxy.cache.coalesce', { 'cmu_proxy.coalesce.role': joined ? 'waiter' : 'leader' }, async () =>
+        await this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, request.target, fetch, signal, fleet), request.callerGone()))
     } catch (err) {
       const reason = staleReasonForError(err)
       if (reason !== undefined && entry !== undefined) return this.#stale(entry, reason, forwardedAs(reason, noCache))
@@ -247,7 +251,9 @@ export class CacheLayer {
 
   #refreshInBackground (key: string, target: UpstreamTarget, fetch: Fetch): void {
     if (this.#coalescer.has(key)) return
-    this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, target, fetch, signal, this.#options.shared !== undefined), this.#closing.signal).then((answer) => {
+    // Its own trace: it serves whoever asks next, not the caller that started it.
+    inSpan(this.#options.tracer, 'cmu_proxy.cache.refresh', { 'url.path': target.path }, async () =>
+      await this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, target, fetch, signal, this.#options.shared !== undefined), this.#closing.signal), true).then((answer) => {
       if (answer.kind === 'landed') return
       // Nobody waits for a body too large to keep; a waiter that joined streams its own copy.
       if (answer.kind === 'streamed') answer.claim()?.destroy()
@@ -265,9 +271,25 @@ export class CacheLayer {
   #stale (entry: CachedResponse, reason: StaleReason, forwarded?: 'stale' | 'request', upstreamStatus?: number): CacheOutcome {
     const cache = this.#cache
     cache.countStale(reason)
+    this.#traceLookup('stale', reason)
     const how = forwarded === undefined ? 'hit' : `fwd=${forwarded}${upstreamStatus === undefined ? '' : `; fwd-status=${upstreamStatus}`}`
     const cacheStatus = `cmu-proxy; ${how}; ttl=${cache.ttlSeconds(entry)}; detail=${reason}`
     return { kind: 'cached', entry, result: cache.isFresh(entry) ? 'HIT' : 'STALE', age: cache.ageSeconds(entry), cacheStatus }
+  }
+
+  /** Counts how the cache answered, and records it as a span when tracing. */
+  #looked (result: 'hit' | 'miss' | 'bypass'): void {
+    const cache = this.#cache
+    if (result === 'hit') cache.countHit()
+    else if (result === 'miss') cache.countMiss()
+    else cache.countBypass()
+    this.#traceLookup(result)
+  }
+
+  #traceLookup (result: 'hit' | 'miss' | 'bypass' | 'stale', reason?: StaleReason): void {
+    const tracer = this.#options.tracer
+    if (tracer === undefined) return
+    tracer.startSpan('cmu_proxy.cache.lookup', { attributes: { 'cmu_proxy.cache.result': result, ...(reason === undefined ? {} : { 'cmu_proxy.cache.stale_reason': reason }) } }).end()
   }
 
   #revalidateSeconds (ttl: number): number {

@@ -1,4 +1,4 @@
-// The OpenTelemetry SDK side of ops/tracing.ts, imported only when tracing is
+// The OpenTelemetry SDK side of tracing.ts, imported only when tracing is
 // on: the tracer provider and its OTLP/HTTP exporter, configured from the
 // validated configuration, and @fastify/otel for the server span.
 import { FastifyOtelInstrumentation } from '@fastify/otel'
@@ -12,7 +12,7 @@ import type { Config } from '../config.js'
 import { loggableUrl } from '../logger.js'
 import { UpstreamSpans } from '../proxy/upstream-spans.js'
 import { VERSION } from '../version.js'
-import type { Tracing } from './tracing.js'
+import type { Tracing } from '../tracing.js'
 
 let globalsRegistered = false
 

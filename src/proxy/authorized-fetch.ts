@@ -6,7 +6,7 @@ import type { Tracer } from '@opentelemetry/api'
 import type { Dispatcher } from 'undici'
 import type { TokenBroker } from '../adobe/token-broker.js'
 import { upstreamRejectedToken } from '../errors.js'
-import { inSpan } from '../ops/tracing.js'
+import { inSpan } from '../tracing.js'
 import type { UpstreamTarget } from './target.js'
 import { UNAUTHORIZED, type Upstream } from './upstream.js'
 

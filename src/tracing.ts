@@ -8,8 +8,8 @@
 // the request path only ever tests `tracer === undefined`.
 import type { Span, Tracer } from '@opentelemetry/api'
 import type { FastifyPluginCallback, FastifyRequest } from 'fastify'
-import type { Config } from '../config.js'
-import type { AttemptSpans } from '../proxy/upstream.js'
+import type { Config } from './config.js'
+import type { AttemptSpans } from './proxy/upstream.js'
 
 export interface Tracing {
   tracer: Tracer
@@ -29,7 +29,7 @@ export function tracingEnabled (config: Config): boolean {
 
 export async function startTracing (config: Config): Promise<Tracing | undefined> {
   if (!tracingEnabled(config)) return undefined
-  const { createTracing } = await import('./tracing-sdk.js')
+  const { createTracing } = await import('./ops/tracing-sdk.js')
   return createTracing(config)
 }
 
