@@ -2,8 +2,12 @@
 // read from /proc/<pid>/stat around a fixed load. Throughput on a shared
 // 2-core machine moves with whatever else runs; the CPU one request costs the
 // proxy moves much less, so a regression shows here without a full wrk run.
-// Scenarios: 2 KB proxied (cache off), 2 KB cache hit, 200 KB proxied.
+// Scenarios: 2 KB proxied (cache off), 2 KB cache hit, 200 KB proxied, and
+// 2 KB proxied with tracing on (spans exported to a sink on loopback), which
+// is what tracing costs; tracing off is the first row.
 import { readFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { commandExists, projectRoot, spawnProxy, startProcess, stopProcess } from './processes.js'
 import { LARGE_PATH, SMALL_PATH } from './upstream-server.js'
@@ -31,13 +35,18 @@ async function main (): Promise<void> {
   const upstream = await startProcess(process.execPath, [join(root, 'dist-bench/bench/upstream-server.js'), '--serve'], { ready: /listening (\d+) (\S+)\n/ })
   const port = Number(upstream.match[1])
   const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${port}`, ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu` }
+  // An OTLP/HTTP sink that takes whatever the traced proxy exports.
+  const sink = createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }).end('{}') }) })
+  await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve))
   const proxy = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false' })
   const cached = await spawnProxy({ ...adobe, CACHE_ENABLED: 'true' })
+  const traced = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false', OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(sink.address() as AddressInfo).port}` })
   try {
     const scenarios = [
       { name: '2 KB proxied', target: proxy, path: SMALL_PATH },
       { name: '2 KB cache hit', target: cached, path: SMALL_PATH },
-      { name: '200 KB proxied', target: proxy, path: LARGE_PATH }
+      { name: '200 KB proxied', target: proxy, path: LARGE_PATH },
+      { name: '2 KB, tracing on', target: traced, path: SMALL_PATH }
     ]
     for (const { target, path } of scenarios) await runWrk(`${target.base}${path}`, CONNECTIONS, 1) // warm-up
     const results: Array<{ scenario: string, microsecondsPerRequest: number[] }> = scenarios.map((s) => ({ scenario: s.name, microsecondsPerRequest: [] }))
@@ -56,7 +65,8 @@ async function main (): Promise<void> {
       process.stdout.write(`${scenario.padEnd(16)} ${String(median(microsecondsPerRequest)).padStart(5)} µs   (${microsecondsPerRequest.join(', ')})\n`)
     }
   } finally {
-    for (const child of [cached.child, proxy.child, upstream.child]) await stopProcess(child)
+    for (const child of [traced.child, cached.child, proxy.child, upstream.child]) await stopProcess(child)
+    sink.close()
   }
 }
 

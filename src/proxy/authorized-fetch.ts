@@ -11,7 +11,7 @@ import type { UpstreamTarget } from './target.js'
 import { UNAUTHORIZED, type Upstream } from './upstream.js'
 
 export async function withTokenRetry<T> (broker: TokenBroker, attempt: (authorization: string) => Promise<T | typeof UNAUTHORIZED>, tracer?: Tracer): Promise<T> {
-  const token = await tokenFor(broker, tracer)
+  const token = broker.currentToken() ?? await tokenFor(broker, tracer)
   const first = await attempt(`Bearer ${token}`)
   if (first !== UNAUTHORIZED) return first
   broker.invalidate(token)
@@ -20,9 +20,8 @@ export async function withTokenRetry<T> (broker: TokenBroker, attempt: (authoriz
   throw upstreamRejectedToken()
 }
 
-/** The token to send; when the caller has to wait for one, that wait is a span of its own. */
+/** The token to send: the one held, without a promise; when the caller has to wait for one, that wait is a span of its own. */
 async function tokenFor (broker: TokenBroker, tracer: Tracer | undefined): Promise<string> {
-  if (tracer === undefined) return await broker.getToken()
   return broker.currentToken() ?? await inSpan(tracer, 'cmu_proxy.token.wait', {}, async () => await broker.getToken())
 }
 
