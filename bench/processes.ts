@@ -23,10 +23,16 @@ export async function freePort (): Promise<number> {
   return typeof address === 'object' && address !== null ? address.port : 0
 }
 
+/** The node-options that npm gives everything it runs in this project (.npmrc), so `npm start` too. */
+export function npmNodeOptions (): string {
+  const npmrc = readFileSync(join(projectRoot(), '.npmrc'), 'utf8')
+  return /^node-options=(.*)$/m.exec(npmrc)?.[1]?.trim() ?? ''
+}
+
 /**
- * The proxy as a user runs it (`npm start`: the compiled entry point, no
- * NODE_ENV or NODE_OPTIONS to remember), logs to a discarded stdout.
- * Resolves once /readyz is 200.
+ * The proxy as a user runs it with `npm start`: the compiled entry point with
+ * the node-options of .npmrc, and nothing else to remember; logs to a
+ * discarded stdout. Resolves once /readyz is 200.
  */
 export async function spawnProxy (env: Record<string, string>): Promise<{ child: ChildProcess, base: string }> {
   const port = await freePort()
@@ -34,6 +40,7 @@ export async function spawnProxy (env: Record<string, string>): Promise<{ child:
     cwd: mkdtempSync(join(tmpdir(), 'cmu-proxy-bench-')),
     env: {
       PATH: process.env.PATH,
+      NODE_OPTIONS: npmNodeOptions(),
       CMU_PROXY_ENV_FILE: '/dev/null',
       PORT: String(port),
       ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),

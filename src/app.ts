@@ -167,9 +167,11 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   // The server span of every request, before any other hook or route.
   if (tracing !== undefined) await app.register(tracing.plugin)
 
+  // One callback-style hook for what every request needs first: no promise, one hook call.
   app.addHook('onRequest', (request, reply, done) => {
     request.arrivedAt = performance.now()
     reply.header('x-request-id', request.id)
+    metrics.requestStarted()
     done()
   })
   if (tracing !== undefined) {

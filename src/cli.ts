@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 // The `cmu-proxy` command. Usage errors exit 64 (EX_USAGE from sysexits.h).
 // Commands are imported when run: --help and --version answer at once instead
 // of loading Fastify, undici and prom-client first (a second or more).

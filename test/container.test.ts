@@ -58,6 +58,10 @@ t.test('Dockerfile: multi-stage, production deps only, non-root, config contract
   t.match(healthcheck, /\/healthz/, 'HEALTHCHECK on /healthz')
   t.match(healthcheck, /process\.env\.PORT/, 'HEALTHCHECK follows PORT')
   t.match(runtime.find((l) => l.startsWith('CMD ')), /"node", "dist\/main\.js"/)
+  // The same V8 options wherever the proxy starts: npm scripts (.npmrc), the image, the cmu-proxy command.
+  const npmrc = /^node-options=(.*)$/m.exec(readFileSync(join(ROOT, '.npmrc'), 'utf8'))?.[1]
+  t.equal(env.NODE_OPTIONS, npmrc, 'the image runs with the node-options of .npmrc')
+  t.equal(readFileSync(join(ROOT, 'src/cli.ts'), 'utf8').split('\n')[0], `#!/usr/bin/env -S node ${npmrc ?? ''}`, 'and so does the cmu-proxy command')
   // Both stages on the current Node LTS; the code itself keeps working on 20.18.1+ (engines).
   t.same(stages.map((stage) => /^FROM (\S+)/i.exec(stage[0] ?? '')?.[1]), ['node:24-bookworm-slim', 'node:24-bookworm-slim'])
 })

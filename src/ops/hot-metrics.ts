@@ -21,32 +21,45 @@ abstract class ScrapedMetric {
   protected abstract samples (): Sample[]
 }
 
-/** A counter keyed by a fixed tuple of label values. */
+interface CounterEntry { labels: Record<string, string>, value: number }
+
+/**
+ * A counter with up to three labels, keyed by a tree of Maps on the label
+ * values: an increment allocates nothing once its label set has been seen.
+ */
 export class FastCounter<L extends string> extends ScrapedMetric {
   readonly type = 'counter'
   readonly #labelNames: readonly L[]
-  readonly #counts = new Map<string, { labels: Record<L, string>, value: number }>()
+  readonly #tree = new Map<string, Map<string, Map<string, CounterEntry>>>()
+  readonly #entries: CounterEntry[] = []
 
   constructor (name: string, help: string, labelNames: readonly L[], registry: Registry) {
     super(name, help, registry)
+    if (labelNames.length > 3) throw new RangeError('FastCounter takes at most three labels')
     this.#labelNames = labelNames
   }
 
-  /** `values` in the order of the label names. */
-  inc (...values: string[]): void {
-    const key = values.join('\u0000')
-    const entry = this.#counts.get(key)
+  /** The label values in the order of the label names. */
+  inc (a: string, b = '', c = ''): void {
+    let second = this.#tree.get(a)
+    if (second === undefined) this.#tree.set(a, second = new Map())
+    let third = second.get(b)
+    if (third === undefined) second.set(b, third = new Map())
+    const entry = third.get(c)
     if (entry !== undefined) {
       entry.value++
       return
     }
-    const labels = {} as Record<L, string>
+    const values = [a, b, c]
+    const labels: Record<string, string> = {}
     this.#labelNames.forEach((name, i) => { labels[name] = values[i] ?? '' })
-    this.#counts.set(key, { labels, value: 1 })
+    const created = { labels, value: 1 }
+    third.set(c, created)
+    this.#entries.push(created)
   }
 
   protected samples (): Sample[] {
-    return [...this.#counts.values()].map(({ labels, value }) => ({ metricName: this.name, labels, value }))
+    return this.#entries.map(({ labels, value }) => ({ metricName: this.name, labels, value }))
   }
 }
 

@@ -165,13 +165,13 @@ export class ProxyMetrics {
     this.requestFinished(this.#routeLabel(routePattern), 499, cacheResult, seconds, problem)
   }
 
-  /** Root-level hooks: count every request, including 404s and health checks. */
+  /**
+   * A root-level onResponse hook: counts every request that finished,
+   * including 404s and health checks (requestStarted is called by app.ts's
+   * one onRequest hook; a caller that left is counted by requestAbandoned).
+   */
   instrument (app: FastifyInstance): void {
-    // Callback-style hooks: no promise per request on the hot path.
-    app.addHook('onRequest', (_request, _reply, done) => {
-      this.requestStarted()
-      done()
-    })
+    // Callback-style: no promise per request on the hot path.
     app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
       if (!request.callerLeft) this.requestFinished(this.#routeLabel(request.routeOptions.url), reply.statusCode, request.cacheResult, reply.elapsedTime / 1000, request.problemCode)
       done()

@@ -13,7 +13,7 @@ import type { CacheLayer, CacheResult } from '../cache/cache-layer.js'
 import type { CachedResponse } from '../cache/response-cache.js'
 import { upstreamBadEncoding } from '../errors.js'
 import { fetchWithToken, withTokenRetry } from './authorized-fetch.js'
-import { acceptsGzip, encodingAcceptable, upstreamRequestHeaders } from './headers.js'
+import { encodingAcceptable, upstreamRequestHeaders } from './headers.js'
 import type { UpstreamTarget } from './target.js'
 import type { ResponseSink, StreamOptions, Upstream } from './upstream.js'
 
@@ -36,6 +36,8 @@ export interface CmuCall {
   ip: string
   /** HEAD: headers only; never downloads a whole report to discard it. */
   head: boolean
+  /** Whether the caller accepts gzip (its Accept-Encoding read once): keys the cache and decides what is forwarded. */
+  gzipAccepted: boolean
 }
 
 /** How one transport answers the caller; each method resolves when the answer is complete. */
@@ -69,7 +71,7 @@ export class CmuForwarder {
   async forward (call: CmuCall, responder: Responder): Promise<void> {
     const { cache, broker, upstream } = this.#options
     if (cache === undefined) { await responder.streamThrough(); return }
-    const gzipAccepted = acceptsGzip(call.headers['accept-encoding'])
+    const { gzipAccepted } = call
     // Only a miss goes upstream (and a HEAD that misses fetches the report like a GET, so it fills the cache).
     const fetch = async (signal: AbortSignal): Promise<Dispatcher.ResponseData> => {
       const headers = upstreamRequestHeaders(call.headers, call.id, call.ip, gzipAccepted)
@@ -103,14 +105,20 @@ export class CmuForwarder {
     await responder.streamThrough(result)
   }
 
-  /** The uncached hot path: Adobe's answer goes straight into the caller's response, with one retry on a 401. */
-  async streamInto (call: CmuCall, res: ResponseSink, options: Omit<StreamOptions, 'gzipAccepted'>): Promise<void> {
+  /**
+   * The uncached hot path: Adobe's answer goes straight into the caller's
+   * response, with one retry on a 401. `options` is typically the responder
+   * itself: no object or closure is made per request for it.
+   */
+  async streamInto (call: CmuCall, res: ResponseSink, options: StreamOptions): Promise<void> {
     const { broker, upstream } = this.#options
-    const gzipAccepted = acceptsGzip(call.headers['accept-encoding'])
-    const headers = upstreamRequestHeaders(call.headers, call.id, call.ip, gzipAccepted)
-    const streamOptions: StreamOptions = { ...options, gzipAccepted }
-    const { path, query } = call.target
-    await withTokenRetry(broker, async (authorization) =>
-      await upstream.streamTo(res, { path, query, headers: { ...headers, authorization } }, streamOptions), this.#options.tracer)
+    // One object per request: the attempt sets Authorization on it (a retry after a 401 overwrites it).
+    const headers = upstreamRequestHeaders(call.headers, call.id, call.ip, call.gzipAccepted)
+    const request = { path: call.target.path, query: call.target.query, headers }
+    await withTokenRetry(broker, async (authorization) => {
+      headers.authorization = authorization
+      return await upstream.streamTo(res, request, options)
+    }, this.#options.tracer)
   }
+
 }

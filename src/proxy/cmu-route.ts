@@ -6,7 +6,9 @@ import type { CachedResponse } from '../cache/response-cache.js'
 import { methodNotAllowed } from '../errors.js'
 import { errorLabel } from '../logger.js'
 import { signalWhenCallerLeaves, type CacheResult, type CmuCall, type CmuForwarder, type Responder } from './cmu-forwarder.js'
+import { acceptsGzip } from './headers.js'
 import { upstreamTarget } from './target.js'
+import type { ExtraHeaders, StreamOptions } from './upstream.js'
 
 export interface CmuRouteOptions {
   /** PROXY_PATH_PREFIX (not `prefix`: Fastify reserves that register option) */
@@ -19,7 +21,8 @@ const OTHER_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
 export async function cmuRoutes (app: FastifyInstance, { pathPrefix: prefix, forwarder }: CmuRouteOptions): Promise<void> {
   async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix), headers: request.headers, id: request.id, ip: request.ip, head: request.method === 'HEAD' }
+    const { headers } = request
+    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix), headers, id: request.id, ip: request.ip, head: request.method === 'HEAD', gzipAccepted: acceptsGzip(headers['accept-encoding']) }
     await forwarder.forward(call, new FastifyResponder(forwarder, call, request, reply))
     return reply
   }
@@ -32,32 +35,46 @@ export async function cmuRoutes (app: FastifyInstance, { pathPrefix: prefix, for
   app.route({ method: [...OTHER_METHODS], url: `${prefix}/*`, onRequest: refuse, handler: refuse })
 }
 
-/** Answers through Fastify's reply; failures before the reply is taken over become problems in the error handler. */
-class FastifyResponder implements Responder {
+/**
+ * Answers through Fastify's reply; failures before the reply is taken over
+ * become problems in the error handler. It is also the StreamOptions of its
+ * own streamed answer, so the hot path makes no options object or closures.
+ */
+class FastifyResponder implements Responder, StreamOptions {
+  readonly headOnly: boolean
+  readonly gzipAccepted: boolean
+
   constructor (
     readonly forwarder: CmuForwarder,
     readonly call: CmuCall,
     readonly request: FastifyRequest,
     readonly reply: FastifyReply
-  ) {}
+  ) {
+    this.headOnly = call.head
+    this.gzipAccepted = call.gzipAccepted
+  }
+
+  /** What hooks put on the reply (X-Request-Id, RateLimit-*): written with Adobe's headers, since the raw response bypasses Fastify's. */
+  get extraHeaders (): ExtraHeaders {
+    return this.reply.getHeaders()
+  }
+
+  /** Take the reply over from Fastify only once Adobe answered: until then a failure is still a problem response. */
+  onStart (retried: boolean): void {
+    this.request.upstreamRetried = retried
+    this.reply.hijack()
+  }
+
+  onBodyError (error: Error): void {
+    this.request.log.warn({ error: errorLabel(error) }, 'response body ended early')
+  }
 
   async streamThrough (cacheResult?: CacheResult): Promise<void> {
-    const { request, reply } = this
     if (cacheResult !== undefined) {
-      request.cacheResult = cacheResult
-      reply.header('x-cache', cacheResult)
+      this.request.cacheResult = cacheResult
+      this.reply.header('x-cache', cacheResult)
     }
-    await this.forwarder.streamInto(this.call, reply.raw, {
-      // Take the reply over from Fastify only once Adobe answered: until then a failure is still a problem response.
-      onStart: (retried) => {
-        request.upstreamRetried = retried
-        reply.hijack()
-      },
-      // What hooks put on the reply (X-Request-Id, RateLimit-*): written with Adobe's headers, since the raw response bypasses Fastify's.
-      extraHeaders: reply.getHeaders(),
-      headOnly: this.call.head,
-      onBodyError: (error: Error) => { request.log.warn({ error: errorLabel(error) }, 'response body ended early') }
-    })
+    await this.forwarder.streamInto(this.call, this.reply.raw, this)
   }
 
   async sendBuffered (answer: Pick<CachedResponse, 'status' | 'headers' | 'body'>, cacheResult: CacheResult, age?: number, cacheStatus?: string): Promise<void> {
