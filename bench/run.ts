@@ -17,7 +17,8 @@ const ROOT = projectRoot()
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
-const IDLE_SETTLE_MS = 3_000
+/** Idle RSS is read once V8's memory reducer has shrunk the heap after start-up (it runs some seconds into idleness), as a sidecar sits most of its life. */
+const IDLE_SETTLE_MS = 15_000
 
 interface Target { name: string, base: string, headers: Record<string, string>, pid?: number | undefined }
 

@@ -19,7 +19,6 @@ import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
 import { CmuForwarder, type CacheResult } from './proxy/cmu-forwarder.js'
 import { cmuRoutes } from './proxy/cmu-route.js'
 import { adobeEgress, createDispatcher, describeAdobeEgress } from './proxy/dispatchers.js'
-import { registerRateLimit } from './proxy/rate-limit.js'
 import { rateLimitSettings } from './rate-limit-rules.js'
 import { Upstream, callerGone, wasRetried } from './proxy/upstream.js'
 import { requestId } from './request-id.js'
@@ -225,6 +224,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     }
     const rateLimit = rateLimitSettings(config.RATE_LIMIT, config.RATE_LIMIT_KEYS)
     if (rateLimit !== undefined) {
+      // Loaded only when a limit is set: a proxy without one does not carry the plugin in memory.
+      const { registerRateLimit } = await import('./proxy/rate-limit.js')
       await registerRateLimit(cmu, { ...rateLimit, byApiKey: apiKeys.size > 0, store: fleet?.rateLimitStore, onLimited: () => { metrics.countRateLimited() } })
     }
     await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder })
