@@ -7,6 +7,7 @@ import { resolve } from 'node:path'
 import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
 import { parseKeyList } from './key-list.js'
+import { parseKeyValueList } from './key-value-list.js'
 import { isLoopbackHost } from './loopback.js'
 import { RATE_LIMIT_PATTERN, parseRateLimitOverrides } from './rate-limit-rules.js'
 import { decodeStateKeys } from './state-key-list.js'
@@ -318,6 +319,13 @@ function baseUrlRule (name: 'ADOBE_AUTH_URL' | 'ADOBE_CMU_URL'): CrossFieldRule 
 
 /** Rules over more than one variable, or beyond what the schema can say; each independent of the others. */
 const CROSS_FIELD_RULES: readonly CrossFieldRule[] = [
+  // OTel's key=value lists: a bad one would otherwise crash the start of tracing. Values may be secrets: never echoed.
+  ...(['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'OTEL_RESOURCE_ATTRIBUTES'] as const).map((name): CrossFieldRule => ({
+    uses: [name],
+    check: (config) => config[name] !== undefined && parseKeyValueList(config[name]) === undefined
+      ? problemOf(name, 'must be key=value pairs separated by commas, with percent-encoded values')
+      : undefined
+  })),
   // The value may hold a password: never echoed.
   ...(['HTTPS_PROXY', 'HTTP_PROXY'] as const).map((name): CrossFieldRule => ({
     uses: [name],

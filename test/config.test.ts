@@ -170,3 +170,11 @@ function catchConfigError (fn: () => unknown): ConfigError | undefined {
   }
   return undefined
 }
+
+t.test('a malformed OTel key=value list is a configuration error that never echoes it', async (t) => {
+  for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_RESOURCE_ATTRIBUTES']) {
+    const attempt = (): unknown => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), [name]: 'authorization=Bearer%zzsecret' } })
+    t.throws(attempt, new RegExp(`^${name} must be key=value pairs`))
+    try { attempt() } catch (err) { t.notMatch((err as Error).message, /secret/) }
+  }
+})

@@ -3,6 +3,8 @@
 // lines carry the ids, no secret lands in an attribute, and with tracing off
 // nothing is exported.
 import { readFile } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { call, eventually, json, startProxy, startSandbox, startScriptedServer, type RunningProxy } from './helpers.js'
 
@@ -92,14 +94,32 @@ t.test('each request line carries trace_id and span_id', async (t) => {
   t.match(line?.span_id, /^[0-9a-f]{16}$/)
 })
 
-t.test('traceparent goes on to Adobe only when TRACE_PROPAGATE_TO_ADOBE=true', async (t) => {
+t.test('traceparent goes on to Adobe only when TRACE_PROPAGATE_TO_ADOBE=true, and never the caller\'s tracestate or baggage', async (t) => {
   for (const [setting, sent] of [['false', false], ['true', true]] as const) {
     const { proxy, sandbox } = await tracedProxy(t, { TRACE_PROPAGATE_TO_ADOBE: setting })
-    await call(proxy.url, '/cmu/v2', { headers: { traceparent: TRACEPARENT } })
-    const forwarded = sandbox.cmuRequests.at(-1)?.headers.traceparent
+    await call(proxy.url, '/cmu/v2', { headers: { traceparent: TRACEPARENT, tracestate: 'vendor=internal-secret', baggage: 'user.email=alice%40corp.example' } })
+    const seen = sandbox.cmuRequests.at(-1)?.headers
+    const forwarded = seen?.traceparent
     t.equal(typeof forwarded === 'string' && forwarded.includes(TRACE_ID), sent, `TRACE_PROPAGATE_TO_ADOBE=${setting}`)
-    if (!sent) t.equal(forwarded, undefined, "not even the caller's own")
+    if (sent) t.match(forwarded, /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/, 'a well-formed traceparent of the attempt span')
+    else t.equal(forwarded, undefined, "not even the caller's own")
+    t.equal(seen?.tracestate, undefined, 'no tracestate')
+    t.equal(seen?.baggage, undefined, 'no baggage')
   }
+})
+
+t.test('a collector that is down does not hold up shutdown', async (t) => {
+  const sandbox = await startSandbox(t)
+  // A port nothing listens on: every export is refused.
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  await new Promise((resolve) => server.close(resolve))
+  const proxy = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: url } })
+  await call(proxy.url, '/cmu/v2')
+  const started = Date.now()
+  await proxy.close()
+  t.ok(Date.now() - started < 3_000, `closed in ${Date.now() - started} ms`)
 })
 
 t.test('with tracing off nothing is exported and lines carry no ids', async (t) => {

@@ -6,21 +6,31 @@ import type { Span } from '@opentelemetry/api'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { AlwaysOffSampler, AlwaysOnSampler, BatchSpanProcessor, NodeTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace-node'
-import { ATTR_CLIENT_ADDRESS, ATTR_HTTP_ROUTE, ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION, ATTR_URL_PATH, ATTR_URL_QUERY, ATTR_USER_AGENT_ORIGINAL } from '@opentelemetry/semantic-conventions'
+import { ATTR_CLIENT_ADDRESS, ATTR_HTTP_ROUTE, ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION, ATTR_URL_PATH, ATTR_URL_QUERY, ATTR_URL_SCHEME, ATTR_USER_AGENT_ORIGINAL } from '@opentelemetry/semantic-conventions'
 import type { FastifyRequest } from 'fastify'
 import type { Config } from '../config.js'
+import { parseKeyValueList } from '../key-value-list.js'
 import { loggableUrl } from '../logger.js'
 import { UpstreamSpans } from '../proxy/upstream-spans.js'
 import { VERSION } from '../version.js'
 import type { Tracing } from '../tracing.js'
 
 let globalsRegistered = false
+/** The longest shutdown waits for queued spans to reach the collector. */
+const SHUTDOWN_FLUSH_MS = 1_000
+
+/** Resolves when `work` settles or after `ms`, whichever comes first; never rejects (losing the last spans is acceptable). */
+async function withinDeadline (work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([work.catch(() => {}), new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) })])
+  clearTimeout(timer)
+}
 
 export function createTracing (config: Config): Tracing {
   const provider = new NodeTracerProvider({
-    resource: resourceFromAttributes({ ...resourceAttributes(config.OTEL_RESOURCE_ATTRIBUTES), [ATTR_SERVICE_NAME]: config.OTEL_SERVICE_NAME, [ATTR_SERVICE_VERSION]: VERSION }),
+    resource: resourceFromAttributes({ ...parseKeyValueList(config.OTEL_RESOURCE_ATTRIBUTES), [ATTR_SERVICE_NAME]: config.OTEL_SERVICE_NAME, [ATTR_SERVICE_VERSION]: VERSION }),
     sampler: sampler(config.OTEL_TRACES_SAMPLER, config.OTEL_TRACES_SAMPLER_ARG),
-    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: tracesUrl(config), headers: otlpHeaders(config.OTEL_EXPORTER_OTLP_TRACES_HEADERS ?? config.OTEL_EXPORTER_OTLP_HEADERS) }))]
+    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: tracesUrl(config), headers: parseKeyValueList(config.OTEL_EXPORTER_OTLP_TRACES_HEADERS ?? config.OTEL_EXPORTER_OTLP_HEADERS) ?? {} }))]
   })
   // The context manager (AsyncLocalStorage) and the W3C propagator are process-wide; the provider stays ours.
   if (!globalsRegistered) {
@@ -41,7 +51,8 @@ export function createTracing (config: Config): Tracing {
     tracer,
     plugin: instrumentation.plugin(),
     upstreamSpans: (origin) => new UpstreamSpans(tracer, config.TRACE_PROPAGATE_TO_ADOBE, origin),
-    shutdown: async () => { await provider.shutdown() }
+    // Bounded: a collector that is down or silent must not eat the shutdown grace period.
+    shutdown: async () => { await withinDeadline(provider.shutdown(), SHUTDOWN_FLUSH_MS) }
   }
 }
 
@@ -49,6 +60,7 @@ function describeServerSpan (span: Span, request: FastifyRequest): void {
   const url = loggableUrl(request.raw.url ?? '')
   const queryStart = url.indexOf('?')
   span.updateName(`${request.method} ${request.routeOptions.url ?? ''}`.trim())
+  span.setAttribute(ATTR_URL_SCHEME, 'http')
   span.setAttribute(ATTR_URL_PATH, queryStart === -1 ? url : url.slice(0, queryStart))
   if (queryStart !== -1) span.setAttribute(ATTR_URL_QUERY, url.slice(queryStart + 1))
   if (request.routeOptions.url !== undefined) span.setAttribute(ATTR_HTTP_ROUTE, request.routeOptions.url)
@@ -61,21 +73,6 @@ function tracesUrl (config: Config): string {
   if (config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined) return config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
   const base = config.OTEL_EXPORTER_OTLP_ENDPOINT ?? 'http://localhost:4318'
   return `${base.replace(/\/+$/, '')}/v1/traces`
-}
-
-/** OTEL_EXPORTER_OTLP_HEADERS: comma-separated key=value pairs, values percent-encoded (OTel spec). */
-export function otlpHeaders (text: string | undefined): Record<string, string> {
-  const headers: Record<string, string> = {}
-  for (const pair of (text ?? '').split(',')) {
-    const equals = pair.indexOf('=')
-    if (equals <= 0) continue
-    headers[pair.slice(0, equals).trim()] = decodeURIComponent(pair.slice(equals + 1).trim())
-  }
-  return headers
-}
-
-function resourceAttributes (text: string | undefined): Record<string, string> {
-  return otlpHeaders(text)
 }
 
 /** OTEL_TRACES_SAMPLER (+ _ARG) as the OTel SDK reads them; the default is parentbased_always_on. */

@@ -2,7 +2,7 @@
 // marked), following the HTTP semantic conventions. Loaded only when tracing
 // is on (ops/tracing-sdk.ts); traceparent goes to Adobe only when
 // TRACE_PROPAGATE_TO_ADOBE says so, since Adobe is a third party.
-import { SpanKind, SpanStatusCode, context, propagation, trace, type Tracer } from '@opentelemetry/api'
+import { SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api'
 import { ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_URL_FULL } from '@opentelemetry/semantic-conventions'
 import type { Attempt, AttemptSpans } from './upstream.js'
 
@@ -30,15 +30,17 @@ export class UpstreamSpans implements AttemptSpans {
     })
     let sent = headers
     if (this.#propagate) {
-      sent = { ...headers }
-      propagation.inject(trace.setSpan(context.active(), span), sent)
+      // traceparent alone, built from this span: never the caller's tracestate or baggage (Adobe is a third party).
+      const { traceId, spanId, traceFlags } = span.spanContext()
+      sent = { ...headers, traceparent: `00-${traceId}-${spanId}-${traceFlags.toString(16).padStart(2, '0')}` }
     }
     return {
       headers: sent,
       finish: (status, error) => {
         if (status !== undefined) {
           span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status)
-          if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR })
+          // Semantic conventions: a client span with a 4xx or 5xx answer is an error.
+          if (status >= 400) span.setStatus({ code: SpanStatusCode.ERROR })
         }
         if (error !== undefined) {
           const type = (error as { code?: string }).code ?? (error as Error).name ?? 'error'
