@@ -43,6 +43,25 @@ export function callerResponseHeaders (upstream: Record<string, string | string[
 }
 
 /**
+ * The same headers as a flat [name, value, ...] list with `extra` (the
+ * caller's own: request id, cache, rate limits) after them, winning over an
+ * upstream header of the same name. ServerResponse.writeHead takes this form
+ * without building a headers object first: the streamed hot path.
+ */
+export function callerResponseHeaderList (upstream: Record<string, string | string[] | undefined>, extra: Record<string, string | number | string[] | undefined>): Array<string | number | string[]> {
+  const list: Array<string | number | string[]> = []
+  for (const name of FORWARDED_RESPONSE_HEADERS) {
+    const value = upstream[name]
+    if (value !== undefined && extra[name] === undefined) list.push(name, value)
+  }
+  for (const name in extra) {
+    const value = extra[name]
+    if (value !== undefined) list.push(name, value)
+  }
+  return list
+}
+
+/**
  * Whether an Accept-Encoding value accepts gzip (RFC 9110 §12.5.3): as
  * `gzip` (or `x-gzip`) with a q-value above 0; failing a mention of gzip, as
  * `*` with one. An explicit `gzip;q=0` wins over `*`.

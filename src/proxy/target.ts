@@ -27,12 +27,16 @@ export function upstreamTarget (rawUrl: string, prefix: string): UpstreamTarget 
   if (!rawPath.startsWith(prefix) || (rawPath.length > prefix.length && rawPath[prefix.length] !== '/')) throw notFound()
   const path = rawPath.slice(prefix.length)
   if (path.includes('\\')) throw badPath('backslashes are not allowed')
-  if (ENCODED_SEPARATOR.test(path)) throw badPath('encoded slashes are not allowed')
-  if (ENCODED_CONTROL.test(path)) throw badPath('encoded control characters are not allowed')
-  for (const segment of path.split('/')) {
-    // `..;jsessionid=x` is `..` to servlet containers, which drop the path parameter.
-    const decoded = segment.replace(/%2e/gi, '.').replace(/(%3b|;).*$/i, '')
-    if (decoded === '.' || decoded === '..') throw badPath('dot segments are not allowed')
+  // Every check below needs a '%' or a '.' in the path: most report paths have neither.
+  const encoded = path.includes('%')
+  if (encoded && ENCODED_SEPARATOR.test(path)) throw badPath('encoded slashes are not allowed')
+  if (encoded && ENCODED_CONTROL.test(path)) throw badPath('encoded control characters are not allowed')
+  if (encoded || path.includes('.')) {
+    for (const segment of path.split('/')) {
+      // `..;jsessionid=x` is `..` to servlet containers, which drop the path parameter.
+      const decoded = segment.replace(/%2e/gi, '.').replace(/(%3b|;).*$/i, '')
+      if (decoded === '.' || decoded === '..') throw badPath('dot segments are not allowed')
+    }
   }
   return { path, query: withoutAccessToken(rawQuery) }
 }

@@ -20,7 +20,7 @@ import { type Dispatcher } from 'undici'
 import { ProxyError, overloaded, upstreamBadEncoding, upstreamTimeout, upstreamUnreachable } from '../errors.js'
 import { RetryPolicy } from '../retry-policy.js'
 import { createDispatcher } from './dispatchers.js'
-import { callerResponseHeaders, encodingAcceptable } from './headers.js'
+import { callerResponseHeaderList, encodingAcceptable } from './headers.js'
 
 /** What an attempt returns when Adobe answered 401 (and the attempt discarded that answer). */
 export const UNAUTHORIZED = Symbol('upstream 401')
@@ -71,7 +71,7 @@ export interface UpstreamRequest {
 export interface ResponseSink {
   readonly destroyed: boolean
   readonly writableFinished: boolean
-  writeHead: (statusCode: number, headers: ExtraHeaders) => unknown
+  writeHead: (statusCode: number, headers: Array<string | number | string[]>) => unknown
   write: (chunk: Buffer) => boolean
   end: () => unknown
   destroy: (error?: Error) => unknown
@@ -340,7 +340,7 @@ class ResponseStreamHandler implements Dispatcher.DispatchHandler {
     }
     this.#options.onStart(this.#retried)
     this.#writing = true
-    this.#res.writeHead(statusCode, { ...callerResponseHeaders(headers), ...this.#options.extraHeaders })
+    this.#res.writeHead(statusCode, callerResponseHeaderList(headers, this.#options.extraHeaders))
     if (this.#options.headOnly) {
       // Adobe serves GET only, so a HEAD is sent as a GET. A small body is read
       // and dropped, which keeps the keep-alive connection; a large one (or one
