@@ -18,7 +18,7 @@
 import { randomBytes } from 'node:crypto'
 import { createClient, ErrorReply, RESP_TYPES, TimeoutError, type RedisClientType } from '@redis/client'
 import type { Logger } from 'pino'
-import { StoreUnavailableError } from './errors.js'
+import { StateValueTooLargeError, StoreUnavailableError } from './errors.js'
 import { OperationStats, validTtl, type OperationObserver, type StateStore, type StoreLock, type StoreStats } from './state-store.js'
 
 export interface RedisStoreOptions {
@@ -54,6 +54,9 @@ const COMPARE_AND_DELETE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return
 const COMPARE_AND_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 // Compare-and-swap keeping the TTL (KEEPTTL: Redis 6.0+, every Valkey).
 const COMPARE_AND_SWAP = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return 1 end return 0"
+// GET, unless the value is longer than ARGV[1]: then only its length (STRLEN), so
+// an oversized value is refused without crossing the network or being allocated.
+const GET_AT_MOST = "local n = redis.call('STRLEN', KEYS[1]) if n > tonumber(ARGV[1]) then return n end return redis.call('GET', KEYS[1])"
 // INCR and, for a new counter (or one that somehow lost its expiry), PEXPIRE: one atomic step, as
 // @fastify/rate-limit's own Redis store does it.
 const INCREMENT = "local n = redis.call('INCR', KEYS[1]) local ttl = redis.call('PTTL', KEYS[1]) if n == 1 or ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) ttl = tonumber(ARGV[1]) end return {n, ttl}"
@@ -111,16 +114,23 @@ export class RedisStore implements StateStore {
     })
   }
 
-  async get (key: string): Promise<Buffer | undefined> {
-    const reply = await this.#command('get', ['GET', key])
+  async get (key: string, maxBytes?: number): Promise<Buffer | undefined> {
+    const reply = await this.#command('get', maxBytes === undefined ? ['GET', key] : ['EVAL', GET_AT_MOST, '1', key, String(maxBytes)])
     if (reply === null) return undefined
     if (Buffer.isBuffer(reply)) return reply
+    // The script answers a number instead of the value: its length, over the bound.
+    if (typeof reply === 'number') throw new StateValueTooLargeError(key, reply, maxBytes ?? 0)
     throw unexpected('get', reply)
   }
 
   async set (key: string, value: Buffer, ttlMs?: number): Promise<void> {
     const ttl = validTtl(ttlMs)
     await this.#command('set', ttl === undefined ? ['SET', key, value] : ['SET', key, value, 'PX', String(ttl)])
+  }
+
+  async setIfAbsent (key: string, value: Buffer, ttlMs?: number): Promise<boolean> {
+    const ttl = validTtl(ttlMs)
+    return await this.#command('setIfAbsent', ttl === undefined ? ['SET', key, value, 'NX'] : ['SET', key, value, 'NX', 'PX', String(ttl)]) !== null
   }
 
   async delete (key: string): Promise<boolean> {
