@@ -10,7 +10,11 @@
 //   than `commandTimeoutMs`;
 // - a hung server (the socket open, nothing answering) costs each command one
 //   timeout only until three in a row have timed out: from then on commands
-//   are refused at once while a background PING probes for its return;
+//   are refused at once while a background PING probes for its return (one
+//   at a time: unanswered probes must not fill the client's queue, whose
+//   "queue is full" is no answer either); after ten, the socket is dropped
+//   and made anew, since a dead peer behind a partition or a failed-over
+//   master never answers on the old one;
 // - the client reconnects by itself with capped exponential backoff and
 //   jitter; 'error' events are always handled (an unhandled one would kill
 //   the process) and logged once per outage, not once per retry;
@@ -46,6 +50,8 @@ type Handler = (message: Buffer) => void
 const BUFFERS = { typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } }
 /** After this many timeouts in a row the connection counts as down even though the socket is open (a hung server). */
 const TIMEOUTS_BEFORE_DOWN = 3
+/** After this many (the probe counts one per interval it stays unanswered) the connection is dropped and made anew, once per hang. */
+const TIMEOUTS_BEFORE_RECONNECT = 10
 
 // Compare-and-delete and compare-and-extend, atomic in Redis. Sent with EVAL:
 // the scripts are tiny and Redis caches their compiled form, and EVALSHA's
@@ -73,6 +79,8 @@ export class RedisStore implements StateStore {
   readonly #url: string
   #consecutiveTimeouts = 0
   #probe: NodeJS.Timeout | undefined
+  /** The last probe is still in the client's queue: the server has not answered it, nor has the connection dropped. */
+  #probeInFlight = false
   #everReady = false
   #outageLogged = false
   #closed = false
@@ -304,14 +312,23 @@ export class RedisStore implements StateStore {
         timer = setTimeout(() => { reject(new DeadlineError()) }, this.#options.commandTimeoutMs)
         timer.unref()
       })
-      const reply: unknown = await Promise.race([this.#client.sendCommand(args, BUFFERS), deadline])
+      const sent = this.#client.sendCommand(args, BUFFERS)
+      if (probing) {
+        this.#probeInFlight = true
+        const settled = (): void => { this.#probeInFlight = false }
+        sent.then(settled, settled)
+      }
+      const reply: unknown = await Promise.race([sent, deadline])
       this.#answering()
       this.#stats.record(operation, startedAt, true)
       return reply
     } catch (err) {
       const timedOut = err instanceof DeadlineError || err instanceof TimeoutError
-      if (timedOut) this.#timedOut()
-      else this.#answering()
+      // A full queue is commands a hung server never answered: no answer either.
+      if (timedOut || isQueueFull(err)) this.#timedOut()
+      // An error reply is an answer. Other failures (offline, closed) leave the count to the
+      // connection's own state: 'ready' resets it once connected again.
+      else if (err instanceof ErrorReply) this.#answering()
       this.#stats.record(operation, startedAt, false, timedOut)
       throw new StoreUnavailableError(operation, describe(err, this.#options.commandTimeoutMs), { cause: err })
     } finally {
@@ -326,10 +343,23 @@ export class RedisStore implements StateStore {
   }
 
   #timedOut (): void {
-    if (++this.#consecutiveTimeouts < TIMEOUTS_BEFORE_DOWN || this.#probe !== undefined || this.#closed) return
+    if (this.#closed) return
+    if (++this.#consecutiveTimeouts === TIMEOUTS_BEFORE_RECONNECT) this.#reconnect()
+    if (this.#consecutiveTimeouts < TIMEOUTS_BEFORE_DOWN || this.#probe !== undefined) return
     const interval = Math.max(this.#options.commandTimeoutMs, 100)
-    this.#probe = setInterval(() => { this.#command('ping', ['PING'], true).catch(() => {}) }, interval)
+    this.#probe = setInterval(() => {
+      // Still no answer to the last one: one more timeout, and no second PING behind it.
+      if (this.#probeInFlight) this.#timedOut()
+      else this.#command('ping', ['PING'], true).catch(() => {})
+    }, interval)
     this.#probe.unref()
+  }
+
+  /** Drops a connection that stopped answering (its queued commands fail) and connects again; 'ready' ends the hang. */
+  #reconnect (): void {
+    this.#logger?.warn({ redis: this.#target, timeouts: this.#consecutiveTimeouts }, 'redis is not answering on this connection: connecting again')
+    this.#client.destroy()
+    this.#connect(this.#client)
   }
 
   /** Close gracefully, but never wait on a hung server longer than one command timeout. */
@@ -350,6 +380,11 @@ function describe (err: unknown, timeoutMs: number): string {
   if (err instanceof ErrorReply) return `Redis answered ${err.message.split(' ', 1)[0] ?? 'an error'}`
   const { code, message } = err as { code?: unknown, message?: unknown }
   return typeof code === 'string' ? code : typeof message === 'string' ? message : 'unknown error'
+}
+
+/** node-redis refuses a command with this when `commandsQueueMaxLength` commands already wait. */
+function isQueueFull (err: unknown): boolean {
+  return err instanceof Error && err.message === 'The queue is full'
 }
 
 function unexpected (operation: string, reply: unknown): StoreUnavailableError {
