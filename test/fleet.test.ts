@@ -271,19 +271,35 @@ t.test('the wrong encryption key: a clear error, and no registration', async (t)
   t.equal(sandbox.calls.register, 1, 'it did not register a second client')
 })
 
-t.test('a rotated key list (new, old) still reads what the old key sealed, and re-seals it', async (t) => {
+t.test('a two-phase key rotation during rolling restarts: old and new instances coexist without a registration or a token call', async (t) => {
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const raw = await rawRedis(t, redis)
   const [first] = await fleetOf(t, sandbox, redis, 1)
+  const statement = first?.statement ?? ''
   t.equal((await call(first?.url ?? '', '/cmu/v2')).status, 200)
   const newKey = randomBytes(32)
-  const rotated = await member(t, sandbox, redis, { statement: first?.statement ?? '', env: { STATE_ENCRYPTION_KEY: `${newKey.toString('base64')},${KEY.toString('base64')}` } })
-  t.equal((await call(rotated.url, '/cmu/v2')).status, 200)
-  t.equal(sandbox.calls.register, 1, 'no registration')
-  t.equal(sandbox.calls.token, 1, 'no token call: the old token opened')
-  const credentialsKey = stateNamespace('cmu-proxy:', { softwareStatement: first?.statement ?? '' }).key('credentials')
-  t.ok(await eventually(async () => (await raw.get(credentialsKey))?.subarray(1, 9).equals(stateKey(newKey).id) === true, 2_000), 'the never-expiring credentials are now sealed with the new key')
+  const OLD = KEY.toString('base64')
+  const NEW = newKey.toString('base64')
+  const credentialsKey = stateNamespace('cmu-proxy:', { softwareStatement: statement }).key('credentials')
+  const sealedWith = async (): Promise<string | undefined> => (await raw.get(credentialsKey))?.subarray(1, 9).toString('hex')
+
+  // Phase 1: OLD,NEW starts beside instances that know only OLD.
+  const phase1 = await member(t, sandbox, redis, { statement, env: { STATE_ENCRYPTION_KEY: `${OLD},${NEW}` } })
+  t.equal((await call(phase1.url, '/cmu/v2')).status, 200)
+  t.equal(await sealedWith(), stateKey(KEY).id.toString('hex'), 'phase 1 leaves the credentials sealed with OLD')
+  const oldNewcomer = await member(t, sandbox, redis, { statement })
+  t.equal((await call(oldNewcomer.url, '/cmu/v2')).status, 200, 'an instance that knows only OLD still starts from the fleet')
+
+  // Phase 2: NEW,OLD starts beside phase-1 instances.
+  const phase2 = await member(t, sandbox, redis, { statement, env: { STATE_ENCRYPTION_KEY: `${NEW},${OLD}` } })
+  t.equal((await call(phase2.url, '/cmu/v2')).status, 200)
+  t.ok(await eventually(async () => await sealedWith() === stateKey(newKey).id.toString('hex'), 2_000), 'phase 2 re-seals the credentials with NEW')
+  const phase1Newcomer = await member(t, sandbox, redis, { statement, env: { STATE_ENCRYPTION_KEY: `${OLD},${NEW}` } })
+  t.equal((await call(phase1Newcomer.url, '/cmu/v2')).status, 200, 'a phase-1 instance starting now opens what NEW sealed')
+
+  t.equal(sandbox.calls.register, 1, 'no registration through the rotation')
+  t.equal(sandbox.calls.token, 1, 'nor a token call: every instance opened the shared token')
 })
 
 t.test('with Redis, the rate limit holds across two instances', async (t) => {

@@ -313,6 +313,44 @@ function sealedContract (t: Test, fixture: StoreFixture, open: Open): void {
     t.equal(newOnly.stats().unsealFailures, 1, 'counted')
   })
 
+  t.test(`${fixture.name}: a two-phase rotation keeps every value readable while old and new instances coexist`, quickly, async (t) => {
+    const oldKey = stateKey(randomBytes(32))
+    const newKey = stateKey(randomBytes(32))
+    const { backend, store: old, wrap, ns } = await open(t, [oldKey])
+    const keyIdOf = async (name: string): Promise<string | undefined> => (await backend.raw(ns.key(name)))?.subarray(1, 9).toString('hex')
+    const read = async (store: StateStore, name: string): Promise<string | undefined> => (await store.get(ns.key(name)))?.toString()
+
+    // Phase 1: OLD,NEW rolls out while instances with OLD alone still run. OLD still seals.
+    const phase1 = wrap(await backend.connect(), [oldKey, newKey])
+    await old.set(ns.key('credentials'), Buffer.from('from-an-old-instance'))
+    await phase1.set(ns.key('token'), Buffer.from('from-a-phase-1-instance'))
+    t.equal(await read(phase1, 'credentials'), 'from-an-old-instance')
+    t.equal(await read(old, 'token'), 'from-a-phase-1-instance', 'an old instance opens what a phase-1 instance wrote')
+    await phase1.ping()
+    t.same([await keyIdOf('credentials'), await keyIdOf('token')], [oldKey.id.toString('hex'), oldKey.id.toString('hex')], 'a value sealed with the first key is never re-sealed with a later one')
+    t.equal(phase1.stats().resealed, 0)
+
+    // Phase 2: NEW,OLD rolls out while phase-1 instances still run. Both open everything.
+    const phase2 = wrap(await backend.connect(), [newKey, oldKey])
+    await phase2.set(ns.key('cache'), Buffer.from('from-a-phase-2-instance'))
+    t.equal(await keyIdOf('cache'), newKey.id.toString('hex'), 'NEW seals')
+    t.equal(await read(phase1, 'cache'), 'from-a-phase-2-instance', 'a phase-1 instance opens it')
+    t.equal(await read(phase2, 'credentials'), 'from-an-old-instance', 'a phase-2 instance opens what OLD sealed...')
+    t.ok(await eventually(async () => await keyIdOf('credentials') === newKey.id.toString('hex'), 2_000), '...and re-seals it with NEW')
+    // (and may re-seal it back under OLD, their first key: harmless while both lists open both)
+    t.equal(await read(phase1, 'credentials'), 'from-an-old-instance', 'which the phase-1 instances still open')
+    await phase1.ping()
+
+    // Phase 3: NEW alone, once no phase-1 instance is left and the phase-2 ones have read
+    // every long-lived value again (each instance re-reads the credentials every 10 s).
+    for (const name of ['credentials', 'token', 'cache']) {
+      t.ok((await read(phase2, name)) !== undefined)
+      t.ok(await eventually(async () => await keyIdOf(name) === newKey.id.toString('hex'), 2_000), `${name} now sealed with NEW`)
+    }
+    const phase3 = wrap(await backend.connect(), [newKey])
+    t.same([await read(phase3, 'credentials'), await read(phase3, 'token'), await read(phase3, 'cache')], ['from-an-old-instance', 'from-a-phase-1-instance', 'from-a-phase-2-instance'])
+  })
+
   t.test(`${fixture.name}: a wrong key, a moved value, or an unsealed value is a typed error, never garbage`, quickly, async (t) => {
     const { backend, store, wrap, ns } = await open(t)
     await store.set(ns.key('token'), Buffer.from('the-token'))

@@ -43,9 +43,14 @@ export class SealedStore implements StateStore {
   }
 
   /**
-   * A value sealed under an older key is re-sealed under the first one as it
-   * is read (compare-and-swap, TTL kept): values that never expire, such as
-   * the shared credentials, would otherwise keep the old key in use forever.
+   * A value sealed under another listed key is re-sealed under the first one
+   * as it is read (compare-and-swap, TTL kept): values that never expire, such
+   * as the shared credentials, would otherwise keep the old key in use forever.
+   * A value sealed with the first key is never touched, which is what makes a
+   * rolling rotation safe: phase 1 (OLD,NEW) keeps sealing with OLD, so
+   * instances that know only OLD read everything; phase 2 (NEW,OLD) seals with
+   * NEW, which phase-1 instances open (they may re-seal it back under OLD until
+   * they are gone: both lists open both); phase 3 drops OLD.
    */
   async get (key: string, maxBytes?: number): Promise<Buffer | undefined> {
     const sealed = await this.#inner.get(key, maxBytes === undefined ? undefined : maxBytes + HEADER_BYTES)
