@@ -4,55 +4,14 @@
 // `node dist/main.js` process, killed with SIGKILL.
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { spawnProxy, stopProcess } from '../bench/processes.js'
-import type { Sandbox } from '../src/sandbox/server.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
 import { stateKey } from '../src/store/encryption-keys.js'
 import { stateNamespace } from '../src/store/namespace.js'
-import { assertProblem, call, eventually, startProxy, startSandbox, temporaryDirectory, type RunningProxy } from './helpers.js'
-import { rawRedisClient, startRedisServer, type RedisServer } from './redis-server.js'
-
-const KEY = randomBytes(32)
-const LOCK_TTL_MS = 500
-const COMMAND_TIMEOUT_MS = 200
-const ADMIN = 'fleet-admin-key-0123456789'
-
-interface MemberOptions { statement: string, env?: Record<string, string | undefined>, credentialsFile?: string }
-
-function fleetEnv (redis: RedisServer, env: Record<string, string | undefined> = {}): Record<string, string> {
-  const merged: Record<string, string | undefined> = {
-    REDIS_URL: redis.url,
-    STATE_ENCRYPTION_KEY: KEY.toString('base64'),
-    REDIS_LOCK_TTL_MS: String(LOCK_TTL_MS),
-    REDIS_COMMAND_TIMEOUT_MS: String(COMMAND_TIMEOUT_MS),
-    TOKEN_RETRY_BASE_MS: '50',
-    TOKEN_RETRY_MAX_MS: '500',
-    ADMIN_API_KEY: ADMIN,
-    LOG_LEVEL: 'info',
-    ...env
-  }
-  return Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined))
-}
-
-/** One in-process member with its own, initially empty, credentials file. */
-async function member (t: Test, sandbox: Sandbox, redis: RedisServer, options: MemberOptions): Promise<RunningProxy> {
-  return await startProxy(t, sandbox, {
-    statement: options.statement,
-    credentialsFile: options.credentialsFile ?? join(temporaryDirectory(t), 'credentials.json'),
-    env: fleetEnv(redis, options.env)
-  })
-}
-
-async function fleetOf (t: Test, sandbox: Sandbox, redis: RedisServer, n: number, env?: Record<string, string | undefined>, statement = makeSoftwareStatement()): Promise<RunningProxy[]> {
-  return await Promise.all(Array.from({ length: n }, async () => await member(t, sandbox, redis, { statement, ...(env === undefined ? {} : { env }) })))
-}
-
-const rawRedis = rawRedisClient
-
-const urlOf = (fleet: RunningProxy[], i: number): string => fleet[i % fleet.length]?.url ?? ''
-const statuses = (answers: Array<{ status: number }>): number[] => [...new Set(answers.map((a) => a.status))]
+import { ADMIN, COMMAND_TIMEOUT_MS, fleetEnv, fleetOf, KEY, LOCK_TTL_MS, member, rawRedis, statuses, urlOf } from './fleet-helpers.js'
+import { assertProblem, call, eventually, startSandbox } from './helpers.js'
+import { startRedisServer } from './redis-server.js'
 
 t.test('a cold burst across three instances: one registration, one token call', async (t) => {
   const sandbox = await startSandbox(t)

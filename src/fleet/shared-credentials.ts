@@ -7,8 +7,11 @@
 import type { Logger } from 'pino'
 import type { CredentialSource, CredentialStore, LoadResult } from '../adobe/credential-store.js'
 import type { ClientCredentials } from '../adobe/dcr-client.js'
-import { StateSealError } from '../store/errors.js'
+import { isUnusableValue, StateSealError } from '../store/errors.js'
 import type { StateStore } from '../store/state-store.js'
+
+/** Client credentials are a few hundred bytes; anything much larger at their key is not read. */
+const MAX_CREDENTIALS_BYTES = 16 * 1024
 
 export interface SharedCredentialsOptions {
   file: CredentialStore
@@ -33,14 +36,16 @@ export class SharedCredentials implements CredentialSource {
 
   get path (): string { return this.#file.path }
 
-  /** The fleet's copy; store trouble (or a copy that does not open) rejects. */
+  /** The fleet's copy; store trouble, or a copy that cannot be used here (does not open, oversized), rejects. */
   async readShared (): Promise<ClientCredentials | undefined> {
     try {
-      const raw = await this.#store.get(this.#key)
+      const raw = await this.#store.get(this.#key, MAX_CREDENTIALS_BYTES)
       return raw === undefined ? undefined : parseCredentials(raw)
     } catch (err) {
       if (err instanceof StateSealError) {
         this.#log.error({ key: err.key, reason: err.reason, detail: err.message }, 'the shared client credentials do not open with STATE_ENCRYPTION_KEY: every instance of a fleet needs the same key list')
+      } else if (isUnusableValue(err)) {
+        this.#log.error({ key: err.key, detail: err.message }, 'the shared client credentials cannot be used: not registering over them')
       }
       throw err
     }
@@ -48,7 +53,7 @@ export class SharedCredentials implements CredentialSource {
 
   /** Adobe refused `rejected`: remove the shared copy, only if it is still that one. */
   async dropShared (rejected: ClientCredentials): Promise<void> {
-    const raw = await this.#store.get(this.#key)
+    const raw = await this.#store.get(this.#key, MAX_CREDENTIALS_BYTES)
     const current = raw === undefined ? undefined : parseCredentials(raw)
     if (raw !== undefined && current?.client_id === rejected.client_id && current.client_secret === rejected.client_secret) {
       await this.#store.deleteIf(this.#key, raw)
