@@ -9,7 +9,7 @@ import { stateKey } from '../src/store/encryption-keys.js'
 import { stateNamespace } from '../src/store/namespace.js'
 import { SealedStore } from '../src/store/sealed-store.js'
 import { fleetOf, member, rawRedis } from './fleet-helpers.js'
-import { call, startSandbox } from './helpers.js'
+import { call, eventually, startSandbox } from './helpers.js'
 import { startRedisServer } from './redis-server.js'
 
 /** `value` sealed for `key` with a key this fleet does not hold (another key list, or a stranger). */
@@ -51,4 +51,27 @@ t.test('a token or cached report that cannot be opened is treated as absent and 
   const other = await member(t, sandbox, redis, { statement: a?.statement ?? '', env: { CACHE_ENABLED: 'true' } })
   t.equal((await call(other.url, '/cmu/v2/year/month.csv')).headers['x-cache'], 'HIT', 'the report was written back over the unusable value')
   t.match((await call(b?.url ?? '', '/metrics')).text, /^cmu_proxy_redis_up 1$/m)
+})
+
+t.test('an older token put back or replayed into Redis is never taken over a newer one', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const raw = await rawRedis(t, redis)
+  const [a, b] = await fleetOf(t, sandbox, redis, 2)
+  const ns = stateNamespace('cmu-proxy:', { softwareStatement: a?.statement ?? '' })
+  t.equal((await call(a?.url ?? '', '/cmu/v2')).status, 200)
+  const older = await raw.get(ns.key('token'))
+  const olderToken = a?.app.broker.currentToken()
+  await a?.app.broker.refreshNow()
+  const newer = a?.app.broker.currentToken()
+  t.not(newer, olderToken)
+  t.ok(await eventually(() => b?.app.broker.currentToken() === newer, 2_000), 'B took the newer token')
+  const expiresAt = b?.app.broker.tokenExpiresAt() ?? 0
+
+  // Someone with access to Redis (or a stale put-back) writes the older sealed value back: it still opens.
+  await raw.set(ns.key('token'), older ?? '', { PX: 60_000 })
+  await b?.app.broker.refreshNow()
+  t.not(b?.app.broker.currentToken(), olderToken, 'B did not go back to the older token')
+  t.ok((b?.app.broker.tokenExpiresAt() ?? 0) > expiresAt, 'its token expires later than before the refresh')
+  t.equal(sandbox.calls.token, 3, 'it fetched a newer one for the fleet instead')
 })

@@ -4,6 +4,7 @@
 // without polling. Store trouble degrades to what a lone instance does (its
 // own token call), except registering: an instance that holds no credentials
 // and cannot ask the fleet waits rather than create a second client.
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { CoordinationUnavailable, SharedFailure, type CoordinatedBroker, type FailureNotice, type FleetToken, type RegistrationRequest, type TokenCoordination, type TokenRequest } from '../adobe/coordination.js'
 import type { ClientCredentials } from '../adobe/dcr-client.js'
@@ -11,7 +12,7 @@ import { isUnusableValue } from '../store/errors.js'
 import type { StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
 import { isStoreTrouble, type FleetChannel, type Notice, type Turn } from './fleet-channel.js'
-import type { SharedCredentials } from './shared-credentials.js'
+import { credentialsFrom, type SharedCredentials } from './shared-credentials.js'
 import { RebuildableValues, UNUSABLE } from './unusable-values.js'
 
 export interface TokenCoordinationOptions {
@@ -34,6 +35,8 @@ const TOKEN = 'token'
 const CREDENTIALS = 'credentials'
 /** A shared token is a few hundred bytes; anything much larger at its key is not read. */
 const MAX_TOKEN_BYTES = 16 * 1024
+/** Writes of new credentials the registration's lock holder tries before it lets go (see #shareCredentials). */
+const SHARE_ATTEMPTS = 3
 
 export class FleetTokenCoordination implements TokenCoordination {
   readonly #options: TokenCoordinationOptions
@@ -168,7 +171,7 @@ export class FleetTokenCoordination implements TokenCoordination {
         if (turn.kind === 'notice') {
           const failure = parseFailure(turn.notice)
           if (failure !== undefined) throw new SharedFailure(failure)
-          const credentials = parseCredentials(turn.notice.credentials)
+          const credentials = credentialsFrom(turn.notice.credentials)
           if (acceptable(credentials)) return await this.#fromFleet(credentials)
         }
       }
@@ -189,8 +192,26 @@ export class FleetTokenCoordination implements TokenCoordination {
       return await this.#fromFleet(again)
     }
     // Registers and saves (the file and the fleet's copy) before the lock is released.
-    const credentials = await asLeader(lead, request.register, request.describeFailure, async (credentials) => ({ credentials }))
+    const credentials = await asLeader(lead, request.register, request.describeFailure, async (credentials) => {
+      await this.#shareCredentials(shared, credentials)
+      return { credentials }
+    })
     return { credentials, registeredHere: true }
+  }
+
+  /**
+   * Before the registration lock is released: make sure the fleet's copy holds
+   * the new credentials. A store that blinked during the save would otherwise
+   * let the next lock holder find nothing and register a second client. A few
+   * tries within the lock's lifetime; the notice carries them either way.
+   */
+  async #shareCredentials (shared: SharedCredentials, credentials: ClientCredentials): Promise<void> {
+    const pauseMs = Math.max(1, Math.floor(this.#options.lockTtlMs / 8))
+    for (let attempt = 1; attempt <= SHARE_ATTEMPTS; attempt++) {
+      if (await shared.share(credentials)) return
+      if (attempt < SHARE_ATTEMPTS) await sleep(pauseMs)
+    }
+    this.#log.warn('could not write the new client credentials to the fleet\'s store: the others take them from the notice or from this instance\'s put-back')
   }
 
   dropToken (token: string): void {
@@ -284,12 +305,6 @@ function parseToken (value: unknown): FleetToken | undefined {
   if (typeof token?.access_token !== 'string' || token.access_token === '') return undefined
   if (typeof token.obtained_at !== 'number' || typeof token.expires_at !== 'number' || typeof token.usable_until !== 'number') return undefined
   return { access_token: token.access_token, obtained_at: token.obtained_at, expires_at: token.expires_at, usable_until: token.usable_until }
-}
-
-function parseCredentials (value: unknown): ClientCredentials | undefined {
-  const credentials = value as Partial<ClientCredentials> | undefined
-  if (typeof credentials?.client_id !== 'string' || typeof credentials.client_secret !== 'string') return undefined
-  return { client_id: credentials.client_id, client_secret: credentials.client_secret }
 }
 
 function parseFailure (notice: Notice): FailureNotice | undefined {
