@@ -1,15 +1,18 @@
 // What the fleet does with the shared state when it is not what it should
 // be: values that cannot be opened, older values replayed or put back, a
-// registration whose shared write failed. Real redis-server, the sandbox as
+// registration whose shared write failed; `cmu-proxy check` in a fleet. Real redis-server, the sandbox as
 // Adobe, in-process members (fleet-helpers.ts).
 import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
 import t from 'tap'
+import { runCheck } from '../src/check.js'
+import { makeSoftwareStatement } from '../src/sandbox/statement.js'
 import { MemoryStore } from '../src/store/memory-store.js'
 import { stateKey } from '../src/store/encryption-keys.js'
 import { stateNamespace } from '../src/store/namespace.js'
 import { SealedStore } from '../src/store/sealed-store.js'
-import { fleetOf, member, rawRedis } from './fleet-helpers.js'
-import { call, eventually, startSandbox } from './helpers.js'
+import { fleetEnv, fleetOf, KEY, member, rawRedis } from './fleet-helpers.js'
+import { call, eventually, startSandbox, temporaryDirectory } from './helpers.js'
 import { startRedisServer } from './redis-server.js'
 
 /** `value` sealed for `key` with a key this fleet does not hold (another key list, or a stranger). */
@@ -74,4 +77,34 @@ t.test('an older token put back or replayed into Redis is never taken over a new
   t.not(b?.app.broker.currentToken(), olderToken, 'B did not go back to the older token')
   t.ok((b?.app.broker.tokenExpiresAt() ?? 0) > expiresAt, 'its token expires later than before the refresh')
   t.equal(sandbox.calls.token, 3, 'it fetched a newer one for the fleet instead')
+})
+
+t.test('cmu-proxy check in fleet mode reads the fleet\'s credentials and never registers a second client', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const statement = makeSoftwareStatement()
+  const env: Record<string, string> = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, CREDENTIALS_FILE: join(temporaryDirectory(t), 'credentials.json'), ...fleetEnv(redis) }
+  const run = async (): Promise<{ code: number, lines: string[] }> => {
+    const lines: string[] = []
+    return { code: await runCheck(env, (line) => { lines.push(line) }), lines }
+  }
+
+  const empty = await run()
+  t.equal(empty.code, 1)
+  t.match(empty.lines.at(-1), /^FAIL {2}credentials +the fleet's store holds no usable client credentials: none registered yet; check does not register in fleet mode/)
+  t.equal(sandbox.calls.register, 0, 'no registration from check')
+
+  const [a] = await fleetOf(t, sandbox, redis, 1, undefined, statement)
+  t.equal((await call(a?.url ?? '', '/cmu/v2')).status, 200)
+  const registered = await run()
+  t.equal(registered.code, 0, registered.lines.join('\n'))
+  t.match(registered.lines, [/^PASS {2}config/, /^PASS {2}egress/, /^PASS {2}statement/, /^PASS {2}fleet +redis:\/\/127\.0\.0\.1:\d+ \(REDIS_URL\) answered$/, /^PASS {2}credentials +client .{4}….{4} from the fleet's store$/, /^PASS {2}token/, /^PASS {2}cmu/])
+  t.equal(sandbox.calls.register, 1, 'the fleet registered once, check never')
+  t.notMatch(registered.lines.join('\n'), new RegExp(KEY.toString('base64').replace(/[+/]/g, '.')), 'the state key is never printed')
+
+  await redis.kill()
+  env.AUTH_TIMEOUT_MS = '500'
+  const down = await run()
+  t.equal(down.code, 1)
+  t.match(down.lines.at(-1), /^FAIL {2}fleet +redis:\/\/127\.0\.0\.1:\d+ \(REDIS_URL\) did not answer within \d+ ms$/)
 })
