@@ -2,7 +2,9 @@
 // (config, credentials, token, one CMU call) and prints one line per step
 // with PASS/FAIL and the reason; exits non-zero on the first failure (78, as
 // serve does, when the configuration is bad: one line per bad variable).
+// In fleet mode (REDIS_URL) it reads the fleet's credentials and never registers.
 import { resolve } from 'node:path'
+import pino from 'pino'
 import type { Dispatcher } from 'undici'
 import { CredentialStore } from './adobe/credential-store.js'
 import { DcrClient, DcrError, type ClientCredentials } from './adobe/dcr-client.js'
@@ -10,6 +12,7 @@ import { publicStatementInfo } from './adobe/software-statement.js'
 import { maskClientId } from './adobe/token-broker.js'
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config.js'
 import { ProxyError } from './errors.js'
+import { createFleet } from './fleet/fleet.js'
 import { adobeEgress, createDispatcher, describeAdobeEgress } from './proxy/dispatchers.js'
 import { Upstream } from './proxy/upstream.js'
 import { USER_AGENT } from './version.js'
@@ -81,6 +84,7 @@ async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boo
   const statement = config.ADOBE_SOFTWARE_STATEMENT ?? ''
   const info = publicStatementInfo(statement)
   step(true, 'statement', `fingerprint ${String(info.fingerprint)}${info.sub === undefined ? '' : `, sub ${String(info.sub)}`}`)
+  if (config.REDIS_URL !== undefined) return await fleetCredentials(config, step, fail)
   const store = new CredentialStore(resolve(config.CREDENTIALS_FILE), statement)
   const loaded = await store.load()
   if (loaded.status === 'found') {
@@ -100,6 +104,30 @@ async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boo
   }
   step(true, 'register', `registered client ${maskClientId(credentials.client_id)}, saved to ${store.path}`)
   return credentials
+}
+
+/**
+ * Fleet mode: the fleet's credentials (or this instance's file), never a
+ * registration. The fleet registers once, under its lock; a check that
+ * registered on its own would create a second client for the same statement.
+ */
+async function fleetCredentials (config: Config, step: (ok: boolean, name: string, detail: string) => void, fail: (name: string, detail: string) => never): Promise<ClientCredentials> {
+  const fleet = createFleet(config, { logger: pino({ level: 'silent' }) })
+  if (fleet === undefined) throw new Error('unreachable: REDIS_URL is set')
+  try {
+    const { redis } = fleet.status()
+    if (!await fleet.store.waitUntilUp(config.AUTH_TIMEOUT_MS)) fail('fleet', `${redis} (REDIS_URL) did not answer within ${config.AUTH_TIMEOUT_MS} ms`)
+    step(true, 'fleet', `${redis} (REDIS_URL) answered`)
+    const loaded = await fleet.credentials?.load() ?? { status: 'absent' }
+    if (loaded.status === 'found') {
+      step(true, 'credentials', `client ${maskClientId(loaded.credentials.client_id)} from the fleet's store`)
+      return loaded.credentials
+    }
+    const why = loaded.status === 'absent' ? 'none registered yet' : `${loaded.status}${'reason' in loaded ? ` (${loaded.reason})` : ''}`
+    return fail('credentials', `the fleet's store holds no usable client credentials: ${why}; check does not register in fleet mode (the first proxy instance registers once for the fleet)`)
+  } finally {
+    await fleet.close()
+  }
 }
 
 function describe (err: unknown): string {

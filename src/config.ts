@@ -385,6 +385,15 @@ const CROSS_FIELD_RULES: readonly CrossFieldRule[] = [
     check: stateEncryptionKeyProblem
   },
   {
+    // A lock holder's few commands (read, write, publish) must fit in
+    // its lock even when each one takes its full timeout; a shorter lock would
+    // expire mid-work and let a second instance register or fetch.
+    uses: ['REDIS_LOCK_TTL_MS', 'REDIS_COMMAND_TIMEOUT_MS', 'REDIS_URL'],
+    check: (config) => config.REDIS_URL !== undefined && config.REDIS_LOCK_TTL_MS < 3 * config.REDIS_COMMAND_TIMEOUT_MS
+      ? problemOf('REDIS_LOCK_TTL_MS', `must be at least 3 × REDIS_COMMAND_TIMEOUT_MS (${3 * config.REDIS_COMMAND_TIMEOUT_MS} ms)`)
+      : undefined
+  },
+  {
     uses: ['TOKEN_RETRY_MAX_MS', 'TOKEN_RETRY_BASE_MS'],
     check: (config) => config.TOKEN_RETRY_MAX_MS < config.TOKEN_RETRY_BASE_MS ? problemOf('TOKEN_RETRY_MAX_MS', 'must not be smaller than TOKEN_RETRY_BASE_MS') : undefined
   }

@@ -130,7 +130,8 @@ t.test('fleet mode: REDIS_URL needs a well-formed STATE_ENCRYPTION_KEY; one line
     [{ REDIS_URL: 'http://:secret-pw@127.0.0.1', STATE_ENCRYPTION_KEY: key }, 'REDIS_URL', /^REDIS_URL must match pattern "\^rediss\?:\/\/"$/],
     [{ REDIS_URL: 'redis://:secret-pw@exa mple', STATE_ENCRYPTION_KEY: key }, 'REDIS_URL', /^REDIS_URL is not a valid URL$/],
     [{ REDIS_KEY_PREFIX: 'has space' }, 'REDIS_KEY_PREFIX', /^REDIS_KEY_PREFIX must match pattern/],
-    [{ REDIS_LOCK_TTL_MS: '10' }, 'REDIS_LOCK_TTL_MS', /must be >= 100/]
+    [{ REDIS_LOCK_TTL_MS: '10' }, 'REDIS_LOCK_TTL_MS', /must be >= 100/],
+    [{ REDIS_URL: 'redis://127.0.0.1', STATE_ENCRYPTION_KEY: key, REDIS_LOCK_TTL_MS: '500', REDIS_COMMAND_TIMEOUT_MS: '200' }, 'REDIS_LOCK_TTL_MS', /^REDIS_LOCK_TTL_MS must be at least 3 × REDIS_COMMAND_TIMEOUT_MS \(600 ms\)$/]
   ]
   for (const [env, variable, message] of cases) {
     const error = catchConfigError(() => loadConfig({ env: { ...base, ...env }, cwd: dir }))

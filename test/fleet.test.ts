@@ -4,55 +4,14 @@
 // `node dist/main.js` process, killed with SIGKILL.
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { spawnProxy, stopProcess } from '../bench/processes.js'
-import type { Sandbox } from '../src/sandbox/server.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
 import { stateKey } from '../src/store/encryption-keys.js'
 import { stateNamespace } from '../src/store/namespace.js'
-import { assertProblem, call, eventually, startProxy, startSandbox, temporaryDirectory, type RunningProxy } from './helpers.js'
-import { rawRedisClient, startRedisServer, type RedisServer } from './redis-server.js'
-
-const KEY = randomBytes(32)
-const LOCK_TTL_MS = 500
-const COMMAND_TIMEOUT_MS = 200
-const ADMIN = 'fleet-admin-key-0123456789'
-
-interface MemberOptions { statement: string, env?: Record<string, string | undefined>, credentialsFile?: string }
-
-function fleetEnv (redis: RedisServer, env: Record<string, string | undefined> = {}): Record<string, string> {
-  const merged: Record<string, string | undefined> = {
-    REDIS_URL: redis.url,
-    STATE_ENCRYPTION_KEY: KEY.toString('base64'),
-    REDIS_LOCK_TTL_MS: String(LOCK_TTL_MS),
-    REDIS_COMMAND_TIMEOUT_MS: String(COMMAND_TIMEOUT_MS),
-    TOKEN_RETRY_BASE_MS: '50',
-    TOKEN_RETRY_MAX_MS: '500',
-    ADMIN_API_KEY: ADMIN,
-    LOG_LEVEL: 'info',
-    ...env
-  }
-  return Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined))
-}
-
-/** One in-process member with its own, initially empty, credentials file. */
-async function member (t: Test, sandbox: Sandbox, redis: RedisServer, options: MemberOptions): Promise<RunningProxy> {
-  return await startProxy(t, sandbox, {
-    statement: options.statement,
-    credentialsFile: options.credentialsFile ?? join(temporaryDirectory(t), 'credentials.json'),
-    env: fleetEnv(redis, options.env)
-  })
-}
-
-async function fleetOf (t: Test, sandbox: Sandbox, redis: RedisServer, n: number, env?: Record<string, string | undefined>, statement = makeSoftwareStatement()): Promise<RunningProxy[]> {
-  return await Promise.all(Array.from({ length: n }, async () => await member(t, sandbox, redis, { statement, ...(env === undefined ? {} : { env }) })))
-}
-
-const rawRedis = rawRedisClient
-
-const urlOf = (fleet: RunningProxy[], i: number): string => fleet[i % fleet.length]?.url ?? ''
-const statuses = (answers: Array<{ status: number }>): number[] => [...new Set(answers.map((a) => a.status))]
+import { ADMIN, COMMAND_TIMEOUT_MS, fleetEnv, fleetOf, KEY, LOCK_TTL_MS, member, rawRedis, statuses, urlOf } from './fleet-helpers.js'
+import { assertProblem, call, eventually, startSandbox } from './helpers.js'
+import { startRedisServer } from './redis-server.js'
 
 t.test('a cold burst across three instances: one registration, one token call', async (t) => {
   const sandbox = await startSandbox(t)
@@ -271,19 +230,35 @@ t.test('the wrong encryption key: a clear error, and no registration', async (t)
   t.equal(sandbox.calls.register, 1, 'it did not register a second client')
 })
 
-t.test('a rotated key list (new, old) still reads what the old key sealed, and re-seals it', async (t) => {
+t.test('a two-phase key rotation during rolling restarts: old and new instances coexist without a registration or a token call', async (t) => {
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const raw = await rawRedis(t, redis)
   const [first] = await fleetOf(t, sandbox, redis, 1)
+  const statement = first?.statement ?? ''
   t.equal((await call(first?.url ?? '', '/cmu/v2')).status, 200)
   const newKey = randomBytes(32)
-  const rotated = await member(t, sandbox, redis, { statement: first?.statement ?? '', env: { STATE_ENCRYPTION_KEY: `${newKey.toString('base64')},${KEY.toString('base64')}` } })
-  t.equal((await call(rotated.url, '/cmu/v2')).status, 200)
-  t.equal(sandbox.calls.register, 1, 'no registration')
-  t.equal(sandbox.calls.token, 1, 'no token call: the old token opened')
-  const credentialsKey = stateNamespace('cmu-proxy:', { softwareStatement: first?.statement ?? '' }).key('credentials')
-  t.ok(await eventually(async () => (await raw.get(credentialsKey))?.subarray(1, 9).equals(stateKey(newKey).id) === true, 2_000), 'the never-expiring credentials are now sealed with the new key')
+  const OLD = KEY.toString('base64')
+  const NEW = newKey.toString('base64')
+  const credentialsKey = stateNamespace('cmu-proxy:', { softwareStatement: statement }).key('credentials')
+  const sealedWith = async (): Promise<string | undefined> => (await raw.get(credentialsKey))?.subarray(1, 9).toString('hex')
+
+  // Phase 1: OLD,NEW starts beside instances that know only OLD.
+  const phase1 = await member(t, sandbox, redis, { statement, env: { STATE_ENCRYPTION_KEY: `${OLD},${NEW}` } })
+  t.equal((await call(phase1.url, '/cmu/v2')).status, 200)
+  t.equal(await sealedWith(), stateKey(KEY).id.toString('hex'), 'phase 1 leaves the credentials sealed with OLD')
+  const oldNewcomer = await member(t, sandbox, redis, { statement })
+  t.equal((await call(oldNewcomer.url, '/cmu/v2')).status, 200, 'an instance that knows only OLD still starts from the fleet')
+
+  // Phase 2: NEW,OLD starts beside phase-1 instances.
+  const phase2 = await member(t, sandbox, redis, { statement, env: { STATE_ENCRYPTION_KEY: `${NEW},${OLD}` } })
+  t.equal((await call(phase2.url, '/cmu/v2')).status, 200)
+  t.ok(await eventually(async () => await sealedWith() === stateKey(newKey).id.toString('hex'), 2_000), 'phase 2 re-seals the credentials with NEW')
+  const phase1Newcomer = await member(t, sandbox, redis, { statement, env: { STATE_ENCRYPTION_KEY: `${OLD},${NEW}` } })
+  t.equal((await call(phase1Newcomer.url, '/cmu/v2')).status, 200, 'a phase-1 instance starting now opens what NEW sealed')
+
+  t.equal(sandbox.calls.register, 1, 'no registration through the rotation')
+  t.equal(sandbox.calls.token, 1, 'nor a token call: every instance opened the shared token')
 })
 
 t.test('with Redis, the rate limit holds across two instances', async (t) => {

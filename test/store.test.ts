@@ -10,6 +10,7 @@ import { RedisStore, type RedisStoreOptions } from '../src/store/redis-store.js'
 import { SealedStore } from '../src/store/sealed-store.js'
 import type { StateStore } from '../src/store/state-store.js'
 import { createLogger } from '../src/logger.js'
+import { eventually } from './helpers.js'
 import { rawRedisClient, startRedisServer, type RedisServer } from './redis-server.js'
 import { storeContract, type Backend } from './store-contract.js'
 
@@ -124,6 +125,31 @@ t.test('redis: close does not wait on a hung server; subscriptions end with the 
   await store.close()
   await t.rejects(store.subscribe('c', () => {}), { name: 'StoreUnavailableError' })
   t.equal(await store.waitUntilUp(10), false)
+})
+
+t.test('redis: a hung server stays down (background probes neither fill the queue nor count as answers) and the socket is made anew', async (t) => {
+  const redis = await startRedisServer(t)
+  const lines: string[] = []
+  const logger = createLogger('info', { write: (line: string) => { lines.push(line) } })
+  // A small queue, so that unanswered probes would fill it within the test.
+  const store = await openRedisStore(t, redis, { commandTimeoutMs: 100, maxPendingCommands: 3, logger })
+  t.ok(await store.waitUntilUp(2_000))
+  redis.pause()
+  t.teardown(() => { redis.resume() })
+  for (let i = 0; i < 3; i++) await t.rejects(store.get('k'), { message: /no answer within 100 ms/ })
+  t.equal(store.stats().up, false, 'down after three timeouts')
+  const seenUp: boolean[] = []
+  const until = performance.now() + 1_500
+  while (performance.now() < until) {
+    seenUp.push(store.stats().up)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  t.notOk(seenUp.includes(true), `reported down for as long as Redis is hung (${seenUp.length} samples)`)
+  t.ok(lines.some((l) => /"msg":"redis is not answering on this connection: connecting again"/.test(l)), 'the hung connection was dropped and made anew')
+  redis.resume()
+  t.ok(await eventually(async () => await store.ping().then(() => true, () => false), 3_000), 'answers again once Redis does')
+  t.equal(store.stats().up, true)
+  t.ok(store.stats().reconnects >= 1, 'counted as a reconnection')
 })
 
 t.test('redis: the password option authenticates (REDIS_PASSWORD_FILE)', async (t) => {

@@ -7,8 +7,9 @@ import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { ClientCredentials } from './dcr-client.js'
 
-interface StoredCredentials extends ClientCredentials {
+interface StoredCredentials extends Omit<ClientCredentials, 'registered_at'> {
   statement_sha256: string
+  /** ISO 8601: the credentials' generation (ClientCredentials.registered_at). */
   registered_at: string
 }
 
@@ -26,6 +27,16 @@ export interface CredentialSource {
   readonly path: string
   load: () => Promise<LoadResult>
   save: (credentials: ClientCredentials) => Promise<void>
+}
+
+/** The same client (another copy of the same credentials), whatever generation each copy says. */
+export function sameClient (a: ClientCredentials, b: ClientCredentials): boolean {
+  return a.client_id === b.client_id && a.client_secret === b.client_secret
+}
+
+/** Which of two copies is newer: registered later. Copies from before generations were kept count as oldest. */
+export function generation (credentials: ClientCredentials): number {
+  return credentials.registered_at ?? 0
 }
 
 export function statementFingerprint (softwareStatement: string): string {
@@ -64,12 +75,21 @@ export class CredentialStore implements CredentialSource {
       return { status: 'unreadable', reason: 'client_id or client_secret missing' }
     }
     if (stored.statement_sha256 !== this.#fingerprint) return { status: 'other-statement' }
-    return { status: 'found', credentials: { client_id: stored.client_id, client_secret: stored.client_secret, ...(typeof stored.client_id_issued_at === 'number' ? { client_id_issued_at: stored.client_id_issued_at } : {}) } }
+    const registeredAt = typeof stored.registered_at === 'string' ? Date.parse(stored.registered_at) : Number.NaN
+    return {
+      status: 'found',
+      credentials: {
+        client_id: stored.client_id,
+        client_secret: stored.client_secret,
+        ...(typeof stored.client_id_issued_at === 'number' ? { client_id_issued_at: stored.client_id_issued_at } : {}),
+        ...(Number.isFinite(registeredAt) ? { registered_at: registeredAt } : {})
+      }
+    }
   }
 
-  /** Write to a private temp file, fsync, rename over the old file, fsync the directory. */
+  /** Write to a private temp file, fsync, rename over the old file, fsync the directory. `now` stamps credentials that carry no generation. */
   async save (credentials: ClientCredentials, now = new Date()): Promise<void> {
-    const stored: StoredCredentials = { ...credentials, statement_sha256: this.#fingerprint, registered_at: now.toISOString() }
+    const stored: StoredCredentials = { ...credentials, statement_sha256: this.#fingerprint, registered_at: new Date(credentials.registered_at ?? now.getTime()).toISOString() }
     const dir = dirname(this.path)
     await mkdir(dir, { recursive: true, mode: 0o700 })
     const temp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`

@@ -10,6 +10,12 @@ export interface ClientCredentials {
   client_secret: string
   /** ms epoch, when Adobe says so */
   client_id_issued_at?: number
+  /**
+   * ms epoch, when this proxy registered them: their generation. Kept with
+   * every copy (the file, the fleet's sealed copy, notices), so that newer
+   * credentials are never traded for older ones put back or replayed.
+   */
+  registered_at?: number
 }
 
 export interface AccessToken {

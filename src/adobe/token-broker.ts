@@ -220,12 +220,15 @@ export class TokenBroker {
 
   async #obtain (register: boolean): Promise<HeldToken> {
     this.#clearTimer()
-    const replaced = this.#token?.value
+    const replaced = this.#fleetForm(this.#token)
     let startedAt = this.#now()
     try {
       const { token, fetchedHere } = await this.#coordination.obtainToken({
-        // A registration was asked for: only a token fetched with the new credentials will do.
-        acceptable: (shared) => !register && shared.access_token !== replaced && shared.access_token !== this.#rejectedToken && shared.usable_until > this.#wallNow(),
+        // A registration was asked for: only a token fetched with the new credentials will do. Otherwise a
+        // shared token must outlive the one it replaces: an older one (put back, or replayed by someone with
+        // access to Redis) is never taken over a newer one.
+        acceptable: (shared) => !register && shared.access_token !== replaced?.access_token && shared.access_token !== this.#rejectedToken &&
+          shared.usable_until > this.#wallNow() && (replaced === undefined || shared.expires_at > replaced.expires_at),
         fetch: async () => {
           startedAt = this.#now()
           const wallStart = this.#wallNow()
@@ -380,7 +383,8 @@ export class TokenBroker {
     this.#counts.registrations++
     let credentials: ClientCredentials
     try {
-      credentials = await inSpan(this.#options.tracer, 'cmu_proxy.register', {}, async () => await dcr.registerClient(softwareStatement))
+      // Stamped with their generation: every copy of them carries it (dcr-client.ts).
+      credentials = { ...await inSpan(this.#options.tracer, 'cmu_proxy.register', {}, async () => await dcr.registerClient(softwareStatement)), registered_at: this.#wallNow() }
     } catch (err) {
       this.#counts.registrationFailures++
       throw new StageError('register', err)

@@ -12,7 +12,7 @@
 // are lost while disconnected, so waiters also wake after a TTL and look
 // again; a crashed leader's lock simply expires.
 import type { Logger } from 'pino'
-import { StateSealError, StoreUnavailableError } from '../store/errors.js'
+import { StoreUnavailableError } from '../store/errors.js'
 import type { StateStore, StoreLock } from '../store/state-store.js'
 
 export type Notice = Record<string, unknown>
@@ -25,13 +25,17 @@ export type Turn =
   /** No word within the wait (or the caller left): look at the shared state again. */
   | { kind: 'timeout' }
 
-/** Store trouble (down, slow, or a value that does not open): the fleet cannot be asked, act on your own. */
+/**
+ * Store trouble (down, slow, refusing): the fleet cannot be asked, act on your
+ * own. Not a value that is there but cannot be used (unusable-values.ts): the
+ * store answered, and each kind of state says what such a value means.
+ */
 export function isStoreTrouble (err: unknown): boolean {
-  return err instanceof StoreUnavailableError || err instanceof StateSealError
+  return err instanceof StoreUnavailableError
 }
 
 /**
- * When this instance last met store trouble on a caller's path. A request
+ * When this instance last met store trouble (transport only) on a caller's path. A request
  * that met it once (its rate-limit count) does not wait on it again (its
  * cache lookup): calls within one command timeout of a failure skip the store.
  */

@@ -81,7 +81,7 @@ export function createFleet (config: Config, deps: FleetDependencies): Fleet | u
   })
   // Shared by the two calls on a caller's path (its rate-limit count, its cache lookup).
   const trouble = new RecentTrouble(config.REDIS_COMMAND_TIMEOUT_MS)
-  const cache = new FleetCache({ store, namespace, channel, lockTtlMs: config.REDIS_LOCK_TTL_MS, maxWaitMs: 2 * config.UPSTREAM_HEADERS_TIMEOUT_MS, trouble, logger, wallNow })
+  const cache = new FleetCache({ store, namespace, channel, lockTtlMs: config.REDIS_LOCK_TTL_MS, maxWaitMs: 2 * config.UPSTREAM_HEADERS_TIMEOUT_MS, maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES, trouble, logger, wallNow })
   const url = new URL(config.REDIS_URL)
   return {
     store,

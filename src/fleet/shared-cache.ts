@@ -4,12 +4,15 @@
 // misses across the fleet take turns (nginx's proxy_cache_lock): one
 // instance fetches while the others wait for its notice, at most
 // `maxWaitMs` (twice the upstream headers timeout), then go upstream
-// themselves. Every failure here is a miss, never an error a caller sees.
+// themselves. Every failure here is a miss, never an error a caller sees;
+// an entry that cannot be used (another key list, oversized) is a miss that
+// the next fetch overwrites, not store trouble.
 import type { Logger } from 'pino'
 import type { SharedCache, SharedEntry, SharedTurn } from '../cache/cache-layer.js'
 import { digest, type StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
 import type { FleetChannel, RecentTrouble } from './fleet-channel.js'
+import { RebuildableValues, UNUSABLE } from './unusable-values.js'
 
 export interface FleetCacheOptions {
   store: StateStore
@@ -17,6 +20,8 @@ export interface FleetCacheOptions {
   channel: FleetChannel
   lockTtlMs: number
   maxWaitMs: number
+  /** CACHE_MAX_ENTRY_BYTES: no larger body is shared, so no larger entry is read. */
+  maxEntryBytes: number
   trouble: RecentTrouble
   logger: Logger
   wallNow?: () => number
@@ -24,24 +29,29 @@ export interface FleetCacheOptions {
 
 interface Header { key: string, status: number, headers: SharedEntry['headers'], storedAt: number, freshUntil: number, staleUntil: number }
 
+/** Room for an entry's header: its cache key (at most 4 KB, cache-layer.ts) and the caller-facing headers. */
+const MAX_HEADER_BYTES = 64 * 1024
+
 export class FleetCache implements SharedCache {
   readonly #options: FleetCacheOptions
   readonly #store: StateStore
   readonly #log: Logger
   readonly #wallNow: () => number
+  readonly #values: RebuildableValues
 
   constructor (options: FleetCacheOptions) {
     this.#options = options
     this.#store = options.store
     this.#log = options.logger
     this.#wallNow = options.wallNow ?? Date.now
+    this.#values = new RebuildableValues(options.store, options.logger, 'a shared cached report')
   }
 
   async get (key: string): Promise<SharedEntry | undefined | 'unavailable'> {
     if (this.#options.trouble.recent) return 'unavailable'
     try {
-      const raw = await this.#store.get(this.#key(key))
-      return raw === undefined ? undefined : decode(raw, key, this.#wallNow())
+      const raw = await this.#values.read(this.#key(key), 4 + MAX_HEADER_BYTES + this.#options.maxEntryBytes)
+      return raw === undefined || raw === UNUSABLE ? undefined : decode(raw, key, this.#wallNow())
     } catch (err) {
       this.#options.trouble.seen()
       this.#log.debug({ reason: (err as Error).message }, 'shared cache unavailable: a miss')

@@ -3,12 +3,18 @@
 // The shared copy wins when it is there; the file fills a store that lost it
 // (a flushed or restarted Redis must not cost a registration); and a store
 // that cannot be read is "unavailable", never "absent", so it never makes
-// anyone register while credentials may exist.
+// anyone register while credentials may exist. Every copy carries its
+// generation (when it was registered), so newer credentials are never traded
+// for older ones: sealing stops reading and forging, not an old sealed value
+// written back by someone with access to Redis (README, "Running a fleet").
 import type { Logger } from 'pino'
-import type { CredentialSource, CredentialStore, LoadResult } from '../adobe/credential-store.js'
+import { generation, sameClient, type CredentialSource, type CredentialStore, type LoadResult } from '../adobe/credential-store.js'
 import type { ClientCredentials } from '../adobe/dcr-client.js'
-import { StateSealError } from '../store/errors.js'
+import { isUnusableValue, StateSealError } from '../store/errors.js'
 import type { StateStore } from '../store/state-store.js'
+
+/** Client credentials are a few hundred bytes; anything much larger at their key is not read. */
+const MAX_CREDENTIALS_BYTES = 16 * 1024
 
 export interface SharedCredentialsOptions {
   file: CredentialStore
@@ -33,50 +39,40 @@ export class SharedCredentials implements CredentialSource {
 
   get path (): string { return this.#file.path }
 
-  /** The fleet's copy; store trouble (or a copy that does not open) rejects. */
+  /** The fleet's copy; store trouble, or a copy that cannot be used here (does not open, oversized), rejects. */
   async readShared (): Promise<ClientCredentials | undefined> {
-    try {
-      const raw = await this.#store.get(this.#key)
-      return raw === undefined ? undefined : parseCredentials(raw)
-    } catch (err) {
-      if (err instanceof StateSealError) {
-        this.#log.error({ key: err.key, reason: err.reason, detail: err.message }, 'the shared client credentials do not open with STATE_ENCRYPTION_KEY: every instance of a fleet needs the same key list')
-      }
-      throw err
-    }
+    return (await this.#readRaw())?.credentials
   }
 
   /** Adobe refused `rejected`: remove the shared copy, only if it is still that one. */
   async dropShared (rejected: ClientCredentials): Promise<void> {
-    const raw = await this.#store.get(this.#key)
-    const current = raw === undefined ? undefined : parseCredentials(raw)
-    if (raw !== undefined && current?.client_id === rejected.client_id && current.client_secret === rejected.client_secret) {
-      await this.#store.deleteIf(this.#key, raw)
-    }
+    const shared = await this.#readRaw()
+    if (shared?.credentials !== undefined && sameClient(shared.credentials, rejected)) await this.#store.deleteIf(this.#key, shared.raw)
   }
 
-  /** Shared first; else the file, which then fills the store; store trouble with no file is `unavailable`. */
+  /**
+   * The fleet's copy, unless the file holds newer credentials; then the file's,
+   * which also go (back) into a store that lost them or holds older ones.
+   * Store trouble with no file is `unavailable`.
+   */
   async load (): Promise<LoadResult> {
+    let shared: SharedCopy | undefined
     let trouble: unknown
     try {
-      const shared = await this.readShared()
-      if (shared !== undefined) {
-        await this.keepLocalCopy(shared)
-        return { status: 'found', credentials: shared }
-      }
+      shared = await this.#readRaw()
     } catch (err) {
       trouble = err
     }
     const local = await this.#file.load()
-    if (trouble === undefined) {
-      if (local.status === 'found') {
-        await this.#writeShared(local.credentials)
-        this.#log.info('the fleet\'s store had no client credentials: put back the ones from CREDENTIALS_FILE')
-      }
-      return local
+    if (trouble !== undefined) return local.status === 'found' ? local : { status: 'unavailable', reason: (trouble as Error).message }
+    const held = local.status === 'found' ? local.credentials : undefined
+    const fleet = shared?.credentials
+    if (fleet !== undefined && (held === undefined || sameClient(fleet, held) || generation(fleet) >= generation(held))) {
+      await this.keepLocalCopy(fleet)
+      return { status: 'found', credentials: fleet }
     }
-    if (local.status === 'found') return local
-    return { status: 'unavailable', reason: (trouble as Error).message }
+    if (held !== undefined) await this.#putBack(held, shared)
+    return local
   }
 
   /** The file first (the durable copy), then the fleet's copy. */
@@ -84,32 +80,101 @@ export class SharedCredentials implements CredentialSource {
     try {
       await this.#file.save(credentials)
     } finally {
-      await this.#writeShared(credentials)
+      await this.#store.set(this.#key, encode(credentials)).catch((err: unknown) => {
+        this.#log.warn({ reason: (err as Error).message }, 'could not share the client credentials with the fleet; instances put them back once the store answers')
+      })
     }
   }
 
-  /** Keep the file in step with the fleet's credentials (a restarted pod's empty file, or after another instance re-registered). */
+  /**
+   * True once the fleet's copy holds `credentials` (or newer ones): written now
+   * if it does not. False while the store cannot be read or written: the
+   * registration's lock holder retries before it lets the others look.
+   */
+  async share (credentials: ClientCredentials): Promise<boolean> {
+    try {
+      const fleet = (await this.#readRaw())?.credentials
+      if (fleet === undefined || (!sameClient(fleet, credentials) && generation(fleet) < generation(credentials))) {
+        await this.#store.set(this.#key, encode(credentials))
+      }
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /**
+   * Keep the file in step with the fleet's credentials (a restarted pod's empty
+   * file, or after another instance re-registered), but never replace newer
+   * credentials in the file with older ones from the fleet.
+   */
   async keepLocalCopy (credentials: ClientCredentials): Promise<void> {
     const local = await this.#file.load()
-    if (local.status === 'found' && local.credentials.client_id === credentials.client_id && local.credentials.client_secret === credentials.client_secret) return
+    if (local.status === 'found' && (sameClient(local.credentials, credentials) || generation(local.credentials) > generation(credentials))) return
     await this.#file.save(credentials).catch((err: unknown) => {
       this.#log.warn({ credentialsFile: this.#file.path, reason: (err as NodeJS.ErrnoException).code }, 'could not keep a local copy of the fleet\'s client credentials')
     })
   }
 
-  async #writeShared (credentials: ClientCredentials): Promise<void> {
-    await this.#store.set(this.#key, Buffer.from(JSON.stringify(credentials))).catch((err: unknown) => {
-      this.#log.warn({ reason: (err as Error).message }, 'could not share the client credentials with the fleet; instances put them back once the store answers')
-    })
+  /** The fleet's copy with the bytes it opened to (compare-and-swap needs them); store trouble or an unusable copy rejects. */
+  async #readRaw (): Promise<SharedCopy | undefined> {
+    try {
+      const raw = await this.#store.get(this.#key, MAX_CREDENTIALS_BYTES)
+      return raw === undefined ? undefined : { raw, credentials: parseCredentials(raw) }
+    } catch (err) {
+      if (err instanceof StateSealError) {
+        this.#log.error({ key: err.key, reason: err.reason, detail: err.message }, 'the shared client credentials do not open with STATE_ENCRYPTION_KEY: every instance of a fleet needs the same key list')
+      } else if (isUnusableValue(err)) {
+        this.#log.error({ key: err.key, detail: err.message }, 'the shared client credentials cannot be used: not registering over them')
+      }
+      throw err
+    }
   }
+
+  /**
+   * The file's credentials into a store that lost them (SET NX: never over a copy
+   * another instance wrote meanwhile) or that holds older ones (compare-and-swap:
+   * only those very bytes are replaced).
+   */
+  async #putBack (credentials: ClientCredentials, older: SharedCopy | undefined): Promise<void> {
+    try {
+      if (older === undefined) {
+        if (await this.#store.setIfAbsent(this.#key, encode(credentials))) this.#log.info('the fleet\'s store had no client credentials: put back the ones from CREDENTIALS_FILE')
+      } else if (await this.#store.replaceIf(this.#key, older.raw, encode(credentials))) {
+        this.#log.warn('the fleet\'s store held older client credentials than CREDENTIALS_FILE (rolled back, or an old value written back): replaced them with the newer ones')
+      }
+    } catch (err) {
+      this.#log.warn({ reason: (err as Error).message }, 'could not share the client credentials with the fleet; instances put them back once the store answers')
+    }
+  }
+}
+
+interface SharedCopy {
+  raw: Buffer
+  /** Undefined when the bytes opened but hold no credentials. */
+  credentials: ClientCredentials | undefined
+}
+
+function encode (credentials: ClientCredentials): Buffer {
+  return Buffer.from(JSON.stringify(credentials))
 }
 
 function parseCredentials (raw: Buffer): ClientCredentials | undefined {
   try {
-    const value = JSON.parse(raw.toString('utf8')) as Partial<ClientCredentials>
-    if (typeof value.client_id !== 'string' || typeof value.client_secret !== 'string' || value.client_id === '' || value.client_secret === '') return undefined
-    return { client_id: value.client_id, client_secret: value.client_secret, ...(typeof value.client_id_issued_at === 'number' ? { client_id_issued_at: value.client_id_issued_at } : {}) }
+    return credentialsFrom(JSON.parse(raw.toString('utf8')))
   } catch {
     return undefined
+  }
+}
+
+/** Client credentials from a parsed value (the fleet's copy, or a registration notice), generation included. */
+export function credentialsFrom (value: unknown): ClientCredentials | undefined {
+  const c = value as Partial<ClientCredentials> | null | undefined
+  if (typeof c?.client_id !== 'string' || typeof c.client_secret !== 'string' || c.client_id === '' || c.client_secret === '') return undefined
+  return {
+    client_id: c.client_id,
+    client_secret: c.client_secret,
+    ...(typeof c.client_id_issued_at === 'number' ? { client_id_issued_at: c.client_id_issued_at } : {}),
+    ...(typeof c.registered_at === 'number' ? { registered_at: c.registered_at } : {})
   }
 }

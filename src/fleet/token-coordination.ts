@@ -4,13 +4,16 @@
 // without polling. Store trouble degrades to what a lone instance does (its
 // own token call), except registering: an instance that holds no credentials
 // and cannot ask the fleet waits rather than create a second client.
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { CoordinationUnavailable, SharedFailure, type CoordinatedBroker, type FailureNotice, type FleetToken, type RegistrationRequest, type TokenCoordination, type TokenRequest } from '../adobe/coordination.js'
 import type { ClientCredentials } from '../adobe/dcr-client.js'
+import { isUnusableValue } from '../store/errors.js'
 import type { StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
 import { isStoreTrouble, type FleetChannel, type Notice, type Turn } from './fleet-channel.js'
-import type { SharedCredentials } from './shared-credentials.js'
+import { credentialsFrom, type SharedCredentials } from './shared-credentials.js'
+import { RebuildableValues, UNUSABLE } from './unusable-values.js'
 
 export interface TokenCoordinationOptions {
   store: StateStore
@@ -30,6 +33,10 @@ export interface TokenCoordinationOptions {
 
 const TOKEN = 'token'
 const CREDENTIALS = 'credentials'
+/** A shared token is a few hundred bytes; anything much larger at its key is not read. */
+const MAX_TOKEN_BYTES = 16 * 1024
+/** Writes of new credentials the registration's lock holder tries before it lets go (see #shareCredentials). */
+const SHARE_ATTEMPTS = 3
 
 export class FleetTokenCoordination implements TokenCoordination {
   readonly #options: TokenCoordinationOptions
@@ -38,6 +45,8 @@ export class FleetTokenCoordination implements TokenCoordination {
   readonly #log: Logger
   readonly #wallNow: () => number
   readonly #tokenKey: string
+  readonly #tokenLockKey: string
+  readonly #values: RebuildableValues
   #broker: CoordinatedBroker | undefined
   #timer: NodeJS.Timeout | undefined
   #stopOnUp: (() => void) | undefined
@@ -49,6 +58,8 @@ export class FleetTokenCoordination implements TokenCoordination {
     this.#log = options.logger
     this.#wallNow = options.wallNow ?? Date.now
     this.#tokenKey = options.namespace.key(TOKEN)
+    this.#tokenLockKey = options.namespace.key('lock', TOKEN)
+    this.#values = new RebuildableValues(options.store, options.logger, 'the shared access token')
   }
 
   start (broker: CoordinatedBroker): void {
@@ -71,21 +82,20 @@ export class FleetTokenCoordination implements TokenCoordination {
     this.#broker = undefined
   }
 
-  /** Take a newer shared token; put back what this instance holds into a store that lost it. */
+  /** Take a newer shared token; put back what this instance holds into a store that lost it (or holds one that cannot be used). */
   async reconcile (): Promise<void> {
     const broker = this.#broker
     if (broker === undefined) return
     try {
       await this.#options.credentials?.load()
       const shared = await this.#readToken()
-      if (shared !== undefined) {
+      if (shared !== undefined && shared !== UNUSABLE) {
         broker.adopt(shared)
         return
       }
       const held = broker.held()
-      if (held !== undefined) {
-        await this.#writeToken(held)
-        this.#log.info('the fleet\'s store had no token: put back the one held here')
+      if (held !== undefined && await this.#putBack(held, shared === UNUSABLE)) {
+        this.#log.info('the fleet\'s store had no usable token: put back the one held here')
       }
     } catch (err) {
       this.#log.debug({ reason: (err as Error).message }, 'could not reconcile with the fleet\'s store')
@@ -98,11 +108,11 @@ export class FleetTokenCoordination implements TokenCoordination {
     let lead: Extract<Turn, { kind: 'lead' }> | undefined
     try {
       for (;;) {
-        const shared = await this.#readToken()
+        const shared = await this.#sharedToken()
         if (shared !== undefined && request.acceptable(shared)) return { token: shared, fetchedHere: false }
         const left = deadline - performance.now()
         if (left <= 0) break
-        const turn = await this.#channel.turn(TOKEN, this.#store.lock(this.#options.namespace.key('lock', TOKEN)), lockTtlMs, Math.min(lockTtlMs, left))
+        const turn = await this.#channel.turn(TOKEN, this.#store.lock(this.#tokenLockKey), lockTtlMs, Math.min(lockTtlMs, left))
         if (turn.kind === 'lead') {
           lead = turn
           break
@@ -128,13 +138,13 @@ export class FleetTokenCoordination implements TokenCoordination {
 
   async #leadToken (lead: Extract<Turn, { kind: 'lead' }>, request: TokenRequest): Promise<{ token: FleetToken, fetchedHere: boolean }> {
     // Someone may have finished between our look and our lock.
-    const again = await this.#readToken().catch(() => undefined)
+    const again = await this.#sharedToken().catch(() => undefined)
     if (again !== undefined && request.acceptable(again)) {
       await lead.finish()
       return { token: again, fetchedHere: false }
     }
     const token = await asLeader(lead, request.fetch, request.describeFailure, async (token) => {
-      await this.#writeToken(token)
+      await this.#share(token)
       return { token }
     })
     return { token, fetchedHere: true }
@@ -161,11 +171,13 @@ export class FleetTokenCoordination implements TokenCoordination {
         if (turn.kind === 'notice') {
           const failure = parseFailure(turn.notice)
           if (failure !== undefined) throw new SharedFailure(failure)
-          const credentials = parseCredentials(turn.notice.credentials)
+          const credentials = credentialsFrom(turn.notice.credentials)
           if (acceptable(credentials)) return await this.#fromFleet(credentials)
         }
       }
     } catch (err) {
+      // There but unusable here (another key list, altered, oversized): perhaps only the key is wrong, so never register over them.
+      if (isUnusableValue(err)) throw new CoordinationUnavailable(`the fleet's client credentials cannot be used here (${err.message}); not registering over them`)
       if (!isStoreTrouble(err)) throw err
       // Credentials Adobe refused are dead: with no fleet to ask, each instance replaces its own.
       if (rejected !== undefined) {
@@ -180,13 +192,31 @@ export class FleetTokenCoordination implements TokenCoordination {
       return await this.#fromFleet(again)
     }
     // Registers and saves (the file and the fleet's copy) before the lock is released.
-    const credentials = await asLeader(lead, request.register, request.describeFailure, async (credentials) => ({ credentials }))
+    const credentials = await asLeader(lead, request.register, request.describeFailure, async (credentials) => {
+      await this.#shareCredentials(shared, credentials)
+      return { credentials }
+    })
     return { credentials, registeredHere: true }
+  }
+
+  /**
+   * Before the registration lock is released: make sure the fleet's copy holds
+   * the new credentials. A store that blinked during the save would otherwise
+   * let the next lock holder find nothing and register a second client. A few
+   * tries within the lock's lifetime; the notice carries them either way.
+   */
+  async #shareCredentials (shared: SharedCredentials, credentials: ClientCredentials): Promise<void> {
+    const pauseMs = Math.max(1, Math.floor(this.#options.lockTtlMs / 8))
+    for (let attempt = 1; attempt <= SHARE_ATTEMPTS; attempt++) {
+      if (await shared.share(credentials)) return
+      if (attempt < SHARE_ATTEMPTS) await sleep(pauseMs)
+    }
+    this.#log.warn('could not write the new client credentials to the fleet\'s store: the others take them from the notice or from this instance\'s put-back')
   }
 
   dropToken (token: string): void {
     void (async () => {
-      const raw = await this.#store.get(this.#tokenKey)
+      const raw = await this.#store.get(this.#tokenKey, MAX_TOKEN_BYTES)
       if (raw !== undefined && parseToken(parseJson(raw))?.access_token === token) await this.#store.deleteIf(this.#tokenKey, raw)
     })().catch(() => {})
   }
@@ -196,18 +226,56 @@ export class FleetTokenCoordination implements TokenCoordination {
     return { credentials, registeredHere: false }
   }
 
-  async #readToken (): Promise<FleetToken | undefined> {
-    const raw = await this.#store.get(this.#tokenKey)
-    return raw === undefined ? undefined : parseToken(parseJson(raw))
+  /** The shared token; UNUSABLE when a value is there that cannot be used (see unusable-values.ts). */
+  async #readToken (): Promise<FleetToken | typeof UNUSABLE | undefined> {
+    const raw = await this.#values.read(this.#tokenKey, MAX_TOKEN_BYTES)
+    if (raw === undefined || raw === UNUSABLE) return raw
+    return parseToken(parseJson(raw)) ?? UNUSABLE
   }
 
-  /** Sealed, with PX = what is left of its usable life: the store forgets it when no instance may use it any more. */
-  async #writeToken (token: FleetToken): Promise<void> {
-    const ttlMs = token.usable_until - this.#wallNow()
-    if (ttlMs <= 0) return
-    await this.#store.set(this.#tokenKey, Buffer.from(JSON.stringify(token)), ttlMs).catch((err: unknown) => {
+  /** The shared token, if there is a usable one. */
+  async #sharedToken (): Promise<FleetToken | undefined> {
+    const token = await this.#readToken()
+    return token === UNUSABLE ? undefined : token
+  }
+
+  /**
+   * The lock holder's new token, for the fleet: it replaces what is there,
+   * unless that expires later (written meanwhile by an instance that took over
+   * a lock this one held too long). Sealed, with PX = what is left of its
+   * usable life: the store forgets it when no instance may use it any more.
+   */
+  async #share (token: FleetToken): Promise<void> {
+    try {
+      const ttlMs = token.usable_until - this.#wallNow()
+      const current = await this.#sharedToken()
+      if (ttlMs <= 0 || (current !== undefined && current.expires_at > token.expires_at)) return
+      await this.#store.set(this.#tokenKey, Buffer.from(JSON.stringify(token)), ttlMs)
+    } catch (err) {
       this.#log.warn({ reason: (err as Error).message }, 'could not share the access token with the fleet')
-    })
+    }
+  }
+
+  /**
+   * The token held here, into a store that lost it: only into an empty key
+   * (SET NX), never over a token another instance wrote meanwhile. A value that
+   * cannot be used is overwritten only by the holder of the token lock, after
+   * a second look. True when put back.
+   */
+  async #putBack (token: FleetToken, overUnusable: boolean): Promise<boolean> {
+    const ttlMs = token.usable_until - this.#wallNow()
+    if (ttlMs <= 0) return false
+    const value = Buffer.from(JSON.stringify(token))
+    if (!overUnusable) return await this.#store.setIfAbsent(this.#tokenKey, value, ttlMs)
+    const lock = this.#store.lock(this.#tokenLockKey)
+    if (!await lock.obtain(this.#options.lockTtlMs)) return false
+    try {
+      if (await this.#readToken() !== UNUSABLE) return false
+      await this.#store.set(this.#tokenKey, value, ttlMs)
+      return true
+    } finally {
+      await lock.release().catch(() => {})
+    }
   }
 }
 
@@ -237,12 +305,6 @@ function parseToken (value: unknown): FleetToken | undefined {
   if (typeof token?.access_token !== 'string' || token.access_token === '') return undefined
   if (typeof token.obtained_at !== 'number' || typeof token.expires_at !== 'number' || typeof token.usable_until !== 'number') return undefined
   return { access_token: token.access_token, obtained_at: token.obtained_at, expires_at: token.expires_at, usable_until: token.usable_until }
-}
-
-function parseCredentials (value: unknown): ClientCredentials | undefined {
-  const credentials = value as Partial<ClientCredentials> | undefined
-  if (typeof credentials?.client_id !== 'string' || typeof credentials.client_secret !== 'string') return undefined
-  return { client_id: credentials.client_id, client_secret: credentials.client_secret }
 }
 
 function parseFailure (notice: Notice): FailureNotice | undefined {

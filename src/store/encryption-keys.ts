@@ -1,8 +1,10 @@
 // STATE_ENCRYPTION_KEY: one or more 32-byte AES-256 keys, base64 (standard
 // or url-safe) or hex, comma-separated (state-key-list.ts reads that format,
 // below config.ts). The first key seals new values; all
-// of them open old ones, so a key is rotated by putting the new one first and
-// dropping the old one once every value has been rewritten (or has expired).
+// of them open old ones. A key is rotated in three rollouts, so that
+// instances of two neighbouring phases always open each other's values:
+// OLD,NEW (NEW opens), then NEW,OLD (NEW seals), then NEW alone once every
+// value has been rewritten (or has expired); sealed-store.ts says why.
 import { createHash, createSecretKey, type KeyObject } from 'node:crypto'
 import { decodeStateKeys, STATE_KEY_BYTES } from '../state-key-list.js'
 import { StateKeyError } from './errors.js'

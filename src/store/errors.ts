@@ -37,6 +37,33 @@ export class StateSealError extends Error {
   }
 }
 
+/**
+ * A stored value larger than its kind may be (a token, a cached report plus
+ * its headers), refused before it is read: whoever can write to Redis must
+ * not make every instance allocate a 64 MB value on each read.
+ */
+export class StateValueTooLargeError extends Error {
+  readonly code = 'CMU_PROXY_STATE_VALUE_TOO_LARGE'
+  /** The store key; never the value. */
+  readonly key: string
+
+  constructor (key: string, bytes: number, maxBytes: number) {
+    super(`the value of ${key} is ${bytes} bytes, more than the ${maxBytes} allowed for it; not read`)
+    this.name = 'StateValueTooLargeError'
+    this.key = key
+  }
+}
+
+/**
+ * A value is there but cannot be used (it does not open, or is too large).
+ * Not "Redis is down": the store answered. The token and cache treat it as
+ * absent and overwrite it; the credentials treat it as unavailable, so that
+ * nothing registers over credentials that may only need the right key.
+ */
+export function isUnusableValue (err: unknown): err is StateSealError | StateValueTooLargeError {
+  return err instanceof StateSealError || err instanceof StateValueTooLargeError
+}
+
 /** STATE_ENCRYPTION_KEY (or its _FILE) is malformed. The message names the variable and never holds key material. */
 export class StateKeyError extends Error {
   readonly code = 'CMU_PROXY_STATE_KEY_INVALID'

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
-import { StoreUnavailableError } from './errors.js'
+import { StateValueTooLargeError, StoreUnavailableError } from './errors.js'
 import { OperationStats, validTtl, type OperationObserver, type StateStore, type StoreLock, type StoreStats } from './state-store.js'
 
 export interface MemoryStoreOptions {
@@ -39,9 +39,10 @@ export class MemoryStore implements StateStore {
     this.#logger = options.logger
   }
 
-  async get (key: string): Promise<Buffer | undefined> {
+  async get (key: string, maxBytes?: number): Promise<Buffer | undefined> {
     return this.#run('get', () => {
       const value = this.#values.get(key)
+      if (maxBytes !== undefined && value !== undefined && value.length > maxBytes) throw new StateValueTooLargeError(key, value.length, maxBytes)
       return value === undefined ? undefined : Buffer.from(value)
     })
   }
@@ -49,6 +50,15 @@ export class MemoryStore implements StateStore {
   async set (key: string, value: Buffer, ttlMs?: number): Promise<void> {
     const ttl = validTtl(ttlMs)
     this.#run('set', () => { this.#values.set(key, Buffer.from(value), { ttl: ttl ?? 0 }) })
+  }
+
+  async setIfAbsent (key: string, value: Buffer, ttlMs?: number): Promise<boolean> {
+    const ttl = validTtl(ttlMs)
+    return this.#run('setIfAbsent', () => {
+      if (this.#values.has(key)) return false
+      this.#values.set(key, Buffer.from(value), { ttl: ttl ?? 0 })
+      return true
+    })
   }
 
   async delete (key: string): Promise<boolean> {

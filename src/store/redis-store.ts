@@ -10,7 +10,11 @@
 //   than `commandTimeoutMs`;
 // - a hung server (the socket open, nothing answering) costs each command one
 //   timeout only until three in a row have timed out: from then on commands
-//   are refused at once while a background PING probes for its return;
+//   are refused at once while a background PING probes for its return (one
+//   at a time: unanswered probes must not fill the client's queue, whose
+//   "queue is full" is no answer either); after ten, the socket is dropped
+//   and made anew, since a dead peer behind a partition or a failed-over
+//   master never answers on the old one;
 // - the client reconnects by itself with capped exponential backoff and
 //   jitter; 'error' events are always handled (an unhandled one would kill
 //   the process) and logged once per outage, not once per retry;
@@ -18,7 +22,7 @@
 import { randomBytes } from 'node:crypto'
 import { createClient, ErrorReply, RESP_TYPES, TimeoutError, type RedisClientType } from '@redis/client'
 import type { Logger } from 'pino'
-import { StoreUnavailableError } from './errors.js'
+import { StateValueTooLargeError, StoreUnavailableError } from './errors.js'
 import { OperationStats, validTtl, type OperationObserver, type StateStore, type StoreLock, type StoreStats } from './state-store.js'
 
 export interface RedisStoreOptions {
@@ -46,6 +50,8 @@ type Handler = (message: Buffer) => void
 const BUFFERS = { typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } }
 /** After this many timeouts in a row the connection counts as down even though the socket is open (a hung server). */
 const TIMEOUTS_BEFORE_DOWN = 3
+/** After this many (the probe counts one per interval it stays unanswered) the connection is dropped and made anew, once per hang. */
+const TIMEOUTS_BEFORE_RECONNECT = 10
 
 // Compare-and-delete and compare-and-extend, atomic in Redis. Sent with EVAL:
 // the scripts are tiny and Redis caches their compiled form, and EVALSHA's
@@ -54,6 +60,9 @@ const COMPARE_AND_DELETE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return
 const COMPARE_AND_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 // Compare-and-swap keeping the TTL (KEEPTTL: Redis 6.0+, every Valkey).
 const COMPARE_AND_SWAP = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return 1 end return 0"
+// GET, unless the value is longer than ARGV[1]: then only its length (STRLEN), so
+// an oversized value is refused without crossing the network or being allocated.
+const GET_AT_MOST = "local n = redis.call('STRLEN', KEYS[1]) if n > tonumber(ARGV[1]) then return n end return redis.call('GET', KEYS[1])"
 // INCR and, for a new counter (or one that somehow lost its expiry), PEXPIRE: one atomic step, as
 // @fastify/rate-limit's own Redis store does it.
 const INCREMENT = "local n = redis.call('INCR', KEYS[1]) local ttl = redis.call('PTTL', KEYS[1]) if n == 1 or ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) ttl = tonumber(ARGV[1]) end return {n, ttl}"
@@ -70,6 +79,8 @@ export class RedisStore implements StateStore {
   readonly #url: string
   #consecutiveTimeouts = 0
   #probe: NodeJS.Timeout | undefined
+  /** The last probe is still in the client's queue: the server has not answered it, nor has the connection dropped. */
+  #probeInFlight = false
   #everReady = false
   #outageLogged = false
   #closed = false
@@ -111,16 +122,23 @@ export class RedisStore implements StateStore {
     })
   }
 
-  async get (key: string): Promise<Buffer | undefined> {
-    const reply = await this.#command('get', ['GET', key])
+  async get (key: string, maxBytes?: number): Promise<Buffer | undefined> {
+    const reply = await this.#command('get', maxBytes === undefined ? ['GET', key] : ['EVAL', GET_AT_MOST, '1', key, String(maxBytes)])
     if (reply === null) return undefined
     if (Buffer.isBuffer(reply)) return reply
+    // The script answers a number instead of the value: its length, over the bound.
+    if (typeof reply === 'number') throw new StateValueTooLargeError(key, reply, maxBytes ?? 0)
     throw unexpected('get', reply)
   }
 
   async set (key: string, value: Buffer, ttlMs?: number): Promise<void> {
     const ttl = validTtl(ttlMs)
     await this.#command('set', ttl === undefined ? ['SET', key, value] : ['SET', key, value, 'PX', String(ttl)])
+  }
+
+  async setIfAbsent (key: string, value: Buffer, ttlMs?: number): Promise<boolean> {
+    const ttl = validTtl(ttlMs)
+    return await this.#command('setIfAbsent', ttl === undefined ? ['SET', key, value, 'NX'] : ['SET', key, value, 'NX', 'PX', String(ttl)]) !== null
   }
 
   async delete (key: string): Promise<boolean> {
@@ -294,14 +312,23 @@ export class RedisStore implements StateStore {
         timer = setTimeout(() => { reject(new DeadlineError()) }, this.#options.commandTimeoutMs)
         timer.unref()
       })
-      const reply: unknown = await Promise.race([this.#client.sendCommand(args, BUFFERS), deadline])
+      const sent = this.#client.sendCommand(args, BUFFERS)
+      if (probing) {
+        this.#probeInFlight = true
+        const settled = (): void => { this.#probeInFlight = false }
+        sent.then(settled, settled)
+      }
+      const reply: unknown = await Promise.race([sent, deadline])
       this.#answering()
       this.#stats.record(operation, startedAt, true)
       return reply
     } catch (err) {
       const timedOut = err instanceof DeadlineError || err instanceof TimeoutError
-      if (timedOut) this.#timedOut()
-      else this.#answering()
+      // A full queue is commands a hung server never answered: no answer either.
+      if (timedOut || isQueueFull(err)) this.#timedOut()
+      // An error reply is an answer. Other failures (offline, closed) leave the count to the
+      // connection's own state: 'ready' resets it once connected again.
+      else if (err instanceof ErrorReply) this.#answering()
       this.#stats.record(operation, startedAt, false, timedOut)
       throw new StoreUnavailableError(operation, describe(err, this.#options.commandTimeoutMs), { cause: err })
     } finally {
@@ -316,10 +343,23 @@ export class RedisStore implements StateStore {
   }
 
   #timedOut (): void {
-    if (++this.#consecutiveTimeouts < TIMEOUTS_BEFORE_DOWN || this.#probe !== undefined || this.#closed) return
+    if (this.#closed) return
+    if (++this.#consecutiveTimeouts === TIMEOUTS_BEFORE_RECONNECT) this.#reconnect()
+    if (this.#consecutiveTimeouts < TIMEOUTS_BEFORE_DOWN || this.#probe !== undefined) return
     const interval = Math.max(this.#options.commandTimeoutMs, 100)
-    this.#probe = setInterval(() => { this.#command('ping', ['PING'], true).catch(() => {}) }, interval)
+    this.#probe = setInterval(() => {
+      // Still no answer to the last one: one more timeout, and no second PING behind it.
+      if (this.#probeInFlight) this.#timedOut()
+      else this.#command('ping', ['PING'], true).catch(() => {})
+    }, interval)
     this.#probe.unref()
+  }
+
+  /** Drops a connection that stopped answering (its queued commands fail) and connects again; 'ready' ends the hang. */
+  #reconnect (): void {
+    this.#logger?.warn({ redis: this.#target, timeouts: this.#consecutiveTimeouts }, 'redis is not answering on this connection: connecting again')
+    this.#client.destroy()
+    this.#connect(this.#client)
   }
 
   /** Close gracefully, but never wait on a hung server longer than one command timeout. */
@@ -340,6 +380,11 @@ function describe (err: unknown, timeoutMs: number): string {
   if (err instanceof ErrorReply) return `Redis answered ${err.message.split(' ', 1)[0] ?? 'an error'}`
   const { code, message } = err as { code?: unknown, message?: unknown }
   return typeof code === 'string' ? code : typeof message === 'string' ? message : 'unknown error'
+}
+
+/** node-redis refuses a command with this when `commandsQueueMaxLength` commands already wait. */
+function isQueueFull (err: unknown): boolean {
+  return err instanceof Error && err.message === 'The queue is full'
 }
 
 function unexpected (operation: string, reply: unknown): StoreUnavailableError {

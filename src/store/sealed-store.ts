@@ -12,7 +12,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { KEY_ID_BYTES, type StateKey } from './encryption-keys.js'
-import { StateSealError } from './errors.js'
+import { StateSealError, StateValueTooLargeError } from './errors.js'
 import type { StateStore, StoreLock, StoreStats } from './state-store.js'
 
 const VERSION = 1
@@ -43,12 +43,17 @@ export class SealedStore implements StateStore {
   }
 
   /**
-   * A value sealed under an older key is re-sealed under the first one as it
-   * is read (compare-and-swap, TTL kept): values that never expire, such as
-   * the shared credentials, would otherwise keep the old key in use forever.
+   * A value sealed under another listed key is re-sealed under the first one
+   * as it is read (compare-and-swap, TTL kept): values that never expire, such
+   * as the shared credentials, would otherwise keep the old key in use forever.
+   * A value sealed with the first key is never touched, which is what makes a
+   * rolling rotation safe: phase 1 (OLD,NEW) keeps sealing with OLD, so
+   * instances that know only OLD read everything; phase 2 (NEW,OLD) seals with
+   * NEW, which phase-1 instances open (they may re-seal it back under OLD until
+   * they are gone: both lists open both); phase 3 drops OLD.
    */
-  async get (key: string): Promise<Buffer | undefined> {
-    const sealed = await this.#inner.get(key)
+  async get (key: string, maxBytes?: number): Promise<Buffer | undefined> {
+    const sealed = await this.#inner.get(key, maxBytes === undefined ? undefined : maxBytes + HEADER_BYTES)
     if (sealed === undefined) return undefined
     const aad = keyAad(key)
     const value = this.#open(sealed, key, aad)
@@ -62,21 +67,23 @@ export class SealedStore implements StateStore {
     await this.#inner.set(key, this.#seal(value, keyAad(key)), ttlMs)
   }
 
+  async setIfAbsent (key: string, value: Buffer, ttlMs?: number): Promise<boolean> {
+    return await this.#inner.setIfAbsent(key, this.#seal(value, keyAad(key)), ttlMs)
+  }
+
   async delete (key: string): Promise<boolean> {
     return await this.#inner.delete(key)
   }
 
   /** Ciphertexts differ on every write: compare the opened value, then delete only that very ciphertext. */
   async deleteIf (key: string, expected: Buffer): Promise<boolean> {
-    const sealed = await this.#inner.get(key)
-    if (sealed === undefined || !this.#open(sealed, key, keyAad(key)).equals(expected)) return false
-    return await this.#inner.deleteIf(key, sealed)
+    const sealed = await this.#sealedIfEqual(key, expected)
+    return sealed !== undefined && await this.#inner.deleteIf(key, sealed)
   }
 
   async replaceIf (key: string, expected: Buffer, value: Buffer): Promise<boolean> {
-    const sealed = await this.#inner.get(key)
-    if (sealed === undefined || !this.#open(sealed, key, keyAad(key)).equals(expected)) return false
-    return await this.#inner.replaceIf(key, sealed, this.#seal(value, keyAad(key)))
+    const sealed = await this.#sealedIfEqual(key, expected)
+    return sealed !== undefined && await this.#inner.replaceIf(key, sealed, this.#seal(value, keyAad(key)))
   }
 
   /** Counters are plain integers under digested names (the store must add to them): not sealed. */
@@ -126,6 +133,18 @@ export class SealedStore implements StateStore {
 
   async close (): Promise<void> {
     await this.#inner.close()
+  }
+
+  /** The ciphertext at `key` while it opens to `expected`; a longer one cannot, and is not read. */
+  async #sealedIfEqual (key: string, expected: Buffer): Promise<Buffer | undefined> {
+    let sealed: Buffer | undefined
+    try {
+      sealed = await this.#inner.get(key, expected.length + HEADER_BYTES)
+    } catch (err) {
+      if (err instanceof StateValueTooLargeError) return undefined
+      throw err
+    }
+    return sealed !== undefined && this.#open(sealed, key, keyAad(key)).equals(expected) ? sealed : undefined
   }
 
   #seal (plaintext: Buffer, aad: Buffer): Buffer {

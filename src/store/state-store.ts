@@ -11,10 +11,20 @@
 // - keys arrive fully namespaced (namespace.ts builds them): stores add nothing.
 
 export interface StateStore {
-  /** The value, or undefined when absent or expired. */
-  get: (key: string) => Promise<Buffer | undefined>
+  /**
+   * The value, or undefined when absent or expired. With `maxBytes`, a larger
+   * value rejects with StateValueTooLargeError without being read (for sealed
+   * stores: `maxBytes` of plaintext).
+   */
+  get: (key: string, maxBytes?: number) => Promise<Buffer | undefined>
   /** Store `value`, replacing any earlier value and TTL. `ttlMs` must be a positive number when given. */
   set: (key: string, value: Buffer, ttlMs?: number) => Promise<void>
+  /**
+   * Store `value` only when `key` holds nothing (SET NX); true when stored.
+   * Put-backs use it (a token or credentials restored into a store that lost
+   * them): a newer value written meanwhile by another instance is never overwritten.
+   */
+  setIfAbsent: (key: string, value: Buffer, ttlMs?: number) => Promise<boolean>
   /** True when a value was deleted. */
   delete: (key: string) => Promise<boolean>
   /**

@@ -1,0 +1,51 @@
+// Fleet members for the fleet tests: in-process proxies sharing one real
+// redis-server (redis-server.ts), each with its own, initially empty,
+// credentials file, against the sandbox.
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import type { Test } from 'tap'
+import type { Sandbox } from '../src/sandbox/server.js'
+import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+import { startProxy, temporaryDirectory, type RunningProxy } from './helpers.js'
+import { rawRedisClient, type RedisServer } from './redis-server.js'
+
+export const KEY = randomBytes(32)
+/** Short, so that waits on a dead holder stay short; more than three command timeouts (config.ts). */
+export const LOCK_TTL_MS = 600
+export const COMMAND_TIMEOUT_MS = 180
+export const ADMIN = 'fleet-admin-key-0123456789'
+
+export interface MemberOptions { statement: string, env?: Record<string, string | undefined>, credentialsFile?: string }
+
+export function fleetEnv (redis: RedisServer, env: Record<string, string | undefined> = {}): Record<string, string> {
+  const merged: Record<string, string | undefined> = {
+    REDIS_URL: redis.url,
+    STATE_ENCRYPTION_KEY: KEY.toString('base64'),
+    REDIS_LOCK_TTL_MS: String(LOCK_TTL_MS),
+    REDIS_COMMAND_TIMEOUT_MS: String(COMMAND_TIMEOUT_MS),
+    TOKEN_RETRY_BASE_MS: '50',
+    TOKEN_RETRY_MAX_MS: '500',
+    ADMIN_API_KEY: ADMIN,
+    LOG_LEVEL: 'info',
+    ...env
+  }
+  return Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined))
+}
+
+/** One in-process member with its own, initially empty, credentials file. */
+export async function member (t: Test, sandbox: Sandbox, redis: RedisServer, options: MemberOptions): Promise<RunningProxy> {
+  return await startProxy(t, sandbox, {
+    statement: options.statement,
+    credentialsFile: options.credentialsFile ?? join(temporaryDirectory(t), 'credentials.json'),
+    env: fleetEnv(redis, options.env)
+  })
+}
+
+export async function fleetOf (t: Test, sandbox: Sandbox, redis: RedisServer, n: number, env?: Record<string, string | undefined>, statement = makeSoftwareStatement()): Promise<RunningProxy[]> {
+  return await Promise.all(Array.from({ length: n }, async () => await member(t, sandbox, redis, { statement, ...(env === undefined ? {} : { env }) })))
+}
+
+export const rawRedis = rawRedisClient
+
+export const urlOf = (fleet: RunningProxy[], i: number): string => fleet[i % fleet.length]?.url ?? ''
+export const statuses = (answers: Array<{ status: number }>): number[] => [...new Set(answers.map((a) => a.status))]
