@@ -6,9 +6,12 @@ import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
+import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+import { member } from './fleet-helpers.js'
 import { call, eventually, json, startProxy, startSandbox, startScriptedServer, type RunningProxy } from './helpers.js'
+import { startRedisServer } from './redis-server.js'
 
-interface OtlpSpan { traceId: string, spanId: string, parentSpanId?: string, name: string, kind: number, attributes: Array<{ key: string, value: Record<string, unknown> }> }
+interface OtlpSpan { traceId: string, spanId: string, parentSpanId?: string, name: string, kind: number, startTimeUnixNano: string, endTimeUnixNano: string, attributes: Array<{ key: string, value: Record<string, unknown> }> }
 
 /** An OTLP/HTTP (JSON) traces receiver; `spans()` flattens what arrived. */
 async function startReceiver (t: Test): Promise<{ url: string, bodies: () => string[], spans: () => OtlpSpan[] }> {
@@ -149,6 +152,45 @@ t.test('cache spans: the lookup says hit or miss, coalescing says leader or wait
   t.equal(ids.reduce((n, id) => n + of(id, 'GET').length, 0), 1, "one upstream attempt, in the leader's trace")
   t.equal(attribute(of(hitId, 'cmu_proxy.cache.lookup')[0], 'cmu_proxy.cache.result'), 'hit')
   t.equal(of(hitId, 'GET').length, 0, 'a hit never goes upstream')
+})
+
+t.test('in a fleet, the lookup span covers the look in Redis, and waiting on the instance asking Adobe is a fleet_wait span', async (t) => {
+  const receiver = await startReceiver(t)
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const statement = makeSoftwareStatement()
+  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, CACHE_ENABLED: 'true' }
+  const a = await member(t, sandbox, redis, { statement, env })
+  const b = await member(t, sandbox, redis, { statement, env })
+  t.ok(await eventually(async () => (await call(a.url, '/readyz')).status === 200 && (await call(b.url, '/readyz')).status === 200))
+  sandbox.faults.failNext('cmu', 1, { delayMs: 400 })
+  const leaderId = '0af7651916cd43dd8448eb211c800011'
+  const waiterId = '0af7651916cd43dd8448eb211c800012'
+  const leading = call(a.url, '/cmu/v2/year', { headers: { traceparent: `00-${leaderId}-b7ad6b7169203331-01` } })
+  t.ok(await eventually(() => sandbox.calls.cmu >= 1, 2_000), 'A is asking Adobe')
+  const waiting = call(b.url, '/cmu/v2/year', { headers: { traceparent: `00-${waiterId}-b7ad6b7169203331-01` } })
+  t.same([(await leading).status, (await waiting).status], [200, 200])
+  t.equal(sandbox.calls.cmu, 1, 'Adobe was asked once for the fleet')
+  // A hung Redis: the look there lasts until its command timeout (180 ms), and the lookup span says so.
+  const hungId = '0af7651916cd43dd8448eb211c800013'
+  redis.pause()
+  t.equal((await call(b.url, '/cmu/v2/year/month', { headers: { traceparent: `00-${hungId}-b7ad6b7169203331-01` } })).status, 200, 'answered on its own')
+  redis.resume()
+  await Promise.all([a.close(), b.close()])
+
+  const spans = receiver.spans()
+  const one = (traceId: string, name: string): OtlpSpan | undefined => spans.find((s) => s.traceId === traceId && s.name === name)
+  const nanos = (value: string | undefined): bigint => BigInt(value ?? '0')
+  t.equal(attribute(one(leaderId, 'cmu_proxy.cache.fleet_wait'), 'cmu_proxy.fleet.turn'), 'lead', 'A took the fleet\'s turn')
+  const wait = one(waiterId, 'cmu_proxy.cache.fleet_wait')
+  t.equal(attribute(wait, 'cmu_proxy.fleet.turn'), 'landed', 'B waited for what A stored')
+  t.ok(nanos(wait?.endTimeUnixNano) - nanos(wait?.startTimeUnixNano) > 100_000_000n, 'and the span shows the wait (Adobe took 400 ms)')
+  const lookup = one(waiterId, 'cmu_proxy.cache.lookup')
+  const server = one(waiterId, 'GET /cmu/*')
+  t.equal(attribute(lookup, 'cmu_proxy.cache.result'), 'miss')
+  t.ok(nanos(lookup?.startTimeUnixNano) >= nanos(server?.startTimeUnixNano) && nanos(lookup?.endTimeUnixNano) <= nanos(wait?.startTimeUnixNano), 'the lookup sits inside the request, before the wait')
+  const hung = one(hungId, 'cmu_proxy.cache.lookup')
+  t.ok(nanos(hung?.endTimeUnixNano) - nanos(hung?.startTimeUnixNano) >= 150_000_000n, 'a lookup lasts as long as the look in Redis took')
 })
 
 t.test('token refreshes and registrations are traces of their own', async (t) => {

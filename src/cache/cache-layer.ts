@@ -126,10 +126,12 @@ export class CacheLayer {
 
   async answer (request: CacheRequest, fetch: Fetch): Promise<CacheOutcome> {
     const cache = this.#cache
+    // The lookup span covers the look in memory and, in a fleet, in Redis; only read when tracing.
+    const lookupStart = this.#options.tracer === undefined ? 0 : performance.now()
     // A 304 belongs to the caller that asked: neither cached nor shared.
-    if (isConditional(request.headers)) { this.#looked('bypass'); return PASS_BYPASS }
+    if (isConditional(request.headers)) { this.#looked('bypass', lookupStart); return PASS_BYPASS }
     const key = cacheKey(request.target, request.headers, request.gzipAccepted)
-    if (key.length > MAX_KEY_LENGTH) { this.#looked('bypass'); return PASS_BYPASS }
+    if (key.length > MAX_KEY_LENGTH) { this.#looked('bypass', lookupStart); return PASS_BYPASS }
     const noCache = callerSaysNoCache(request.headers)
     let entry = cache.peek(key)
     const now = this.#options.now()
@@ -142,18 +144,18 @@ export class CacheLayer {
     }
     if (entry !== undefined) {
       if (!noCache && cache.isFresh(entry)) {
-        this.#looked('hit')
+        this.#looked('hit', lookupStart)
         return { kind: 'cached', entry, result: 'HIT', age: cache.ageSeconds(entry) }
       }
       // Adobe failed this key a moment ago: do not ask again before it said we may.
       const backoff = this.#backoff.get(key)
-      if (backoff !== undefined && backoff.until > now) return this.#stale(entry, backoff.reason)
+      if (backoff !== undefined && backoff.until > now) return this.#stale(entry, backoff.reason, lookupStart)
       if (!noCache && this.#revalidateUntil(entry) > now) {
         this.#refreshInBackground(key, request.target, fetch)
-        return this.#stale(entry, 'revalidating')
+        return this.#stale(entry, 'revalidating', lookupStart)
       }
     }
-    this.#looked(noCache ? 'bypass' : 'miss')
+    this.#looked(noCache ? 'bypass' : 'miss', lookupStart)
     const result = noCache ? 'BYPASS' : 'MISS'
 
     // no-cache asks for an answer fresh from Adobe: one already on its way is that.
@@ -164,7 +166,7 @@ export class CacheLayer {
         await this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, request.target, fetch, signal, fleet), request.callerGone()))
     } catch (err) {
       const reason = staleReasonForError(err)
-      if (reason !== undefined && entry !== undefined) return this.#stale(entry, reason, forwardedAs(reason, noCache))
+      if (reason !== undefined && entry !== undefined) return this.#stale(entry, reason, performance.now(), forwardedAs(reason, noCache))
       throw err
     }
     if (answer.kind === 'landed') {
@@ -174,7 +176,7 @@ export class CacheLayer {
     const reason = failureReason(answer.status)
     if (reason !== undefined && entry !== undefined) {
       if (answer.kind === 'streamed') answer.claim()?.destroy()
-      return this.#stale(entry, reason, forwardedAs(reason, noCache), answer.status)
+      return this.#stale(entry, reason, performance.now(), forwardedAs(reason, noCache), answer.status)
     }
     // An answer that varies on a header outside the key was for the leader only: a waiter asks for its own.
     if (joined && !answer.shareable) return { kind: 'pass', result }
@@ -191,7 +193,12 @@ export class CacheLayer {
       if (stored !== undefined) shared.put(key, this.#fleetForm(stored))
       return answer
     }
-    const turn = await shared.turn(key, signal)
+    // Time spent waiting on another instance that is asking Adobe for this report.
+    const turn = await inSpan(this.#options.tracer, 'cmu_proxy.cache.fleet_wait', {}, async (span) => {
+      const turn = await shared.turn(key, signal)
+      span?.setAttribute('cmu_proxy.fleet.turn', turn.kind)
+      return turn
+    })
     if (turn.kind === 'landed') {
       const entry = this.#fromFleet(key, turn.entry)
       if (entry !== undefined) return { kind: 'landed', entry }
@@ -268,28 +275,29 @@ export class CacheLayer {
    * its RFC 9211 Cache-Status: `fwd` (and Adobe's status) when this request
    * went to Adobe and failed, `hit` when it was answered without asking.
    */
-  #stale (entry: CachedResponse, reason: StaleReason, forwarded?: 'stale' | 'request', upstreamStatus?: number): CacheOutcome {
+  #stale (entry: CachedResponse, reason: StaleReason, lookupStart: number, forwarded?: 'stale' | 'request', upstreamStatus?: number): CacheOutcome {
     const cache = this.#cache
     cache.countStale(reason)
-    this.#traceLookup('stale', reason)
+    this.#traceLookup(lookupStart, 'stale', reason)
     const how = forwarded === undefined ? 'hit' : `fwd=${forwarded}${upstreamStatus === undefined ? '' : `; fwd-status=${upstreamStatus}`}`
     const cacheStatus = `cmu-proxy; ${how}; ttl=${cache.ttlSeconds(entry)}; detail=${reason}`
     return { kind: 'cached', entry, result: cache.isFresh(entry) ? 'HIT' : 'STALE', age: cache.ageSeconds(entry), cacheStatus }
   }
 
   /** Counts how the cache answered, and records it as a span when tracing. */
-  #looked (result: 'hit' | 'miss' | 'bypass'): void {
+  #looked (result: 'hit' | 'miss' | 'bypass', lookupStart: number): void {
     const cache = this.#cache
     if (result === 'hit') cache.countHit()
     else if (result === 'miss') cache.countMiss()
     else cache.countBypass()
-    this.#traceLookup(result)
+    this.#traceLookup(lookupStart, result)
   }
 
-  #traceLookup (result: 'hit' | 'miss' | 'bypass' | 'stale', reason?: StaleReason): void {
+  /** The lookup as a span from `lookupStart` (performance.now(), which OpenTelemetry reads as relative to the time origin) to now. */
+  #traceLookup (lookupStart: number, result: 'hit' | 'miss' | 'bypass' | 'stale', reason?: StaleReason): void {
     const tracer = this.#options.tracer
     if (tracer === undefined) return
-    tracer.startSpan('cmu_proxy.cache.lookup', { attributes: { 'cmu_proxy.cache.result': result, ...(reason === undefined ? {} : { 'cmu_proxy.cache.stale_reason': reason }) } }).end()
+    tracer.startSpan('cmu_proxy.cache.lookup', { startTime: lookupStart, attributes: { 'cmu_proxy.cache.result': result, ...(reason === undefined ? {} : { 'cmu_proxy.cache.stale_reason': reason }) } }).end()
   }
 
   #revalidateSeconds (ttl: number): number {
