@@ -44,6 +44,20 @@ export function reregisterTooSoon (retryAfterSeconds: number): ProxyError {
 export const upstreamTimeout = define('CMU_PROXY_UPSTREAM_TIMEOUT', 504, (phase: string) => `Adobe did not answer in time (${phase}).`)
 export const upstreamUnreachable = define('CMU_PROXY_UPSTREAM_UNREACHABLE', 502, () => 'Adobe could not be reached.')
 export const upstreamRejectedToken = define('CMU_PROXY_UPSTREAM_REJECTED_TOKEN', 502, () => 'Adobe rejected a freshly obtained access token.')
+
+/** Another instance of the fleet asked Adobe for this report a moment ago and Adobe failed: not asked again before `restMs`. */
+export class UpstreamFailingInFleet extends ProxyError {
+  constructor (readonly reason: 'revalidating' | 'upstream_5xx' | 'upstream_429' | 'unreachable' | 'timeout' | 'no_token' | 'overloaded', restMs: number) {
+    super('CMU_PROXY_UPSTREAM_FAILING', 503, `Adobe failed this report moments ago (${reason}, when another instance of the fleet asked); not asking again yet.`, {
+      headers: { 'retry-after': String(Math.max(1, Math.ceil(restMs / 1000))) }
+    })
+  }
+}
+
+export function upstreamFailingInFleet (reason: UpstreamFailingInFleet['reason'], restMs: number): ProxyError {
+  return new UpstreamFailingInFleet(reason, restMs)
+}
+
 export const upstreamBadEncoding = define('CMU_PROXY_UPSTREAM_BAD_ENCODING', 502, () => 'Adobe answered with a content encoding the caller did not accept.')
 
 /** UPSTREAM_MAX_PENDING requests already wait for Adobe: shed this one at once rather than queue it without bound. */

@@ -64,6 +64,26 @@ t.test('identical concurrent cold misses across the fleet: one upstream call', a
   t.equal(new Set(answers.map((a) => a.text)).size, 1, 'all the same report')
 })
 
+t.test('Adobe fails the instance that asked for the fleet: the others are told and do not ask again', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const fleet = await fleetOf(t, sandbox, redis, 3, { CACHE_ENABLED: 'true' })
+  t.ok(await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, '/readyz')).status))).every((s) => s === 200), 2_000))
+  sandbox.faults.failNext('cmu', 1, { status: 503, afterMs: 300, headers: { 'retry-after': '20' } })
+  const path = '/cmu/v2/year/month/day?start=2026-02-01'
+  const leader = call(urlOf(fleet, 0), path)
+  t.ok(await eventually(() => sandbox.calls.cmu === 1, 2_000), 'the first instance is asking Adobe')
+  const others = await Promise.all([call(urlOf(fleet, 1), path), call(urlOf(fleet, 2), path)])
+  t.equal((await leader).status, 503, "the one that asked gets Adobe's answer")
+  t.equal(sandbox.calls.cmu, 1, 'one upstream call for the fleet, not one per instance')
+  for (const answer of others) {
+    assertProblem(t, answer, 503, 'CMU_PROXY_UPSTREAM_FAILING')
+    t.equal(answer.headers['retry-after'], '20', "with Adobe's Retry-After, counted from when it answered (rounded up)")
+  }
+  sandbox.faults.clear()
+  t.equal((await call(urlOf(fleet, 1), path)).status, 200, 'a later request asks again (no stale copy to serve meanwhile)')
+})
+
 t.test('a revoked token: at most two token calls fleet-wide, and no caller sees a failure', async (t) => {
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)

@@ -14,7 +14,7 @@ import type { Tracer } from '@opentelemetry/api'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
-import { ProxyError, TOKEN_UNAVAILABLE_CODES } from '../errors.js'
+import { ProxyError, TOKEN_UNAVAILABLE_CODES, UpstreamFailingInFleet, upstreamFailingInFleet } from '../errors.js'
 import type { UpstreamTarget } from '../proxy/target.js'
 import { retryAfter } from '../retry-after.js'
 import { inSpan } from '../tracing.js'
@@ -28,11 +28,19 @@ export type CacheResult = 'HIT' | 'MISS' | 'BYPASS' | 'STALE'
 /** An entry as a fleet shares it: wall-clock instants (instances share no monotonic clock). */
 export type SharedEntry = Omit<CachedResponse, never>
 
+/** Adobe failed the lock holder's fetch: why, and how long the fleet leaves this report alone. */
+export interface SharedFailure { reason: StaleReason, restMs: number }
+
 export type SharedTurn =
-  /** Fetch for the fleet, then `done` with what was stored (undefined: nothing; the others fetch their own). */
-  | { kind: 'lead', done: (stored: SharedEntry | undefined) => void }
+  /**
+   * Fetch for the fleet, then `done` with what was stored (undefined: nothing;
+   * the others fetch their own) or, when Adobe failed, why (the others do not ask again).
+   */
+  | { kind: 'lead', done: (stored: SharedEntry | undefined, failure?: SharedFailure) => void }
   /** Another instance stored it while this one waited. */
   | { kind: 'landed', entry: SharedEntry }
+  /** Adobe failed the instance that asked for the fleet a moment ago: do not ask again before `restMs`. */
+  | { kind: 'failed', failure: SharedFailure }
   /** Go upstream alone: the fleet could not be asked, or no word came in time. */
   | { kind: 'alone' }
 
@@ -96,6 +104,8 @@ const PASS_BYPASS: CacheOutcome = { kind: 'pass', result: 'BYPASS' }
 const MIN_REVALIDATE_SECONDS = 30
 /** After a failed refresh, the key rests at least this long (longer when Adobe's Retry-After says so). */
 const MIN_BACKOFF_MS = 5_000
+/** retryAfter() clamps to an hour already; a failure told by another instance is clamped here too. */
+const MAX_BACKOFF_MS = 3_600_000
 /** Keys longer than this (a huge Accept header) are not cached: they would crowd the cache for one caller. */
 const MAX_KEY_LENGTH = 4_096
 /** Reasons for which the request reached Adobe (RFC 9211 fwd); the others never left the proxy. */
@@ -203,14 +213,30 @@ export class CacheLayer {
       const entry = this.#fromFleet(key, turn.entry)
       if (entry !== undefined) return { kind: 'landed', entry }
     }
+    if (turn.kind === 'failed') {
+      // The fleet asked Adobe for this a moment ago and Adobe failed: one call, not one per instance.
+      const { reason, restMs } = turn.failure
+      const restFor = Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, restMs))
+      this.#backoff.set(key, { until: this.#options.now() + restFor, reason })
+      throw upstreamFailingInFleet(reason, restFor)
+    }
     let stored: CachedResponse | undefined
     try {
       const fetched = await this.#fetchUpstream(key, target, fetch, signal)
       stored = fetched.stored
       return fetched.answer
     } finally {
-      if (turn.kind === 'lead') turn.done(stored === undefined ? undefined : this.#fleetForm(stored))
+      if (turn.kind === 'lead') turn.done(stored === undefined ? undefined : this.#fleetForm(stored), this.#failureToShare(key))
     }
+  }
+
+  /** What the fleet is told when this instance's fetch for `key` failed just now (its back-off was set by #rest). */
+  #failureToShare (key: string): SharedFailure | undefined {
+    const backoff = this.#backoff.get(key)
+    // 'overloaded' is this instance's own queue, not Adobe: the others may ask.
+    if (backoff === undefined || backoff.reason === 'overloaded') return undefined
+    const restMs = backoff.until - this.#options.now()
+    return restMs <= 0 ? undefined : { reason: backoff.reason, restMs }
   }
 
   async #fetchUpstream (key: string, target: UpstreamTarget, fetch: Fetch, signal: AbortSignal): Promise<{ answer: Answer, stored?: CachedResponse | undefined }> {
@@ -252,7 +278,7 @@ export class CacheLayer {
 
   /** Remember that Adobe failed `key`: Retry-After or Expires when it sent one (clamped to an hour), else a few seconds. */
   #rest (key: string, reason: StaleReason, headers: Record<string, string | string[] | undefined> | undefined): void {
-    const wait = Math.max(MIN_BACKOFF_MS, (headers === undefined ? undefined : retryAfter(headers, this.#options.wallNow())) ?? 0)
+    const wait = Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, (headers === undefined ? undefined : retryAfter(headers, this.#options.wallNow())) ?? 0))
     this.#backoff.set(key, { until: this.#options.now() + wait, reason })
   }
 
@@ -329,5 +355,6 @@ function staleReasonForError (err: unknown): StaleReason | undefined {
   if (err.code === 'CMU_PROXY_UPSTREAM_TIMEOUT') return 'timeout'
   if (err.code === 'CMU_PROXY_OVERLOADED') return 'overloaded'
   if (NO_TOKEN_CODES.has(err.code)) return 'no_token'
+  if (err instanceof UpstreamFailingInFleet) return err.reason
   return undefined
 }

@@ -4,11 +4,13 @@
 // misses across the fleet take turns (nginx's proxy_cache_lock): one
 // instance fetches while the others wait for its notice, at most
 // `maxWaitMs` (twice the upstream headers timeout), then go upstream
-// themselves. Every failure here is a miss, never an error a caller sees;
+// themselves. When Adobe fails the one that asked, the notice says so and the
+// others leave the report alone for the same rest (stale copy, or a 503). Every failure here is a miss, never an error a caller sees;
 // an entry that cannot be used (another key list, oversized) is a miss that
 // the next fetch overwrites, not store trouble.
 import type { Logger } from 'pino'
-import type { SharedCache, SharedEntry, SharedTurn } from '../cache/cache-layer.js'
+import type { SharedCache, SharedEntry, SharedFailure, SharedTurn } from '../cache/cache-layer.js'
+import type { StaleReason } from '../cache/response-cache.js'
 import { digest, type StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
 import type { FleetChannel, RecentTrouble } from './fleet-channel.js'
@@ -82,15 +84,18 @@ export class FleetCache implements SharedCache {
           }
           return {
             kind: 'lead',
-            done: (stored) => {
+            done: (stored, failure) => {
               void (async () => {
                 if (stored !== undefined) await this.#put(key, stored)
-                await turn.finish({ stored: stored !== undefined })
+                await turn.finish({ stored: stored !== undefined, ...(stored === undefined && failure !== undefined ? { failure } : {}) })
               })()
             }
           }
         }
-        // Told it is stored, or tired of waiting: look. Told it could not be stored: fetch your own, all at once.
+        // Told Adobe failed: leave it alone for a while, as the lock holder does. Told it is stored, or tired
+        // of waiting: look. Told it could not be stored (too large, not cacheable): fetch your own, all at once.
+        const failure = turn.kind === 'notice' ? parseFailure(turn.notice.failure) : undefined
+        if (failure !== undefined) return { kind: 'failed', failure }
         if (turn.kind === 'notice' && turn.notice.stored !== true) return { kind: 'alone' }
         const entry = await this.get(key)
         if (entry === 'unavailable') return { kind: 'alone' }
@@ -114,6 +119,15 @@ export class FleetCache implements SharedCache {
   #key (key: string): string {
     return this.#options.namespace.key('cache', digest(key))
   }
+}
+
+const FAILURE_REASONS: ReadonlySet<string> = new Set<StaleReason>(['upstream_5xx', 'upstream_429', 'unreachable', 'timeout', 'no_token'])
+
+/** A failure told by the lock holder, if well-formed (notices are sealed, but a bad one must not throw here). */
+function parseFailure (value: unknown): SharedFailure | undefined {
+  const failure = value as Partial<SharedFailure> | undefined
+  if (typeof failure?.reason !== 'string' || !FAILURE_REASONS.has(failure.reason) || typeof failure.restMs !== 'number' || !Number.isFinite(failure.restMs)) return undefined
+  return { reason: failure.reason, restMs: failure.restMs }
 }
 
 /** A 4-byte header length, the header as JSON (with the full cache key), then the body's exact bytes. */
