@@ -6,7 +6,7 @@
 // TTL, so reports are refetched all along. Reports what Adobe saw for the
 // whole fleet: registrations, token calls, upstream calls per report.
 // With `redis: false` the same four run alone, for comparison.
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -119,13 +119,13 @@ export async function runFleetSoak (options: FleetSoakOptions): Promise<FleetSoa
     for (const timer of timers) clearTimeout(timer)
     await Promise.all(pools.map(async (pool) => { await pool.close() }))
     await Promise.all(proxies.map(async ({ child }) => await stopProcess(child)))
-    await redis?.stop()
+    await redis?.dispose()
     await sandbox.close()
   }
 }
 
 /** A throwaway redis-server on a free loopback port, nothing persisted, so it comes back empty. */
-async function startRedis (): Promise<{ url: string, stop: () => Promise<void>, start: () => Promise<void> }> {
+async function startRedis (): Promise<{ url: string, stop: () => Promise<void>, start: () => Promise<void>, dispose: () => Promise<void> }> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'cmu-proxy-fleet-soak-'))
   let server: Started | undefined
@@ -133,9 +133,14 @@ async function startRedis (): Promise<{ url: string, stop: () => Promise<void>, 
     server = await startProcess('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { ready: /Ready to accept connections/ })
   }
   await start()
+  const stop = async (): Promise<void> => { if (server !== undefined) await stopProcess(server.child, 'SIGKILL') }
   return {
     url: `redis://127.0.0.1:${port}`,
     start,
-    stop: async () => { if (server !== undefined) await stopProcess(server.child, 'SIGKILL') }
+    stop,
+    dispose: async () => {
+      await stop()
+      rmSync(dir, { recursive: true, force: true })
+    }
   }
 }

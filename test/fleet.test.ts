@@ -13,7 +13,7 @@ import { ADMIN, COMMAND_TIMEOUT_MS, fleetEnv, fleetOf, KEY, LOCK_TTL_MS, member,
 import { assertProblem, call, eventually, startSandbox } from './helpers.js'
 import { startRedisServer } from './redis-server.js'
 
-t.test('a cold burst across three instances: one registration, one token call', async (t) => {
+t.test('three instances starting together with empty credentials files: one registration, one token call, then a burst served', async (t) => {
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const fleet = await fleetOf(t, sandbox, redis, 3)
@@ -82,6 +82,36 @@ t.test('Adobe fails the instance that asked for the fleet: the others are told a
   }
   sandbox.faults.clear()
   t.equal((await call(urlOf(fleet, 1), path)).status, 200, 'a later request asks again (no stale copy to serve meanwhile)')
+})
+
+t.test('Adobe revokes the client (invalid_client): the fleet re-registers once, not once per instance', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  const fleet = await fleetOf(t, sandbox, redis, 3)
+  t.same(statuses(await Promise.all(fleet.map(async (p) => await call(p.url, '/cmu/v2')))), [200])
+  t.equal(sandbox.calls.register, 1)
+  sandbox.dcr.revokeClients()
+  const answers = await Promise.all(Array.from({ length: 9 }, async (_, i) => await call(urlOf(fleet, i), '/cmu/v2')))
+  t.ok(await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, '/cmu/v2')).status))).every((s) => s === 200), 5_000), 'every instance serves again')
+  t.equal(sandbox.calls.register, 2, 'one re-registration for the fleet')
+  t.ok(answers.filter((a) => a.status === 200).length >= 1, 'callers during the switch were served, or told why')
+  for (const answer of answers.filter((a) => a.status !== 200)) t.match(answer.headers['content-type'], /^application\/problem\+json/)
+})
+
+t.test('stale-while-revalidate across the fleet: expired entries are served at once, and one instance refreshes', async (t) => {
+  const sandbox = await startSandbox(t)
+  const redis = await startRedisServer(t)
+  // A one-second TTL, so the entry expires during the test; thirty seconds in which a stale copy is served while refreshing.
+  const fleet = await fleetOf(t, sandbox, redis, 3, { CACHE_ENABLED: 'true', CACHE_TTL_MAX_SECONDS: '1', CACHE_STALE_WHILE_REVALIDATE_SECONDS: '30' })
+  const path = '/cmu/v2/year/month.csv'
+  t.equal((await call(urlOf(fleet, 0), path)).headers['x-cache'], 'MISS')
+  t.equal((await call(urlOf(fleet, 1), path)).headers['x-cache'], 'HIT', 'shared')
+  await new Promise((resolve) => setTimeout(resolve, 1_100))
+  sandbox.faults.failNext('cmu', 1, { delayMs: 300 })
+  const answers = await Promise.all(fleet.map(async (p) => await call(p.url, path)))
+  t.same(answers.map((a) => a.headers['x-cache']), ['STALE', 'STALE', 'STALE'], 'every instance answered at once from the stale copy')
+  t.ok(await eventually(async () => (await call(urlOf(fleet, 2), path)).headers['x-cache'] === 'HIT', 2_000), 'the refreshed copy reaches the others')
+  t.equal(sandbox.calls.cmu, 2, 'one refresh at Adobe for the fleet')
 })
 
 t.test('a revoked token: at most two token calls fleet-wide, and no caller sees a failure', async (t) => {
