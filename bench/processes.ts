@@ -1,7 +1,7 @@
 // Child processes for the benchmark and the soak: start, wait for a line that
 // says they are up, sample their memory, stop them.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, openSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -36,8 +36,10 @@ export function npmNodeOptions (): string {
  */
 export async function spawnProxy (env: Record<string, string>): Promise<{ child: ChildProcess, base: string }> {
   const port = await freePort()
+  // Its own working directory (credentials file, config/), removed when it exits.
+  const cwd = mkdtempSync(join(tmpdir(), 'cmu-proxy-bench-'))
   const child = spawn(process.execPath, [join(projectRoot(), 'dist/main.js')], {
-    cwd: mkdtempSync(join(tmpdir(), 'cmu-proxy-bench-')),
+    cwd,
     env: {
       PATH: process.env.PATH,
       NODE_OPTIONS: npmNodeOptions(),
@@ -48,6 +50,7 @@ export async function spawnProxy (env: Record<string, string>): Promise<{ child:
     },
     stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit']
   })
+  child.once('exit', () => { rmSync(cwd, { recursive: true, force: true }) })
   const base = `http://127.0.0.1:${port}`
   await waitForHttp(child, `${base}/readyz`)
   return { child, base }
