@@ -13,6 +13,7 @@ import { maskClientId } from './adobe/token-broker.js'
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config.js'
 import { ProxyError } from './errors.js'
 import { createFleet } from './fleet/fleet.js'
+import { StateSealError } from './store/errors.js'
 import { adobeEgress, createDispatcher, describeAdobeEgress } from './proxy/dispatchers.js'
 import { Upstream } from './proxy/upstream.js'
 import { USER_AGENT } from './version.js'
@@ -53,7 +54,7 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
       token = answer.access_token
       step(true, 'token', `access token obtained, expires in ${answer.expires_in} s`)
     } catch (err) {
-      return fail('token', `${describe(err)}${(err as DcrError).oauthError === 'invalid_client' ? ' (credentials revoked: delete CREDENTIALS_FILE to register again)' : ''}`)
+      return fail('token', `${describe(err)}${(err as DcrError).oauthError === 'invalid_client' ? revokedAdvice(config) : ''}`)
     }
 
     upstream = new Upstream({ baseUrl: config.ADOBE_CMU_URL, proxy: egress.cmu, connections: 1, maxPending: 1, connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS })
@@ -107,9 +108,12 @@ async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boo
 }
 
 /**
- * Fleet mode: the fleet's credentials (or this instance's file), never a
- * registration. The fleet registers once, under its lock; a check that
- * registered on its own would create a second client for the same statement.
+ * Fleet mode: the fleet's copy of the credentials, read and nothing else. No
+ * registration (the fleet registers once, under its lock; a check that
+ * registered would create a second client), no write to Redis or to
+ * CREDENTIALS_FILE (check may run on a host that is not part of the fleet),
+ * and no fallback to the file: a key list that cannot open the fleet's copy
+ * is exactly what this should catch.
  */
 async function fleetCredentials (config: Config, step: (ok: boolean, name: string, detail: string) => void, fail: (name: string, detail: string) => never): Promise<ClientCredentials> {
   const fleet = createFleet(config, { logger: pino({ level: 'silent' }) })
@@ -118,16 +122,27 @@ async function fleetCredentials (config: Config, step: (ok: boolean, name: strin
     const { redis } = fleet.status()
     if (!await fleet.store.waitUntilUp(config.AUTH_TIMEOUT_MS)) fail('fleet', `${redis} (REDIS_URL) did not answer within ${config.AUTH_TIMEOUT_MS} ms`)
     step(true, 'fleet', `${redis} (REDIS_URL) answered`)
-    const loaded = await fleet.credentials?.load() ?? { status: 'absent' }
-    if (loaded.status === 'found') {
-      step(true, 'credentials', `client ${maskClientId(loaded.credentials.client_id)} from the fleet's store`)
-      return loaded.credentials
+    let found: ClientCredentials | undefined
+    try {
+      found = await fleet.credentials?.readShared()
+    } catch (err) {
+      const why = err instanceof StateSealError ? `${err.message} (every instance, and check, need the fleet's STATE_ENCRYPTION_KEY list)` : (err as Error).message
+      return fail('credentials', `the fleet's client credentials cannot be read: ${why}`)
     }
-    const why = loaded.status === 'absent' ? 'none registered yet' : `${loaded.status}${'reason' in loaded ? ` (${loaded.reason})` : ''}`
-    return fail('credentials', `the fleet's store holds no usable client credentials: ${why}; check does not register in fleet mode (the first proxy instance registers once for the fleet)`)
+    if (found !== undefined) {
+      step(true, 'credentials', `client ${maskClientId(found.client_id)} from the fleet's store`)
+      return found
+    }
+    return fail('credentials', 'the fleet\'s store holds no usable client credentials: none registered yet; check does not register in fleet mode (the first proxy instance registers once for the fleet)')
   } finally {
     await fleet.close()
   }
+}
+
+function revokedAdvice (config: Config): string {
+  return config.REDIS_URL === undefined
+    ? ' (credentials revoked: delete CREDENTIALS_FILE to register again)'
+    : ' (credentials revoked: a running proxy instance re-registers once for the fleet; or POST /admin/credentials/reregister)'
 }
 
 function describe (err: unknown): string {

@@ -3,6 +3,7 @@
 // registration whose shared write failed; `cmu-proxy check` in a fleet. Real redis-server, the sandbox as
 // Adobe, in-process members (fleet-helpers.ts).
 import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { runCheck } from '../src/check.js'
@@ -84,10 +85,11 @@ t.test('cmu-proxy check in fleet mode reads the fleet\'s credentials and never r
   const redis = await startRedisServer(t)
   const statement = makeSoftwareStatement()
   const env: Record<string, string> = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, CREDENTIALS_FILE: join(temporaryDirectory(t), 'credentials.json'), ...fleetEnv(redis) }
-  const run = async (): Promise<{ code: number, lines: string[] }> => {
+  const runCheckWith = async (vars: Record<string, string>): Promise<{ code: number, lines: string[] }> => {
     const lines: string[] = []
-    return { code: await runCheck(env, (line) => { lines.push(line) }), lines }
+    return { code: await runCheck(vars, (line) => { lines.push(line) }), lines }
   }
+  const run = async (): Promise<{ code: number, lines: string[] }> => await runCheckWith(env)
 
   const empty = await run()
   t.equal(empty.code, 1)
@@ -101,6 +103,11 @@ t.test('cmu-proxy check in fleet mode reads the fleet\'s credentials and never r
   t.match(registered.lines, [/^PASS {2}config/, /^PASS {2}egress/, /^PASS {2}statement/, /^PASS {2}fleet +redis:\/\/127\.0\.0\.1:\d+ \(REDIS_URL\) answered$/, /^PASS {2}credentials +client .{4}….{4} from the fleet's store$/, /^PASS {2}token/, /^PASS {2}cmu/])
   t.equal(sandbox.calls.register, 1, 'the fleet registered once, check never')
   t.notMatch(registered.lines.join('\n'), new RegExp(KEY.toString('base64').replace(/[+/]/g, '.')), 'the state key is never printed')
+  t.notOk(existsSync(env.CREDENTIALS_FILE ?? ''), 'check wrote no credentials file on this host')
+
+  const wrongKey = await runCheckWith({ ...env, STATE_ENCRYPTION_KEY: randomBytes(32).toString('base64') })
+  t.equal(wrongKey.code, 1)
+  t.match(wrongKey.lines.at(-1), /^FAIL {2}credentials +the fleet's client credentials cannot be read: cannot open the sealed value .*STATE_ENCRYPTION_KEY list/, 'another key list is what check catches')
 
   await redis.kill()
   env.AUTH_TIMEOUT_MS = '500'

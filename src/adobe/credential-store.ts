@@ -7,9 +7,9 @@ import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { ClientCredentials } from './dcr-client.js'
 
-interface StoredCredentials extends Omit<ClientCredentials, 'registered_at'> {
+interface StoredCredentials extends ClientCredentials {
   statement_sha256: string
-  /** ISO 8601: the credentials' generation (ClientCredentials.registered_at). */
+  /** ISO 8601: when this file was written (for people; the generation is `generation`). */
   registered_at: string
 }
 
@@ -34,9 +34,13 @@ export function sameClient (a: ClientCredentials, b: ClientCredentials): boolean
   return a.client_id === b.client_id && a.client_secret === b.client_secret
 }
 
-/** Which of two copies is newer: registered later. Copies from before generations were kept count as oldest. */
-export function generation (credentials: ClientCredentials): number {
-  return credentials.registered_at ?? 0
+/**
+ * True only when both copies carry a generation and `a` was registered later.
+ * A copy without one (written before generations were kept) is never called
+ * newer or older: callers then keep the rule from before (the fleet's copy wins).
+ */
+export function newerThan (a: ClientCredentials, b: ClientCredentials): boolean {
+  return a.generation !== undefined && b.generation !== undefined && a.generation > b.generation
 }
 
 export function statementFingerprint (softwareStatement: string): string {
@@ -75,21 +79,20 @@ export class CredentialStore implements CredentialSource {
       return { status: 'unreadable', reason: 'client_id or client_secret missing' }
     }
     if (stored.statement_sha256 !== this.#fingerprint) return { status: 'other-statement' }
-    const registeredAt = typeof stored.registered_at === 'string' ? Date.parse(stored.registered_at) : Number.NaN
     return {
       status: 'found',
       credentials: {
         client_id: stored.client_id,
         client_secret: stored.client_secret,
         ...(typeof stored.client_id_issued_at === 'number' ? { client_id_issued_at: stored.client_id_issued_at } : {}),
-        ...(Number.isFinite(registeredAt) ? { registered_at: registeredAt } : {})
+        ...(typeof stored.generation === 'number' && Number.isFinite(stored.generation) ? { generation: stored.generation } : {})
       }
     }
   }
 
-  /** Write to a private temp file, fsync, rename over the old file, fsync the directory. `now` stamps credentials that carry no generation. */
+  /** Write to a private temp file, fsync, rename over the old file, fsync the directory. */
   async save (credentials: ClientCredentials, now = new Date()): Promise<void> {
-    const stored: StoredCredentials = { ...credentials, statement_sha256: this.#fingerprint, registered_at: new Date(credentials.registered_at ?? now.getTime()).toISOString() }
+    const stored: StoredCredentials = { ...credentials, statement_sha256: this.#fingerprint, registered_at: now.toISOString() }
     const dir = dirname(this.path)
     await mkdir(dir, { recursive: true, mode: 0o700 })
     const temp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`

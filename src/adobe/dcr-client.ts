@@ -14,8 +14,10 @@ export interface ClientCredentials {
    * ms epoch, when this proxy registered them: their generation. Kept with
    * every copy (the file, the fleet's sealed copy, notices), so that newer
    * credentials are never traded for older ones put back or replayed.
+   * Absent on copies written before generations were kept: those are never
+   * compared by age (see credential-store.ts, newerThan).
    */
-  registered_at?: number
+  generation?: number
 }
 
 export interface AccessToken {

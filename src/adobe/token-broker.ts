@@ -384,7 +384,7 @@ export class TokenBroker {
     let credentials: ClientCredentials
     try {
       // Stamped with their generation: every copy of them carries it (dcr-client.ts).
-      credentials = { ...await inSpan(this.#options.tracer, 'cmu_proxy.register', {}, async () => await dcr.registerClient(softwareStatement)), registered_at: this.#wallNow() }
+      credentials = { ...await inSpan(this.#options.tracer, 'cmu_proxy.register', {}, async () => await dcr.registerClient(softwareStatement)), generation: this.#wallNow() }
     } catch (err) {
       this.#counts.registrationFailures++
       throw new StageError('register', err)

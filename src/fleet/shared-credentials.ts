@@ -8,7 +8,7 @@
 // for older ones: sealing stops reading and forging, not an old sealed value
 // written back by someone with access to Redis (README, "Running a fleet").
 import type { Logger } from 'pino'
-import { generation, sameClient, type CredentialSource, type CredentialStore, type LoadResult } from '../adobe/credential-store.js'
+import { newerThan, sameClient, type CredentialSource, type CredentialStore, type LoadResult } from '../adobe/credential-store.js'
 import type { ClientCredentials } from '../adobe/dcr-client.js'
 import { isUnusableValue, StateSealError } from '../store/errors.js'
 import type { StateStore } from '../store/state-store.js'
@@ -67,7 +67,13 @@ export class SharedCredentials implements CredentialSource {
     if (trouble !== undefined) return local.status === 'found' ? local : { status: 'unavailable', reason: (trouble as Error).message }
     const held = local.status === 'found' ? local.credentials : undefined
     const fleet = shared?.credentials
-    if (fleet !== undefined && (held === undefined || sameClient(fleet, held) || generation(fleet) >= generation(held))) {
+    // The fleet's copy wins unless the file's is known to be newer (both carry generations).
+    if (fleet !== undefined && held !== undefined && shared !== undefined && sameClient(fleet, held) && fleet.generation === undefined && held.generation !== undefined) {
+      // The same client, written before generations were kept: give the fleet's copy the file's generation.
+      await this.#store.replaceIf(this.#key, shared.raw, encode(held)).catch(() => false)
+      return local
+    }
+    if (fleet !== undefined && (held === undefined || sameClient(fleet, held) || !newerThan(held, fleet))) {
       await this.keepLocalCopy(fleet)
       return { status: 'found', credentials: fleet }
     }
@@ -94,7 +100,8 @@ export class SharedCredentials implements CredentialSource {
   async share (credentials: ClientCredentials): Promise<boolean> {
     try {
       const fleet = (await this.#readRaw())?.credentials
-      if (fleet === undefined || (!sameClient(fleet, credentials) && generation(fleet) < generation(credentials))) {
+      // Just registered: newer than anything without a generation, or with an older one.
+      if (fleet === undefined || (!sameClient(fleet, credentials) && (fleet.generation === undefined || newerThan(credentials, fleet)))) {
         await this.#store.set(this.#key, encode(credentials))
       }
       return true
@@ -110,7 +117,7 @@ export class SharedCredentials implements CredentialSource {
    */
   async keepLocalCopy (credentials: ClientCredentials): Promise<void> {
     const local = await this.#file.load()
-    if (local.status === 'found' && (sameClient(local.credentials, credentials) || generation(local.credentials) > generation(credentials))) return
+    if (local.status === 'found' && (sameClient(local.credentials, credentials) || newerThan(local.credentials, credentials))) return
     await this.#file.save(credentials).catch((err: unknown) => {
       this.#log.warn({ credentialsFile: this.#file.path, reason: (err as NodeJS.ErrnoException).code }, 'could not keep a local copy of the fleet\'s client credentials')
     })
@@ -175,6 +182,6 @@ export function credentialsFrom (value: unknown): ClientCredentials | undefined 
     client_id: c.client_id,
     client_secret: c.client_secret,
     ...(typeof c.client_id_issued_at === 'number' ? { client_id_issued_at: c.client_id_issued_at } : {}),
-    ...(typeof c.registered_at === 'number' ? { registered_at: c.registered_at } : {})
+    ...(typeof c.generation === 'number' && Number.isFinite(c.generation) ? { generation: c.generation } : {})
   }
 }

@@ -7,6 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { CoordinationUnavailable, SharedFailure, type CoordinatedBroker, type FailureNotice, type FleetToken, type RegistrationRequest, type TokenCoordination, type TokenRequest } from '../adobe/coordination.js'
+import { newerThan, sameClient } from '../adobe/credential-store.js'
 import type { ClientCredentials } from '../adobe/dcr-client.js'
 import { isUnusableValue } from '../store/errors.js'
 import type { StateNamespace } from '../store/namespace.js'
@@ -154,8 +155,10 @@ export class FleetTokenCoordination implements TokenCoordination {
     const shared = this.#options.credentials
     if (shared === undefined) return { credentials: await request.register(), registeredHere: true }
     const { rejected } = request
+    // Not the rejected client, and, when the rejected one has a generation, registered after it: older
+    // credentials another instance put back meanwhile (or an old notice replayed) are not taken.
     const acceptable = (c: ClientCredentials | undefined): c is ClientCredentials =>
-      c !== undefined && (rejected === undefined || c.client_id !== rejected.client_id || c.client_secret !== rejected.client_secret)
+      c !== undefined && (rejected === undefined || (!sameClient(c, rejected) && (rejected.generation === undefined || newerThan(c, rejected))))
     const { lockTtlMs, maxWaitMs } = this.#options
     const deadline = performance.now() + maxWaitMs
     let lead: Extract<Turn, { kind: 'lead' }> | undefined
