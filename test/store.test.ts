@@ -152,6 +152,21 @@ t.test('redis: a hung server stays down (background probes neither fill the queu
   t.ok(store.stats().reconnects >= 1, 'counted as a reconnection')
 })
 
+t.test('redis: a burst that overfills the queue of a server that answers sheds commands, and the store stays up', async (t) => {
+  const redis = await startRedisServer(t)
+  const lines: string[] = []
+  const logger = createLogger('info', { write: (line: string) => { lines.push(line) } })
+  const store = await openRedisStore(t, redis, { commandTimeoutMs: 1_000, maxPendingCommands: 3, logger })
+  t.ok(await store.waitUntilUp(2_000))
+  await store.get('k')
+  const results = await Promise.all(Array.from({ length: 200 }, async () => await store.get('k').then(() => 'answered', () => 'shed')))
+  t.ok(results.includes('shed'), 'the queue overflowed')
+  t.ok(results.includes('answered'), 'and the server answered the rest')
+  t.equal(store.stats().up, true, 'not marked down')
+  t.notOk(lines.some((l) => /connecting again/.test(l)), 'and the connection was not torn down')
+  t.equal(await store.get('k'), undefined, 'it answers the next command')
+})
+
 t.test('redis: the password option authenticates (REDIS_PASSWORD_FILE)', async (t) => {
   const redis = await startRedisServer(t)
   const raw = await rawClient(t, redis)

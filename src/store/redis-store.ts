@@ -50,7 +50,7 @@ type Handler = (message: Buffer) => void
 const BUFFERS = { typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } }
 /** After this many timeouts in a row the connection counts as down even though the socket is open (a hung server). */
 const TIMEOUTS_BEFORE_DOWN = 3
-/** After this many (the probe counts one per interval it stays unanswered) the connection is dropped and made anew, once per hang. */
+/** After this many (the probe counts one per interval it stays unanswered) the connection is dropped and made anew, and again after as many more. */
 const TIMEOUTS_BEFORE_RECONNECT = 10
 
 // Compare-and-delete and compare-and-extend, atomic in Redis. Sent with EVAL:
@@ -78,6 +78,8 @@ export class RedisStore implements StateStore {
   readonly #target: string
   readonly #url: string
   #consecutiveTimeouts = 0
+  /** performance.now() of the last answer (a reply or an error reply): a full queue soon after one is a burst, not a hang. */
+  #lastAnswerAt = performance.now()
   #probe: NodeJS.Timeout | undefined
   /** The last probe is still in the client's queue: the server has not answered it, nor has the connection dropped. */
   #probeInFlight = false
@@ -324,8 +326,9 @@ export class RedisStore implements StateStore {
       return reply
     } catch (err) {
       const timedOut = err instanceof DeadlineError || err instanceof TimeoutError
-      // A full queue is commands a hung server never answered: no answer either.
-      if (timedOut || isQueueFull(err)) this.#timedOut()
+      // A full queue with no answer for a whole timeout is commands a hung server never answered: no
+      // answer either. Soon after an answer it is a burst on a server that answers: this command is shed only.
+      if (timedOut || (isQueueFull(err) && performance.now() - this.#lastAnswerAt > this.#options.commandTimeoutMs)) this.#timedOut()
       // An error reply is an answer. Other failures (offline, closed) leave the count to the
       // connection's own state: 'ready' resets it once connected again.
       else if (err instanceof ErrorReply) this.#answering()
@@ -337,6 +340,7 @@ export class RedisStore implements StateStore {
   }
 
   #answering (): void {
+    this.#lastAnswerAt = performance.now()
     this.#consecutiveTimeouts = 0
     clearInterval(this.#probe)
     this.#probe = undefined
@@ -344,7 +348,8 @@ export class RedisStore implements StateStore {
 
   #timedOut (): void {
     if (this.#closed) return
-    if (++this.#consecutiveTimeouts === TIMEOUTS_BEFORE_RECONNECT) this.#reconnect()
+    // Every so many: a new socket may land on a peer that hangs too.
+    if (++this.#consecutiveTimeouts % TIMEOUTS_BEFORE_RECONNECT === 0) this.#reconnect()
     if (this.#consecutiveTimeouts < TIMEOUTS_BEFORE_DOWN || this.#probe !== undefined) return
     const interval = Math.max(this.#options.commandTimeoutMs, 100)
     this.#probe = setInterval(() => {
@@ -360,6 +365,13 @@ export class RedisStore implements StateStore {
     this.#logger?.warn({ redis: this.#target, timeouts: this.#consecutiveTimeouts }, 'redis is not answering on this connection: connecting again')
     this.#client.destroy()
     this.#connect(this.#client)
+    // The subscriber sends no commands, so nothing times out on it; it sits on the same dead peer.
+    // Its 'ready' handler subscribes to every channel again.
+    const subscriber = this.#subscriber
+    if (subscriber !== undefined) {
+      subscriber.destroy()
+      this.#connect(subscriber)
+    }
   }
 
   /** Close gracefully, but never wait on a hung server longer than one command timeout. */
