@@ -50,7 +50,13 @@ export async function spawnProxy (env: Record<string, string>): Promise<{ child:
     },
     stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit']
   })
-  child.once('exit', () => { rmSync(cwd, { recursive: true, force: true }) })
+  const removeCwd = (): void => {
+    try {
+      rmSync(cwd, { recursive: true, force: true })
+    } catch {}
+  }
+  child.once('exit', removeCwd)
+  child.once('error', removeCwd)
   const base = `http://127.0.0.1:${port}`
   await waitForHttp(child, `${base}/readyz`)
   return { child, base }

@@ -95,7 +95,8 @@ export type CacheOutcome =
    */
   | { kind: 'fetched', answer: Answer, result: 'MISS' | 'BYPASS' }
 
-interface Backoff { until: number, reason: StaleReason }
+/** `told`: learned from the fleet's notice, so it holds for callers with no copy to serve too. */
+interface Backoff { until: number, reason: StaleReason, told?: boolean }
 
 /** What one shared fetch gives: Adobe's answer, or an entry another instance of the fleet stored. */
 type Work = Answer | { kind: 'landed', entry: CachedResponse }
@@ -167,6 +168,9 @@ export class CacheLayer {
     }
     this.#looked(noCache ? 'bypass' : 'miss', lookupStart)
     const result = noCache ? 'BYPASS' : 'MISS'
+    // The fleet was told a moment ago that Adobe failed this report: with no copy to serve, say so rather than ask again.
+    const told = entry === undefined ? this.#backoff.get(key) : undefined
+    if (told?.told === true && told.until > now) throw upstreamFailingInFleet(told.reason, told.until - now)
 
     // no-cache asks for an answer fresh from Adobe: one already on its way is that.
     const joined = this.#coalescer.has(key)
@@ -176,7 +180,8 @@ export class CacheLayer {
         await this.#coalescer.run(key, (signal) => this.#fetchAndStore(key, request.target, fetch, signal, fleet), request.callerGone()))
     } catch (err) {
       const reason = staleReasonForError(err)
-      if (reason !== undefined && entry !== undefined) return this.#stale(entry, reason, performance.now(), forwardedAs(reason, noCache))
+      // Told by the fleet, this request never left the proxy: Cache-Status says hit, not fwd.
+      if (reason !== undefined && entry !== undefined) return this.#stale(entry, reason, performance.now(), err instanceof UpstreamFailingInFleet ? undefined : forwardedAs(reason, noCache))
       throw err
     }
     if (answer.kind === 'landed') {
@@ -217,29 +222,36 @@ export class CacheLayer {
       // The fleet asked Adobe for this a moment ago and Adobe failed: one call, not one per instance.
       const { reason, restMs } = turn.failure
       const restFor = Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, restMs))
-      this.#backoff.set(key, { until: this.#options.now() + restFor, reason })
+      this.#backoff.set(key, { until: this.#options.now() + restFor, reason, told: true })
       throw upstreamFailingInFleet(reason, restFor)
     }
     let stored: CachedResponse | undefined
+    let failed: StaleReason | undefined
     try {
       const fetched = await this.#fetchUpstream(key, target, fetch, signal)
       stored = fetched.stored
+      failed = fetched.failed
       return fetched.answer
     } finally {
-      if (turn.kind === 'lead') turn.done(stored === undefined ? undefined : this.#fleetForm(stored), this.#failureToShare(key))
+      if (turn.kind === 'lead') turn.done(stored === undefined ? undefined : this.#fleetForm(stored), this.#failureToShare(key, failed))
     }
   }
 
-  /** What the fleet is told when this instance's fetch for `key` failed just now (its back-off was set by #rest). */
-  #failureToShare (key: string): SharedFailure | undefined {
+  /**
+   * What the fleet is told when Adobe itself failed this fetch just now: a 5xx
+   * or a 429, with the rest #rest set for it. Not a failure that may be this
+   * instance's own (its egress, its DNS, its token back-off, its queue): the
+   * others ask for themselves then.
+   */
+  #failureToShare (key: string, failed: StaleReason | undefined): SharedFailure | undefined {
+    if (failed !== 'upstream_5xx' && failed !== 'upstream_429') return undefined
     const backoff = this.#backoff.get(key)
-    // 'overloaded' is this instance's own queue, not Adobe: the others may ask.
-    if (backoff === undefined || backoff.reason === 'overloaded') return undefined
-    const restMs = backoff.until - this.#options.now()
-    return restMs <= 0 ? undefined : { reason: backoff.reason, restMs }
+    const restMs = backoff === undefined ? 0 : backoff.until - this.#options.now()
+    return restMs <= 0 ? undefined : { reason: failed, restMs }
   }
 
-  async #fetchUpstream (key: string, target: UpstreamTarget, fetch: Fetch, signal: AbortSignal): Promise<{ answer: Answer, stored?: CachedResponse | undefined }> {
+  /** Adobe's answer, whether it was stored, and, for a 5xx or 429, that it failed (its back-off is set). */
+  async #fetchUpstream (key: string, target: UpstreamTarget, fetch: Fetch, signal: AbortSignal): Promise<{ answer: Answer, stored?: CachedResponse | undefined, failed?: StaleReason }> {
     const cache = this.#cache
     let answer: Answer
     try {
@@ -250,8 +262,11 @@ export class CacheLayer {
       throw err
     }
     const reason = failureReason(answer.status)
-    if (reason !== undefined) this.#rest(key, reason, answer.kind === 'buffered' ? answer.upstreamHeaders : undefined)
-    else this.#backoff.delete(key)
+    if (reason !== undefined) {
+      this.#rest(key, reason, answer.kind === 'buffered' ? answer.upstreamHeaders : undefined)
+      return { answer, failed: reason }
+    }
+    this.#backoff.delete(key)
     if (answer.kind === 'buffered' && isStorable(answer.status, answer.upstreamHeaders)) return { answer, stored: this.#store(key, target, answer) }
     return { answer }
   }

@@ -121,7 +121,8 @@ export class FleetCache implements SharedCache {
   }
 }
 
-const FAILURE_REASONS: ReadonlySet<string> = new Set<StaleReason>(['upstream_5xx', 'upstream_429', 'unreachable', 'timeout', 'no_token'])
+/** Only Adobe's own answers are shared as failures (cache-layer.ts, #failureToShare). */
+const FAILURE_REASONS: ReadonlySet<string> = new Set<StaleReason>(['upstream_5xx', 'upstream_429'])
 
 /** A failure told by the lock holder, if well-formed (notices are sealed, but a bad one must not throw here). */
 function parseFailure (value: unknown): SharedFailure | undefined {

@@ -212,7 +212,7 @@ export class FleetTokenCoordination implements TokenCoordination {
     const pauseMs = Math.max(1, Math.floor(this.#options.lockTtlMs / 8))
     for (let attempt = 1; attempt <= SHARE_ATTEMPTS; attempt++) {
       if (await shared.share(credentials)) return
-      if (attempt < SHARE_ATTEMPTS) await sleep(pauseMs)
+      if (attempt < SHARE_ATTEMPTS) await sleep(pauseMs, undefined, { ref: false })
     }
     this.#log.warn('could not write the new client credentials to the fleet\'s store: the others take them from the notice or from this instance\'s put-back')
   }
