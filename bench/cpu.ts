@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { commandExists, projectRoot, spawnProxy, startProcess, stopProcess } from './processes.js'
+import { commandExists, projectRoot, spawnProxy, startPeer, startProcess, stopProcess } from './processes.js'
 import { LARGE_PATH, SMALL_PATH } from './upstream-server.js'
 import { runNodeLoad } from './node-load.js'
 import { runWrk } from './wrk.js'
@@ -27,12 +27,13 @@ export function cpuSeconds (pid: number): number {
 }
 
 async function main (): Promise<void> {
-  // wrk when installed; else the Node load generator, so that this runs on any machine (CPU is the proxy's either way).
-  const generator = commandExists('wrk') ? 'wrk' : 'node-load'
+  // wrk when installed (BENCH_LOAD=node to skip it); else the Node load generator, so that this runs on any machine (CPU is the proxy's either way).
+  const generator = process.env.BENCH_LOAD !== 'node' && commandExists('wrk') ? 'wrk' : 'node-load'
   const load = generator === 'wrk' ? runWrk : runNodeLoad
   const root = projectRoot()
   const upstream = await startProcess(process.execPath, [join(root, 'dist-bench/bench/upstream-server.js'), '--serve'], { ready: /listening (\d+) (\S+)\n/ })
   const port = Number(upstream.match[1])
+  const peer = await startPeer(port, upstream.match[2] ?? '')
   const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${port}`, ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu` }
   // An OTLP/HTTP sink that takes whatever the traced proxy exports.
   const sink = createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }).end('{}') }) })
@@ -45,7 +46,9 @@ async function main (): Promise<void> {
       { name: '2 KB proxied', target: proxy, path: SMALL_PATH },
       { name: '2 KB cache hit', target: cached, path: SMALL_PATH },
       { name: '200 KB proxied', target: proxy, path: LARGE_PATH },
-      { name: '2 KB, tracing on', target: traced, path: SMALL_PATH }
+      { name: '2 KB, tracing on', target: traced, path: SMALL_PATH },
+      { name: '2 KB, Node peer', target: peer, path: SMALL_PATH },
+      { name: '200 KB, Node peer', target: peer, path: LARGE_PATH }
     ]
     for (const { target, path } of scenarios) await load(`${target.base}${path}`, CONNECTIONS, 1) // warm-up
     const results: Array<{ scenario: string, microsecondsPerRequest: number[] }> = scenarios.map((s) => ({ scenario: s.name, microsecondsPerRequest: [] }))
@@ -61,10 +64,10 @@ async function main (): Promise<void> {
     const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0
     process.stdout.write(`CPU per request of the proxy process (${ROUNDS} rounds of ${SECONDS} s, ${CONNECTIONS} connections, load from ${generator}; median, all rounds)\n`)
     for (const { scenario, microsecondsPerRequest } of results) {
-      process.stdout.write(`${scenario.padEnd(16)} ${String(median(microsecondsPerRequest)).padStart(5)} µs   (${microsecondsPerRequest.join(', ')})\n`)
+      process.stdout.write(`${scenario.padEnd(18)} ${String(median(microsecondsPerRequest)).padStart(5)} µs   (${microsecondsPerRequest.join(', ')})\n`)
     }
   } finally {
-    for (const child of [traced.child, cached.child, proxy.child, upstream.child]) await stopProcess(child)
+    for (const child of [peer.child, traced.child, cached.child, proxy.child, upstream.child]) await stopProcess(child)
     sink.close()
   }
 }

@@ -121,3 +121,12 @@ export function rssBytes (pid: number | undefined): number | undefined {
 export function commandExists (command: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0
 }
+
+/** The Node peer (peer.ts) as its own process; its info log (a line per request) goes to a discarded stdout, as ours does. */
+export async function startPeer (upstreamPort: number, token: string): Promise<{ child: ChildProcess, base: string }> {
+  const port = await freePort()
+  const child = spawn(process.execPath, [join(projectRoot(), 'dist-bench/bench/peer.js'), String(port), `http://127.0.0.1:${upstreamPort}`, token], { stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit'] })
+  const base = `http://127.0.0.1:${port}`
+  await waitForHttp(child, `${base}/ready`)
+  return { child, base }
+}

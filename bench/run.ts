@@ -5,11 +5,11 @@
 // (@fastify/http-proxy with a static token, bench/peer.ts) and nginx when
 // installed; loads each with wrk in alternating rounds; prints the table and
 // the issue #11 targets, and writes both to bench/results/latest.json.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync, openSync, writeFileSync } from 'node:fs'
+import type { ChildProcess } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startNginx } from './nginx.js'
-import { commandExists, freePort, projectRoot, rssBytes, spawnProxy, startProcess, stopProcess, waitForHttp } from './processes.js'
+import { commandExists, freePort, projectRoot, rssBytes, spawnProxy, startPeer, startProcess, stopProcess } from './processes.js'
 import { LARGE_PATH, SMALL_PATH } from './upstream-server.js'
 import { runWrk, type LoadResult } from './wrk.js'
 
@@ -34,14 +34,6 @@ function median (values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle] ?? 0 : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2
 }
 
-async function startPeer (upstreamPort: number, token: string): Promise<{ child: ChildProcess, base: string }> {
-  const port = await freePort()
-  // Its info log (a line per request) goes to a discarded stdout, as ours does.
-  const child = spawn(process.execPath, [join(ROOT, 'dist-bench/bench/peer.js'), String(port), `http://127.0.0.1:${upstreamPort}`, token], { stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit'] })
-  const base = `http://127.0.0.1:${port}`
-  await waitForHttp(child, `${base}/ready`)
-  return { child, base }
-}
 
 async function main (): Promise<void> {
   if (!commandExists('wrk')) {
