@@ -51,20 +51,23 @@ async function main (): Promise<void> {
       { name: '200 KB, Node peer', target: peer, path: LARGE_PATH }
     ]
     for (const { target, path } of scenarios) await load(`${target.base}${path}`, CONNECTIONS, 1) // warm-up
-    const results: Array<{ scenario: string, microsecondsPerRequest: number[] }> = scenarios.map((s) => ({ scenario: s.name, microsecondsPerRequest: [] }))
+    // Errors are counted: a proxy that fails fast would otherwise look cheap.
+    const results: Array<{ scenario: string, microsecondsPerRequest: number[], errors: number }> = scenarios.map((s) => ({ scenario: s.name, microsecondsPerRequest: [], errors: 0 }))
     for (let round = 0; round < ROUNDS; round++) {
       for (const [i, { target, path }] of scenarios.entries()) {
         const pid = target.child.pid ?? 0
         const before = cpuSeconds(pid)
-        const { requestsPerSecond } = await load(`${target.base}${path}`, CONNECTIONS, SECONDS)
+        const { requestsPerSecond, errors } = await load(`${target.base}${path}`, CONNECTIONS, SECONDS)
         const spent = cpuSeconds(pid) - before
-        results[i]?.microsecondsPerRequest.push(Math.round((spent / (requestsPerSecond * SECONDS)) * 1e6))
+        const result = results[i]
+        result?.microsecondsPerRequest.push(Math.round((spent / (requestsPerSecond * SECONDS)) * 1e6))
+        if (result !== undefined) result.errors += errors
       }
     }
     const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0
     process.stdout.write(`CPU per request of the proxy process (${ROUNDS} rounds of ${SECONDS} s, ${CONNECTIONS} connections, load from ${generator}; median, all rounds)\n`)
-    for (const { scenario, microsecondsPerRequest } of results) {
-      process.stdout.write(`${scenario.padEnd(18)} ${String(median(microsecondsPerRequest)).padStart(5)} µs   (${microsecondsPerRequest.join(', ')})\n`)
+    for (const { scenario, microsecondsPerRequest, errors } of results) {
+      process.stdout.write(`${scenario.padEnd(18)} ${String(median(microsecondsPerRequest)).padStart(5)} µs   (${microsecondsPerRequest.join(', ')})${errors > 0 ? `   ${errors} FAILED REQUESTS: not comparable` : ''}\n`)
     }
   } finally {
     for (const child of [peer.child, traced.child, cached.child, proxy.child, upstream.child]) await stopProcess(child)

@@ -2,13 +2,14 @@
 // `connections` keep-alive connections (an undici Pool) each sending GET
 // `url` back to back for `seconds`, in a process of its own so that its CPU
 // is not the proxy's. Prints one JSON line: requests, non-2xx answers, seconds.
+import { fileURLToPath } from 'node:url'
 import { Pool } from 'undici'
 import type { LoadResult } from './wrk.js'
 import { startProcess, stopProcess } from './processes.js'
 
 /** Runs this file as a child process and reads its line (the same shape wrk gives, latency not measured). */
 export async function runNodeLoad (url: string, connections: number, seconds: number): Promise<LoadResult> {
-  const started = await startProcess(process.execPath, [new URL(import.meta.url).pathname, url, String(connections), String(seconds)], { ready: /^(\{.*\})\n/m, timeoutMs: (seconds + 30) * 1000 })
+  const started = await startProcess(process.execPath, [fileURLToPath(import.meta.url), url, String(connections), String(seconds)], { ready: /^(\{.*\})\n/m, timeoutMs: (seconds + 30) * 1000 })
   await stopProcess(started.child)
   const result = JSON.parse(started.match[1] ?? '{}') as { requests: number, errors: number, seconds: number }
   return { requestsPerSecond: result.requests / result.seconds, p50Ms: Number.NaN, p99Ms: Number.NaN, errors: result.errors }

@@ -116,7 +116,7 @@ async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boo
  * is exactly what this should catch.
  */
 async function fleetCredentials (config: Config, step: (ok: boolean, name: string, detail: string) => void, fail: (name: string, detail: string) => never): Promise<ClientCredentials> {
-  const fleet = createFleet(config, { logger: pino({ level: 'silent' }) })
+  const fleet = createFleet(config, { logger: pino({ level: 'silent' }), readOnly: true })
   if (fleet === undefined) throw new Error('unreachable: REDIS_URL is set')
   try {
     const { redis } = fleet.status()
@@ -133,7 +133,7 @@ async function fleetCredentials (config: Config, step: (ok: boolean, name: strin
       step(true, 'credentials', `client ${maskClientId(found.client_id)} from the fleet's store`)
       return found
     }
-    return fail('credentials', 'the fleet\'s store holds no usable client credentials: none registered yet; check does not register in fleet mode (the first proxy instance registers once for the fleet)')
+    return fail('credentials', 'the fleet\'s store holds no usable client credentials (none registered yet, or the value holds none); check does not register in fleet mode (the first proxy instance registers once for the fleet)')
   } finally {
     await fleet.close()
   }

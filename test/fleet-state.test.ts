@@ -93,7 +93,7 @@ t.test('cmu-proxy check in fleet mode reads the fleet\'s credentials and never r
 
   const empty = await run()
   t.equal(empty.code, 1)
-  t.match(empty.lines.at(-1), /^FAIL {2}credentials +the fleet's store holds no usable client credentials: none registered yet; check does not register in fleet mode/)
+  t.match(empty.lines.at(-1), /^FAIL {2}credentials +the fleet's store holds no usable client credentials \(none registered yet, or the value holds none\); check does not register in fleet mode/)
   t.equal(sandbox.calls.register, 0, 'no registration from check')
 
   const [a] = await fleetOf(t, sandbox, redis, 1, undefined, statement)
@@ -104,6 +104,15 @@ t.test('cmu-proxy check in fleet mode reads the fleet\'s credentials and never r
   t.equal(sandbox.calls.register, 1, 'the fleet registered once, check never')
   t.notMatch(registered.lines.join('\n'), new RegExp(KEY.toString('base64').replace(/[+/]/g, '.')), 'the state key is never printed')
   t.notOk(existsSync(env.CREDENTIALS_FILE ?? ''), 'check wrote no credentials file on this host')
+
+  // An operator tries the next rotation step (NEW,OLD) with check before rolling it out: it reads, and re-seals nothing.
+  const raw = await rawRedis(t, redis)
+  const credentialsKey = stateNamespace('cmu-proxy:', { softwareStatement: statement }).key('credentials')
+  const sealedBefore = await raw.get(credentialsKey)
+  const nextStep = await runCheckWith({ ...env, STATE_ENCRYPTION_KEY: `${randomBytes(32).toString('base64')},${KEY.toString('base64')}` })
+  t.equal(nextStep.code, 0, nextStep.lines.join('\n'))
+  const sealedAfter = await raw.get(credentialsKey)
+  t.ok(sealedBefore !== null && sealedAfter !== null && Buffer.from(sealedAfter).equals(Buffer.from(sealedBefore)), 'the fleet\'s sealed credentials are byte for byte what they were')
 
   const wrongKey = await runCheckWith({ ...env, STATE_ENCRYPTION_KEY: randomBytes(32).toString('base64') })
   t.equal(wrongKey.code, 1)

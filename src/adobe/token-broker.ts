@@ -366,7 +366,7 @@ export class TokenBroker {
     try {
       outcome = await this.#coordination.register({
         rejected: this.#rejectedCredentials,
-        register: async () => await this.#registerHere(softwareStatement),
+        register: async () => await this.#registerHere(softwareStatement, this.#rejectedCredentials),
         describeFailure: (err) => this.#classify(err)
       })
     } catch (err) {
@@ -378,13 +378,15 @@ export class TokenBroker {
     return outcome.credentials
   }
 
-  async #registerHere (softwareStatement: string): Promise<ClientCredentials> {
+  async #registerHere (softwareStatement: string, rejected: ClientCredentials | undefined): Promise<ClientCredentials> {
     const { store, dcr } = this.#options
     this.#counts.registrations++
     let credentials: ClientCredentials
     try {
-      // Stamped with their generation: every copy of them carries it (dcr-client.ts).
-      credentials = { ...await inSpan(this.#options.tracer, 'cmu_proxy.register', {}, async () => await dcr.registerClient(softwareStatement)), generation: this.#wallNow() }
+      // Stamped with their generation: every copy of them carries it (dcr-client.ts). Always above the
+      // rejected client's, even when that one was stamped by a host whose clock runs ahead.
+      const generation = Math.max(this.#wallNow(), (rejected?.generation ?? 0) + 1)
+      credentials = { ...await inSpan(this.#options.tracer, 'cmu_proxy.register', {}, async () => await dcr.registerClient(softwareStatement)), generation }
     } catch (err) {
       this.#counts.registrationFailures++
       throw new StageError('register', err)

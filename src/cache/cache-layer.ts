@@ -95,8 +95,12 @@ export type CacheOutcome =
    */
   | { kind: 'fetched', answer: Answer, result: 'MISS' | 'BYPASS' }
 
-/** `told`: learned from the fleet's notice, so it holds for callers with no copy to serve too. */
-interface Backoff { until: number, reason: StaleReason, told?: boolean }
+/**
+ * `noCopyUntil`: learned from the fleet's notice, so callers with no copy to
+ * serve are answered 503 too, until then (at most MAX_TOLD_NO_COPY_MS: they
+ * cannot tell when Adobe is back unless someone asks).
+ */
+interface Backoff { until: number, reason: StaleReason, noCopyUntil?: number }
 
 /** What one shared fetch gives: Adobe's answer, or an entry another instance of the fleet stored. */
 type Work = Answer | { kind: 'landed', entry: CachedResponse }
@@ -107,6 +111,8 @@ const MIN_REVALIDATE_SECONDS = 30
 const MIN_BACKOFF_MS = 5_000
 /** retryAfter() clamps to an hour already; a failure told by another instance is clamped here too. */
 const MAX_BACKOFF_MS = 3_600_000
+/** How long an instance told of a failure answers 503 to callers it has no copy for (see Backoff). */
+const MAX_TOLD_NO_COPY_MS = 60_000
 /** Keys longer than this (a huge Accept header) are not cached: they would crowd the cache for one caller. */
 const MAX_KEY_LENGTH = 4_096
 /** Reasons for which the request reached Adobe (RFC 9211 fwd); the others never left the proxy. */
@@ -166,11 +172,11 @@ export class CacheLayer {
         return this.#stale(entry, 'revalidating', lookupStart)
       }
     }
-    this.#looked(noCache ? 'bypass' : 'miss', lookupStart)
-    const result = noCache ? 'BYPASS' : 'MISS'
     // The fleet was told a moment ago that Adobe failed this report: with no copy to serve, say so rather than ask again.
     const told = entry === undefined ? this.#backoff.get(key) : undefined
-    if (told?.told === true && told.until > now) throw upstreamFailingInFleet(told.reason, told.until - now)
+    if (told?.noCopyUntil !== undefined && told.noCopyUntil > now) throw upstreamFailingInFleet(told.reason, told.noCopyUntil - now)
+    this.#looked(noCache ? 'bypass' : 'miss', lookupStart)
+    const result = noCache ? 'BYPASS' : 'MISS'
 
     // no-cache asks for an answer fresh from Adobe: one already on its way is that.
     const joined = this.#coalescer.has(key)
@@ -222,8 +228,10 @@ export class CacheLayer {
       // The fleet asked Adobe for this a moment ago and Adobe failed: one call, not one per instance.
       const { reason, restMs } = turn.failure
       const restFor = Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, restMs))
-      this.#backoff.set(key, { until: this.#options.now() + restFor, reason, told: true })
-      throw upstreamFailingInFleet(reason, restFor)
+      const now = this.#options.now()
+      const noCopyFor = Math.min(restFor, MAX_TOLD_NO_COPY_MS)
+      this.#backoff.set(key, { until: now + restFor, reason, noCopyUntil: now + noCopyFor })
+      throw upstreamFailingInFleet(reason, noCopyFor)
     }
     let stored: CachedResponse | undefined
     let failed: StaleReason | undefined

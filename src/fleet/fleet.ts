@@ -45,6 +45,8 @@ export interface FleetDependencies {
   wallNow?: () => number
   /** Tests shorten the periodic look at the shared state. */
   reconcileIntervalMs?: number
+  /** `cmu-proxy check`: read the fleet's state, never write it (not even a re-seal). */
+  readOnly?: boolean
 }
 
 /** Undefined without REDIS_URL: one instance, file and memory. */
@@ -59,7 +61,8 @@ export function createFleet (config: Config, deps: FleetDependencies): Fleet | u
     encryptionKeys: parseStateEncryptionKeys(config.STATE_ENCRYPTION_KEY ?? ''),
     redis: { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS },
     logger,
-    onOperation: deps.onOperation
+    onOperation: deps.onOperation,
+    readOnly: deps.readOnly
   })
   const namespace = stateNamespace(config.REDIS_KEY_PREFIX, statement !== undefined ? { softwareStatement: statement } : { clientId: config.ADOBE_CLIENT_ID ?? '' })
   const channel = new FleetChannel(store, namespace.channel('events'), logger)

@@ -22,6 +22,8 @@ export interface StoreSettings {
   redis?: Omit<RedisStoreOptions, 'url' | 'password' | 'logger' | 'onOperation'>
   logger?: Pick<Logger, 'info' | 'warn'> | undefined
   onOperation?: OperationObserver | undefined
+  /** Reads only: nothing read is re-sealed (`cmu-proxy check`). */
+  readOnly?: boolean | undefined
 }
 
 export function createStore (settings: StoreSettings): StateStore {
@@ -30,5 +32,5 @@ export function createStore (settings: StoreSettings): StateStore {
   const keys = settings.encryptionKeys ?? []
   if (keys.length === 0) throw new StateKeyError('STATE_ENCRYPTION_KEY', 'is required with REDIS_URL (or STATE_ENCRYPTION_KEY_FILE): nothing is written to Redis unsealed')
   const redis = new RedisStore({ ...settings.redis, url: redisUrl, password: settings.redisPassword, logger, onOperation })
-  return new SealedStore(redis, keys, { logger })
+  return new SealedStore(redis, keys, { logger, readOnly: settings.readOnly })
 }

@@ -353,8 +353,9 @@ export class RedisStore implements StateStore {
     if (this.#consecutiveTimeouts < TIMEOUTS_BEFORE_DOWN || this.#probe !== undefined) return
     const interval = Math.max(this.#options.commandTimeoutMs, 100)
     this.#probe = setInterval(() => {
-      // Still no answer to the last one: one more timeout, and no second PING behind it.
-      if (this.#probeInFlight) this.#timedOut()
+      // Still no answer to the last one: one more timeout, and no second PING behind it. A new socket
+      // whose handshake gets no answer (a hung server still accepts connections) is no answer either.
+      if (this.#probeInFlight || !this.#client.isReady) this.#timedOut()
       else this.#command('ping', ['PING'], true).catch(() => {})
     }, interval)
     this.#probe.unref()

@@ -22,6 +22,8 @@ const HEADER_BYTES = 1 + KEY_ID_BYTES + IV_BYTES + TAG_BYTES
 
 export interface SealedStoreOptions {
   logger?: Pick<Logger, 'warn'> | undefined
+  /** Never re-seal what is read (`cmu-proxy check`: it may run with a key list the fleet does not use yet). */
+  readOnly?: boolean | undefined
 }
 
 export class SealedStore implements StateStore {
@@ -29,6 +31,7 @@ export class SealedStore implements StateStore {
   readonly #keys: readonly StateKey[]
   readonly #sealingKey: StateKey
   readonly #logger: SealedStoreOptions['logger']
+  readonly #reseal: boolean
   #unsealFailures = 0
   #resealed = 0
 
@@ -40,6 +43,7 @@ export class SealedStore implements StateStore {
     this.#keys = keys
     this.#sealingKey = first
     this.#logger = options.logger
+    this.#reseal = options.readOnly !== true
   }
 
   /**
@@ -57,7 +61,7 @@ export class SealedStore implements StateStore {
     if (sealed === undefined) return undefined
     const aad = keyAad(key)
     const value = this.#open(sealed, key, aad)
-    if (!sealed.subarray(1, 1 + KEY_ID_BYTES).equals(this.#sealingKey.id)) {
+    if (this.#reseal && !sealed.subarray(1, 1 + KEY_ID_BYTES).equals(this.#sealingKey.id)) {
       this.#inner.replaceIf(key, sealed, this.#seal(value, aad)).then((replaced) => { if (replaced) this.#resealed++ }, () => {})
     }
     return value
