@@ -91,6 +91,11 @@ t.test('copies written before generations were kept are never called older: the 
   await store.set(key, Buffer.from(JSON.stringify({ client_id: 'current', client_secret: 'current-secret' })))
   await shared.load()
   t.match(JSON.parse((await store.get(key))?.toString() ?? '{}'), { client_id: 'current', generation: 5_000 })
+
+  // The other way round: a file from before generations gains the fleet's.
+  await shared.save({ client_id: 'current', client_secret: 'current-secret' })
+  await shared.keepLocalCopy({ client_id: 'current', client_secret: 'current-secret', generation: 6_000 })
+  t.match(await shared.load(), { status: 'found', credentials: { client_id: 'current', generation: 6_000 } })
 })
 
 t.test('re-registering after invalid_client: older credentials put back meanwhile are not taken', async (t) => {

@@ -117,7 +117,12 @@ export class SharedCredentials implements CredentialSource {
    */
   async keepLocalCopy (credentials: ClientCredentials): Promise<void> {
     const local = await this.#file.load()
-    if (local.status === 'found' && (sameClient(local.credentials, credentials) || newerThan(local.credentials, credentials))) return
+    if (local.status === 'found') {
+      const held = local.credentials
+      // The same client: rewritten only to give a file from before generations the fleet's generation.
+      if (sameClient(held, credentials) && (held.generation !== undefined || credentials.generation === undefined)) return
+      if (newerThan(held, credentials)) return
+    }
     await this.#file.save(credentials).catch((err: unknown) => {
       this.#log.warn({ credentialsFile: this.#file.path, reason: (err as NodeJS.ErrnoException).code }, 'could not keep a local copy of the fleet\'s client credentials')
     })
