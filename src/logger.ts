@@ -17,7 +17,13 @@ export const REDACTED_PATHS = [
 export const STDOUT_BATCH = { dest: 1, sync: false, minLength: 4096, periodicFlush: 1000 } as const
 
 export function createLogger (level: string, destination: DestinationStream = pino.destination(STDOUT_BATCH)): Logger {
-  return pino({ level, base: { service: 'cmu-proxy' }, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, destination)
+  return pino({
+    level,
+    base: { service: 'cmu-proxy' },
+    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    // A request that reaches a log line whole (an error Fastify logs itself): method and masked URL only.
+    serializers: { req: (req: { method?: string, url?: string }) => ({ method: req.method, url: loggableUrl(req.url ?? '') }) }
+  }, destination)
 }
 
 /** A caller's `access_token` query parameter is a credential too: mask its value in logged URLs, however its name is encoded. */

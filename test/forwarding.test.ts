@@ -1,7 +1,7 @@
 // The /cmu forwarder: what crosses it in each direction, and how failures look.
 import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { gunzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { assertProblem, call, eventually, startProxy, startSandbox, startScriptedServer } from './helpers.js'
@@ -95,10 +95,37 @@ t.test('path tricks are refused with 400 and nothing is sent upstream', async (t
   const proxy = await startProxy(t, sandbox)
   await call(proxy.url, '/cmu/v2')
   const before = { ...sandbox.calls }
-  for (const path of ['/cmu/../o/client/register', '/cmu/v2/%2e%2e/%2E%2E/o/client/token', '/cmu/v2%2f..%2fo/client/register', '/cmu/v2/year%2Fmonth', '/cmu/v2\\..\\x', '/cmu/./v2', '/cmu/v2/..%00/year', '/cmu/v2/year%0d%0aX-Injected:1', '/cmu/v2/%1f']) {
+  for (const path of ['/cmu/../o/client/register', '/cmu/v2/%2e%2e/%2E%2E/o/client/token', '/cmu/v2%2f..%2fo/client/register', '/cmu/v2/year%2Fmonth', '/cmu/v2\\..\\x', '/cmu/./v2', '/cmu/v2/..%00/year', '/cmu/v2/year%0d%0aX-Injected:1', '/cmu/v2/%1f',
+    // A fragment: the router cuts at '#', an upstream that parses URLs would see `/cmu/..`.
+    '/cmu/..#/o/client/token', '/cmu/..#', '/cmu/v2?x=1#y',
+    // Double encoding and encoded non-ASCII (a full-width dot), and characters outside RFC 3986.
+    '/cmu/v2/%252e%252e/o/client/token', '/cmu/v2/%ef%bc%8e%ef%bc%8e/x', '/cmu/v2/year"x', '/cmu/v2/{year}']) {
     assertProblem(t, await call(proxy.url, path), 400, 'CMU_PROXY_BAD_PATH')
   }
   t.same(sandbox.calls, before, 'nothing reached the sandbox')
+})
+
+t.test('an upstream header value Node cannot send is dropped, not a cut answer', async (t) => {
+  // Raw bytes on the wire, as Node's own server would refuse to write them: a UTF-8 '€' in a filename.
+  const body = 'a,b\n1,2\n'
+  const head = Buffer.concat([
+    Buffer.from(`HTTP/1.1 200 OK\r\ncontent-type: text/csv\r\ncontent-length: ${body.length}\r\ncontent-disposition: attachment; filename="r`),
+    Buffer.from('€', 'utf8'),
+    Buffer.from('.csv"\r\n\r\n')
+  ])
+  const upstream = createNetServer((socket) => { socket.on('data', () => { socket.write(Buffer.concat([head, Buffer.from(body)])) }) })
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { upstream.close() })
+  const origin = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+  for (const cache of ['false', 'true']) {
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: cache, ADOBE_CMU_URL: `${origin}/cmu` } })
+    const answer = await call(proxy.url, '/cmu/v2/year.csv')
+    t.equal(answer.status, 200, `cache ${cache}: answered`)
+    t.equal(answer.text, body, `cache ${cache}: the whole body`)
+    t.equal(answer.headers['content-disposition'], undefined, `cache ${cache}: without the header it could not send`)
+    t.equal(answer.headers['content-type'], 'text/csv', `cache ${cache}: the others still cross`)
+  }
 })
 
 t.test('an encoded prefix never reaches Adobe: the prefix is matched on the raw path', async (t) => {

@@ -231,3 +231,12 @@ t.test('cmu-proxy check: one line per step, non-zero on failure', async (t) => {
     t.notOk(line.includes(String(client.client_secret)) || line.includes(env.ADOBE_SOFTWARE_STATEMENT), 'no secret printed')
   }
 })
+
+t.test('a request logged whole (an error Fastify logs itself) shows its method and masked URL only', async (t) => {
+  const lines: string[] = []
+  const logger = createLogger('info', { write: (line: string) => { lines.push(line) } })
+  logger.error({ req: { method: 'GET', url: '/cmu/v2?access_token=caller-secret-token&x=1', headers: { authorization: 'Bearer key' } } }, 'boom')
+  t.equal(lines.length, 1)
+  t.match(JSON.parse(lines[0] ?? '{}'), { req: { method: 'GET', url: '/cmu/v2?access_token=[redacted]&x=1' } })
+  t.notMatch(lines[0], /caller-secret-token|Bearer key/)
+})

@@ -32,12 +32,25 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, requestId
   return headers
 }
 
+/**
+ * Header values are passed on only when they are printable ASCII (and tab).
+ * undici hands Adobe's header bytes over as latin1 characters, and Node's
+ * ServerResponse refuses some of those (the bytes of a UTF-8 `filename="r€.csv"`)
+ * after the status is chosen, which would cut the answer: such a value is
+ * dropped instead. Every header Adobe sends us is ASCII.
+ */
+const NOT_PRINTABLE_ASCII = /[^\t\x20-\x7e]/
+
+function sendable (value: string | string[]): boolean {
+  return typeof value === 'string' ? !NOT_PRINTABLE_ASCII.test(value) : value.every((v) => !NOT_PRINTABLE_ASCII.test(v))
+}
+
 /** The upstream response headers a caller may see. */
 export function callerResponseHeaders (upstream: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {}
   for (const name of FORWARDED_RESPONSE_HEADERS) {
     const value = upstream[name]
-    if (value !== undefined) headers[name] = value
+    if (value !== undefined && sendable(value)) headers[name] = value
   }
   return headers
 }
@@ -52,7 +65,7 @@ export function callerResponseHeaderList (upstream: Record<string, string | stri
   const list: Array<string | number | string[]> = []
   for (const name of FORWARDED_RESPONSE_HEADERS) {
     const value = upstream[name]
-    if (value !== undefined && extra[name] === undefined) list.push(name, value)
+    if (value !== undefined && extra[name] === undefined && sendable(value)) list.push(name, value)
   }
   for (const name in extra) {
     const value = extra[name]
