@@ -10,7 +10,7 @@ import { CacheLayer } from './cache/cache-layer.js'
 import { ResponseCache } from './cache/response-cache.js'
 import { monotonicNow } from './clock.js'
 import { cleartextAdobeUrls, type Config } from './config.js'
-import { PROBLEM_HEADERS, ProxyError, describeCause, internalError, notFound, problemBody, unauthorized } from './errors.js'
+import { PROBLEM_HEADERS, ProxyError, badPath, describeCause, internalError, notFound, problemBody, unauthorized } from './errors.js'
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
@@ -67,6 +67,9 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     logController: new RequestLogController({ requestIdLogLabel: 'reqId' }),
     genReqId: (raw) => requestId(raw.headers),
     return503OnClosing: true,
+    // A URL Fastify cannot decode (FST_ERR_BAD_URL): our problem format, like every other refusal.
+    // (Routing fails before the onRequest hook that sets X-Request-Id.)
+    frameworkErrors: (_error, request, reply) => { void sendProblem(badPath('the URL is not valid percent-encoding'), request, reply.header('x-request-id', request.id)) },
     // Node cuts a head that trickles in for longer than headersTimeout, but only checks every
     // 30 s by default: a slow-loris connection would then hold a socket up to 30 s longer.
     http: { connectionsCheckingInterval: 1_000 }

@@ -4,6 +4,7 @@ import { createServer } from 'node:http'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { gunzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
+import { callerResponseHeaderList } from '../src/proxy/headers.js'
 import { assertProblem, call, eventually, startProxy, startSandbox, startScriptedServer } from './helpers.js'
 
 const RANGE = 'start=2026-01-01&end=2026-01-03'
@@ -102,6 +103,8 @@ t.test('path tricks are refused with 400 and nothing is sent upstream', async (t
     '/cmu/v2/%252e%252e/o/client/token', '/cmu/v2/%ef%bc%8e%ef%bc%8e/x', '/cmu/v2/year"x', '/cmu/v2/{year}']) {
     assertProblem(t, await call(proxy.url, path), 400, 'CMU_PROXY_BAD_PATH')
   }
+  // A URL Fastify cannot decode is refused in our problem format too.
+  assertProblem(t, await call(proxy.url, '/cmu/v2/%E0%A4%A'), 400, 'CMU_PROXY_BAD_PATH')
   t.same(sandbox.calls, before, 'nothing reached the sandbox')
 })
 
@@ -320,4 +323,14 @@ t.test('past UPSTREAM_MAX_PENDING requests waiting for Adobe, the next is shed a
   // Free the hanging requests (their retry is refused) rather than wait out the 60 s headers timeout.
   await sandbox.close()
   await Promise.all(hanging)
+})
+
+t.test('the flat header list: ours win over Adobe\'s of the same name, arrays cross whole, names never repeat', async (t) => {
+  const list = callerResponseHeaderList(
+    { 'content-type': 'text/csv', 'retry-after': '30', vary: ['accept', 'accept-encoding'], 'set-cookie': 'no', 'x-other': 'no' },
+    { 'x-request-id': 'id-1', 'retry-after': '5', 'x-cache': undefined }
+  )
+  t.same(list, ['content-type', 'text/csv', 'vary', ['accept', 'accept-encoding'], 'x-request-id', 'id-1', 'retry-after', '5'])
+  const names = list.filter((_, i) => i % 2 === 0)
+  t.equal(new Set(names).size, names.length, 'each name once')
 })
