@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { Test } from 'tap'
 import type { Sandbox } from '../src/sandbox/server.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
-import { startProxy, temporaryDirectory, type RunningProxy } from './helpers.js'
+import { call, eventually, startProxy, temporaryDirectory, type RunningProxy } from './helpers.js'
 import { rawRedisClient, type RedisServer } from './redis-server.js'
 
 export const KEY = randomBytes(32)
@@ -15,7 +15,13 @@ export const LOCK_TTL_MS = 600
 export const COMMAND_TIMEOUT_MS = 180
 export const ADMIN = 'fleet-admin-key-0123456789'
 
-export interface MemberOptions { statement: string, env?: Record<string, string | undefined>, credentialsFile?: string }
+export interface MemberOptions {
+  statement: string
+  env?: Record<string, string | undefined>
+  credentialsFile?: string
+  /** A clock the test moves (both the deadline and the wall clock of the member). */
+  now?: () => number
+}
 
 export function fleetEnv (redis: RedisServer, env: Record<string, string | undefined> = {}): Record<string, string> {
   const merged: Record<string, string | undefined> = {
@@ -37,7 +43,8 @@ export async function member (t: Test, sandbox: Sandbox, redis: RedisServer, opt
   return await startProxy(t, sandbox, {
     statement: options.statement,
     credentialsFile: options.credentialsFile ?? join(temporaryDirectory(t), 'credentials.json'),
-    env: fleetEnv(redis, options.env)
+    env: fleetEnv(redis, options.env),
+    ...(options.now === undefined ? {} : { now: options.now })
   })
 }
 
@@ -46,6 +53,11 @@ export async function fleetOf (t: Test, sandbox: Sandbox, redis: RedisServer, n:
 }
 
 export const rawRedis = rawRedisClient
+
+/** True once every member answers `path` with 200 (polled up to `timeoutMs`). */
+export async function allAnswerOk (fleet: RunningProxy[], path: string, timeoutMs = 2_000): Promise<boolean> {
+  return await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, path)).status))).every((s) => s === 200), timeoutMs)
+}
 
 export const urlOf = (fleet: RunningProxy[], i: number): string => fleet[i % fleet.length]?.url ?? ''
 export const statuses = (answers: Array<{ status: number }>): number[] => [...new Set(answers.map((a) => a.status))]

@@ -9,7 +9,7 @@ import { spawnProxy, stopProcess } from '../bench/processes.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
 import { stateKey } from '../src/store/encryption-keys.js'
 import { stateNamespace } from '../src/store/namespace.js'
-import { ADMIN, COMMAND_TIMEOUT_MS, fleetEnv, fleetOf, KEY, LOCK_TTL_MS, member, rawRedis, statuses, urlOf } from './fleet-helpers.js'
+import { ADMIN, allAnswerOk, COMMAND_TIMEOUT_MS, fleetEnv, fleetOf, KEY, LOCK_TTL_MS, member, rawRedis, statuses, urlOf } from './fleet-helpers.js'
 import { assertProblem, call, eventually, startSandbox } from './helpers.js'
 import { startRedisServer } from './redis-server.js'
 
@@ -55,8 +55,7 @@ t.test('identical concurrent cold misses across the fleet: one upstream call', a
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const fleet = await fleetOf(t, sandbox, redis, 3, { CACHE_ENABLED: 'true' })
-  await Promise.all(fleet.map(async (p) => await call(p.url, '/readyz')))
-  t.ok(await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, '/readyz')).status))).every((s) => s === 200), 2_000))
+  t.ok(await allAnswerOk(fleet, '/readyz'))
   sandbox.faults.failNext('cmu', 1, { delayMs: 300 })
   const answers = await Promise.all(Array.from({ length: 12 }, async (_, i) => await call(urlOf(fleet, i), '/cmu/v2/year/month/day?start=2026-01-01')))
   t.same(statuses(answers), [200])
@@ -68,7 +67,7 @@ t.test('Adobe fails the instance that asked for the fleet: the others are told a
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const fleet = await fleetOf(t, sandbox, redis, 3, { CACHE_ENABLED: 'true' })
-  t.ok(await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, '/readyz')).status))).every((s) => s === 200), 2_000))
+  t.ok(await allAnswerOk(fleet, '/readyz'))
   // Adobe takes a second to fail: time for the others to find the lock taken and wait.
   sandbox.faults.failNext('cmu', 1, { status: 503, afterMs: 1_000, headers: { 'retry-after': '20' } })
   const path = '/cmu/v2/year/month/day?start=2026-02-01'
@@ -94,7 +93,7 @@ t.test('Adobe revokes the client (invalid_client): the fleet re-registers once, 
   t.equal(sandbox.calls.register, 1)
   sandbox.dcr.revokeClients()
   const answers = await Promise.all(Array.from({ length: 9 }, async (_, i) => await call(urlOf(fleet, i), '/cmu/v2')))
-  t.ok(await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, '/cmu/v2')).status))).every((s) => s === 200), 5_000), 'every instance serves again')
+  t.ok(await allAnswerOk(fleet, '/cmu/v2', 5_000), 'every instance serves again')
   t.equal(sandbox.calls.register, 2, 'one re-registration for the fleet')
   t.ok(answers.filter((a) => a.status === 200).length >= 1, 'callers during the switch were served, or told why')
   for (const answer of answers.filter((a) => a.status !== 200)) t.match(answer.headers['content-type'], /^application\/problem\+json/)
@@ -103,12 +102,16 @@ t.test('Adobe revokes the client (invalid_client): the fleet re-registers once, 
 t.test('stale-while-revalidate across the fleet: expired entries are served at once, and one instance refreshes', async (t) => {
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
-  // A two-second TTL, so the entry expires during the test; thirty seconds in which a stale copy is served while refreshing.
-  const fleet = await fleetOf(t, sandbox, redis, 3, { CACHE_ENABLED: 'true', CACHE_TTL_MAX_SECONDS: '2', CACHE_STALE_WHILE_REVALIDATE_SECONDS: '30' })
+  // One clock for the three members, moved by the test: a two-second TTL expires without a sleep;
+  // thirty seconds in which a stale copy is served while refreshing.
+  let clock = Date.now()
+  const statement = makeSoftwareStatement()
+  const env = { CACHE_ENABLED: 'true', CACHE_TTL_MAX_SECONDS: '2', CACHE_STALE_WHILE_REVALIDATE_SECONDS: '30' }
+  const fleet = await Promise.all([0, 1, 2].map(async () => await member(t, sandbox, redis, { statement, env, now: () => clock })))
   const path = '/cmu/v2/year/month.csv'
   t.equal((await call(urlOf(fleet, 0), path)).headers['x-cache'], 'MISS')
   t.equal((await call(urlOf(fleet, 1), path)).headers['x-cache'], 'HIT', 'shared')
-  await new Promise((resolve) => setTimeout(resolve, 2_100))
+  clock += 2_100
   sandbox.faults.failNext('cmu', 1, { delayMs: 300 })
   const answers = await Promise.all(fleet.map(async (p) => await call(p.url, path)))
   t.same(answers.map((a) => a.headers['x-cache']), ['STALE', 'STALE', 'STALE'], 'every instance answered at once from the stale copy')
@@ -339,7 +342,7 @@ t.test('the token endpoint down on a cold fleet: callers get the failure shared,
   t.ok(sandbox.calls.token <= 3, `${sandbox.calls.token} token calls for 30 callers on three instances`)
   t.equal(sandbox.calls.register, 1)
   sandbox.faults.clear()
-  t.ok(await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, '/readyz')).status))).every((s) => s === 200), 5_000), 'all recover')
+  t.ok(await allAnswerOk(fleet, '/readyz', 5_000), 'all recover')
 })
 
 t.test('Redis down at start and no credentials file: no registration until Redis can be asked', async (t) => {

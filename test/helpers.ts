@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { createLogger } from '../src/logger.js'
@@ -58,8 +59,7 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
     },
     cwd: temporaryDirectory(t)
   })
-  const logs: string[] = []
-  const logger = createLogger(config.LOG_LEVEL, { write: (line: string) => { logs.push(line) } })
+  const { logger, lines: logs } = capturedLogger(config.LOG_LEVEL)
   const app = await buildApp(config, { logger, ...(options.now === undefined ? {} : { now: options.now }) })
   await app.listen({ host: config.HOST, port: config.PORT })
   const address = app.server.address()
@@ -72,6 +72,12 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
   }
   t.teardown(close)
   return { app, url: `http://127.0.0.1:${port}`, credentialsFile, statement, logs, close }
+}
+
+/** A logger whose lines (JSON text) the test reads. */
+export function capturedLogger (level = 'info'): { logger: Logger, lines: string[] } {
+  const lines: string[] = []
+  return { logger: createLogger(level, { write: (line: string) => { lines.push(line) } }), lines }
 }
 
 /** A fresh directory removed after the test (t.testdir() would reset a test's own fixtures). */

@@ -5,9 +5,8 @@ import t from 'tap'
 import { buildApp } from '../src/app.js'
 import { runCheck } from '../src/check.js'
 import { loadConfig } from '../src/config.js'
-import { createLogger } from '../src/logger.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
-import { assertProblem, call, startProxy, startSandbox, type RawResponse } from './helpers.js'
+import { assertProblem, call, capturedLogger, startProxy, startSandbox, type RawResponse } from './helpers.js'
 
 const KEY_A = 'key-a-0123456789abcdef'
 const KEY_B = 'key-b-0123456789abcdef'
@@ -101,9 +100,9 @@ t.test('plain http:// to a non-loopback Adobe host logs a warning at start: toke
     [{}, []]
   ]
   for (const [env, warned] of cases) {
-    const lines: string[] = []
+    const { logger, lines } = capturedLogger()
     const config = loadConfig({ env: { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), CREDENTIALS_FILE: join(t.testdir(), 'c.json'), ...env } })
-    const app = await buildApp(config, { logger: createLogger('info', { write: (line: string) => { lines.push(line) } }) })
+    const app = await buildApp(config, { logger })
     await app.close()
     const warnings = lines.map((l) => JSON.parse(l)).filter((l) => l.level === 40 && /in clear/.test(l.msg))
     t.same(warnings.map((w) => w.variable), warned, JSON.stringify(env))
@@ -233,8 +232,7 @@ t.test('cmu-proxy check: one line per step, non-zero on failure', async (t) => {
 })
 
 t.test('a request logged whole (an error Fastify logs itself) shows its method and masked URL only', async (t) => {
-  const lines: string[] = []
-  const logger = createLogger('info', { write: (line: string) => { lines.push(line) } })
+  const { logger, lines } = capturedLogger()
   logger.error({ req: { method: 'GET', url: '/cmu/v2?access_token=caller-secret-token&x=1', headers: { authorization: 'Bearer key' } } }, 'boom')
   t.equal(lines.length, 1)
   t.match(JSON.parse(lines[0] ?? '{}'), { req: { method: 'GET', url: '/cmu/v2?access_token=[redacted]&x=1' } })

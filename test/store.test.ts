@@ -9,8 +9,7 @@ import { stateNamespace } from '../src/store/namespace.js'
 import { RedisStore, type RedisStoreOptions } from '../src/store/redis-store.js'
 import { SealedStore } from '../src/store/sealed-store.js'
 import type { StateStore } from '../src/store/state-store.js'
-import { createLogger } from '../src/logger.js'
-import { eventually } from './helpers.js'
+import { capturedLogger, eventually } from './helpers.js'
 import { rawRedisClient, startRedisServer, type RedisServer } from './redis-server.js'
 import { storeContract, type Backend } from './store-contract.js'
 
@@ -72,8 +71,7 @@ t.test('the store contract over Redis', async (t) => {
 t.test('redis: down at start, operations reject at once; it connects when Redis appears', async (t) => {
   const redis = await startRedisServer(t)
   await redis.kill()
-  const lines: string[] = []
-  const logger = createLogger('info', { write: (line: string) => { lines.push(line) } })
+  const { logger, lines } = capturedLogger()
   // A long command timeout: what is measured here is that nothing waits for it.
   const store = await openRedisStore(t, redis, { logger, commandTimeoutMs: 5_000 })
   const ns = stateNamespace('test:', { clientId: randomUUID() })
@@ -129,8 +127,7 @@ t.test('redis: close does not wait on a hung server; subscriptions end with the 
 
 t.test('redis: a hung server stays down (background probes neither fill the queue nor count as answers) and the socket is made anew', async (t) => {
   const redis = await startRedisServer(t)
-  const lines: string[] = []
-  const logger = createLogger('info', { write: (line: string) => { lines.push(line) } })
+  const { logger, lines } = capturedLogger()
   // A small queue, so that unanswered probes would fill it within the test.
   const store = await openRedisStore(t, redis, { commandTimeoutMs: 100, maxPendingCommands: 3, logger })
   t.ok(await store.waitUntilUp(2_000))
@@ -155,8 +152,7 @@ t.test('redis: a hung server stays down (background probes neither fill the queu
 
 t.test('redis: a burst that overfills the queue of a server that answers sheds commands, and the store stays up', async (t) => {
   const redis = await startRedisServer(t)
-  const lines: string[] = []
-  const logger = createLogger('info', { write: (line: string) => { lines.push(line) } })
+  const { logger, lines } = capturedLogger()
   const store = await openRedisStore(t, redis, { commandTimeoutMs: 1_000, maxPendingCommands: 3, logger })
   t.ok(await store.waitUntilUp(2_000))
   await store.get('k')
@@ -172,8 +168,7 @@ t.test('redis: the password option authenticates (REDIS_PASSWORD_FILE)', async (
   const redis = await startRedisServer(t)
   const raw = await rawClient(t, redis)
   await raw.configSet('requirepass', 'a-test-password')
-  const lines: string[] = []
-  const logger = createLogger('info', { write: (line: string) => { lines.push(line) } })
+  const { logger, lines } = capturedLogger()
   const refused = await openRedisStore(t, redis, { url: redis.url.replace('redis://', 'redis://:wrong-password-in-url@'), logger })
   const accepted = await openRedisStore(t, redis, { url: redis.url.replace('redis://', 'redis://:wrong-password-in-url@'), password: 'a-test-password' })
   t.ok(await accepted.waitUntilUp(2_000), 'the password option wins over the one in the URL')

@@ -3,7 +3,7 @@
 // config.ts). Both Adobe origins are fixed at start, so the choice is made
 // once per origin, with the rules of undici's EnvHttpProxyAgent, instead of
 // on every request (EnvHttpProxyAgent parses the origin and scans NO_PROXY
-// per dispatch, and reads process.env for anything not passed); `check` and
+// per dispatch, and falls back to the environment for anything not passed); `check` and
 // the start-up log then print the very decision the dispatchers act on.
 import { Pool, ProxyAgent, type Dispatcher } from 'undici'
 
