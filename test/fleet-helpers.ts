@@ -10,9 +10,18 @@ import { call, eventually, startProxy, temporaryDirectory, type RunningProxy } f
 import { rawRedisClient, type RedisServer } from './redis-server.js'
 
 export const KEY = randomBytes(32)
-/** Short, so that waits on a dead holder stay short; more than three command timeouts (config.ts). */
-export const LOCK_TTL_MS = 600
-export const COMMAND_TIMEOUT_MS = 180
+/**
+ * Roomy timings for the tests that count calls: one instance whose event loop
+ * stalls past a command timeout (a loaded CI machine, four test files at a
+ * time) rightly acts alone, and would make a second token call the test did
+ * not expect. The lock TTL stays at least three command timeouts (config.ts).
+ */
+export const LOCK_TTL_MS = 3_000
+export const COMMAND_TIMEOUT_MS = 1_000
+/** Short timings, for the tests that measure waits on a dead holder or a frozen Redis. */
+export const SHORT_LOCK_TTL_MS = 600
+export const SHORT_COMMAND_TIMEOUT_MS = 180
+export const SHORT_TIMINGS = { REDIS_LOCK_TTL_MS: String(SHORT_LOCK_TTL_MS), REDIS_COMMAND_TIMEOUT_MS: String(SHORT_COMMAND_TIMEOUT_MS) }
 export const ADMIN = 'fleet-admin-key-0123456789'
 
 export interface MemberOptions {

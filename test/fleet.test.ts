@@ -9,7 +9,7 @@ import { spawnProxy, stopProcess } from '../bench/processes.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
 import { stateKey } from '../src/store/encryption-keys.js'
 import { stateNamespace } from '../src/store/namespace.js'
-import { ADMIN, allAnswerOk, COMMAND_TIMEOUT_MS, fleetEnv, fleetOf, KEY, LOCK_TTL_MS, member, rawRedis, statuses, urlOf } from './fleet-helpers.js'
+import { ADMIN, allAnswerOk, fleetEnv, fleetOf, KEY, member, rawRedis, SHORT_COMMAND_TIMEOUT_MS, SHORT_LOCK_TTL_MS, SHORT_TIMINGS, statuses, urlOf } from './fleet-helpers.js'
 import { assertProblem, call, eventually, startSandbox } from './helpers.js'
 import { startRedisServer } from './redis-server.js'
 
@@ -151,9 +151,9 @@ t.test('the lock holder is killed mid-refresh: another instance takes over after
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const statement = makeSoftwareStatement()
-  const holder = await spawnProxy({ ...fleetEnv(redis), ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, CACHE_ENABLED: 'false' })
+  const holder = await spawnProxy({ ...fleetEnv(redis, SHORT_TIMINGS), ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, CACHE_ENABLED: 'false' })
   t.teardown(async () => { await stopProcess(holder.child, 'SIGKILL') })
-  const [b, c] = await fleetOf(t, sandbox, redis, 2, {}, statement)
+  const [b, c] = await fleetOf(t, sandbox, redis, 2, SHORT_TIMINGS, statement)
   t.ok(await eventually(() => b?.app.broker.status().ready === true && c?.app.broker.status().ready === true, 2_000), 'the others took its token')
   t.equal(sandbox.calls.token, 1)
 
@@ -165,7 +165,7 @@ t.test('the lock holder is killed mid-refresh: another instance takes over after
   const started = performance.now()
   await b?.app.broker.refreshNow()
   const elapsed = performance.now() - started
-  t.ok(elapsed < LOCK_TTL_MS * 3, `took over in ${Math.round(elapsed)} ms, after the dead holder's lock expired`)
+  t.ok(elapsed < SHORT_LOCK_TTL_MS * 3, `took over in ${Math.round(elapsed)} ms, after the dead holder's lock expired`)
   t.equal(sandbox.calls.token, 3, 'one token call by the instance that took over')
   t.ok(await eventually(() => c?.app.broker.status().counts.tokensFromFleet === 2, 2_000), 'and the third instance took that token')
   t.equal((await call(c?.url ?? '', '/cmu/v2')).status, 200)
@@ -174,8 +174,8 @@ t.test('the lock holder is killed mid-refresh: another instance takes over after
 t.test('a token call slower than the lock TTL: still one token call (the holder keeps its lock alive)', async (t) => {
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
-  sandbox.faults.failNext('token', 1, { delayMs: LOCK_TTL_MS * 3 })
-  const fleet = await fleetOf(t, sandbox, redis, 3)
+  sandbox.faults.failNext('token', 1, { delayMs: SHORT_LOCK_TTL_MS * 3 })
+  const fleet = await fleetOf(t, sandbox, redis, 3, SHORT_TIMINGS)
   const answers = await Promise.all(Array.from({ length: 15 }, async (_, i) => await call(urlOf(fleet, i), '/cmu/v2')))
   t.same(statuses(answers), [200])
   t.equal(sandbox.calls.token, 1, 'one token call though it took three lock TTLs')
@@ -216,7 +216,7 @@ t.test('Redis killed under traffic: no caller sees a failure; it returns empty a
 t.test('a frozen Redis: each request waits at most one command timeout, then none', async (t) => {
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
-  const [proxy] = await fleetOf(t, sandbox, redis, 1, { CACHE_ENABLED: 'true', RATE_LIMIT: '100000/minute' })
+  const [proxy] = await fleetOf(t, sandbox, redis, 1, { CACHE_ENABLED: 'true', RATE_LIMIT: '100000/minute', ...SHORT_TIMINGS })
   t.equal((await call(proxy?.url ?? '', '/cmu/v2')).status, 200)
   redis.pause()
   t.teardown(() => { redis.resume() })
@@ -226,8 +226,8 @@ t.test('a frozen Redis: each request waits at most one command timeout, then non
     t.equal((await call(proxy?.url ?? '', `/cmu/v2/year?limit=${i + 1}`)).status, 200)
     durations.push(performance.now() - started)
   }
-  t.ok(durations.every((d) => d < COMMAND_TIMEOUT_MS + 150), `no request waited more than one timeout (its rate-limit count and its cache lookup both ask Redis): ${durations.map(Math.round).join(', ')} ms`)
-  t.ok(durations.slice(3).every((d) => d < COMMAND_TIMEOUT_MS / 2), 'once Redis counts as down, none waits at all')
+  t.ok(durations.every((d) => d < SHORT_COMMAND_TIMEOUT_MS + 150), `no request waited more than one timeout (its rate-limit count and its cache lookup both ask Redis): ${durations.map(Math.round).join(', ')} ms`)
+  t.ok(durations.slice(3).every((d) => d < SHORT_COMMAND_TIMEOUT_MS / 2), 'once Redis counts as down, none waits at all')
   redis.resume()
 })
 

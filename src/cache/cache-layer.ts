@@ -100,6 +100,8 @@ export type CacheOutcome =
  * serve are answered 503 too, until then (at most MAX_TOLD_NO_COPY_MS: they
  * cannot tell when Adobe is back unless someone asks).
  */
+/** The start of a traced lookup, on both clocks (see #traceLookup). */
+interface LookupStart { tracer: Tracer, wall: number, monotonic: number }
 interface Backoff { until: number, reason: StaleReason, noCopyUntil?: number }
 
 /** What one shared fetch gives: Adobe's answer, or an entry another instance of the fleet stored. */
@@ -144,7 +146,7 @@ export class CacheLayer {
   async answer (request: CacheRequest, fetch: Fetch): Promise<CacheOutcome> {
     const cache = this.#cache
     // The lookup span covers the look in memory and, in a fleet, in Redis; only read when tracing.
-    const lookupStart = this.#options.tracer === undefined ? 0 : performance.now()
+    const lookupStart = this.#lookupStart()
     // A 304 belongs to the caller that asked: neither cached nor shared.
     if (isConditional(request.headers)) { this.#looked('bypass', lookupStart); return PASS_BYPASS }
     const key = cacheKey(request.target, request.headers, request.gzipAccepted)
@@ -187,7 +189,7 @@ export class CacheLayer {
     } catch (err) {
       const reason = staleReasonForError(err)
       // Told by the fleet, this request never left the proxy: Cache-Status says hit, not fwd.
-      if (reason !== undefined && entry !== undefined) return this.#stale(entry, reason, performance.now(), err instanceof UpstreamFailingInFleet ? undefined : forwardedAs(reason, noCache))
+      if (reason !== undefined && entry !== undefined) return this.#stale(entry, reason, this.#lookupStart(), err instanceof UpstreamFailingInFleet ? undefined : forwardedAs(reason, noCache))
       throw err
     }
     if (answer.kind === 'landed') {
@@ -197,7 +199,7 @@ export class CacheLayer {
     const reason = failureReason(answer.status)
     if (reason !== undefined && entry !== undefined) {
       if (answer.kind === 'streamed') answer.claim()?.destroy()
-      return this.#stale(entry, reason, performance.now(), forwardedAs(reason, noCache), answer.status)
+      return this.#stale(entry, reason, this.#lookupStart(), forwardedAs(reason, noCache), answer.status)
     }
     // An answer that varies on a header outside the key was for the leader only: a waiter asks for its own.
     if (joined && !answer.shareable) return { kind: 'pass', result }
@@ -324,7 +326,7 @@ export class CacheLayer {
    * its RFC 9211 Cache-Status: `fwd` (and Adobe's status) when this request
    * went to Adobe and failed, `hit` when it was answered without asking.
    */
-  #stale (entry: CachedResponse, reason: StaleReason, lookupStart: number, forwarded?: 'stale' | 'request', upstreamStatus?: number): CacheOutcome {
+  #stale (entry: CachedResponse, reason: StaleReason, lookupStart: LookupStart | undefined, forwarded?: 'stale' | 'request', upstreamStatus?: number): CacheOutcome {
     const cache = this.#cache
     cache.countStale(reason)
     this.#traceLookup(lookupStart, 'stale', reason)
@@ -334,7 +336,7 @@ export class CacheLayer {
   }
 
   /** Counts how the cache answered, and records it as a span when tracing. */
-  #looked (result: 'hit' | 'miss' | 'bypass', lookupStart: number): void {
+  #looked (result: 'hit' | 'miss' | 'bypass', lookupStart: LookupStart | undefined): void {
     const cache = this.#cache
     if (result === 'hit') cache.countHit()
     else if (result === 'miss') cache.countMiss()
@@ -342,11 +344,22 @@ export class CacheLayer {
     this.#traceLookup(lookupStart, result)
   }
 
-  /** The lookup as a span from `lookupStart` (performance.now(), which OpenTelemetry reads as relative to the time origin) to now. */
-  #traceLookup (lookupStart: number, result: 'hit' | 'miss' | 'bypass' | 'stale', reason?: StaleReason): void {
+  /** When the lookup began; only read when tracing. */
+  #lookupStart (): LookupStart | undefined {
     const tracer = this.#options.tracer
-    if (tracer === undefined) return
-    tracer.startSpan('cmu_proxy.cache.lookup', { startTime: lookupStart, attributes: { 'cmu_proxy.cache.result': result, ...(reason === undefined ? {} : { 'cmu_proxy.cache.stale_reason': reason }) } }).end()
+    return tracer === undefined ? undefined : { tracer, wall: Date.now(), monotonic: performance.now() }
+  }
+
+  /**
+   * The lookup as a span from `start` to now, timed as OpenTelemetry times the
+   * spans it starts itself: a wall-clock start and a monotonic duration. (A
+   * bare performance.now() start is converted with an offset taken at span
+   * creation, which can place it up to a millisecond before its parent.)
+   */
+  #traceLookup (start: LookupStart | undefined, result: 'hit' | 'miss' | 'bypass' | 'stale', reason?: StaleReason): void {
+    if (start === undefined) return
+    start.tracer.startSpan('cmu_proxy.cache.lookup', { startTime: start.wall, attributes: { 'cmu_proxy.cache.result': result, ...(reason === undefined ? {} : { 'cmu_proxy.cache.stale_reason': reason }) } })
+      .end(start.wall + performance.now() - start.monotonic)
   }
 
   #revalidateSeconds (ttl: number): number {
