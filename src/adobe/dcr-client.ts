@@ -1,7 +1,7 @@
 // The two Adobe Pass DCR calls, each a request plus a strict parse. No state.
 // Adobe docs: "Retrieve client credentials" (POST /o/client/register) and
 // "Retrieve access token" (POST /o/client/token).
-import { request, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import { RetryPolicy } from '../retry-policy.js'
 import { retryAfter } from '../retry-after.js'
 
@@ -106,9 +106,10 @@ export class DcrClient {
 
   async #post (endpoint: 'register' | 'token', contentType: string, payload: string): Promise<Record<string, unknown>> {
     const url = new URL(`o/client/${endpoint}`, this.#options.authUrl.endsWith('/') ? this.#options.authUrl : `${this.#options.authUrl}/`)
-    const send = async (): Promise<Dispatcher.ResponseData> => await request(url, {
+    const send = async (): Promise<Dispatcher.ResponseData> => await this.#options.dispatcher.request({
+      origin: url.origin,
+      path: `${url.pathname}${url.search}`,
       method: 'POST',
-      dispatcher: this.#options.dispatcher,
       headers: { 'content-type': contentType, accept: 'application/json', 'user-agent': this.#options.userAgent },
       body: payload,
       headersTimeout: this.#options.timeoutMs,

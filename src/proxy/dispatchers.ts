@@ -5,7 +5,8 @@
 // on every request (EnvHttpProxyAgent parses the origin and scans NO_PROXY
 // per dispatch, and falls back to the environment for anything not passed); `check` and
 // the start-up log then print the very decision the dispatchers act on.
-import { Pool, ProxyAgent, type Dispatcher } from 'undici'
+import type { Dispatcher, Pool as UndiciPool } from 'undici'
+import { Pool, ProxyAgent } from './undici-dispatchers.js'
 
 export interface EgressSettings {
   HTTPS_PROXY?: string | undefined
@@ -61,7 +62,7 @@ export function describeEgress (proxy: string | undefined): string {
  * must carry `origin` (a ProxyAgent routes by it; a Pool ignores it).
  */
 export function createDispatcher (origin: string, proxy: string | undefined, options: ConnectionOptions): Dispatcher {
-  const poolOptions: Pool.Options = {
+  const poolOptions: UndiciPool.Options = {
     connections: options.connections ?? null,
     keepAliveTimeout: options.keepAliveTimeoutMs,
     connect: { timeout: options.connectTimeoutMs },

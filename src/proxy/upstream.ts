@@ -16,7 +16,7 @@
 // request pays for a wrapping handler, a controller proxy and a copy of its
 // options even when nothing fails. Here a retry costs nothing until a
 // connection actually fails, and it always goes out on a fresh connection.
-import { type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import { ProxyError, overloaded, upstreamBadEncoding, upstreamTimeout, upstreamUnreachable } from '../errors.js'
 import { RetryPolicy } from '../retry-policy.js'
 import { createDispatcher } from './dispatchers.js'
