@@ -41,16 +41,41 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, requestId
  */
 const NOT_PRINTABLE_ASCII = /[^\t\x20-\x7e]/
 
-function sendable (value: string | string[]): boolean {
-  return typeof value === 'string' ? !NOT_PRINTABLE_ASCII.test(value) : value.every((v) => !NOT_PRINTABLE_ASCII.test(v))
+/** The forwarded fields that are lists (RFC 9110 §5.3): several lines of one are one value. Any other is single. */
+const LIST_FIELDS: ReadonlySet<string> = new Set(['content-encoding', 'content-language', 'cache-control', 'vary'])
+
+/**
+ * Whether `value` may cross as `name`: printable, and one line for a field
+ * that takes one value (two Content-Type lines are a broken answer; which
+ * one Adobe meant is not ours to guess, so neither crosses).
+ */
+function sendable (name: string, value: string | string[]): boolean {
+  if (typeof value === 'string') return !NOT_PRINTABLE_ASCII.test(value)
+  return LIST_FIELDS.has(name) && value.every((v) => !NOT_PRINTABLE_ASCII.test(v))
+}
+
+/** What undici nearly always sees in Connection: it names no field we pass on. */
+const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i
+
+/**
+ * The fields a Connection header names are hop-by-hop for this response
+ * (RFC 9110 §7.6.1): a proxy never passes them on, even ones it would
+ * otherwise forward. Undefined when it names none.
+ */
+function connectionOptions (connection: string | string[] | undefined): ReadonlySet<string> | undefined {
+  if (connection === undefined) return undefined
+  const value = typeof connection === 'string' ? connection : connection.join(',')
+  if (PLAIN_CONNECTION.test(value)) return undefined
+  return new Set(value.toLowerCase().split(',').map((option) => option.trim()))
 }
 
 /** The upstream response headers a caller may see. */
 export function callerResponseHeaders (upstream: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {}
+  const hopByHop = connectionOptions(upstream.connection)
   for (const name of FORWARDED_RESPONSE_HEADERS) {
     const value = upstream[name]
-    if (value !== undefined && sendable(value)) headers[name] = value
+    if (value !== undefined && hopByHop?.has(name) !== true && sendable(name, value)) headers[name] = value
   }
   return headers
 }
@@ -63,9 +88,10 @@ export function callerResponseHeaders (upstream: Record<string, string | string[
  */
 export function callerResponseHeaderList (upstream: Record<string, string | string[] | undefined>, extra: Record<string, string | number | string[] | undefined>): Array<string | number | string[]> {
   const list: Array<string | number | string[]> = []
+  const hopByHop = connectionOptions(upstream.connection)
   for (const name of FORWARDED_RESPONSE_HEADERS) {
     const value = upstream[name]
-    if (value !== undefined && extra[name] === undefined && sendable(value)) list.push(name, value)
+    if (value !== undefined && extra[name] === undefined && hopByHop?.has(name) !== true && sendable(name, value)) list.push(name, value)
   }
   for (const name in extra) {
     const value = extra[name]
