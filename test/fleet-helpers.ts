@@ -18,9 +18,13 @@ export const KEY = randomBytes(32)
  */
 export const LOCK_TTL_MS = 3_000
 export const COMMAND_TIMEOUT_MS = 1_000
-/** Short timings, for the tests that measure waits on a dead holder or a frozen Redis. */
-export const SHORT_LOCK_TTL_MS = 600
-export const SHORT_COMMAND_TIMEOUT_MS = 180
+/**
+ * Shorter timings, for the tests that measure waits on a dead holder or a
+ * frozen Redis: short enough to tell one wait from two, long enough that a
+ * loaded machine's stall is not taken for a hung Redis.
+ */
+export const SHORT_LOCK_TTL_MS = 1_200
+export const SHORT_COMMAND_TIMEOUT_MS = 400
 export const SHORT_TIMINGS = { REDIS_LOCK_TTL_MS: String(SHORT_LOCK_TTL_MS), REDIS_COMMAND_TIMEOUT_MS: String(SHORT_COMMAND_TIMEOUT_MS) }
 export const ADMIN = 'fleet-admin-key-0123456789'
 

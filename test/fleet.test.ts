@@ -226,7 +226,7 @@ t.test('a frozen Redis: each request waits at most one command timeout, then non
     t.equal((await call(proxy?.url ?? '', `/cmu/v2/year?limit=${i + 1}`)).status, 200)
     durations.push(performance.now() - started)
   }
-  t.ok(durations.every((d) => d < SHORT_COMMAND_TIMEOUT_MS + 150), `no request waited more than one timeout (its rate-limit count and its cache lookup both ask Redis): ${durations.map(Math.round).join(', ')} ms`)
+  t.ok(durations.every((d) => d < SHORT_COMMAND_TIMEOUT_MS + 300), `no request waited more than one timeout (its rate-limit count and its cache lookup both ask Redis): ${durations.map(Math.round).join(', ')} ms`)
   // A request that waited on Redis took at least one command timeout; one that did not takes a few ms (more on a loaded machine).
   t.ok(durations.slice(3).every((d) => d < SHORT_COMMAND_TIMEOUT_MS), 'once Redis counts as down, none waits at all')
   redis.resume()

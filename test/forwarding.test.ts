@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
-import { gunzipSync } from 'node:zlib'
+import { gunzipSync, gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { callerResponseHeaderList } from '../src/proxy/headers.js'
 import { assertProblem, call, eventually, startProxy, startSandbox, startScriptedServer } from './helpers.js'
@@ -140,7 +140,8 @@ t.test('headers the upstream\'s Connection names, and a single-valued header sen
   const body = '{"report":[]}'
   const origin = await rawUpstream(t, Buffer.from([
     'HTTP/1.1 200 OK',
-    'Connection: keep-alive, ETag',
+    'Connection: keep-alive',
+    'Connection: ETag',
     'ETag: "hop-by-hop"',
     'Content-Type: application/json',
     'Content-Type: text/html',
@@ -161,6 +162,21 @@ t.test('headers the upstream\'s Connection names, and a single-valued header sen
     t.equal(answer.headers['content-type'] ?? 'application/octet-stream', 'application/octet-stream', `cache ${cache}: two Content-Types: neither is guessed`)
     t.equal(answer.headers['cache-control'], 'max-age=60, public', `cache ${cache}: a list field sent twice crosses whole`)
     t.equal(answer.headers['content-language'], 'en', `cache ${cache}: the others cross`)
+  }
+})
+
+t.test('a Connection header naming Content-Encoding never leaves gzip bytes unlabelled', async (t) => {
+  const body = gzipSync('{"report":[]}')
+  const origin = await rawUpstream(t, Buffer.concat([
+    Buffer.from(`HTTP/1.1 200 OK\r\nConnection: Content-Encoding\r\nContent-Encoding: gzip\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`),
+    body
+  ]))
+  for (const cache of ['false', 'true']) {
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: cache, ADOBE_CMU_URL: `${origin}/cmu` } })
+    const answer = await call(proxy.url, '/cmu/v2/year', { headers: { 'accept-encoding': 'gzip' } })
+    t.equal(answer.status, 200, `cache ${cache}: answered`)
+    t.equal(answer.headers['content-encoding'], 'gzip', `cache ${cache}: the gzip body says so`)
   }
 })
 

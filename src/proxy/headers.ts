@@ -60,13 +60,17 @@ const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i
 /**
  * The fields a Connection header names are hop-by-hop for this response
  * (RFC 9110 §7.6.1): a proxy never passes them on, even ones it would
- * otherwise forward. Undefined when it names none.
+ * otherwise forward. Undefined when it names none. Content-Encoding is never
+ * one: naming it is invalid, and dropping it would hand out gzip bytes
+ * unlabelled (the encoding checks read Adobe's own header).
  */
 function connectionOptions (connection: string | string[] | undefined): ReadonlySet<string> | undefined {
   if (connection === undefined) return undefined
   const value = typeof connection === 'string' ? connection : connection.join(',')
   if (PLAIN_CONNECTION.test(value)) return undefined
-  return new Set(value.toLowerCase().split(',').map((option) => option.trim()))
+  const options = new Set(value.toLowerCase().split(',').map((option) => option.trim()))
+  options.delete('content-encoding')
+  return options
 }
 
 /** The upstream response headers a caller may see. */

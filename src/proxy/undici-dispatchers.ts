@@ -2,8 +2,8 @@
 // fetch, WebSocket, EventSource, the cache stores and the mock agent, none of
 // which the proxy uses: about 2.5 MiB of heap and 1 MiB of external memory
 // that every idle sidecar would carry (bench/README.md, "Memory"). These are
-// undici's own files, at the version the lockfile pins; a release that moves
-// them fails at import, so every test would say so.
+// undici's own files: package.json takes patch releases only (~7.30), and a
+// release that moved them would fail at import, in every test.
 import { createRequire } from 'node:module'
 import type { Dispatcher, Pool as UndiciPool, ProxyAgent as UndiciProxyAgent } from 'undici'
 
