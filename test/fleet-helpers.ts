@@ -72,5 +72,20 @@ export async function allAnswerOk (fleet: RunningProxy[], path: string, timeoutM
   return await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, path)).status))).every((s) => s === 200), timeoutMs)
 }
 
+/** How many times `member` has tried to take a fleet lock (its Redis `lock.obtain` count in /metrics). */
+export async function lockAttempts (member: RunningProxy): Promise<number> {
+  const metrics = (await call(member.url, '/metrics')).text
+  return Number(/^cmu_proxy_redis_operation_duration_seconds_count\{operation="lock\.obtain"\} (\d+)$/m.exec(metrics)?.[1] ?? 0)
+}
+
+/**
+ * True once each member has tried a fleet lock more times than `before` (its
+ * counts then): with the lock held elsewhere, it is waiting on the holder's
+ * notice (a waiter registers for the notice before it tries the lock).
+ */
+export async function waitingOnLock (members: RunningProxy[], before: number[]): Promise<boolean> {
+  return await eventually(async () => (await Promise.all(members.map(lockAttempts))).every((n, i) => n > (before[i] ?? 0)), 5_000)
+}
+
 export const urlOf = (fleet: RunningProxy[], i: number): string => fleet[i % fleet.length]?.url ?? ''
 export const statuses = (answers: Array<{ status: number }>): number[] => [...new Set(answers.map((a) => a.status))]

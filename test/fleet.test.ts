@@ -6,10 +6,11 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import t from 'tap'
 import { spawnProxy, stopProcess } from '../bench/processes.js'
+import { heldAnswer } from '../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
 import { stateKey } from '../src/store/encryption-keys.js'
 import { stateNamespace } from '../src/store/namespace.js'
-import { ADMIN, allAnswerOk, fleetEnv, fleetOf, KEY, member, rawRedis, SHORT_COMMAND_TIMEOUT_MS, SHORT_LOCK_TTL_MS, SHORT_TIMINGS, statuses, urlOf } from './fleet-helpers.js'
+import { ADMIN, allAnswerOk, fleetEnv, fleetOf, KEY, lockAttempts, member, rawRedis, SHORT_COMMAND_TIMEOUT_MS, SHORT_LOCK_TTL_MS, SHORT_TIMINGS, statuses, urlOf, waitingOnLock } from './fleet-helpers.js'
 import { assertProblem, call, eventually, startSandbox } from './helpers.js'
 import { startRedisServer } from './redis-server.js'
 
@@ -68,15 +69,20 @@ t.test('Adobe fails the instance that asked for the fleet: the others are told a
   const redis = await startRedisServer(t)
   const fleet = await fleetOf(t, sandbox, redis, 3, { CACHE_ENABLED: 'true' })
   t.ok(await allAnswerOk(fleet, '/readyz'))
-  // Adobe takes a second to fail: time for the others to find the lock taken and wait.
-  sandbox.faults.failNext('cmu', 1, { status: 503, afterMs: 1_000, headers: { 'retry-after': '20' } })
+  // Adobe fails only once the others have found the lock taken and wait on it.
+  const adobe = heldAnswer()
+  sandbox.faults.failNext('cmu', 1, { status: 503, until: adobe.until, headers: { 'retry-after': '20' } })
   const path = '/cmu/v2/year/month/day?start=2026-02-01'
   const leader = call(urlOf(fleet, 0), path)
   t.ok(await eventually(() => sandbox.calls.cmu === 1, 2_000), 'the first instance is asking Adobe')
-  const others = await Promise.all([call(urlOf(fleet, 1), path), call(urlOf(fleet, 2), path)])
+  const waiters = fleet.slice(1)
+  const before = await Promise.all(waiters.map(lockAttempts))
+  const others = Promise.all(waiters.map(async (p) => await call(p.url, path)))
+  t.ok(await waitingOnLock(waiters, before), 'the others found the lock taken')
+  adobe.release()
   t.equal((await leader).status, 503, "the one that asked gets Adobe's answer")
   t.equal(sandbox.calls.cmu, 1, 'one upstream call for the fleet, not one per instance')
-  for (const answer of others) {
+  for (const answer of await others) {
     assertProblem(t, answer, 503, 'CMU_PROXY_UPSTREAM_FAILING')
     t.match(answer.headers['retry-after'], /^(19|20)$/, "with Adobe's Retry-After, counted from when it answered")
   }

@@ -6,8 +6,9 @@ import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
+import { heldAnswer } from '../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
-import { COMMAND_TIMEOUT_MS, member } from './fleet-helpers.js'
+import { COMMAND_TIMEOUT_MS, lockAttempts, member, waitingOnLock } from './fleet-helpers.js'
 import { call, eventually, json, startProxy, startSandbox, startScriptedServer, type RunningProxy } from './helpers.js'
 import { startRedisServer } from './redis-server.js'
 
@@ -163,12 +164,18 @@ t.test('in a fleet, the lookup span covers the look in Redis, and waiting on the
   const a = await member(t, sandbox, redis, { statement, env })
   const b = await member(t, sandbox, redis, { statement, env })
   t.ok(await eventually(async () => (await call(a.url, '/readyz')).status === 200 && (await call(b.url, '/readyz')).status === 200))
-  sandbox.faults.failNext('cmu', 1, { delayMs: 1_000 })
+  // Adobe answers A only once B waits on A's turn, and some time after (the wait the span must show).
+  const adobe = heldAnswer()
+  sandbox.faults.failNext('cmu', 1, { until: adobe.until })
   const leaderId = '0af7651916cd43dd8448eb211c800011'
   const waiterId = '0af7651916cd43dd8448eb211c800012'
   const leading = call(a.url, '/cmu/v2/year', { headers: { traceparent: `00-${leaderId}-b7ad6b7169203331-01` } })
   t.ok(await eventually(() => sandbox.calls.cmu >= 1, 2_000), 'A is asking Adobe')
+  const before = await lockAttempts(b)
   const waiting = call(b.url, '/cmu/v2/year', { headers: { traceparent: `00-${waiterId}-b7ad6b7169203331-01` } })
+  t.ok(await waitingOnLock([b], [before]), 'B found the fleet\'s lock taken')
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  adobe.release()
   t.same([(await leading).status, (await waiting).status], [200, 200])
   t.equal(sandbox.calls.cmu, 1, 'Adobe was asked once for the fleet')
   // A hung Redis: the look there lasts until its command timeout (COMMAND_TIMEOUT_MS), and the lookup span says so.
@@ -184,7 +191,7 @@ t.test('in a fleet, the lookup span covers the look in Redis, and waiting on the
   t.equal(attribute(one(leaderId, 'cmu_proxy.cache.fleet_wait'), 'cmu_proxy.fleet.turn'), 'lead', 'A took the fleet\'s turn')
   const wait = one(waiterId, 'cmu_proxy.cache.fleet_wait')
   t.equal(attribute(wait, 'cmu_proxy.fleet.turn'), 'landed', 'B waited for what A stored')
-  t.ok(nanos(wait?.endTimeUnixNano) - nanos(wait?.startTimeUnixNano) > 100_000_000n, 'and the span shows the wait (Adobe took a second)')
+  t.ok(nanos(wait?.endTimeUnixNano) - nanos(wait?.startTimeUnixNano) > 100_000_000n, 'and the span shows the wait (Adobe answered 150 ms after B began waiting)')
   const lookup = one(waiterId, 'cmu_proxy.cache.lookup')
   const server = one(waiterId, 'GET /cmu/*')
   t.equal(attribute(lookup, 'cmu_proxy.cache.result'), 'miss')

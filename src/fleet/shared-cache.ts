@@ -100,7 +100,8 @@ export class FleetCache implements SharedCache {
         const entry = await this.get(key)
         if (entry === 'unavailable') return { kind: 'alone' }
         if (entry !== undefined && entry.freshUntil > this.#wallNow()) return { kind: 'landed', entry }
-        if (turn.kind === 'notice') return { kind: 'alone' }
+        // Nothing fresh there: a late notice from an earlier round (its holder's last steps run after its
+        // caller's answer), or the wait ended. Take a turn again rather than all ask Adobe at once.
       }
     } catch (err) {
       this.#log.debug({ reason: (err as Error).message }, 'shared cache lock unavailable: fetching alone')

@@ -4,10 +4,20 @@
 export type Endpoint = 'register' | 'token' | 'cmu'
 
 export type FaultAction =
-  | { status: number, body?: string, contentType?: string, headers?: Record<string, string>, afterMs?: number }
+  /** An injected answer: at once, after `afterMs`, or (in-process) once `until` settles. */
+  | { status: number, body?: string, contentType?: string, headers?: Record<string, string>, afterMs?: number, until?: Promise<unknown> }
   | { hang: true }
   | { delayMs: number }
+  /** In-process only: the normal answer, held until `until` settles, so a test decides when Adobe answers. */
+  | { until: Promise<unknown> }
   | { drop: true, afterMs?: number }
+
+/** A fault's `until` and the function that releases it. */
+export function heldAnswer (): { until: Promise<void>, release: () => void } {
+  let release = (): void => {}
+  const until = new Promise<void>((resolve) => { release = resolve })
+  return { until, release }
+}
 
 interface Rule {
   endpoint: Endpoint
