@@ -1,6 +1,6 @@
 // The fleet's cache turns at unit level, on the memory store (the Redis
-// paths are in fleet.test.ts): what a waiter does with a notice whose
-// entry is not fresh.
+// paths are in fleet.test.ts): what a waiter does with a notice for an
+// entry that is not fresh, or that the holder could not write.
 import pino from 'pino'
 import t, { type Test } from 'tap'
 import type { SharedEntry } from '../src/cache/cache-layer.js'
@@ -12,6 +12,15 @@ import { stateNamespace } from '../src/store/namespace.js'
 const KEY = 'identity\n\n\n/v2/year?'
 
 /** One member's shared cache: its own channel on the shared store, on a wall clock the test sets. */
+/** A store that refuses writes, as a Redis out of memory or read-only after a failover does. */
+class RefusingStore extends MemoryStore {
+  refuse = false
+  override async set (key: string, value: Buffer, ttlMs?: number): Promise<void> {
+    if (this.refuse) throw new Error('OOM command not allowed')
+    await super.set(key, value, ttlMs)
+  }
+}
+
 async function member (t: Test, store: MemoryStore, wallNow: () => number): Promise<FleetCache> {
   const logger = pino({ level: 'silent' })
   const namespace = stateNamespace('test:', { softwareStatement: 'h.p.s' })
@@ -44,4 +53,17 @@ t.test('a notice whose entry is no longer fresh (a late one from an earlier roun
   if (next.kind === 'lead') next.done(entry(now, 5_000))
   const last = await Promise.all(waiting)
   t.same(last.map((turn) => turn.kind).sort(), ['landed', 'lead'], 'and takes what it stored')
+})
+
+t.test('the holder could not write the fleet\'s copy: the waiters are told so and fetch their own at once, not one after another', async (t) => {
+  const store = new RefusingStore()
+  const now = Date.now()
+  const [a, b, c] = await Promise.all([0, 1, 2].map(async () => await member(t, store, () => now)))
+  const signal = new AbortController().signal
+  const first = await a!.turn(KEY, signal)
+  const waiting = [b!.turn(KEY, signal), c!.turn(KEY, signal)]
+  t.same(await Promise.all(waiting.map(settled)), ['pending', 'pending'], 'B and C wait on A')
+  store.refuse = true
+  if (first.kind === 'lead') first.done(entry(now, 5_000))
+  t.same((await Promise.all(waiting)).map((turn) => turn.kind), ['alone', 'alone'])
 })

@@ -71,6 +71,7 @@ t.test('Adobe fails the instance that asked for the fleet: the others are told a
   t.ok(await allAnswerOk(fleet, '/readyz'))
   // Adobe fails only once the others have found the lock taken and wait on it.
   const adobe = heldAnswer()
+  t.teardown(adobe.release)
   sandbox.faults.failNext('cmu', 1, { status: 503, until: adobe.until, headers: { 'retry-after': '20' } })
   const path = '/cmu/v2/year/month/day?start=2026-02-01'
   const leader = call(urlOf(fleet, 0), path)

@@ -166,6 +166,7 @@ t.test('in a fleet, the lookup span covers the look in Redis, and waiting on the
   t.ok(await eventually(async () => (await call(a.url, '/readyz')).status === 200 && (await call(b.url, '/readyz')).status === 200))
   // Adobe answers A only once B waits on A's turn, and some time after (the wait the span must show).
   const adobe = heldAnswer()
+  t.teardown(adobe.release)
   sandbox.faults.failNext('cmu', 1, { until: adobe.until })
   const leaderId = '0af7651916cd43dd8448eb211c800011'
   const waiterId = '0af7651916cd43dd8448eb211c800012'

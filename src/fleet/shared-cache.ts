@@ -86,22 +86,26 @@ export class FleetCache implements SharedCache {
             kind: 'lead',
             done: (stored, failure) => {
               void (async () => {
-                if (stored !== undefined) await this.#put(key, stored)
-                await turn.finish({ stored: stored !== undefined, ...(stored === undefined && failure !== undefined ? { failure } : {}) })
+                // "Stored" only when the fleet's copy was written, with until when it is fresh.
+                const shared = stored !== undefined && await this.#put(key, stored)
+                await turn.finish({ stored: shared, ...(shared ? { freshUntil: stored.freshUntil } : {}), ...(stored === undefined && failure !== undefined ? { failure } : {}) })
               })()
             }
           }
         }
         // Told Adobe failed: leave it alone for a while, as the lock holder does. Told it is stored, or tired
-        // of waiting: look. Told it could not be stored (too large, not cacheable): fetch your own, all at once.
+        // of waiting: look. Told it could not be stored (too large, not cacheable, the write failed): fetch
+        // your own, all at once.
         const failure = turn.kind === 'notice' ? parseFailure(turn.notice.failure) : undefined
         if (failure !== undefined) return { kind: 'failed', failure }
         if (turn.kind === 'notice' && turn.notice.stored !== true) return { kind: 'alone' }
+        // Stored, but already past its freshness: a late notice from an earlier round (a holder releases and
+        // publishes after its caller has the answer). Not this round's: take a turn again.
+        if (turn.kind === 'notice' && typeof turn.notice.freshUntil === 'number' && turn.notice.freshUntil <= this.#wallNow()) continue
         const entry = await this.get(key)
         if (entry === 'unavailable') return { kind: 'alone' }
         if (entry !== undefined && entry.freshUntil > this.#wallNow()) return { kind: 'landed', entry }
-        // Nothing fresh there: a late notice from an earlier round (its holder's last steps run after its
-        // caller's answer), or the wait ended. Take a turn again rather than all ask Adobe at once.
+        if (turn.kind === 'notice') return { kind: 'alone' }
       }
     } catch (err) {
       this.#log.debug({ reason: (err as Error).message }, 'shared cache lock unavailable: fetching alone')
@@ -109,12 +113,17 @@ export class FleetCache implements SharedCache {
     }
   }
 
-  async #put (key: string, entry: SharedEntry): Promise<void> {
+  /** True when the fleet's copy was written. */
+  async #put (key: string, entry: SharedEntry): Promise<boolean> {
     const ttlMs = entry.staleUntil - this.#wallNow()
-    if (ttlMs <= 0) return
-    await this.#store.set(this.#key(key), encode(key, entry), ttlMs).catch((err: unknown) => {
+    if (ttlMs <= 0) return false
+    try {
+      await this.#store.set(this.#key(key), encode(key, entry), ttlMs)
+      return true
+    } catch (err) {
       this.#log.warn({ reason: (err as Error).message }, 'could not share a cached report with the fleet')
-    })
+      return false
+    }
   }
 
   #key (key: string): string {

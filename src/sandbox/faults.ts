@@ -5,11 +5,11 @@ export type Endpoint = 'register' | 'token' | 'cmu'
 
 export type FaultAction =
   /** An injected answer: at once, after `afterMs`, or (in-process) once `until` settles. */
-  | { status: number, body?: string, contentType?: string, headers?: Record<string, string>, afterMs?: number, until?: Promise<unknown> }
+  | { status: number, body?: string, contentType?: string, headers?: Record<string, string>, afterMs?: number, until?: Promise<void> }
   | { hang: true }
   | { delayMs: number }
   /** In-process only: the normal answer, held until `until` settles, so a test decides when Adobe answers. */
-  | { until: Promise<unknown> }
+  | { until: Promise<void> }
   | { drop: true, afterMs?: number }
 
 /** A fault's `until` and the function that releases it. */

@@ -181,10 +181,10 @@ export class Sandbox {
       res.once('close', () => { clearTimeout(timer) })
       return
     }
-    if (!('status' in action)) return void action.until.then(proceed)
+    if (!('status' in action)) return void action.until.then(proceed, proceed)
     // An injected answer, at once, after `afterMs`, or once `until` settles.
     const answer = (): void => { send(res, action.status, action.contentType ?? 'text/plain', action.body ?? `Injected ${action.status}`, action.headers) }
-    if (action.until !== undefined) return void action.until.then(answer)
+    if (action.until !== undefined) return void action.until.then(answer, answer)
     if (action.afterMs === undefined) return answer()
     const timer = setTimeout(answer, action.afterMs)
     res.once('close', () => { clearTimeout(timer) })
