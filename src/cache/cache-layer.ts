@@ -95,13 +95,14 @@ export type CacheOutcome =
    */
   | { kind: 'fetched', answer: Answer, result: 'MISS' | 'BYPASS' }
 
+/** The start of a traced lookup, on both clocks (see #traceLookup). */
+interface LookupStart { tracer: Tracer, wall: number, monotonic: number }
+
 /**
  * `noCopyUntil`: learned from the fleet's notice, so callers with no copy to
  * serve are answered 503 too, until then (at most MAX_TOLD_NO_COPY_MS: they
  * cannot tell when Adobe is back unless someone asks).
  */
-/** The start of a traced lookup, on both clocks (see #traceLookup). */
-interface LookupStart { tracer: Tracer, wall: number, monotonic: number }
 interface Backoff { until: number, reason: StaleReason, noCopyUntil?: number }
 
 /** What one shared fetch gives: Adobe's answer, or an entry another instance of the fleet stored. */
