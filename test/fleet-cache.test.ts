@@ -3,7 +3,7 @@
 // entry that is not fresh, or that the holder could not write.
 import pino from 'pino'
 import t, { type Test } from 'tap'
-import type { SharedEntry } from '../src/cache/cache-layer.js'
+import type { SharedEntry, SharedTurn } from '../src/cache/cache-layer.js'
 import { FleetChannel, RecentTrouble } from '../src/fleet/fleet-channel.js'
 import { FleetCache } from '../src/fleet/shared-cache.js'
 import { MemoryStore } from '../src/store/memory-store.js'
@@ -36,8 +36,8 @@ function entry (storedAt: number, freshForMs: number): SharedEntry {
 
 const settled = async <T>(promise: Promise<T>): Promise<T | 'pending'> => await Promise.race([promise, new Promise<'pending'>((resolve) => setTimeout(resolve, 50, 'pending'))])
 
-t.test('a notice whose entry is no longer fresh (a late one from an earlier round): the waiters take turns, they do not all ask Adobe', async (t) => {
-  const store = new MemoryStore()
+/** Three members on one store and clock: A's turn (checked to lead), and B's and C's, checked to wait on it. */
+async function leaderAndTwoWaiters (t: Test, store: MemoryStore): Promise<{ first: SharedTurn, waiting: Array<Promise<SharedTurn>>, now: number }> {
   const now = Date.now()
   const [a, b, c] = await Promise.all([0, 1, 2].map(async () => await member(t, store, () => now)))
   const signal = new AbortController().signal
@@ -45,6 +45,11 @@ t.test('a notice whose entry is no longer fresh (a late one from an earlier roun
   t.equal(first.kind, 'lead', 'A leads')
   const waiting = [b!.turn(KEY, signal), c!.turn(KEY, signal)]
   t.same(await Promise.all(waiting.map(settled)), ['pending', 'pending'], 'B and C wait on A')
+  return { first, waiting, now }
+}
+
+t.test('a notice whose entry is no longer fresh (a late one from an earlier round): the waiters take turns, they do not all ask Adobe', async (t) => {
+  const { first, waiting, now } = await leaderAndTwoWaiters(t, new MemoryStore())
   // What A announces as stored is already past its freshness here.
   if (first.kind === 'lead') first.done(entry(now - 10_000, 5_000))
   const next = await Promise.race(waiting)
@@ -57,12 +62,7 @@ t.test('a notice whose entry is no longer fresh (a late one from an earlier roun
 
 t.test('the holder could not write the fleet\'s copy: the waiters are told so and fetch their own at once, not one after another', async (t) => {
   const store = new RefusingStore()
-  const now = Date.now()
-  const [a, b, c] = await Promise.all([0, 1, 2].map(async () => await member(t, store, () => now)))
-  const signal = new AbortController().signal
-  const first = await a!.turn(KEY, signal)
-  const waiting = [b!.turn(KEY, signal), c!.turn(KEY, signal)]
-  t.same(await Promise.all(waiting.map(settled)), ['pending', 'pending'], 'B and C wait on A')
+  const { first, waiting, now } = await leaderAndTwoWaiters(t, store)
   store.refuse = true
   if (first.kind === 'lead') first.done(entry(now, 5_000))
   t.same((await Promise.all(waiting)).map((turn) => turn.kind), ['alone', 'alone'])

@@ -119,9 +119,13 @@ t.test('stale-while-revalidate across the fleet: expired entries are served at o
   t.equal((await call(urlOf(fleet, 0), path)).headers['x-cache'], 'MISS')
   t.equal((await call(urlOf(fleet, 1), path)).headers['x-cache'], 'HIT', 'shared')
   clock += 2_100
-  sandbox.faults.failNext('cmu', 1, { delayMs: 300 })
+  // Adobe answers the refresh only once every instance has answered: they cannot have waited for it.
+  const adobe = heldAnswer()
+  t.teardown(adobe.release)
+  sandbox.faults.failNext('cmu', 1, { until: adobe.until })
   const answers = await Promise.all(fleet.map(async (p) => await call(p.url, path)))
   t.same(answers.map((a) => a.headers['x-cache']), ['STALE', 'STALE', 'STALE'], 'every instance answered at once from the stale copy')
+  adobe.release()
   t.ok(await eventually(async () => (await call(urlOf(fleet, 2), path)).headers['x-cache'] === 'HIT', 2_000), 'the refreshed copy reaches the others')
   t.equal(sandbox.calls.cmu, 2, 'one refresh at Adobe for the fleet')
 })

@@ -5,7 +5,7 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { callerResponseHeaderList } from '../src/proxy/headers.js'
-import { assertProblem, call, eventually, startProxy, startSandbox, startScriptedServer } from './helpers.js'
+import { assertProblem, call, eventually, startProxy, startSandbox, startScriptedServer, type RawResponse } from './helpers.js'
 
 const RANGE = 'start=2026-01-01&end=2026-01-03'
 
@@ -116,6 +116,17 @@ async function rawUpstream (t: Test, answer: Buffer): Promise<string> {
   return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
 }
 
+/** `path` through a proxy whose Adobe is `origin`, once with the cache off and once on: each answer with its mode. */
+async function throughBothPaths (t: Test, origin: string, path: string, headers: Record<string, string> = {}): Promise<Array<{ cache: string, answer: RawResponse }>> {
+  const answers = []
+  for (const cache of ['false', 'true']) {
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: cache, ADOBE_CMU_URL: `${origin}/cmu` } })
+    answers.push({ cache, answer: await call(proxy.url, path, { headers }) })
+  }
+  return answers
+}
+
 t.test('an upstream header value Node cannot send is dropped, not a cut answer', async (t) => {
   // Raw bytes on the wire, as Node's own server would refuse to write them: a UTF-8 '€' in a filename.
   const body = 'a,b\n1,2\n'
@@ -125,10 +136,7 @@ t.test('an upstream header value Node cannot send is dropped, not a cut answer',
     Buffer.from('.csv"\r\n\r\n'),
     Buffer.from(body)
   ]))
-  for (const cache of ['false', 'true']) {
-    const sandbox = await startSandbox(t)
-    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: cache, ADOBE_CMU_URL: `${origin}/cmu` } })
-    const answer = await call(proxy.url, '/cmu/v2/year.csv')
+  for (const { cache, answer } of await throughBothPaths(t, origin, '/cmu/v2/year.csv')) {
     t.equal(answer.status, 200, `cache ${cache}: answered`)
     t.equal(answer.text, body, `cache ${cache}: the whole body`)
     t.equal(answer.headers['content-disposition'], undefined, `cache ${cache}: without the header it could not send`)
@@ -151,10 +159,7 @@ t.test('headers the upstream\'s Connection names, and a single-valued header sen
     `Content-Length: ${body.length}`,
     '', body
   ].join('\r\n')))
-  for (const cache of ['false', 'true']) {
-    const sandbox = await startSandbox(t)
-    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: cache, ADOBE_CMU_URL: `${origin}/cmu` } })
-    const answer = await call(proxy.url, '/cmu/v2/year')
+  for (const { cache, answer } of await throughBothPaths(t, origin, '/cmu/v2/year')) {
     t.equal(answer.status, 200, `cache ${cache}: answered`)
     t.equal(answer.text, body, `cache ${cache}: the whole body`)
     t.equal(answer.headers.etag, undefined, `cache ${cache}: ETag was hop-by-hop (named in Connection)`)
@@ -171,10 +176,7 @@ t.test('a Connection header naming Content-Encoding never leaves gzip bytes unla
     Buffer.from(`HTTP/1.1 200 OK\r\nConnection: Content-Encoding\r\nContent-Encoding: gzip\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`),
     body
   ]))
-  for (const cache of ['false', 'true']) {
-    const sandbox = await startSandbox(t)
-    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: cache, ADOBE_CMU_URL: `${origin}/cmu` } })
-    const answer = await call(proxy.url, '/cmu/v2/year', { headers: { 'accept-encoding': 'gzip' } })
+  for (const { cache, answer } of await throughBothPaths(t, origin, '/cmu/v2/year', { 'accept-encoding': 'gzip' })) {
     t.equal(answer.status, 200, `cache ${cache}: answered`)
     t.equal(answer.headers['content-encoding'], 'gzip', `cache ${cache}: the gzip body says so`)
   }
