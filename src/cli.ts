@@ -3,7 +3,7 @@
 // Commands are imported when run: --help and --version answer at once instead
 // of loading Fastify, undici and prom-client first (a second or more).
 import { parseArgs } from 'node:util'
-import { VERSION } from './version.js'
+import { VERSION } from './kernel/version.js'
 
 const EXIT_USAGE = 64
 
@@ -62,7 +62,7 @@ switch (command) {
     const help = wantsHelp(command, args)
     if (help === true) process.stdout.write(COMMAND_USAGE[command])
     else if (help === false && command === 'serve') await (await import('./main.js')).run()
-    else if (help === false) process.exitCode = await (await import('./check.js')).runCheck()
+    else if (help === false) process.exitCode = await (await import('./ops/check.js')).runCheck()
     break
   }
   case 'sandbox':

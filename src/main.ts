@@ -4,8 +4,8 @@ import { pathToFileURL } from 'node:url'
 import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.js'
-import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config.js'
-import { createLogger } from './logger.js'
+import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config/load.js'
+import { createLogger } from './kernel/logger.js'
 
 type Env = Record<string, string | undefined>
 

@@ -1,30 +1,110 @@
-// The layering rules of STYLE.md ("Avoid"), read from the sources: the fake
-// Adobe stays independent of the client it tests, and config sits at the bottom.
-import { readdirSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+// The layering rules of STYLE.md ("Avoid"), read from the sources: no import
+// cycle between files or between src/ folders, the fake Adobe stays
+// independent of the client it tests, config and kernel sit at the bottom, the
+// cache never reaches back into the inbound side, and only config/ reads the
+// environment.
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { dirname, join, normalize, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 
 const SRC = fileURLToPath(new URL('../src/', import.meta.url))
 
-/** The relative modules a source file imports or re-exports. */
-function localImports (file: string): string[] {
-  const text = readFileSync(join(SRC, file), 'utf8')
-  return [...text.matchAll(/^(?:import|export)\b[^'"]*?from '(\.[^']+)'/gm)].map((m) => m[1] ?? '')
+function sourceFiles (dir = SRC): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name)
+    if (statSync(path).isDirectory()) return sourceFiles(path)
+    return name.endsWith('.ts') ? [relative(SRC, path)] : []
+  })
 }
 
-t.test('the sandbox imports nothing from the proxy side', async (t) => {
-  const files = readdirSync(join(SRC, 'sandbox')).filter((f) => f.endsWith('.ts'))
-  t.ok(files.length > 5, 'found the sandbox sources')
-  for (const file of files) {
-    for (const target of localImports(join('sandbox', file))) {
-      t.match(target, /^\.\/[\w-]+\.js$/, `sandbox/${file} imports ${target}: only sandbox modules`)
+/** The src-relative files a source file imports, statically or with import(), types included. */
+function localImports (file: string): string[] {
+  const text = readFileSync(join(SRC, file), 'utf8')
+  const specifiers = [
+    ...[...text.matchAll(/^(?:import|export)\b[^'"]*?from '(\.[^']+)'/gm)].map((m) => m[1] ?? ''),
+    ...[...text.matchAll(/\bimport\('(\.[^']+)'\)/g)].map((m) => m[1] ?? '')
+  ]
+  return specifiers.map((specifier) => normalize(join(dirname(file), specifier)).replace(/\.js$/, '.ts'))
+}
+
+/** The folder of a file ('.' for the entry points at the top of src/). */
+const folderOf = (file: string): string => file.includes('/') ? (file.split('/')[0] ?? '.') : '.'
+
+const FILES = sourceFiles()
+const IMPORTS = new Map(FILES.map((file) => [file, localImports(file)]))
+
+/** One cycle in the graph, as a list of nodes, or undefined. */
+function findCycle (edges: Map<string, Set<string>>): string[] | undefined {
+  const state = new Map<string, 'open' | 'done'>()
+  const path: string[] = []
+  const visit = (node: string): string[] | undefined => {
+    if (state.get(node) === 'done') return undefined
+    if (state.get(node) === 'open') return [...path.slice(path.indexOf(node)), node]
+    state.set(node, 'open')
+    path.push(node)
+    for (const next of edges.get(node) ?? []) {
+      const cycle = visit(next)
+      if (cycle !== undefined) return cycle
     }
+    path.pop()
+    state.set(node, 'done')
+    return undefined
   }
+  for (const node of edges.keys()) {
+    const cycle = visit(node)
+    if (cycle !== undefined) return cycle
+  }
+  return undefined
+}
+
+t.test('every import names a file that exists', async (t) => {
+  t.ok(FILES.length > 50, 'found the sources')
+  const missing = [...IMPORTS].flatMap(([file, targets]) => targets.filter((target) => !FILES.includes(target)).map((target) => `${file} -> ${target}`))
+  t.same(missing, [])
 })
 
-t.test('config.ts imports none of the layers it configures', async (t) => {
-  const targets = localImports('config.ts')
-  for (const target of targets) t.notMatch(target, /^\.\/(adobe|proxy|cache|ops|sandbox|state|store|fleet)\//, `config.ts imports ${target}`)
-  t.ok(targets.every((target) => /^\.\/[\w-]+\.js$/.test(target)), 'only modules at the top of src/')
+t.test('no import cycle between files', async (t) => {
+  const edges = new Map([...IMPORTS].map(([file, targets]) => [file, new Set(targets)]))
+  t.same(findCycle(edges), undefined)
+})
+
+t.test('no import cycle between src/ folders', async (t) => {
+  const edges = new Map<string, Set<string>>()
+  for (const [file, targets] of IMPORTS) {
+    const from = folderOf(file)
+    const set = edges.get(from) ?? new Set()
+    for (const target of targets) if (folderOf(target) !== from) set.add(folderOf(target))
+    edges.set(from, set)
+  }
+  t.same(findCycle(edges), undefined)
+  // The entry points wire everything; nothing imports them back.
+  t.same([...edges].filter(([from, to]) => from !== '.' && to.has('.')).map(([from]) => from), [])
+})
+
+/** What each folder may import besides itself. */
+const ALLOWED: Record<string, string[]> = {
+  kernel: [],
+  config: ['kernel'],
+  sandbox: [],
+  store: ['kernel', 'config'],
+  cache: ['kernel', 'config', 'telemetry', 'upstream']
+}
+
+for (const [folder, allowed] of Object.entries(ALLOWED)) {
+  t.test(`${folder}/ imports only ${allowed.length === 0 ? 'itself' : allowed.join(', ')}`, async (t) => {
+    const files = FILES.filter((file) => folderOf(file) === folder)
+    t.ok(files.length > 0, `found ${folder}/`)
+    const outside = files.flatMap((file) => (IMPORTS.get(file) ?? [])
+      .filter((target) => folderOf(target) !== folder && !allowed.includes(folderOf(target)))
+      .map((target) => `${file} -> ${target}`))
+    t.same(outside, [])
+  })
+}
+
+t.test('only config/ reads the environment; entry points hand process.env to it', async (t) => {
+  const ENTRY_POINTS = new Set(['main.ts', 'demo.ts', 'cli.ts', 'ops/check.ts'])
+  const readers = FILES.filter((file) => folderOf(file) !== 'config' && !ENTRY_POINTS.has(file))
+    .filter((file) => /process\.env/.test(readFileSync(join(SRC, file), 'utf8').replace(/^\s*(\/\/|\*).*$/gm, '')))
+  t.same(readers, [])
 })

@@ -3,7 +3,7 @@
 // interface says whether anyone else already did the work. One instance
 // alone shares nothing (soloCoordination: do it now); fleet mode is another
 // implementation over the state store (fleet/token-coordination.ts), chosen in app.ts.
-import type { TokenUnavailableCode } from '../errors.js'
+import type { TokenUnavailableCode } from '../kernel/errors.js'
 import type { ClientCredentials } from './dcr-client.js'
 
 /** A token as the fleet shares it; times are wall-clock ms since the epoch (instances share no monotonic clock). */

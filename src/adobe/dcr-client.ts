@@ -2,8 +2,8 @@
 // Adobe docs: "Retrieve client credentials" (POST /o/client/register) and
 // "Retrieve access token" (POST /o/client/token).
 import type { Dispatcher } from 'undici'
-import { RetryPolicy } from '../retry-policy.js'
-import { retryAfter } from '../retry-after.js'
+import { RetryPolicy } from '../upstream/retry-policy.js'
+import { retryAfter } from '../kernel/retry-after.js'
 
 export interface ClientCredentials {
   client_id: string

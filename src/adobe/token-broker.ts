@@ -5,11 +5,11 @@
 // single-flight is two-level: this process's one attempt, then the fleet's
 // (coordination.ts), so one instance does each step for all of them.
 import type { Logger } from 'pino'
-import { clampDelay, monotonicNow } from '../clock.js'
-import { tokenUnavailable, TOKEN_UNAVAILABLE_CODES as CODES, type ProxyError, type TokenUnavailableCode } from '../errors.js'
+import { clampDelay, monotonicNow } from '../kernel/clock.js'
+import { tokenUnavailable, TOKEN_UNAVAILABLE_CODES as CODES, type ProxyError, type TokenUnavailableCode } from '../kernel/errors.js'
 import type { Tracer } from '@opentelemetry/api'
-import { inSpan } from '../tracing.js'
-import { MAX_RETRY_AFTER_MS } from '../retry-after.js'
+import { inSpan } from '../telemetry/tracing.js'
+import { MAX_RETRY_AFTER_MS } from '../kernel/retry-after.js'
 import { CoordinationUnavailable, SharedFailure, soloCoordination, type FailureNotice, type FleetToken, type TokenCoordination } from './coordination.js'
 import type { CredentialSource } from './credential-store.js'
 import { DcrError, type ClientCredentials, type DcrClient } from './dcr-client.js'

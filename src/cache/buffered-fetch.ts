@@ -6,8 +6,8 @@
 // caller it was handed to has sent it: a slow reader holds memory too.
 import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { callerResponseHeaders } from '../proxy/headers.js'
-import { transportError, wasRetried } from '../proxy/upstream.js'
+import { callerResponseHeaders } from '../upstream/header-policy.js'
+import { transportError, wasRetried } from '../upstream/upstream.js'
 import { isShareable } from './cache-policy.js'
 
 interface AnswerBase {

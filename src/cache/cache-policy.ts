@@ -2,7 +2,7 @@
 // often Adobe recomputes a report of that granularity ("Data freshness" in
 // shared/adobe-api.md): a cached answer is never older than Adobe's own.
 import type { IncomingHttpHeaders } from 'node:http'
-import type { UpstreamTarget } from '../proxy/target.js'
+import type { UpstreamTarget } from '../upstream/target.js'
 
 const MINUTE = 60
 const HOUR = 3600

@@ -5,7 +5,7 @@
 // recently used first; then lru-cache evicts by recency. Time comes from an
 // injectable clock so tests can move it.
 import { LRUCache } from 'lru-cache'
-import { monotonicNow } from '../clock.js'
+import { monotonicNow } from '../kernel/clock.js'
 
 export interface CachedResponse {
   status: number

@@ -5,9 +5,9 @@ import type { TokenBroker } from '../adobe/token-broker.js'
 import { maskClientId } from '../adobe/token-broker.js'
 import { publicStatementInfo } from '../adobe/software-statement.js'
 import type { ResponseCache } from '../cache/response-cache.js'
-import { ProxyError, reregisterTooSoon, unauthorized } from '../errors.js'
+import { ProxyError, reregisterTooSoon, unauthorized } from '../kernel/errors.js'
 import { ApiKeys, presentedKey } from '../proxy/api-keys.js'
-import { VERSION } from '../version.js'
+import { VERSION } from '../kernel/version.js'
 
 /** Each registration creates a client at Adobe: a human lever needs no more than one a minute. */
 const REREGISTER_INTERVAL_MS = 60_000

@@ -5,7 +5,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 
-export { parseKeyList } from '../key-list.js'
+export { parseKeyList } from '../config/key-list.js'
 
 export class ApiKeys {
   readonly #digests: Buffer[]

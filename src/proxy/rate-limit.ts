@@ -5,8 +5,8 @@
 // and a limited request never reaches Adobe.
 import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { RateLimitRule } from '../rate-limit-rules.js'
-import { ProxyError } from '../errors.js'
+import type { RateLimitRule } from '../config/rate-limit-rules.js'
+import { ProxyError } from '../kernel/errors.js'
 import { apiKeyId } from './api-keys.js'
 
 export interface RateLimitOptions {

@@ -6,7 +6,7 @@
 // OLD,NEW (NEW opens), then NEW,OLD (NEW seals), then NEW alone once every
 // value has been rewritten (or has expired); sealed-store.ts says why.
 import { createHash, createSecretKey, type KeyObject } from 'node:crypto'
-import { decodeStateKeys, STATE_KEY_BYTES } from '../state-key-list.js'
+import { decodeStateKeys, STATE_KEY_BYTES } from '../config/state-key-list.js'
 import { StateKeyError } from './errors.js'
 
 export interface StateKey {

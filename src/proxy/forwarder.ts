@@ -1,0 +1,124 @@
+// The /cmu policy, independent of how the caller's connection is served:
+// with the cache off, Adobe's answer streams straight through; with it on,
+// the cache layer (cache/cache-layer.ts) decides whether to answer from
+// memory, share one request among identical callers, or let this caller
+// stream its own. The Fastify route (cmu-route.ts) calls forward() with a
+// Responder that writes through the reply; the policy knows nothing of Fastify.
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Tracer } from '@opentelemetry/api'
+import type { Readable } from 'node:stream'
+import type { Dispatcher } from 'undici'
+import type { TokenBroker } from '../adobe/token-broker.js'
+import type { CacheLayer, CacheResult } from '../cache/cache-layer.js'
+import type { CachedResponse } from '../cache/response-cache.js'
+import { upstreamBadEncoding } from '../kernel/errors.js'
+import { fetchWithToken, withTokenRetry } from '../upstream/authorized-fetch.js'
+import { encodingAcceptable, upstreamRequestHeaders } from '../upstream/header-policy.js'
+import type { UpstreamTarget } from '../upstream/target.js'
+import type { ResponseSink, StreamOptions, Upstream } from '../upstream/upstream.js'
+
+export type { CacheResult } from '../cache/cache-layer.js'
+
+export interface CmuForwarderOptions {
+  broker: TokenBroker
+  upstream: Upstream
+  /** Absent when CACHE_ENABLED=false. */
+  cache?: CacheLayer | undefined
+  /** When tracing is on: the token wait becomes a span. */
+  tracer?: Tracer | undefined
+}
+
+/** What forward() needs to know about the caller's request. */
+export interface CmuCall {
+  target: UpstreamTarget
+  headers: IncomingHttpHeaders
+  id: string
+  ip: string
+  /** HEAD: headers only; never downloads a whole report to discard it. */
+  head: boolean
+  /** Whether the caller accepts gzip (its Accept-Encoding read once): keys the cache and decides what is forwarded. */
+  gzipAccepted: boolean
+}
+
+/** How one transport answers the caller; each method resolves when the answer is complete. */
+export interface Responder {
+  /** Stream Adobe's answer for `target` into the caller's response (upstream.streamTo). */
+  streamThrough: (cacheResult?: CacheResult) => Promise<void>
+  /** A complete body in memory: shared by coalesced waiters, or from the cache (with its Age, and a Cache-Status when stale). */
+  sendBuffered: (answer: Pick<CachedResponse, 'status' | 'headers' | 'body'>, cacheResult: CacheResult, age?: number, cacheStatus?: string) => Promise<void>
+  /** A body too large for the cache, already claimed by this caller. */
+  sendStream: (status: number, headers: Record<string, string | string[]>, body: Readable, cacheResult: CacheResult) => Promise<void>
+  /** Fires when the caller goes away before its response is complete. */
+  callerGone: () => AbortSignal
+  /** The answer came from an upstream call that was retried after a dropped connection. */
+  upstreamRetried: () => void
+}
+
+/** An AbortSignal that fires when the caller goes away before `res` is complete. */
+export function signalWhenCallerLeaves (res: Pick<ResponseSink, 'once' | 'writableFinished'>): AbortSignal {
+  const abort = new AbortController()
+  res.once('close', () => { if (!res.writableFinished) abort.abort() })
+  return abort.signal
+}
+
+export class CmuForwarder {
+  readonly #options: CmuForwarderOptions
+
+  constructor (options: CmuForwarderOptions) {
+    this.#options = options
+  }
+
+  async forward (call: CmuCall, responder: Responder): Promise<void> {
+    const { cache, broker, upstream } = this.#options
+    if (cache === undefined) { await responder.streamThrough(); return }
+    const { gzipAccepted } = call
+    // Only a miss goes upstream (and a HEAD that misses fetches the report like a GET, so it fills the cache).
+    const fetch = async (signal: AbortSignal): Promise<Dispatcher.ResponseData> => {
+      const headers = upstreamRequestHeaders(call.headers, call.id, call.ip, gzipAccepted)
+      const response = await fetchWithToken(broker, upstream, call.target, headers, signal, this.#options.tracer)
+      if (encodingAcceptable(response.headers['content-encoding'], gzipAccepted)) return response
+      response.body.on('error', () => {}).destroy()
+      throw upstreamBadEncoding()
+    }
+    const outcome = await cache.answer({ target: call.target, headers: call.headers, gzipAccepted, callerGone: () => responder.callerGone() }, fetch)
+    switch (outcome.kind) {
+      case 'pass':
+        await responder.streamThrough(outcome.result)
+        return
+      case 'cached':
+        await responder.sendBuffered(outcome.entry, outcome.result, outcome.age, outcome.cacheStatus)
+        return
+    }
+    const { answer, result } = outcome
+    if (answer.retried) responder.upstreamRetried()
+    if (answer.kind === 'buffered') {
+      try {
+        await responder.sendBuffered(answer, result)
+      } finally {
+        answer.release()
+      }
+      return
+    }
+    const body = answer.claim()
+    if (body !== undefined) { await responder.sendStream(answer.status, answer.headers, body, result); return }
+    // Too large to share: this waiter streams its own copy.
+    await responder.streamThrough(result)
+  }
+
+  /**
+   * The uncached hot path: Adobe's answer goes straight into the caller's
+   * response, with one retry on a 401. `options` is typically the responder
+   * itself: no object or closure is made per request for it.
+   */
+  async streamInto (call: CmuCall, res: ResponseSink, options: StreamOptions): Promise<void> {
+    const { broker, upstream } = this.#options
+    // One object per request: the attempt sets Authorization on it (a retry after a 401 overwrites it).
+    const headers = upstreamRequestHeaders(call.headers, call.id, call.ip, call.gzipAccepted)
+    const request = { path: call.target.path, query: call.target.query, headers }
+    await withTokenRetry(broker, async (authorization) => {
+      headers.authorization = authorization
+      return await upstream.streamTo(res, request, options)
+    }, this.#options.tracer)
+  }
+
+}

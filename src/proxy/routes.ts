@@ -1,0 +1,108 @@
+// GET/HEAD <prefix>/* through Fastify: validate the target, then let the
+// CmuForwarder decide how to answer, writing through the Fastify reply.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { Readable } from 'node:stream'
+import type { CachedResponse } from '../cache/response-cache.js'
+import { methodNotAllowed } from '../kernel/errors.js'
+import { errorLabel } from '../kernel/logger.js'
+import { signalWhenCallerLeaves, type CacheResult, type CmuCall, type CmuForwarder, type Responder } from './forwarder.js'
+import { acceptsGzip } from '../upstream/header-policy.js'
+import { upstreamTarget } from '../upstream/target.js'
+import type { ExtraHeaders, StreamOptions } from '../upstream/upstream.js'
+
+export interface CmuRouteOptions {
+  /** PROXY_PATH_PREFIX (not `prefix`: Fastify reserves that register option) */
+  pathPrefix: string
+  forwarder: CmuForwarder
+}
+
+const ALLOW = 'GET, HEAD'
+const OTHER_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
+
+export async function cmuRoutes (app: FastifyInstance, { pathPrefix: prefix, forwarder }: CmuRouteOptions): Promise<void> {
+  async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    const { headers } = request
+    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix), headers, id: request.id, ip: request.ip, head: request.method === 'HEAD', gzipAccepted: acceptsGzip(headers['accept-encoding']) }
+    await forwarder.forward(call, new FastifyResponder(forwarder, call, request, reply))
+    return reply
+  }
+
+  app.route({ method: ['GET', 'HEAD'], url: prefix, handler: forward })
+  app.route({ method: ['GET', 'HEAD'], url: `${prefix}/*`, handler: forward })
+  // Refused in onRequest, before Fastify would parse (and maybe 415) a request body.
+  const refuse = async (): Promise<never> => { throw methodNotAllowed(ALLOW) }
+  app.route({ method: [...OTHER_METHODS], url: prefix, onRequest: refuse, handler: refuse })
+  app.route({ method: [...OTHER_METHODS], url: `${prefix}/*`, onRequest: refuse, handler: refuse })
+}
+
+/**
+ * Answers through Fastify's reply; failures before the reply is taken over
+ * become problems in the error handler. It is also the StreamOptions of its
+ * own streamed answer, so the hot path makes no options object or closures.
+ */
+class FastifyResponder implements Responder, StreamOptions {
+  readonly headOnly: boolean
+  readonly gzipAccepted: boolean
+
+  constructor (
+    readonly forwarder: CmuForwarder,
+    readonly call: CmuCall,
+    readonly request: FastifyRequest,
+    readonly reply: FastifyReply
+  ) {
+    this.headOnly = call.head
+    this.gzipAccepted = call.gzipAccepted
+  }
+
+  /** What hooks put on the reply (X-Request-Id, RateLimit-*): written with Adobe's headers, since the raw response bypasses Fastify's. */
+  get extraHeaders (): ExtraHeaders {
+    return this.reply.getHeaders()
+  }
+
+  /** Take the reply over from Fastify only once Adobe answered: until then a failure is still a problem response. */
+  onStart (retried: boolean): void {
+    this.request.upstreamRetried = retried
+    this.reply.hijack()
+  }
+
+  onBodyError (error: Error): void {
+    this.request.log.warn({ error: errorLabel(error) }, 'response body ended early')
+  }
+
+  async streamThrough (cacheResult?: CacheResult): Promise<void> {
+    if (cacheResult !== undefined) {
+      this.request.cacheResult = cacheResult
+      this.reply.header('x-cache', cacheResult)
+    }
+    await this.forwarder.streamInto(this.call, this.reply.raw, this)
+  }
+
+  async sendBuffered (answer: Pick<CachedResponse, 'status' | 'headers' | 'body'>, cacheResult: CacheResult, age?: number, cacheStatus?: string): Promise<void> {
+    const { request, reply } = this
+    request.cacheResult = cacheResult
+    reply.code(answer.status).headers(answer.headers).header('content-length', answer.body.length).header('x-cache', cacheResult)
+    if (age !== undefined) reply.header('age', age)
+    if (cacheStatus !== undefined) {
+      reply.header('cache-status', cacheStatus)
+      request.cacheStatus = cacheStatus
+    }
+    await reply.send(request.method === 'HEAD' ? undefined : answer.body)
+  }
+
+  async sendStream (status: number, headers: Record<string, string | string[]>, body: Readable, cacheResult: CacheResult): Promise<void> {
+    const { request, reply } = this
+    request.cacheResult = cacheResult
+    reply.code(status).headers(headers).header('x-cache', cacheResult)
+    if (request.method !== 'HEAD') { await reply.send(body); return }
+    body.on('error', () => {}).destroy()
+    await reply.send()
+  }
+
+  upstreamRetried (): void {
+    this.request.upstreamRetried = true
+  }
+
+  callerGone (): AbortSignal {
+    return signalWhenCallerLeaves(this.reply.raw)
+  }
+}

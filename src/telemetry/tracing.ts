@@ -1,0 +1,65 @@
+// OpenTelemetry traces, on when the standard OTEL_* variables say so (read by
+// config.ts like every other setting, so an env file works too): the server
+// span from @fastify/otel, the proxy's own spans (token wait, cache,
+// coalescing, each upstream attempt, background refreshes) and OTLP/HTTP
+// export. This module is the light side the request path imports; the SDK,
+// the exporter and the instrumentation (tracing-sdk.ts) are loaded only when
+// tracing is on, so with it off they cost neither memory nor a single call:
+// the request path only ever tests `tracer === undefined`.
+import type { Span, Tracer } from '@opentelemetry/api'
+import type { FastifyRequest } from 'fastify'
+import type { Config } from '../config/load.js'
+import type { Tracing } from './tracing-sdk.js'
+
+export type { Tracing }
+
+/** Whether the configuration turns tracing on: an OTLP endpoint, or OTEL_TRACES_EXPORTER=otlp; never with none or OTEL_SDK_DISABLED. */
+export function tracingEnabled (config: Config): boolean {
+  if (config.OTEL_SDK_DISABLED || config.OTEL_TRACES_EXPORTER === 'none') return false
+  return config.OTEL_TRACES_EXPORTER === 'otlp' || config.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined
+}
+
+export async function startTracing (config: Config): Promise<Tracing | undefined> {
+  if (!tracingEnabled(config)) return undefined
+  const { createTracing } = await import('./tracing-sdk.js')
+  return createTracing(config)
+}
+
+/** The trace and span ids of the request's server span, for its log line. */
+export function traceIds (request: FastifyRequest): { trace_id: string, span_id: string } | undefined {
+  const span = request.opentelemetry().span
+  if (span === undefined || span === null) return undefined
+  const { traceId, spanId } = span.spanContext()
+  return { trace_id: traceId, span_id: spanId }
+}
+
+/** The server span of a request whose caller left: Fastify's onResponse, where it would end, never runs. */
+export function endAbandonedSpan (request: FastifyRequest, statusCode: number): void {
+  const span = request.opentelemetry().span
+  if (span === undefined || span === null || !span.isRecording()) return
+  span.setAttribute('http.response.status_code', statusCode)
+  span.setAttribute('error.type', 'caller_gone')
+  span.end()
+}
+
+/**
+ * Runs `work` inside a child span of the active one (or a new trace with
+ * `root`), ending it with an error status when `work` throws. Without a
+ * tracer it is just `work()`.
+ */
+export async function inSpan<T> (tracer: Tracer | undefined, name: string, attributes: Record<string, string | number | boolean>, work: (span: Span | undefined) => Promise<T>, root = false): Promise<T> {
+  if (tracer === undefined) return await work(undefined)
+  return await tracer.startActiveSpan(name, { attributes, root }, async (span) => {
+    try {
+      return await work(span)
+    } catch (err) {
+      span.setStatus({ code: SPAN_STATUS_ERROR, message: (err as { code?: string }).code ?? (err as Error).name })
+      throw err
+    } finally {
+      span.end()
+    }
+  })
+}
+
+/** SpanStatusCode.ERROR, without loading @opentelemetry/api for it. */
+const SPAN_STATUS_ERROR = 2

@@ -1,0 +1,61 @@
+// Maps a caller's request-target to the upstream one, byte for byte: CMU
+// filters (`dim!=v`, repeated keys, bare `dim`) and percent-encoding must reach
+// Adobe untouched, so nothing here parses and re-serialises the query.
+import { badPath, notFound } from '../kernel/errors.js'
+import { isAccessToken, mayHoldAccessToken } from '../kernel/query-parameters.js'
+
+export interface UpstreamTarget {
+  /** The part after the local prefix, starting with '/' (or empty). */
+  path: string
+  /** The query without '?', with any `access_token` parameter removed; '' when none. */
+  query: string
+}
+
+const ENCODED_SEPARATOR = /%2f|%5c/i
+/**
+ * Anything but RFC 3986 path characters (unreserved, sub-delims, ':', '@',
+ * '/', '%'). Node's parser lets '#' and a few others through; the router cuts
+ * at '#' (so `/cmu/..#/x` routes) while an upstream that parses URLs drops
+ * what follows it (so Adobe would see `/cmu/..`).
+ */
+const NOT_A_PATH_CHARACTER = /[^A-Za-z0-9\-._~!$&'()*+,;=:@/%]/
+/** `%25` (a percent, encoded: double encoding) and encoded bytes above 0x7f: no report path needs them, and a back end that decodes twice or folds Unicode would read them as something else. */
+const ENCODED_SURPRISE = /%25|%[89a-f][0-9a-f]/i
+/** NUL and other control characters, encoded: no report path has them, and back ends read them in surprising ways. */
+const ENCODED_CONTROL = /%[01][0-9a-f]|%7f/i
+
+/**
+ * The router matches a decoded path (`/%63mu` routes like `/cmu`); the upstream
+ * path is cut from the raw one, so the raw path itself must start with the
+ * literal prefix, or the cut would land elsewhere (`/%63mu/v2` -> `/cmumu/v2`).
+ */
+export function upstreamTarget (rawUrl: string, prefix: string): UpstreamTarget {
+  // A fragment never belongs in a request-target; the router and an upstream would read it differently.
+  if (rawUrl.includes('#')) throw badPath('a fragment (#) is not allowed')
+  const queryStart = rawUrl.indexOf('?')
+  const rawPath = queryStart === -1 ? rawUrl : rawUrl.slice(0, queryStart)
+  const rawQuery = queryStart === -1 ? '' : rawUrl.slice(queryStart + 1)
+  if (!rawPath.startsWith(prefix) || (rawPath.length > prefix.length && rawPath[prefix.length] !== '/')) throw notFound()
+  const path = rawPath.slice(prefix.length)
+  if (path.includes('\\')) throw badPath('backslashes are not allowed')
+  if (NOT_A_PATH_CHARACTER.test(path)) throw badPath('only RFC 3986 path characters are allowed')
+  // Every check below needs a '%' or a '.' in the path: most report paths have neither.
+  const encoded = path.includes('%')
+  if (encoded && ENCODED_SEPARATOR.test(path)) throw badPath('encoded slashes are not allowed')
+  if (encoded && ENCODED_CONTROL.test(path)) throw badPath('encoded control characters are not allowed')
+  if (encoded && ENCODED_SURPRISE.test(path)) throw badPath('double encoding and encoded non-ASCII bytes are not allowed')
+  if (encoded || path.includes('.')) {
+    for (const segment of path.split('/')) {
+      // `..;jsessionid=x` is `..` to servlet containers, which drop the path parameter.
+      const decoded = segment.replace(/%2e/gi, '.').replace(/(%3b|;).*$/i, '')
+      if (decoded === '.' || decoded === '..') throw badPath('dot segments are not allowed')
+    }
+  }
+  return { path, query: withoutAccessToken(rawQuery) }
+}
+
+/** Adobe accepts a token in the query too; a caller's must never reach it (the proxy supplies its own). */
+function withoutAccessToken (query: string): string {
+  if (!mayHoldAccessToken(query)) return query
+  return query.split('&').filter((pair) => !isAccessToken(pair)).join('&')
+}

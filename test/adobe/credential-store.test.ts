@@ -1,0 +1,56 @@
+import { open, readdir, readFile, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import t from 'tap'
+import { CredentialStore, statementFingerprint } from '../../src/adobe/credential-store.js'
+
+t.test('save then load round-trips, privately and atomically', async (t) => {
+  const dir = t.testdir()
+  const store = new CredentialStore(join(dir, 'nested', 'credentials.json'), 'h.p.s')
+  t.same(await store.load(), { status: 'absent' })
+  await store.save({ client_id: 'id', client_secret: 'secret', client_id_issued_at: 5 }, new Date('2026-01-01T00:00:00Z'))
+  t.same(await store.load(), { status: 'found', credentials: { client_id: 'id', client_secret: 'secret', client_id_issued_at: 5 } }, 'credentials saved without a generation come back without one (the save time is not a generation)')
+  t.equal((await stat(store.path)).mode & 0o777, 0o600, 'file 0600')
+  t.equal((await stat(join(dir, 'nested'))).mode & 0o777, 0o700, 'new directory 0700')
+  t.same(await readdir(join(dir, 'nested')), ['credentials.json'], 'no temp file left behind')
+  const stored = JSON.parse(await readFile(store.path, 'utf8'))
+  t.equal(stored.statement_sha256, statementFingerprint('h.p.s'))
+  t.equal(stored.registered_at, '2026-01-01T00:00:00.000Z')
+  t.notOk(JSON.stringify(stored).includes('h.p.s'), 'the statement itself is not stored')
+
+  await store.save({ client_id: 'id2', client_secret: 'secret2', generation: 1_700_000_000_000 })
+  t.match(await store.load(), { status: 'found', credentials: { client_id: 'id2', generation: 1_700_000_000_000 } }, 'overwrites, keeping the generation the credentials carry')
+})
+
+t.test('credentials of another statement, and broken files, are not used', async (t) => {
+  const dir = t.testdir({ 'bad.json': '{not json', 'partial.json': '{"client_id":"x"}' })
+  const path = join(dir, 'credentials.json')
+  await new CredentialStore(path, 'statement-a').save({ client_id: 'a', client_secret: 'b' })
+  t.same(await new CredentialStore(path, 'statement-b').load(), { status: 'other-statement' })
+  t.same(await new CredentialStore(join(dir, 'bad.json'), 's').load(), { status: 'unreadable', reason: 'not JSON' })
+  t.match(await new CredentialStore(join(dir, 'partial.json'), 's').load(), { status: 'unreadable' })
+  t.match(await new CredentialStore(dir, 's').load(), { status: 'unreadable', reason: 'EISDIR' })
+})
+
+t.test('a failed rename rejects and leaves no temp file behind', async (t) => {
+  // A non-empty directory where the file should go makes rename fail, even for root.
+  const dir = t.testdir({ 'credentials.json': { 'keep.txt': 'x' } })
+  const store = new CredentialStore(join(dir, 'credentials.json'), 's')
+  await t.rejects(store.save({ client_id: 'new', client_secret: 'new-secret' }))
+  t.same((await readdir(dir)).sort(), ['credentials.json'], 'temp file removed')
+})
+
+t.test('a failed write or fsync rejects and removes the temp file that holds the secret', async (t) => {
+  for (const failing of ['writeFile', 'sync'] as const) {
+    const dir = t.testdir()
+    // The real file system, except that the temp file's handle fails at one step (a full disk, an I/O error).
+    const openFailing: typeof open = async (path, flags, mode) => {
+      const handle = await open(path, flags, mode)
+      if (!String(path).endsWith('.tmp')) return handle
+      handle[failing] = async () => { throw Object.assign(new Error(`${failing} failed`), { code: 'ENOSPC' }) }
+      return handle
+    }
+    const store = new CredentialStore(join(dir, 'credentials.json'), 's', openFailing)
+    await t.rejects(store.save({ client_id: 'new', client_secret: 'new-secret' }), { code: 'ENOSPC' }, `${failing} fails`)
+    t.same(await readdir(dir), [], `${failing}: no temp file left with the secret in it`)
+  }
+})

@@ -1,0 +1,93 @@
+// `cmu-proxy sandbox` as another team would run it: a separate process,
+// scripted over HTTP.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
+import { call } from '../helpers/app.js'
+
+const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
+
+async function post (url: string, body: unknown, method = 'POST'): Promise<{ status: number, json: any }> {
+  const response = await fetch(url, { method, body: body === undefined ? undefined : JSON.stringify(body), headers: { 'content-type': 'application/json' } })
+  return { status: response.status, json: await response.json() }
+}
+
+t.test('cmu-proxy sandbox --port 0: DCR, CMU and the /_sandbox control API', async (t) => {
+  const child = spawn(process.execPath, [CLI, 'sandbox', '--port', '0', '--token-lifetime', '600'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { child.kill('SIGKILL') })
+  let output = ''
+  child.stdout.setEncoding('utf8')
+  while (!/ADOBE_CMU_URL=\S+\n/.test(output)) output += String((await once(child.stdout, 'data'))[0])
+  const base = /listening on (http:\/\/\S+)/.exec(output)?.[1] ?? ''
+  t.match(output, new RegExp(`ADOBE_CMU_URL=${base}/cmu`))
+
+  const client = await post(`${base}/o/client/register`, { software_statement: makeSoftwareStatement() })
+  t.equal(client.status, 201)
+  const tokenResponse = await fetch(`${base}/o/client/token`, { method: 'POST', body: new URLSearchParams({ grant_type: 'client_credentials', client_id: client.json.client_id, client_secret: client.json.client_secret }) })
+  t.equal(tokenResponse.status, 201)
+  const token = ((await tokenResponse.json()) as { access_token: string }).access_token
+  const auth = { authorization: `Bearer ${token}` }
+  t.equal((await call(base, '/cmu/v2/year.csv', { headers: auth })).status, 200)
+
+  t.equal((await post(`${base}/_sandbox/faults`, { endpoint: 'cmu', count: 1, status: 503 })).status, 201)
+  t.equal((await call(base, '/cmu/v2/year', { headers: auth })).status, 503, 'scripted fault')
+  t.equal((await call(base, '/cmu/v2/year', { headers: auth })).status, 200, 'used up')
+  t.equal((await post(`${base}/_sandbox/faults`, { endpoint: 'cmu', count: 'forever', status: 500, path: '/v2/tenant' })).status, 201)
+  t.equal((await call(base, '/cmu/v2/tenant', { headers: auth })).status, 500)
+  t.equal((await post(`${base}/_sandbox/faults`, { endpoint: 'cmu', status: 502, afterMs: 100 })).status, 201)
+  const slowStarted = Date.now()
+  t.equal((await call(base, '/cmu/v2', { headers: auth })).status, 502, 'a slow failure')
+  t.ok(Date.now() - slowStarted >= 90, 'after the delay')
+  t.equal((await post(`${base}/_sandbox/faults`, undefined, 'DELETE')).status, 200)
+  t.equal((await call(base, '/cmu/v2/tenant', { headers: auth })).status, 200, 'cleared')
+
+  t.equal((await post(`${base}/_sandbox/revoke-tokens`, undefined)).status, 200)
+  t.equal((await call(base, '/cmu/v2', { headers: auth })).status, 401, 'revoked token')
+  t.equal((await post(`${base}/_sandbox/token-lifetime`, { seconds: 5 })).json.seconds, 5)
+  t.equal((await post(`${base}/_sandbox/revoke-clients`, undefined)).status, 200)
+  const refused = await fetch(`${base}/o/client/token`, { method: 'POST', body: new URLSearchParams({ grant_type: 'client_credentials', client_id: client.json.client_id, client_secret: client.json.client_secret }) })
+  t.same(await refused.json(), { error: 'invalid_client' })
+  t.match((await call(base, '/_sandbox/calls')).json(), { register: 1, token: 2, cmu: 7 })
+
+  const invalid: Array<[unknown, RegExp]> = [
+    [{ endpoint: 'nope' }, /endpoint/],
+    [{ endpoint: 'cmu', count: 0, status: 500 }, /count/],
+    [{ endpoint: 'cmu', path: 5, status: 500 }, /path/],
+    [{ endpoint: 'cmu' }, /give one of/],
+    [{ endpoint: 'cmu', status: 500, afterMs: 'soon' }, /afterMs/],
+    // Past setTimeout's range a delay would fire after 1 ms instead.
+    [{ endpoint: 'cmu', delayMs: 2 ** 32 }, /delayMs must be a number of milliseconds, at most 3600000/],
+    [{ endpoint: 'cmu', status: 500, afterMs: 1e10 }, /afterMs/]
+  ]
+  for (const [body, error] of invalid) {
+    const answer = await post(`${base}/_sandbox/faults`, body)
+    t.equal(answer.status, 400)
+    t.match(answer.json.error, error)
+  }
+  t.equal((await post(`${base}/_sandbox/token-lifetime`, { seconds: 0 })).status, 400)
+  t.equal((await call(base, '/_sandbox/nothing')).status, 404)
+  const notJson = await fetch(`${base}/_sandbox/faults`, { method: 'POST', body: '{' })
+  t.equal(notJson.status, 400)
+
+  child.kill('SIGTERM')
+  const [code] = await once(child, 'exit')
+  t.equal(code, 0, 'stops cleanly on SIGTERM')
+})
+
+t.test('bad arguments are a usage error', async (t) => {
+  for (const args of [['--port', 'abc'], ['--bogus']]) {
+    const child = spawn(process.execPath, [CLI, 'sandbox', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    const [code] = await once(child, 'exit')
+    t.equal(code, 64, args.join(' '))
+    t.match(stderr, /^cmu-proxy sandbox: /)
+  }
+  const help = spawn(process.execPath, [CLI, 'sandbox', '--help'], { stdio: ['ignore', 'pipe', 'ignore'] })
+  let stdout = ''
+  help.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
+  t.equal((await once(help, 'exit'))[0], 0)
+  t.match(stdout, /^usage: cmu-proxy sandbox/)
+})
