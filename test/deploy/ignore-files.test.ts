@@ -2,13 +2,12 @@
 // docs tell users to create, and any *.jwt or *.key* dropped in config/, is
 // ignored by .gitignore (asked of git itself) and by .dockerignore (read with
 // a port of Docker's own matcher), while the example env file stays in both.
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createRequire } from 'node:module'
-import type { Ignore } from '@balena/dockerignore'
 import t from 'tap'
+import { dockerIgnores, gitIgnores } from '../helpers/ignore-rules.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -30,15 +29,6 @@ const mentioned = [...new Set(markdownAndDeployFiles().flatMap((file) =>
 // Names the docs do not use but a user may pick.
 const SECRET_PATHS = [...mentioned, 'config/prod.jwt', 'config/other.key', 'config/state-encryption.key.next', 'config/state-encryption.key.new', 'config/staging.env', 'config/tls/client.pem', 'secrets/statement.jwt', 'data/credentials.json']
 
-function gitIgnores (path: string): boolean {
-  // --no-index: the rule itself, whether or not the file exists or is tracked.
-  return spawnSync('git', ['check-ignore', '--no-index', '-q', path], { cwd: ROOT }).status === 0
-}
-
-// A CommonJS module whose typings declare an ES default export: loaded as what it is.
-const dockerignore = createRequire(import.meta.url)('@balena/dockerignore') as (options?: { ignorecase?: boolean }) => Ignore
-const docker = dockerignore({ ignorecase: false }).add(readFileSync(join(ROOT, '.dockerignore'), 'utf8'))
-
 t.test('the docs name secret files in config/', async (t) => {
   for (const path of ['config/software-statement.jwt', 'config/proxy-api-keys.txt', 'config/state-encryption.key', 'config/cmu-proxy.env']) {
     t.ok(mentioned.includes(path), `${path} is among the files the docs name`)
@@ -52,9 +42,9 @@ t.test('.gitignore ignores every secret file, by pattern', async (t) => {
 })
 
 t.test('.dockerignore keeps every secret file out of the build context', async (t) => {
-  for (const path of SECRET_PATHS) t.ok(docker.ignores(path), `docker ignores ${path}`)
-  t.notOk(docker.ignores('config/cmu-proxy.example.env'), 'the example env file may be sent')
-  for (const path of ['src/app.ts', 'package.json', 'package-lock.json', 'tsconfig.json']) t.notOk(docker.ignores(path), `${path} reaches the build`)
+  for (const path of SECRET_PATHS) t.ok(dockerIgnores(path), `docker ignores ${path}`)
+  t.notOk(dockerIgnores('config/cmu-proxy.example.env'), 'the example env file may be sent')
+  for (const path of ['src/app.ts', 'package.json', 'package-lock.json', 'tsconfig.json']) t.notOk(dockerIgnores(path), `${path} reaches the build`)
 })
 
 t.test('no tracked file looks like a secret', async (t) => {
