@@ -8,7 +8,7 @@ import { join, posix } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { parse } from 'yaml'
-import { configSchema } from '../../src/config/load.js'
+import { configSchema } from '../../src/config/schema.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { call, eventually, startSandbox, temporaryDirectory } from '../helpers/app.js'
 

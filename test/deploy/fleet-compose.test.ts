@@ -6,7 +6,7 @@ import { join, posix } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { parse } from 'yaml'
-import { configSchema } from '../../src/config/load.js'
+import { configSchema } from '../../src/config/schema.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const FLEET_VARIABLES = ['REDIS_URL', 'REDIS_PASSWORD_FILE', 'REDIS_KEY_PREFIX', 'STATE_ENCRYPTION_KEY', 'STATE_ENCRYPTION_KEY_FILE', 'PROXY_ALLOW_ANONYMOUS']
