@@ -10,7 +10,6 @@ import { resolve } from 'node:path'
 import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
 import { ProblemList, echo, type ConfigProblem } from './problems.js'
-import { RATE_LIMIT_FORMAT } from './rate-limit-rules.js'
 import { configSchema, type Config } from './schema.js'
 import { settingsFrom, type Settings } from './settings.js'
 
@@ -133,7 +132,6 @@ function toProblems (err: unknown, merged: Env): ConfigProblem[] {
       problem = 'is not a JWT (three base64url parts separated by dots)'
     }
     if (variable.endsWith('_PROXY') && error.params.pattern !== undefined) problem = 'must be an http:// or https:// URL such as http://proxy.example:3128'
-    if (variable === 'RATE_LIMIT' && error.params.pattern !== undefined) problem = RATE_LIMIT_FORMAT
     const value = merged[variable]
     const shown = value === undefined || SECRET_VARIABLES.has(variable) ? '' : ` (got ${echo(value)})`
     problems.set(variable, `${problem}${shown}`)

@@ -9,10 +9,8 @@ export interface RateLimitRule {
 
 const WINDOWS: Record<string, number> = { second: 1_000, minute: 60_000, hour: 3_600_000 }
 
-/** Also the schema pattern of RATE_LIMIT. */
-export const RATE_LIMIT_PATTERN = '^\\s*([0-9]{1,9})\\s*/\\s*(second|minute|hour)\\s*$'
-const RULE = new RegExp(RATE_LIMIT_PATTERN)
-/** What is wrong with a value that does not match the pattern (a phrase after the variable's name). */
+const RULE = /^\s*([0-9]{1,9})\s*\/\s*(second|minute|hour)\s*$/
+/** What is wrong with a value that is not a rule (a phrase after the variable's name). */
 export const RATE_LIMIT_FORMAT = 'must be a number of requests per second, minute or hour, e.g. 600/minute'
 
 /** "600/minute" -> { max: 600, windowMs: 60000 }; undefined when the text is not such a rule. */

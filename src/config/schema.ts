@@ -2,7 +2,6 @@
 // and default, validated by env-schema (the validator behind @fastify/env) in
 // load.ts. The raw Config type is derived from it, so the two never drift;
 // only config/ sees it: the rest of the code gets typed sections (settings.ts).
-import { RATE_LIMIT_PATTERN } from './rate-limit-rules.js'
 
 // Durations end up in setTimeout, which fires after 1 ms when given more than
 // 2^31-1 ms: every one has a ceiling far below that (an hour).
@@ -66,7 +65,8 @@ export const configSchema = {
     ADMIN_API_KEY_FILE: { type: 'string', minLength: 1 },
 
     // Per caller: its API key, or its address when no keys are configured. "600/minute", also /second, /hour.
-    RATE_LIMIT: { type: 'string', pattern: RATE_LIMIT_PATTERN },
+    // Its format is checked where it is parsed (rate-limit-rules.ts).
+    RATE_LIMIT: { type: 'string' },
     // Per-key overrides, one "<api key> <rule>" per line (a mounted secret: it holds keys).
     RATE_LIMIT_KEYS: { type: 'string' },
     RATE_LIMIT_KEYS_FILE: { type: 'string', minLength: 1 },

@@ -264,6 +264,8 @@ function inboundSettings (config: Config, problems: ProblemList): InboundSetting
 }
 
 function rateLimitSettings (config: Config, apiKeys: readonly string[], problems: ProblemList): RateLimitSettings | undefined {
+  const rule = config.RATE_LIMIT === undefined ? undefined : parseRateLimitRule(config.RATE_LIMIT)
+  if (config.RATE_LIMIT !== undefined && rule === undefined) problems.refuse(problemOf('RATE_LIMIT', `${RATE_LIMIT_FORMAT} (got ${echo(config.RATE_LIMIT)})`))
   let overrides: ReadonlyMap<string, RateLimitRule> = new Map()
   if (config.RATE_LIMIT_KEYS !== undefined) {
     const variable = config.RATE_LIMIT_KEYS_FILE === undefined ? 'RATE_LIMIT_KEYS' : 'RATE_LIMIT_KEYS_FILE'
@@ -277,14 +279,7 @@ function rateLimitSettings (config: Config, apiKeys: readonly string[], problems
     })
     if (!('badLine' in parsed)) overrides = parsed
   }
-  if (config.RATE_LIMIT === undefined) return undefined
-  // The schema's pattern is the rule's: a value that passed it parses.
-  const rule = parseRateLimitRule(config.RATE_LIMIT)
-  if (rule === undefined) {
-    problems.refuse(problemOf('RATE_LIMIT', RATE_LIMIT_FORMAT))
-    return undefined
-  }
-  return { rule, overrides }
+  return rule === undefined ? undefined : { rule, overrides }
 }
 
 function fleetSettings (config: Config, problems: ProblemList): FleetSettings | undefined {

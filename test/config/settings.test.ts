@@ -50,6 +50,8 @@ t.test('rate limits arrive as numbers, overrides by key', async (t) => {
   const error = configError({ PROXY_API_KEYS: `${KEY_A},${KEY_B}`, RATE_LIMIT: '100/hour', RATE_LIMIT_KEYS_FILE: join(bad, 'overrides') })
   t.match(error, { variable: 'RATE_LIMIT_KEYS_FILE', message: /^RATE_LIMIT_KEYS_FILE line 2 is not/ })
   t.notMatch(error?.message, KEY_A, 'the line is not echoed: it holds a key')
+  const both = configError({ PROXY_API_KEYS: KEY_A, RATE_LIMIT: 'often', RATE_LIMIT_KEYS: `${KEY_A} 1/second` })
+  t.same(both?.lines, ['RATE_LIMIT must be a number of requests per second, minute or hour, e.g. 600/minute (got "often")'], 'a bad rule, and nothing on top about the overrides that need it')
 })
 
 t.test('egress: the proxy decided once per Adobe origin, NO_PROXY applied', async (t) => {
