@@ -25,6 +25,7 @@ async function runRecorded (t: Test, args: string[], env: Record<string, string>
   const dir = t.testdir()
   const log = join(dir, 'loaded.txt')
   writeFileSync(log, '')
+  // module.registerHooks (in-thread, sees require() too) where Node has it; module.register (Node 20) otherwise.
   writeFileSync(join(dir, 'hooks.mjs'), `import { appendFileSync } from 'node:fs'
 export async function resolve (specifier, context, next) {
   const result = await next(specifier, context)
@@ -33,12 +34,17 @@ export async function resolve (specifier, context, next) {
 }
 `)
   writeFileSync(join(dir, 'record.mjs'), `import { appendFileSync } from 'node:fs'
-import { createRequire, register } from 'node:module'
-register('./hooks.mjs', import.meta.url)
-const require = createRequire(import.meta.url)
-process.on('exit', () => { appendFileSync(${JSON.stringify(log)}, Object.keys(require.cache).map((path) => 'file://' + path).join('\\n') + '\\n') })
+import * as module from 'node:module'
+const record = (line) => { appendFileSync(${JSON.stringify(log)}, line + '\\n') }
+if (typeof module.registerHooks === 'function') {
+  module.registerHooks({ resolve: (specifier, context, next) => { const result = next(specifier, context); record(result.url); return result } })
+} else {
+  module.register('./hooks.mjs', import.meta.url)
+}
+const require = module.createRequire(import.meta.url)
+process.on('exit', () => { record(Object.keys(require.cache).map((path) => 'file://' + path).join('\\n')) })
 `)
-  const child = spawn(process.execPath, ['--import', pathToFileURL(join(dir, 'record.mjs')).href, ...args], {
+  const child = spawn(process.execPath, ['--no-warnings', '--import', pathToFileURL(join(dir, 'record.mjs')).href, ...args], {
     cwd: dir,
     env: { PATH: process.env.PATH ?? '', CMU_PROXY_ENV_FILE: '/dev/null', ...env },
     detached: true,
