@@ -1,6 +1,6 @@
-// buildApp(config, deps): wires the modules into one Fastify instance. It
-// never listens; main.ts does, and tests build the very same app.
-import { resolve } from 'node:path'
+// buildApp(settings, deps): wires the modules into one Fastify instance,
+// handing each its section of the settings (config/settings.ts). It never
+// listens; main.ts does, and tests build the very same app.
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { CredentialStore } from './adobe/credential-store.js'
@@ -9,17 +9,16 @@ import { TokenBroker } from './adobe/token-broker.js'
 import { CacheLayer } from './cache/cache-layer.js'
 import { ResponseCache } from './cache/response-cache.js'
 import { monotonicNow } from './kernel/clock.js'
-import { cleartextAdobeUrls, type Config } from './config/load.js'
+import type { Settings } from './config/settings.js'
 import { PROBLEM_HEADERS, ProxyError, badPath, describeCause, internalError, notFound, problemBody, unauthorized } from './kernel/errors.js'
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
 import { endAbandonedSpan, startTracing, traceIds } from './telemetry/tracing.js'
-import { ApiKeys, parseKeyList, presentedKey } from './proxy/api-keys.js'
+import { ApiKeys, presentedKey } from './proxy/api-keys.js'
 import { CmuForwarder, type CacheResult } from './proxy/forwarder.js'
 import { cmuRoutes } from './proxy/routes.js'
-import { adobeEgress, createDispatcher, describeAdobeEgress } from './upstream/dispatchers.js'
-import { rateLimitSettings } from './config/rate-limit-rules.js'
+import { createDispatcher, describeAdobeEgress } from './upstream/dispatchers.js'
 import { Upstream, callerGone, wasRetried } from './upstream/upstream.js'
 import { requestId } from './kernel/request-id.js'
 import { RequestLogController, requestLine } from './kernel/request-log.js'
@@ -59,7 +58,8 @@ declare module 'fastify' {
 
 const CALLER_GONE = callerGone()
 
-export async function buildApp (config: Config, deps: AppDependencies): Promise<FastifyInstance> {
+export async function buildApp (settings: Settings, deps: AppDependencies): Promise<FastifyInstance> {
+  const { adobe, token, upstream: upstreamSettings, cache: cacheSettings, inbound } = settings
   const now = deps.now ?? monotonicNow
   const startedAt = now()
   const app = Fastify({
@@ -75,65 +75,63 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     http: { connectionsCheckingInterval: 1_000 }
   })
 
-  const egress = adobeEgress(config)
+  const { egress } = upstreamSettings
   if (egress.auth !== undefined || egress.cmu !== undefined) deps.logger.info({ egress: describeAdobeEgress(egress) }, 'calls to Adobe go through an egress proxy')
   const retry = new RetryPolicy(deps.random === undefined ? {} : { random: deps.random })
-  const authDispatcher = createDispatcher(new URL(config.ADOBE_AUTH_URL).origin, egress.auth, { connectTimeoutMs: config.AUTH_TIMEOUT_MS, keepAliveTimeoutMs: 10_000 })
+  const authDispatcher = createDispatcher(new URL(adobe.authUrl).origin, egress.auth, { connectTimeoutMs: adobe.authTimeoutMs, keepAliveTimeoutMs: 10_000 })
   // HTTP dates (Retry-After, Expires) and report end dates are wall-clock times; deadlines are not.
   const wallNow = deps.now ?? Date.now
-  const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now: wallNow, retry })
-  const statement = config.ADOBE_SOFTWARE_STATEMENT
+  const dcr = new DcrClient({ authUrl: adobe.authUrl, dispatcher: authDispatcher, timeoutMs: adobe.authTimeoutMs, userAgent: USER_AGENT, now: wallNow, retry })
+  const statement = adobe.softwareStatement
   // Fleet mode (REDIS_URL): the same modules, with the fleet's side plugged in; the metrics observe its store.
   // Loaded only then: a lone instance does not carry the Redis client.
-  const fleet = config.REDIS_URL === undefined ? undefined : (await import('./fleet/fleet.js')).createFleet(config, {
+  const fleet = settings.fleet === undefined ? undefined : (await import('./fleet/fleet.js')).createFleet({ fleet: settings.fleet, adobe, upstream: upstreamSettings, cache: cacheSettings }, {
     logger: deps.logger,
     wallNow,
     onOperation: (operation, seconds, ok) => { metrics.observeStoreOperation(operation, seconds, ok) },
     ...(deps.fleetReconcileIntervalMs === undefined ? {} : { reconcileIntervalMs: deps.fleetReconcileIntervalMs })
   })
-  const tracing = await startTracing(config)
+  const tracing = await startTracing(settings.tracing)
   const broker = new TokenBroker({
     dcr,
     tracer: tracing?.tracer,
     logger: deps.logger,
     softwareStatement: statement,
-    store: fleet?.credentials ?? (statement === undefined ? undefined : new CredentialStore(resolve(config.CREDENTIALS_FILE), statement)),
+    store: fleet?.credentials ?? (statement === undefined ? undefined : new CredentialStore(adobe.credentialsFile, statement)),
     coordination: fleet?.coordination,
     wallNow,
-    staticCredentials: config.ADOBE_CLIENT_ID !== undefined && config.ADOBE_CLIENT_SECRET !== undefined
-      ? { client_id: config.ADOBE_CLIENT_ID, client_secret: config.ADOBE_CLIENT_SECRET }
-      : undefined,
-    refreshMarginMs: config.TOKEN_REFRESH_MARGIN_SECONDS * 1000,
-    retryBaseMs: config.TOKEN_RETRY_BASE_MS,
-    retryMaxMs: config.TOKEN_RETRY_MAX_MS,
+    staticCredentials: adobe.staticCredentials,
+    refreshMarginMs: token.refreshMarginMs,
+    retryBaseMs: token.retryBaseMs,
+    retryMaxMs: token.retryMaxMs,
     now,
     ...(deps.random === undefined ? {} : { random: deps.random })
   })
-  const cache = config.CACHE_ENABLED
-    ? new ResponseCache({ maxBytes: config.CACHE_MAX_BYTES, maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES, now })
+  const cache = cacheSettings.enabled
+    ? new ResponseCache({ maxBytes: cacheSettings.maxBytes, maxEntryBytes: cacheSettings.maxEntryBytes, now })
     : undefined
-  const metrics = new ProxyMetrics({ broker, cache, pathPrefix: config.PROXY_PATH_PREFIX, now })
+  const metrics = new ProxyMetrics({ broker, cache, pathPrefix: inbound.pathPrefix, now })
   const upstream = new Upstream({
-    baseUrl: config.ADOBE_CMU_URL,
-    connections: config.UPSTREAM_CONNECTIONS,
-    connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS,
-    headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
-    bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS,
-    maxPending: config.UPSTREAM_MAX_PENDING,
+    baseUrl: adobe.cmuUrl,
+    connections: upstreamSettings.connections,
+    connectTimeoutMs: upstreamSettings.connectTimeoutMs,
+    headersTimeoutMs: upstreamSettings.headersTimeoutMs,
+    bodyTimeoutMs: upstreamSettings.bodyTimeoutMs,
+    maxPending: upstreamSettings.maxPending,
     proxy: egress.cmu,
     retry,
     onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) },
-    spans: tracing?.upstreamSpans(config.ADOBE_CMU_URL)
+    spans: tracing?.upstreamSpans(adobe.cmuUrl)
   })
   const cacheLayer = cache === undefined
     ? undefined
     : new CacheLayer({
       cache,
       shared: fleet?.cache,
-      ttlMaxSeconds: config.CACHE_TTL_MAX_SECONDS,
-      staleIfErrorSeconds: config.CACHE_STALE_IF_ERROR_SECONDS,
-      staleWhileRevalidateSeconds: config.CACHE_STALE_WHILE_REVALIDATE_SECONDS,
-      bufferingMaxBytes: config.CACHE_MAX_INFLIGHT_BYTES,
+      ttlMaxSeconds: cacheSettings.ttlMaxSeconds,
+      staleIfErrorSeconds: cacheSettings.staleIfErrorSeconds,
+      staleWhileRevalidateSeconds: cacheSettings.staleWhileRevalidateSeconds,
+      bufferingMaxBytes: cacheSettings.maxInflightBytes,
       logger: deps.logger.child({ component: 'cache' }),
       now,
       wallNow,
@@ -143,9 +141,9 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   metrics.watchLoad(upstream, cacheLayer)
   metrics.watchRetries(retry)
   if (fleet !== undefined) metrics.watchStore(fleet.store)
-  const apiKeys = new ApiKeys(parseKeyList(config.PROXY_API_KEYS))
-  for (const variable of cleartextAdobeUrls(config)) {
-    deps.logger.warn({ variable, url: config[variable] }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
+  const apiKeys = new ApiKeys(inbound.apiKeys)
+  for (const { variable, url } of adobe.cleartextUrls) {
+    deps.logger.warn({ variable, url }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
   }
 
   app.decorate('broker', broker)
@@ -202,13 +200,13 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
 
   await app.register(healthRoutes, { broker })
   await app.register(metricsRoute, { metrics })
-  if (config.ADMIN_API_KEY !== undefined) {
+  if (inbound.adminKey !== undefined) {
     await app.register(adminRoutes, {
-      adminKey: config.ADMIN_API_KEY,
+      adminKey: inbound.adminKey,
       broker,
       cache,
       softwareStatement: statement,
-      upstreams: { authUrl: config.ADOBE_AUTH_URL, cmuUrl: config.ADOBE_CMU_URL },
+      upstreams: { authUrl: adobe.authUrl, cmuUrl: adobe.cmuUrl },
       state: fleet === undefined ? undefined : () => fleet.status(),
       startedAt,
       now
@@ -225,13 +223,13 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
         }
       })
     }
-    const rateLimit = rateLimitSettings(config.RATE_LIMIT, config.RATE_LIMIT_KEYS)
+    const { rateLimit } = settings
     if (rateLimit !== undefined) {
       // Loaded only when a limit is set: a proxy without one does not carry the plugin in memory.
       const { registerRateLimit } = await import('./proxy/rate-limit.js')
       await registerRateLimit(cmu, { ...rateLimit, byApiKey: apiKeys.size > 0, store: fleet?.rateLimitStore, onLimited: () => { metrics.countRateLimited() } })
     }
-    await cmu.register(cmuRoutes, { pathPrefix: config.PROXY_PATH_PREFIX, forwarder })
+    await cmu.register(cmuRoutes, { pathPrefix: inbound.pathPrefix, forwarder })
   })
   return app
 }

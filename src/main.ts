@@ -1,18 +1,19 @@
-// The process: load config, build the app, listen, shut down gracefully.
-// The only module that listens or exits.
+// The process: load the settings, build the app, listen, shut down gracefully.
+// The only module that listens or exits. The settings are validated before
+// anything heavy loads: a bad configuration answers at once, not after
+// Fastify, undici, OTel and prom-client have loaded (test/config/fast-errors.test.ts).
 import { pathToFileURL } from 'node:url'
-import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
-import { buildApp } from './app.js'
-import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config/load.js'
-import { createLogger } from './kernel/logger.js'
+import { loadSettings } from './config/load.js'
+import { ConfigError, EXIT_CONFIG } from './config/problems.js'
+import type { Settings } from './config/settings.js'
 
 type Env = Record<string, string | undefined>
 
-/** Loads the configuration, or prints one line per bad variable and exits 78. */
-function loadConfigOrExit (env: Env = process.env): Config {
+/** Loads the settings, or prints one line per bad variable and exits 78. */
+function loadSettingsOrExit (env: Env = process.env): Settings {
   try {
-    return loadConfig({ env })
+    return loadSettings({ env })
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
     process.stderr.write(err.lines.map((line) => `cmu-proxy: configuration error: ${line}\n`).join(''))
@@ -26,23 +27,25 @@ export interface RunOptions {
 }
 
 export async function run (env: Env = process.env, options: RunOptions = {}): Promise<FastifyInstance> {
-  const config = loadConfigOrExit(env)
-  const logger = createLogger(config.LOG_LEVEL)
-  const app = await buildApp(config, { logger })
+  const settings = loadSettingsOrExit(env)
+  const [{ buildApp }, { createLogger }, { default: closeWithGrace }] = await Promise.all([import('./app.js'), import('./kernel/logger.js'), import('close-with-grace')])
+  const { host, port, logLevel, shutdownGraceMs } = settings.server
+  const logger = createLogger(logLevel)
+  const app = await buildApp(settings, { logger })
   const { onClose } = options
   if (onClose !== undefined) app.addHook('onClose', onClose)
 
-  closeWithGrace({ delay: config.SHUTDOWN_GRACE_SECONDS * 1000, logger }, async ({ signal, err }) => {
+  closeWithGrace({ delay: shutdownGraceMs, logger }, async ({ signal, err }) => {
     if (err !== undefined) logger.error({ err }, 'shutting down after an unexpected error')
     else logger.info({ signal }, 'shutting down')
     await app.close()
   })
 
   try {
-    await app.listen({ host: config.HOST, port: config.PORT })
+    await app.listen({ host, port })
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    process.stderr.write(`cmu-proxy: cannot listen on ${config.HOST}:${config.PORT} (${code ?? 'error'}); check HOST and PORT\n`)
+    process.stderr.write(`cmu-proxy: cannot listen on ${host}:${port} (${code ?? 'error'}); check HOST and PORT\n`)
     process.exit(EXIT_CONFIG)
   }
   return app

@@ -1,8 +1,8 @@
 // The layering rules of STYLE.md ("Avoid"), read from the sources: no import
 // cycle between files or between src/ folders, the fake Adobe stays
 // independent of the client it tests, config and kernel sit at the bottom, the
-// cache never reaches back into the inbound side, and only config/ reads the
-// environment.
+// cache never reaches back into the inbound side, and only config/ reads and
+// parses the environment: everything else gets typed settings.
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, normalize, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -107,4 +107,19 @@ t.test('only config/ reads the environment; entry points hand process.env to it'
   const readers = FILES.filter((file) => folderOf(file) !== 'config' && !ENTRY_POINTS.has(file))
     .filter((file) => /process\.env/.test(readFileSync(join(SRC, file), 'utf8').replace(/^\s*(\/\/|\*).*$/gm, '')))
   t.same(readers, [])
+})
+
+t.test('only config/ parses the environment: elsewhere it is reached through the settings\' types, and loaded by the entry points', async (t) => {
+  // The schema, the formats (key lists, rate-limit rules, state keys, OTel lists, egress) and the section builders stay inside.
+  const LOADERS = new Set(['main.ts', 'ops/check.ts'])
+  const LOADING = new Set(['config/load.ts', 'config/problems.ts'])
+  const reaching = FILES.filter((file) => folderOf(file) !== 'config').flatMap((file) => (IMPORTS.get(file) ?? [])
+    .filter((target) => folderOf(target) === 'config' && target !== 'config/settings.ts' && !(LOADERS.has(file) && LOADING.has(target)))
+    .map((target) => `${file} -> ${target}`))
+  t.same(reaching, [])
+  const valueImports = FILES.filter((file) => folderOf(file) !== 'config')
+    .filter((file) => /^(?:import|export)\s+(?!type\b)[^'"]*?from '[./]+config\/settings\.js'/m.test(readFileSync(join(SRC, file), 'utf8')))
+  t.same(valueImports, [], 'settings.ts is imported for its types only: the values come from loadSettings, once')
+  const envSchemaUsers = FILES.filter((file) => /from 'env-schema'/.test(readFileSync(join(SRC, file), 'utf8')))
+  t.same(envSchemaUsers, ['config/load.ts'], 'one validator, in one place')
 })

@@ -1,5 +1,5 @@
-// Below both config.ts (which checks key lengths) and proxy/api-keys.ts
-// (which matches them): config must not import from the layers it configures.
+// The format of PROXY_API_KEYS (and its file): parsed once at start
+// (settings.ts); proxy/api-keys.ts gets the list.
 
 /** Keys from a comma- or newline-separated list (PROXY_API_KEYS or its file); `#` lines are comments. */
 export function parseKeyList (text: string | undefined): string[] {

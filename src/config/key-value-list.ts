@@ -1,7 +1,7 @@
 // The OTel list format of OTEL_EXPORTER_OTLP_HEADERS and
 // OTEL_RESOURCE_ATTRIBUTES: comma-separated key=value pairs, values
-// percent-encoded. Parsed here, below config.ts, so a malformed value is a
-// configuration error at start rather than a crash when tracing starts.
+// percent-encoded. Parsed once at start (settings.ts), so a malformed value is
+// a configuration error rather than a crash when tracing starts.
 
 /** The pairs, or undefined when a value is not valid percent-encoding. */
 export function parseKeyValueList (text: string | undefined): Record<string, string> | undefined {

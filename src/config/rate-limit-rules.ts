@@ -1,17 +1,17 @@
 // RATE_LIMIT values ("600/minute") and the per-key overrides of
-// RATE_LIMIT_KEYS(_FILE): parsed here, below config.ts, so a bad value is a
-// configuration error at start and the rate limiter gets numbers.
+// RATE_LIMIT_KEYS(_FILE): parsed once at start (settings.ts), so a bad value
+// is a configuration error and the rate limiter gets numbers.
 
 export interface RateLimitRule {
-  max: number
-  windowMs: number
+  readonly max: number
+  readonly windowMs: number
 }
 
 const WINDOWS: Record<string, number> = { second: 1_000, minute: 60_000, hour: 3_600_000 }
 
-/** Also the schema pattern of RATE_LIMIT. */
-export const RATE_LIMIT_PATTERN = '^\\s*([0-9]{1,9})\\s*/\\s*(second|minute|hour)\\s*$'
-const RULE = new RegExp(RATE_LIMIT_PATTERN)
+const RULE = /^\s*([0-9]{1,9})\s*\/\s*(second|minute|hour)\s*$/
+/** What is wrong with a value that is not a rule (a phrase after the variable's name). */
+export const RATE_LIMIT_FORMAT = 'must be a number of requests per second, minute or hour, e.g. 600/minute'
 
 /** "600/minute" -> { max: 600, windowMs: 60000 }; undefined when the text is not such a rule. */
 export function parseRateLimitRule (text: string): RateLimitRule | undefined {
@@ -36,12 +36,4 @@ export function parseRateLimitOverrides (text: string): Map<string, RateLimitRul
     overrides.set(key, rule)
   }
   return overrides
-}
-
-/** RATE_LIMIT and RATE_LIMIT_KEYS as validated at start (config.ts); undefined when no limit is set. */
-export function rateLimitSettings (rateLimit: string | undefined, overridesText: string | undefined): { rule: RateLimitRule, overrides: Map<string, RateLimitRule> } | undefined {
-  const rule = rateLimit === undefined ? undefined : parseRateLimitRule(rateLimit)
-  if (rule === undefined) return undefined
-  const overrides = overridesText === undefined ? new Map<string, RateLimitRule>() : parseRateLimitOverrides(overridesText)
-  return { rule, overrides: 'badLine' in overrides ? new Map() : overrides }
 }

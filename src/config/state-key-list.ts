@@ -1,7 +1,7 @@
 // The format of STATE_ENCRYPTION_KEY: one or more 32-byte keys, base64
-// (standard or url-safe) or hex, comma-separated. Decoded here, below
-// config.ts, so a bad value is a configuration error at start (exit 78, one
-// line naming the variable); store/encryption-keys.ts turns the bytes into keys.
+// (standard or url-safe) or hex, comma-separated. Decoded once at start
+// (settings.ts), so a bad value is a configuration error (exit 78, one line
+// naming the variable); store/encryption-keys.ts derives each key's id.
 
 export const STATE_KEY_BYTES = 32
 

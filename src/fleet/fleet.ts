@@ -1,14 +1,13 @@
-// Fleet mode, assembled from the configuration: the sealed Redis store and
+// Fleet mode, assembled from the settings: the sealed Redis store and
 // the fleet's side of each module that decides (the broker's coordination
 // and credentials, the cache's second level, the rate-limit counters).
 // app.ts plugs these into the same modules a lone instance uses.
-import { resolve } from 'node:path'
 import type { FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { Logger } from 'pino'
 import { CredentialStore } from '../adobe/credential-store.js'
-import type { Config } from '../config/load.js'
+import type { AdobeSettings, CacheSettings, FleetSettings, UpstreamSettings } from '../config/settings.js'
 import { createStore } from '../store/create-store.js'
-import { parseStateEncryptionKeys } from '../store/encryption-keys.js'
+import { stateKey } from '../store/encryption-keys.js'
 import { stateNamespace } from '../store/namespace.js'
 import type { OperationObserver, StateStore, StoreStats } from '../store/state-store.js'
 import { FleetChannel, RecentTrouble } from './fleet-channel.js'
@@ -49,43 +48,47 @@ export interface FleetDependencies {
   readOnly?: boolean
 }
 
-/** Undefined without REDIS_URL: one instance, file and memory. */
-export function createFleet (config: Config, deps: FleetDependencies): Fleet | undefined {
-  if (config.REDIS_URL === undefined) return undefined
+/** What the fleet needs from the other sections: whose state it shares, and how long each turn may take. */
+export interface FleetSections {
+  fleet: FleetSettings
+  adobe: Pick<AdobeSettings, 'softwareStatement' | 'staticCredentials' | 'credentialsFile' | 'authTimeoutMs'>
+  upstream: Pick<UpstreamSettings, 'headersTimeoutMs'>
+  cache: Pick<CacheSettings, 'maxEntryBytes'>
+}
+
+export function createFleet ({ fleet: settings, adobe, upstream, cache: cacheSettings }: FleetSections, deps: FleetDependencies): Fleet {
   const logger = deps.logger.child({ component: 'fleet' })
-  const statement = config.ADOBE_SOFTWARE_STATEMENT
+  const statement = adobe.softwareStatement
   const store = createStore({
-    redisUrl: config.REDIS_URL,
-    redisPassword: config.REDIS_PASSWORD,
-    // Validated by loadConfig: this does not throw.
-    encryptionKeys: parseStateEncryptionKeys(config.STATE_ENCRYPTION_KEY ?? ''),
-    redis: { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS },
+    redisUrl: settings.redisUrl,
+    redisPassword: settings.redisPassword,
+    encryptionKeys: settings.stateKeys.map(stateKey),
+    redis: { commandTimeoutMs: settings.commandTimeoutMs },
     logger,
     onOperation: deps.onOperation,
     readOnly: deps.readOnly
   })
-  const namespace = stateNamespace(config.REDIS_KEY_PREFIX, statement !== undefined ? { softwareStatement: statement } : { clientId: config.ADOBE_CLIENT_ID ?? '' })
+  const namespace = stateNamespace(settings.keyPrefix, statement !== undefined ? { softwareStatement: statement } : { clientId: adobe.staticCredentials?.client_id ?? '' })
   const channel = new FleetChannel(store, namespace.channel('events'), logger)
   const wallNow = deps.wallNow ?? Date.now
   const credentials = statement === undefined
     ? undefined
-    : new SharedCredentials({ file: new CredentialStore(resolve(config.CREDENTIALS_FILE), statement), store, key: namespace.key('credentials'), logger })
+    : new SharedCredentials({ file: new CredentialStore(adobe.credentialsFile, statement), store, key: namespace.key('credentials'), logger })
   const coordination = new FleetTokenCoordination({
     store,
     namespace,
     channel,
     credentials,
-    lockTtlMs: config.REDIS_LOCK_TTL_MS,
+    lockTtlMs: settings.lockTtlMs,
     // A registration and a token call, each up to its timeout, and a crashed holder's lock.
-    maxWaitMs: 2 * config.AUTH_TIMEOUT_MS + config.REDIS_LOCK_TTL_MS,
+    maxWaitMs: 2 * adobe.authTimeoutMs + settings.lockTtlMs,
     logger,
     wallNow,
     ...(deps.reconcileIntervalMs === undefined ? {} : { reconcileIntervalMs: deps.reconcileIntervalMs })
   })
   // Shared by the two calls on a caller's path (its rate-limit count, its cache lookup).
-  const trouble = new RecentTrouble(config.REDIS_COMMAND_TIMEOUT_MS)
-  const cache = new FleetCache({ store, namespace, channel, lockTtlMs: config.REDIS_LOCK_TTL_MS, maxWaitMs: 2 * config.UPSTREAM_HEADERS_TIMEOUT_MS, maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES, trouble, logger, wallNow })
-  const url = new URL(config.REDIS_URL)
+  const trouble = new RecentTrouble(settings.commandTimeoutMs)
+  const cache = new FleetCache({ store, namespace, channel, lockTtlMs: settings.lockTtlMs, maxWaitMs: 2 * upstream.headersTimeoutMs, maxEntryBytes: cacheSettings.maxEntryBytes, trouble, logger, wallNow })
   return {
     store,
     coordination,
@@ -93,7 +96,7 @@ export function createFleet (config: Config, deps: FleetDependencies): Fleet | u
     cache,
     rateLimitStore: fleetRateLimitStore(store, namespace, trouble, logger),
     start: async () => {
-      if (!await store.waitUntilUp(FIRST_CONNECTION_WAIT_MS)) logger.warn({ redis: `${url.protocol}//${url.host}` }, 'redis is not reachable yet: serving on this instance\'s own state until it is')
+      if (!await store.waitUntilUp(FIRST_CONNECTION_WAIT_MS)) logger.warn({ redis: settings.redisAddress }, 'redis is not reachable yet: serving on this instance\'s own state until it is')
       await channel.start()
     },
     close: async () => {
@@ -101,6 +104,6 @@ export function createFleet (config: Config, deps: FleetDependencies): Fleet | u
       await channel.close()
       await store.close()
     },
-    status: () => ({ redis: `${url.protocol}//${url.host}`, keyPrefix: namespace.base, ...store.stats() })
+    status: () => ({ redis: settings.redisAddress, keyPrefix: namespace.base, ...store.stats() })
   }
 }

@@ -1,6 +1,6 @@
 // Which hosts only this machine can reach: decides whether listening without
-// inbound keys is allowed (config.ts) and whether plain http:// to Adobe
-// crosses a network (app.ts warns).
+// inbound keys is allowed (config/settings.ts) and whether plain http:// to Adobe
+// crosses a network (settings.ts decides, app.ts warns).
 import { BlockList, isIP } from 'node:net'
 
 const LOOPBACK = new BlockList()

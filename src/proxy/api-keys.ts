@@ -5,8 +5,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 
-export { parseKeyList } from '../config/key-list.js'
-
 export class ApiKeys {
   readonly #digests: Buffer[]
 

@@ -5,14 +5,14 @@
 // and a limited request never reaches Adobe.
 import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { RateLimitRule } from '../config/rate-limit-rules.js'
+import type { RateLimitRule } from '../config/settings.js'
 import { ProxyError } from '../kernel/errors.js'
 import { apiKeyId } from './api-keys.js'
 
 export interface RateLimitOptions {
   rule: RateLimitRule
   /** Per-key rules, by API key (RATE_LIMIT_KEYS). */
-  overrides: Map<string, RateLimitRule>
+  overrides: ReadonlyMap<string, RateLimitRule>
   /** Counts per key id when API keys are configured, else per client address. */
   byApiKey: boolean
   /** Fleet mode: counters shared through the state store (fleet/rate-limit-store.ts); default: in memory. */

@@ -1,6 +1,6 @@
 // The OpenTelemetry SDK side of tracing.ts, imported only when tracing is
 // on: the tracer provider and its OTLP/HTTP exporter, configured from the
-// validated configuration, and @fastify/otel for the server span.
+// tracing settings, and @fastify/otel for the server span.
 import { FastifyOtelInstrumentation } from '@fastify/otel'
 import type { Span, Tracer } from '@opentelemetry/api'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
@@ -8,8 +8,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources'
 import { AlwaysOffSampler, AlwaysOnSampler, BatchSpanProcessor, NodeTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace-node'
 import { ATTR_CLIENT_ADDRESS, ATTR_HTTP_ROUTE, ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION, ATTR_URL_PATH, ATTR_URL_QUERY, ATTR_URL_SCHEME, ATTR_USER_AGENT_ORIGINAL } from '@opentelemetry/semantic-conventions'
 import type { FastifyPluginCallback, FastifyRequest } from 'fastify'
-import type { Config } from '../config/load.js'
-import { parseKeyValueList } from '../config/key-value-list.js'
+import type { TracingSettings } from '../config/settings.js'
 import { loggableUrl } from '../kernel/logger.js'
 import { UpstreamSpans, type AttemptSpans } from './upstream-spans.js'
 import { VERSION } from '../kernel/version.js'
@@ -35,11 +34,11 @@ async function withinDeadline (work: Promise<unknown>, ms: number): Promise<void
   clearTimeout(timer)
 }
 
-export function createTracing (config: Config): Tracing {
+export function createTracing (settings: TracingSettings): Tracing {
   const provider = new NodeTracerProvider({
-    resource: resourceFromAttributes({ ...parseKeyValueList(config.OTEL_RESOURCE_ATTRIBUTES), [ATTR_SERVICE_NAME]: config.OTEL_SERVICE_NAME, [ATTR_SERVICE_VERSION]: VERSION }),
-    sampler: sampler(config.OTEL_TRACES_SAMPLER, config.OTEL_TRACES_SAMPLER_ARG),
-    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: tracesUrl(config), headers: parseKeyValueList(config.OTEL_EXPORTER_OTLP_TRACES_HEADERS ?? config.OTEL_EXPORTER_OTLP_HEADERS) ?? {} }))]
+    resource: resourceFromAttributes({ ...settings.resourceAttributes, [ATTR_SERVICE_NAME]: settings.serviceName, [ATTR_SERVICE_VERSION]: VERSION }),
+    sampler: sampler(settings.sampler),
+    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: settings.tracesUrl, headers: { ...settings.headers } }))]
   })
   // The context manager (AsyncLocalStorage) and the W3C propagator are process-wide; the provider stays ours.
   if (!globalsRegistered) {
@@ -59,7 +58,7 @@ export function createTracing (config: Config): Tracing {
   return {
     tracer,
     plugin: instrumentation.plugin(),
-    upstreamSpans: (origin) => new UpstreamSpans(tracer, config.TRACE_PROPAGATE_TO_ADOBE, origin),
+    upstreamSpans: (origin) => new UpstreamSpans(tracer, settings.propagateToAdobe, origin),
     // Bounded: a collector that is down or silent must not eat the shutdown grace period.
     shutdown: async () => { await withinDeadline(provider.shutdown(), SHUTDOWN_FLUSH_MS) }
   }
@@ -78,21 +77,14 @@ function describeServerSpan (span: Span, request: FastifyRequest): void {
   if (agent !== undefined) span.setAttribute(ATTR_USER_AGENT_ORIGINAL, agent)
 }
 
-function tracesUrl (config: Config): string {
-  if (config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined) return config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
-  const base = config.OTEL_EXPORTER_OTLP_ENDPOINT ?? 'http://localhost:4318'
-  return `${base.replace(/\/+$/, '')}/v1/traces`
-}
-
-/** OTEL_TRACES_SAMPLER (+ _ARG) as the OTel SDK reads them; the default is parentbased_always_on. */
-function sampler (name: string | undefined, arg: string | undefined): Sampler {
-  const ratio = arg === undefined || Number.isNaN(Number(arg)) ? 1 : Math.min(1, Math.max(0, Number(arg)))
+/** OTEL_TRACES_SAMPLER (+ _ARG) as the OTel SDK reads them. */
+function sampler ({ name, ratio }: TracingSettings['sampler']): Sampler {
   switch (name) {
     case 'always_on': return new AlwaysOnSampler()
     case 'always_off': return new AlwaysOffSampler()
     case 'traceidratio': return new TraceIdRatioBasedSampler(ratio)
     case 'parentbased_always_off': return new ParentBasedSampler({ root: new AlwaysOffSampler() })
     case 'parentbased_traceidratio': return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) })
-    default: return new ParentBasedSampler({ root: new AlwaysOnSampler() })
+    case 'parentbased_always_on': return new ParentBasedSampler({ root: new AlwaysOnSampler() })
   }
 }

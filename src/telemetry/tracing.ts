@@ -1,5 +1,5 @@
 // OpenTelemetry traces, on when the standard OTEL_* variables say so (read by
-// config.ts like every other setting, so an env file works too): the server
+// config/tracing-settings.ts like every other setting): the server
 // span from @fastify/otel, the proxy's own spans (token wait, cache,
 // coalescing, each upstream attempt, background refreshes) and OTLP/HTTP
 // export. This module is the light side the request path imports; the SDK,
@@ -8,21 +8,16 @@
 // the request path only ever tests `tracer === undefined`.
 import type { Span, Tracer } from '@opentelemetry/api'
 import type { FastifyRequest } from 'fastify'
-import type { Config } from '../config/load.js'
+import type { TracingSettings } from '../config/settings.js'
 import type { Tracing } from './tracing-sdk.js'
 
 export type { Tracing }
 
-/** Whether the configuration turns tracing on: an OTLP endpoint, or OTEL_TRACES_EXPORTER=otlp; never with none or OTEL_SDK_DISABLED. */
-export function tracingEnabled (config: Config): boolean {
-  if (config.OTEL_SDK_DISABLED || config.OTEL_TRACES_EXPORTER === 'none') return false
-  return config.OTEL_TRACES_EXPORTER === 'otlp' || config.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined
-}
-
-export async function startTracing (config: Config): Promise<Tracing | undefined> {
-  if (!tracingEnabled(config)) return undefined
+/** Undefined settings (tracing off) load nothing. */
+export async function startTracing (settings: TracingSettings | undefined): Promise<Tracing | undefined> {
+  if (settings === undefined) return undefined
   const { createTracing } = await import('./tracing-sdk.js')
-  return createTracing(config)
+  return createTracing(settings)
 }
 
 /** The trace and span ids of the request's server span, for its log line. */

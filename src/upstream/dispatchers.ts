@@ -1,18 +1,10 @@
 // How calls to Adobe leave the process: straight to Adobe, or through the
-// egress proxy named by HTTPS_PROXY / HTTP_PROXY / NO_PROXY (read in
-// config.ts). Both Adobe origins are fixed at start, so the choice is made
-// once per origin, with the rules of undici's EnvHttpProxyAgent, instead of
-// on every request (EnvHttpProxyAgent parses the origin and scans NO_PROXY
-// per dispatch, and falls back to the environment for anything not passed); `check` and
-// the start-up log then print the very decision the dispatchers act on.
+// egress proxy decided per Adobe origin at start (config/egress-proxy.ts,
+// with the rules of undici's EnvHttpProxyAgent), so `check` and the start-up
+// log print the very decision the dispatchers act on.
 import type { Dispatcher, Pool as UndiciPool } from 'undici'
+import type { AdobeEgress } from '../config/settings.js'
 import { Pool, ProxyAgent } from './undici-dispatchers.js'
-
-export interface EgressSettings {
-  HTTPS_PROXY?: string | undefined
-  HTTP_PROXY?: string | undefined
-  NO_PROXY?: string | undefined
-}
 
 export interface ConnectionOptions {
   /** Connections per origin; unbounded when absent. */
@@ -22,31 +14,6 @@ export interface ConnectionOptions {
   headersTimeoutMs?: number | undefined
   bodyTimeoutMs?: number | undefined
   keepAliveTimeoutMs: number
-}
-
-const DEFAULT_PORTS: Record<string, number> = { 'http:': 80, 'https:': 443 }
-
-/**
- * The proxy URL that calls to `url` go through, or undefined for a direct
- * connection. As undici's EnvHttpProxyAgent: https URLs use HTTPS_PROXY, else
- * HTTP_PROXY; NO_PROXY lists hosts (a leading `.` or `*.` is dropped, so
- * `example.com` covers its subdomains), optionally with `:port`, or `*`.
- */
-export function egressProxyFor (url: string, settings: EgressSettings): string | undefined {
-  const { protocol, hostname, port } = new URL(url)
-  const proxy = protocol === 'https:' ? settings.HTTPS_PROXY ?? settings.HTTP_PROXY : settings.HTTP_PROXY
-  if (proxy === undefined) return undefined
-  const host = hostname.toLowerCase()
-  const targetPort = Number(port) || DEFAULT_PORTS[protocol] || 0
-  for (const entry of (settings.NO_PROXY ?? '').split(/[,\s]/)) {
-    if (entry === '') continue
-    if (entry === '*') return undefined
-    const [, name = entry, entryPort] = /^(.+):(\d+)$/.exec(entry) ?? []
-    if (entryPort !== undefined && Number(entryPort) !== targetPort) continue
-    const bare = name.replace(/^\*?\./, '').toLowerCase()
-    if (host === bare || host.endsWith(`.${bare}`)) return undefined
-  }
-  return proxy
 }
 
 /** The proxy URL as logs and `check` may show it: user and password masked. */
@@ -85,17 +52,6 @@ export function createDispatcher (origin: string, proxy: string | undefined, opt
     // The proxy's answer to CONNECT is part of connecting: it gets the connect timeout too.
     clientFactory: (proxyOrigin: URL, opts: object) => new Pool(proxyOrigin, { ...opts, headersTimeout: options.connectTimeoutMs })
   })
-}
-
-export interface AdobeEgress {
-  /** For ADOBE_AUTH_URL (register, token). */
-  auth: string | undefined
-  /** For ADOBE_CMU_URL (reports). */
-  cmu: string | undefined
-}
-
-export function adobeEgress (config: EgressSettings & { ADOBE_AUTH_URL: string, ADOBE_CMU_URL: string }): AdobeEgress {
-  return { auth: egressProxyFor(config.ADOBE_AUTH_URL, config), cmu: egressProxyFor(config.ADOBE_CMU_URL, config) }
 }
 
 /** One line for the start-up log and `check`: "direct", "via <proxy>", or each route when they differ. */

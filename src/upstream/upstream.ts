@@ -35,7 +35,7 @@ export interface UpstreamOptions {
   bodyTimeoutMs: number
   /** UPSTREAM_MAX_PENDING: requests waiting for Adobe's headers beyond this are refused at once (503). */
   maxPending: number
-  /** The egress proxy for ADOBE_CMU_URL (dispatchers.ts: egressProxyFor), or undefined for direct. */
+  /** The egress proxy for ADOBE_CMU_URL (decided at start: config/egress-proxy.ts), or undefined for direct. */
   proxy?: string | undefined
   /** Which failures are retried, the budget, and the counters behind the retry metrics. */
   retry?: RetryPolicy | undefined

@@ -4,45 +4,41 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { ConfigError, loadConfig } from '../../src/config/load.js'
+import { loadSettings } from '../../src/config/load.js'
+import { ConfigError } from '../../src/config/problems.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 
 const NO_ENV_FILE = { CMU_PROXY_ENV_FILE: '/dev/null' }
 
 t.test('defaults follow DESIGN.md', async (t) => {
   const statement = makeSoftwareStatement()
-  const config = loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: statement }, cwd: t.testdir() })
-  t.match(config, {
-    HOST: '127.0.0.1',
-    PORT: 8080,
-    LOG_LEVEL: 'info',
-    ADOBE_AUTH_URL: 'https://api.auth.adobe.com',
-    ADOBE_CMU_URL: 'https://mgmt.auth.adobe.com/cmu',
-    CREDENTIALS_FILE: 'data/credentials.json',
-    PROXY_PATH_PREFIX: '/cmu',
-    SHUTDOWN_GRACE_SECONDS: 10
+  const dir = t.testdir()
+  const settings = loadSettings({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: statement }, cwd: dir })
+  t.match(settings, {
+    server: { host: '127.0.0.1', port: 8080, logLevel: 'info', shutdownGraceMs: 10_000 },
+    adobe: { authUrl: 'https://api.auth.adobe.com', cmuUrl: 'https://mgmt.auth.adobe.com/cmu', credentialsFile: join(dir, 'data/credentials.json') },
+    inbound: { pathPrefix: '/cmu' }
   })
-  t.equal(config.ADOBE_SOFTWARE_STATEMENT, statement)
-  t.notOk('PATH' in config, 'only schema variables are kept')
+  t.equal(settings.adobe.softwareStatement, statement)
 })
 
 t.test('the env file is read and the real environment wins', async (t) => {
   const dir = t.testdir({ config: { 'cmu-proxy.env': `PORT=9000\nLOG_LEVEL=debug\nADOBE_SOFTWARE_STATEMENT=${makeSoftwareStatement()}\n` } })
-  const config = loadConfig({ env: { PORT: '9100' }, cwd: dir })
-  t.equal(config.PORT, 9100, 'environment beats file')
-  t.equal(config.LOG_LEVEL, 'debug', 'file value used')
+  const { server } = loadSettings({ env: { PORT: '9100' }, cwd: dir })
+  t.equal(server.port, 9100, 'environment beats file')
+  t.equal(server.logLevel, 'debug', 'file value used')
 })
 
 t.test('secret files: explicit, the default path, and conflicts', async (t) => {
   const statement = makeSoftwareStatement()
   const dir = t.testdir({ config: { 'software-statement.jwt': `${statement}\n` }, 'secret.txt': 'shh\n', 'empty.jwt': '' })
-  t.equal(loadConfig({ env: NO_ENV_FILE, cwd: dir }).ADOBE_SOFTWARE_STATEMENT, statement, 'config/software-statement.jwt by default, trimmed')
-  const withSecret = loadConfig({ env: { ...NO_ENV_FILE, ADOBE_CLIENT_ID: 'id', ADOBE_CLIENT_SECRET_FILE: join(dir, 'secret.txt') }, cwd: dir })
-  t.equal(withSecret.ADOBE_CLIENT_SECRET, 'shh')
-  t.match(catchConfigError(() => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_SOFTWARE_STATEMENT_FILE: 'x' }, cwd: dir })), { variable: 'ADOBE_SOFTWARE_STATEMENT_FILE', message: /both set/ })
-  t.match(catchConfigError(() => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'missing.jwt') }, cwd: dir })), { variable: 'ADOBE_SOFTWARE_STATEMENT_FILE', message: /cannot be read \(ENOENT\)/ })
-  t.match(catchConfigError(() => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'empty.jwt') }, cwd: dir })), { variable: 'ADOBE_SOFTWARE_STATEMENT_FILE', message: /empty file/ })
-  t.match(catchConfigError(() => loadConfig({ env: { CMU_PROXY_ENV_FILE: join(dir, 'nope.env') }, cwd: dir })), { variable: 'CMU_PROXY_ENV_FILE' })
+  t.equal(loadSettings({ env: NO_ENV_FILE, cwd: dir }).adobe.softwareStatement, statement, 'config/software-statement.jwt by default, trimmed')
+  const withSecret = loadSettings({ env: { ...NO_ENV_FILE, ADOBE_CLIENT_ID: 'id', ADOBE_CLIENT_SECRET_FILE: join(dir, 'secret.txt') }, cwd: dir })
+  t.same(withSecret.adobe.staticCredentials, { client_id: 'id', client_secret: 'shh' })
+  t.match(catchConfigError(() => loadSettings({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_SOFTWARE_STATEMENT_FILE: 'x' }, cwd: dir })), { variable: 'ADOBE_SOFTWARE_STATEMENT_FILE', message: /both set/ })
+  t.match(catchConfigError(() => loadSettings({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'missing.jwt') }, cwd: dir })), { variable: 'ADOBE_SOFTWARE_STATEMENT_FILE', message: /cannot be read \(ENOENT\)/ })
+  t.match(catchConfigError(() => loadSettings({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'empty.jwt') }, cwd: dir })), { variable: 'ADOBE_SOFTWARE_STATEMENT_FILE', message: /empty file/ })
+  t.match(catchConfigError(() => loadSettings({ env: { CMU_PROXY_ENV_FILE: join(dir, 'nope.env') }, cwd: dir })), { variable: 'CMU_PROXY_ENV_FILE' })
 })
 
 t.test('each bad setting is one message naming the variable, never echoing a secret', async (t) => {
@@ -66,36 +62,36 @@ t.test('each bad setting is one message naming the variable, never echoing a sec
     [{ PROXY_PATH_PREFIX: 'cmu' }, 'PROXY_PATH_PREFIX', /must match pattern/]
   ]
   for (const [env, variable, message] of cases) {
-    const error = catchConfigError(() => loadConfig({ env: { ...base, ...env } }))
+    const error = catchConfigError(() => loadSettings({ env: { ...base, ...env } }))
     t.equal(error?.variable, variable, `${JSON.stringify(env)} names ${variable}`)
     t.match(error?.message, message)
     t.notOk(error?.message.includes('secret'), 'value of a secret not echoed')
     t.notOk(error?.message.includes('\n'), 'one line')
   }
-  const missing = catchConfigError(() => loadConfig({ env: NO_ENV_FILE, cwd: t.testdir() }))
+  const missing = catchConfigError(() => loadSettings({ env: NO_ENV_FILE, cwd: t.testdir() }))
   t.equal(missing?.variable, 'ADOBE_SOFTWARE_STATEMENT')
 })
 
 t.test('secure by default: no inbound keys beyond loopback unless PROXY_ALLOW_ANONYMOUS=true', async (t) => {
   const base = { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement() }
   for (const host of ['127.0.0.1', '127.8.9.10', '::1', 'localhost', 'LocalHost']) {
-    t.equal(loadConfig({ env: { ...base, HOST: host } }).HOST, host, `HOST=${host} is loopback: keys optional`)
+    t.equal(loadSettings({ env: { ...base, HOST: host } }).server.host, host, `HOST=${host} is loopback: keys optional`)
   }
   for (const host of ['0.0.0.0', '::', '10.1.2.3', '128.0.0.1', '::ffff:10.0.0.1', 'cmu-proxy.internal']) {
-    const error = catchConfigError(() => loadConfig({ env: { ...base, HOST: host } }))
+    const error = catchConfigError(() => loadSettings({ env: { ...base, HOST: host } }))
     t.equal(error?.variable, 'PROXY_API_KEYS', `HOST=${host} without keys is refused`)
     t.match(error?.message, /^PROXY_API_KEYS is required when HOST \(.+\) is not a loopback address[^\n]*PROXY_ALLOW_ANONYMOUS=true/)
   }
-  t.equal(catchConfigError(() => loadConfig({ env: { ...base, HOST: '0.0.0.0', PROXY_API_KEYS: '# no key yet' } }))?.variable, 'PROXY_API_KEYS', 'a list without keys is no keys')
-  t.equal(loadConfig({ env: { ...base, HOST: '0.0.0.0', PROXY_API_KEYS: 'key-a-0123456789abcdef' } }).HOST, '0.0.0.0', 'keys set')
-  const anonymous = loadConfig({ env: { ...base, HOST: '0.0.0.0', PROXY_ALLOW_ANONYMOUS: 'true' } })
-  t.equal(anonymous.PROXY_ALLOW_ANONYMOUS, true, 'explicit opt-out')
-  t.equal(loadConfig({ env: base }).PROXY_ALLOW_ANONYMOUS, false, 'off by default')
+  t.equal(catchConfigError(() => loadSettings({ env: { ...base, HOST: '0.0.0.0', PROXY_API_KEYS: '# no key yet' } }))?.variable, 'PROXY_API_KEYS', 'a list without keys is no keys')
+  t.same(loadSettings({ env: { ...base, HOST: '0.0.0.0', PROXY_API_KEYS: 'key-a-0123456789abcdef' } }).inbound.apiKeys, ['key-a-0123456789abcdef'], 'keys set')
+  const anonymous = loadSettings({ env: { ...base, HOST: '0.0.0.0', PROXY_ALLOW_ANONYMOUS: 'true' } })
+  t.match(anonymous.inbound, { allowAnonymous: true, apiKeys: [] }, 'explicit opt-out')
+  t.equal(loadSettings({ env: base }).inbound.allowAnonymous, false, 'off by default')
 })
 
 t.test('every bad setting is reported at once, one line each, cross-field rules included', async (t) => {
   const base = { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement() }
-  const error = catchConfigError(() => loadConfig({
+  const error = catchConfigError(() => loadSettings({
     env: { ...base, PORT: 'x', LOG_LEVEL: 'loud', ADOBE_AUTH_URL: 'ftp://x', ADOBE_CMU_URL: 'https://h/cmu?x=1', ADOBE_CLIENT_ID: 'abc', TOKEN_RETRY_BASE_MS: '5000', TOKEN_RETRY_MAX_MS: '1000' }
   }))
   t.same(error?.problems.map((p) => p.variable), ['PORT', 'LOG_LEVEL', 'ADOBE_AUTH_URL', 'ADOBE_CMU_URL', 'ADOBE_CLIENT_SECRET', 'TOKEN_RETRY_MAX_MS'])
@@ -103,14 +99,14 @@ t.test('every bad setting is reported at once, one line each, cross-field rules 
   t.equal(lines.length, 6, 'one line per variable')
   t.match(lines, [/^PORT must be integer/, /^LOG_LEVEL must be equal to one of the allowed values/, /^ADOBE_AUTH_URL must match pattern/, /^ADOBE_CMU_URL must be a plain base URL/, /^ADOBE_CLIENT_SECRET is required/, /^TOKEN_RETRY_MAX_MS must not be smaller/])
 
-  const dependent = catchConfigError(() => loadConfig({ env: { ...base, TOKEN_RETRY_BASE_MS: 'soon', TOKEN_RETRY_MAX_MS: '10' } }))
+  const dependent = catchConfigError(() => loadSettings({ env: { ...base, TOKEN_RETRY_BASE_MS: 'soon', TOKEN_RETRY_MAX_MS: '10' } }))
   t.same(dependent?.problems.map((p) => p.variable), ['TOKEN_RETRY_BASE_MS'], 'a rule over a bad value is not checked on top')
 
   const dir = t.testdir()
-  const unreadable = catchConfigError(() => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'absent.jwt'), PORT: 'x' }, cwd: dir }))
+  const unreadable = catchConfigError(() => loadSettings({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'absent.jwt'), PORT: 'x' }, cwd: dir }))
   t.same(unreadable?.problems.map((p) => p.variable), ['ADOBE_SOFTWARE_STATEMENT_FILE', 'PORT'], 'no follow-on "statement is required"')
 
-  const secrets = catchConfigError(() => loadConfig({ env: { ...base, ADOBE_SOFTWARE_STATEMENT: 'not a jwt secret', ADMIN_API_KEY: 'short secret', PORT: 'x' } }))
+  const secrets = catchConfigError(() => loadSettings({ env: { ...base, ADOBE_SOFTWARE_STATEMENT: 'not a jwt secret', ADMIN_API_KEY: 'short secret', PORT: 'x' } }))
   t.equal(secrets?.problems.length, 3)
   t.notMatch(secrets?.message, /secret/, 'no secret value echoed')
 })
@@ -119,9 +115,10 @@ t.test('fleet mode: REDIS_URL needs a well-formed STATE_ENCRYPTION_KEY; one line
   const base = { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement() }
   const key = randomBytes(32).toString('base64')
   const dir = t.testdir({ 'state.key': `${key}\n`, 'redis-password': 'pw-from-file\n', 'short.key': randomBytes(16).toString('hex') })
-  const config = loadConfig({ env: { ...base, REDIS_URL: 'rediss://user:pw@redis.internal:6380/0', STATE_ENCRYPTION_KEY_FILE: join(dir, 'state.key'), REDIS_PASSWORD_FILE: join(dir, 'redis-password') }, cwd: dir })
-  t.match(config, { REDIS_URL: 'rediss://user:pw@redis.internal:6380/0', STATE_ENCRYPTION_KEY: key, REDIS_PASSWORD: 'pw-from-file', REDIS_KEY_PREFIX: 'cmu-proxy:', REDIS_COMMAND_TIMEOUT_MS: 250, REDIS_LOCK_TTL_MS: 5000 })
-  t.equal(loadConfig({ env: base, cwd: dir }).REDIS_URL, undefined, 'no Redis by default: one process, file and memory')
+  const { fleet } = loadSettings({ env: { ...base, REDIS_URL: 'rediss://user:pw@redis.internal:6380/0', STATE_ENCRYPTION_KEY_FILE: join(dir, 'state.key'), REDIS_PASSWORD_FILE: join(dir, 'redis-password') }, cwd: dir })
+  t.match(fleet, { redisUrl: 'rediss://user:pw@redis.internal:6380/0', redisAddress: 'rediss://redis.internal:6380', redisPassword: 'pw-from-file', keyPrefix: 'cmu-proxy:', commandTimeoutMs: 250, lockTtlMs: 5000 })
+  t.same(fleet?.stateKeys.map((k) => k.export().toString('base64')), [key], 'the key, decoded')
+  t.equal(loadSettings({ env: base, cwd: dir }).fleet, undefined, 'no Redis by default: one process, file and memory')
 
   const cases: Array<[Record<string, string>, string, RegExp]> = [
     [{ REDIS_URL: 'redis://127.0.0.1:6379' }, 'STATE_ENCRYPTION_KEY', /^STATE_ENCRYPTION_KEY is required with REDIS_URL .*openssl rand -base64 32$/],
@@ -134,12 +131,12 @@ t.test('fleet mode: REDIS_URL needs a well-formed STATE_ENCRYPTION_KEY; one line
     [{ REDIS_URL: 'redis://127.0.0.1', STATE_ENCRYPTION_KEY: key, REDIS_LOCK_TTL_MS: '500', REDIS_COMMAND_TIMEOUT_MS: '200' }, 'REDIS_LOCK_TTL_MS', /^REDIS_LOCK_TTL_MS must be at least 3 × REDIS_COMMAND_TIMEOUT_MS \(600 ms\)$/]
   ]
   for (const [env, variable, message] of cases) {
-    const error = catchConfigError(() => loadConfig({ env: { ...base, ...env }, cwd: dir }))
+    const error = catchConfigError(() => loadSettings({ env: { ...base, ...env }, cwd: dir }))
     t.equal(error?.lines.length, 1, `one line for ${JSON.stringify(env)}`)
     t.match(error, { variable, message })
     t.notMatch(error?.message, /secret-pw|secret-phrase/, 'never echoes a password or a key')
   }
-  const both = catchConfigError(() => loadConfig({ env: { ...base, REDIS_URL: 'redis://127.0.0.1', PORT: 'x' }, cwd: dir }))
+  const both = catchConfigError(() => loadSettings({ env: { ...base, REDIS_URL: 'redis://127.0.0.1', PORT: 'x' }, cwd: dir }))
   t.same(both?.problems.map((p) => p.variable), ['PORT', 'STATE_ENCRYPTION_KEY'], 'reported with every other problem at once')
 })
 
@@ -174,7 +171,7 @@ function catchConfigError (fn: () => unknown): ConfigError | undefined {
 
 t.test('a malformed OTel key=value list is a configuration error that never echoes it', async (t) => {
   for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_RESOURCE_ATTRIBUTES']) {
-    const attempt = (): unknown => loadConfig({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), [name]: 'authorization=Bearer%zzsecret' } })
+    const attempt = (): unknown => loadSettings({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), [name]: 'authorization=Bearer%zzsecret' } })
     t.throws(attempt, new RegExp(`^${name} must be key=value pairs`))
     try { attempt() } catch (err) { t.notMatch((err as Error).message, /secret/) }
   }

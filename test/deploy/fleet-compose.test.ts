@@ -6,7 +6,7 @@ import { join, posix } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { parse } from 'yaml'
-import { configSchema } from '../../src/config/load.js'
+import { configSchema } from '../../src/config/schema.js'
 import { dockerIgnores, gitIgnores } from '../helpers/ignore-rules.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))

@@ -13,7 +13,7 @@ import { PodDisruptionBudget } from 'kubernetes-models/policy/v1'
 import { Service, type IContainer, type IPodSpec, type IProbe } from 'kubernetes-models/v1'
 import t from 'tap'
 import { parseAllDocuments } from 'yaml'
-import { configSchema } from '../../src/config/load.js'
+import { configSchema } from '../../src/config/schema.js'
 import { DEFAULT_KEY_PREFIX } from '../../src/store/namespace.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))

@@ -10,7 +10,7 @@ import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildApp } from '../../src/app.js'
-import { loadConfig } from '../../src/config/load.js'
+import { loadSettings } from '../../src/config/load.js'
 import { createLogger } from '../../src/kernel/logger.js'
 import { Sandbox, type SandboxOptions } from '../../src/sandbox/server.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
@@ -43,7 +43,7 @@ export interface ProxyOptions {
 export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptions = {}): Promise<RunningProxy> {
   const statement = options.statement ?? makeSoftwareStatement()
   const credentialsFile = options.credentialsFile ?? join(temporaryDirectory(t), 'data', 'credentials.json')
-  const config = loadConfig({
+  const settings = loadSettings({
     env: {
       CMU_PROXY_ENV_FILE: '/dev/null',
       HOST: '127.0.0.1',
@@ -59,9 +59,9 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
     },
     cwd: temporaryDirectory(t)
   })
-  const { logger, lines: logs } = capturedLogger(config.LOG_LEVEL)
-  const app = await buildApp(config, { logger, ...(options.now === undefined ? {} : { now: options.now }) })
-  await app.listen({ host: config.HOST, port: config.PORT })
+  const { logger, lines: logs } = capturedLogger(settings.server.logLevel)
+  const app = await buildApp(settings, { logger, ...(options.now === undefined ? {} : { now: options.now }) })
+  await app.listen({ host: settings.server.host, port: settings.server.port })
   const address = app.server.address()
   const port = typeof address === 'object' && address !== null ? address.port : 0
   let closed = false

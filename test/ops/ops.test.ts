@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { buildApp } from '../../src/app.js'
 import { runCheck } from '../../src/ops/check.js'
-import { loadConfig } from '../../src/config/load.js'
+import { loadSettings } from '../../src/config/load.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { assertProblem, call, capturedLogger, startProxy, startSandbox, type RawResponse } from '../helpers/app.js'
 
@@ -88,7 +88,7 @@ t.test('keys from a file; short keys are a config error', async (t) => {
   const proxy = await startProxy(t, sandbox, { env: { PROXY_API_KEYS_FILE: join(dir, 'keys.txt') } })
   t.equal((await call(proxy.url, '/cmu/v2', { headers: { 'x-api-key': KEY_B } })).status, 200)
   t.equal((await call(proxy.url, '/cmu/v2', { headers: { 'x-api-key': '# team a' } })).status, 401, 'comments are not keys')
-  t.throws(() => loadConfig({ env: { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), PROXY_API_KEYS: 'short' } }), /PROXY_API_KEYS must hold keys of at least 16 characters/)
+  t.throws(() => loadSettings({ env: { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), PROXY_API_KEYS: 'short' } }), /PROXY_API_KEYS must hold keys of at least 16 characters/)
 })
 
 t.test('plain http:// to a non-loopback Adobe host logs a warning at start: tokens would cross in clear', async (t) => {
@@ -101,8 +101,8 @@ t.test('plain http:// to a non-loopback Adobe host logs a warning at start: toke
   ]
   for (const [env, warned] of cases) {
     const { logger, lines } = capturedLogger()
-    const config = loadConfig({ env: { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), CREDENTIALS_FILE: join(t.testdir(), 'c.json'), ...env } })
-    const app = await buildApp(config, { logger })
+    const settings = loadSettings({ env: { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), CREDENTIALS_FILE: join(t.testdir(), 'c.json'), ...env } })
+    const app = await buildApp(settings, { logger })
     await app.close()
     const warnings = lines.map((l) => JSON.parse(l)).filter((l) => l.level === 40 && /in clear/.test(l.msg))
     t.same(warnings.map((w) => w.variable), warned, JSON.stringify(env))

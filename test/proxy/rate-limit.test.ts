@@ -1,7 +1,7 @@
 // RATE_LIMIT: one runaway caller hits its own limit, not Adobe's throttle for everyone.
 import { join } from 'node:path'
 import t from 'tap'
-import { loadConfig } from '../../src/config/load.js'
+import { loadSettings } from '../../src/config/load.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { assertProblem, call, startProxy, startSandbox } from '../helpers/app.js'
 
@@ -66,13 +66,13 @@ t.test('RATE_LIMIT_KEYS_FILE gives one key its own limit', async (t) => {
 t.test('a bad RATE_LIMIT or override file stops start-up with one line naming the variable', async (t) => {
   const base = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), PROXY_API_KEYS: KEY_A }
   for (const value of ['600', '600/day', 'ten/minute', '-1/second', '600/minute/2']) {
-    t.throws(() => loadConfig({ env: { ...base, RATE_LIMIT: value } }), /^RATE_LIMIT must be a number of requests per second, minute or hour, e\.g\. 600\/minute/, value)
+    t.throws(() => loadSettings({ env: { ...base, RATE_LIMIT: value } }), /^RATE_LIMIT must be a number of requests per second, minute or hour, e\.g\. 600\/minute/, value)
   }
-  t.equal(loadConfig({ env: { ...base, RATE_LIMIT: ' 600 / minute ' } }).RATE_LIMIT, ' 600 / minute ')
+  t.same(loadSettings({ env: { ...base, RATE_LIMIT: ' 600 / minute ' } }).rateLimit, { rule: { max: 600, windowMs: 60_000 }, overrides: new Map() }, 'spaces around the parts are fine')
   const dir = t.testdir({ bad: `${KEY_A} lots\n`, stranger: 'not-a-configured-key-123 5/second\n' })
-  const bad = (): unknown => loadConfig({ env: { ...base, RATE_LIMIT: '5/second', RATE_LIMIT_KEYS_FILE: join(dir, 'bad') } })
+  const bad = (): unknown => loadSettings({ env: { ...base, RATE_LIMIT: '5/second', RATE_LIMIT_KEYS_FILE: join(dir, 'bad') } })
   t.throws(bad, /^RATE_LIMIT_KEYS_FILE line 1 is not/)
   try { bad() } catch (err) { t.notMatch((err as Error).message, KEY_A, 'the key is not echoed') }
-  t.throws(() => loadConfig({ env: { ...base, RATE_LIMIT: '5/second', RATE_LIMIT_KEYS_FILE: join(dir, 'stranger') } }), /^RATE_LIMIT_KEYS_FILE names a key that is not one of PROXY_API_KEYS/)
-  t.throws(() => loadConfig({ env: { ...base, RATE_LIMIT_KEYS_FILE: join(dir, 'stranger') } }), /^RATE_LIMIT_KEYS_FILE needs RATE_LIMIT/)
+  t.throws(() => loadSettings({ env: { ...base, RATE_LIMIT: '5/second', RATE_LIMIT_KEYS_FILE: join(dir, 'stranger') } }), /^RATE_LIMIT_KEYS_FILE names a key that is not one of PROXY_API_KEYS/)
+  t.throws(() => loadSettings({ env: { ...base, RATE_LIMIT_KEYS_FILE: join(dir, 'stranger') } }), /^RATE_LIMIT_KEYS_FILE needs RATE_LIMIT/)
 })

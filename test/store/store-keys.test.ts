@@ -1,63 +1,23 @@
-// STATE_ENCRYPTION_KEY parsing, the key namespace, and createStore's choice.
-import { randomBytes } from 'node:crypto'
+// State keys (their format is config's: test/config/settings.test.ts), the key namespace, and createStore's choice.
+import { createSecretKey, randomBytes } from 'node:crypto'
 import t from 'tap'
 import { createStore } from '../../src/store/create-store.js'
-import { parseStateEncryptionKeys, stateKey } from '../../src/store/encryption-keys.js'
+import { stateKey } from '../../src/store/encryption-keys.js'
 import { StateKeyError } from '../../src/store/errors.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
 import { DEFAULT_KEY_PREFIX, digest, stateNamespace } from '../../src/store/namespace.js'
 import { SealedStore } from '../../src/store/sealed-store.js'
 
-t.test('STATE_ENCRYPTION_KEY: base64 (padded, unpadded, url-safe) and hex name the same key', async (t) => {
+t.test('stateKey: the same key and id from raw bytes and from a secret KeyObject (the settings); 32 bytes only', async (t) => {
   const bytes = randomBytes(32)
-  const spellings = [
-    bytes.toString('base64'),
-    bytes.toString('base64').replace(/=+$/, ''),
-    bytes.toString('base64url'),
-    bytes.toString('hex'),
-    bytes.toString('hex').toUpperCase(),
-    `  ${bytes.toString('base64')}\n`
-  ]
-  for (const spelling of spellings) {
-    const [key, ...rest] = parseStateEncryptionKeys(spelling)
-    t.same(rest, [])
-    t.same(key?.id, stateKey(bytes).id, `${spelling.length} characters`)
-    t.equal(key?.key.symmetricKeySize, 32)
-  }
-  t.notOk(JSON.stringify(parseStateEncryptionKeys(bytes.toString('hex'))).includes(bytes.toString('hex')), 'the parsed key does not serialise its material')
-})
-
-t.test('STATE_ENCRYPTION_KEY: a comma list keeps its order (the first seals)', async (t) => {
-  const a = randomBytes(32)
-  const b = randomBytes(32)
-  const keys = parseStateEncryptionKeys(`${a.toString('base64')}, ${b.toString('hex')}`)
-  t.same(keys.map((k) => k.id), [stateKey(a).id, stateKey(b).id])
-})
-
-t.test('STATE_ENCRYPTION_KEY: malformed values name the variable and never echo the key', async (t) => {
-  const good = randomBytes(32).toString('base64')
-  const short = randomBytes(31).toString('base64')
-  const long = randomBytes(33).toString('hex')
-  const cases: Array<[string, RegExp]> = [
-    ['', /^STATE_ENCRYPTION_KEY is empty/],
-    ['   ', /^STATE_ENCRYPTION_KEY is empty/],
-    [short, /^STATE_ENCRYPTION_KEY must hold 32-byte keys in base64 or hex \(the key is base64 of 31 bytes, expected 32\)/],
-    [long, /\(the key is 66 hex digits, expected 64\)/],
-    ['correct horse battery staple, not a key at all', /\(key 1 of 2 is neither base64 nor hex\)/],
-    [`${good},`, /has an empty entry \(key 2 of 2\)/],
-    [`${good},${good}`, /lists the same key twice \(key 2 of 2\)/],
-    [`${good},${short}`, /\(key 2 of 2 is base64 of 31 bytes, expected 32\)/]
-  ]
-  for (const [value, message] of cases) {
-    const error = (() => { try { return parseStateEncryptionKeys(value) } catch (err) { return err } })()
-    t.type(error, StateKeyError)
-    t.match(error, { code: 'CMU_PROXY_STATE_KEY_INVALID', variable: 'STATE_ENCRYPTION_KEY', message })
-    for (const part of value.split(',').filter((p) => p.trim().length > 8)) {
-      t.notOk((error as Error).message.includes(part.trim()), 'no key material in the message')
-    }
-  }
-  t.throws(() => parseStateEncryptionKeys(short, 'STATE_ENCRYPTION_KEY_FILE'), { message: /^STATE_ENCRYPTION_KEY_FILE / }, 'names the variable it was given')
+  const fromBytes = stateKey(bytes)
+  const fromKeyObject = stateKey(createSecretKey(bytes))
+  t.same(fromKeyObject.id, fromBytes.id)
+  t.equal(fromKeyObject.key.symmetricKeySize, 32)
+  t.ok(fromKeyObject.key.equals(fromBytes.key))
+  t.notOk(JSON.stringify(fromBytes).includes(bytes.toString('hex')), 'a key does not serialise its material')
   t.throws(() => stateKey(randomBytes(16)), RangeError)
+  t.throws(() => stateKey(createSecretKey(randomBytes(16))), RangeError)
 })
 
 t.test('namespace: prefix, then the application\'s fingerprint, then the name', async (t) => {

@@ -5,8 +5,10 @@ import { createServer, request as httpRequest, type IncomingHttpHeaders } from '
 import { connect, type AddressInfo, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
 import { runCheck } from '../../src/ops/check.js'
-import { ConfigError, loadConfig } from '../../src/config/load.js'
-import { describeEgress, egressProxyFor } from '../../src/upstream/dispatchers.js'
+import { egressProxyFor } from '../../src/config/egress-proxy.js'
+import { loadSettings } from '../../src/config/load.js'
+import { ConfigError } from '../../src/config/problems.js'
+import { describeEgress } from '../../src/upstream/dispatchers.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { assertProblem, call, startProxy, startSandbox, temporaryDirectory } from '../helpers/app.js'
 
@@ -142,9 +144,9 @@ t.test('a bad proxy URL stops start-up with one line that does not echo it', asy
     [{ HTTPS_PROXY: 'proxy.example:3128' }, 'HTTPS_PROXY must be an http:// or https:// URL such as http://proxy.example:3128'],
     [{ https_proxy: `http://u:${PASSWORD}@[bad` }, 'HTTPS_PROXY is not a valid URL']
   ] as const) {
-    t.throws(() => loadConfig({ env: { ...base, ...env } }), new ConfigError([{ variable: message.split(' ')[0] ?? '', problem: message.slice(message.indexOf(' ') + 1) }]))
+    t.throws(() => loadSettings({ env: { ...base, ...env } }), new ConfigError([{ variable: message.split(' ')[0] ?? '', problem: message.slice(message.indexOf(' ') + 1) }]))
   }
-  t.equal(loadConfig({ env: { ...base, HTTP_PROXY: '', http_proxy: '' } }).HTTP_PROXY, undefined, 'empty means unset')
+  t.same(loadSettings({ env: { ...base, HTTP_PROXY: '', http_proxy: '', ADOBE_AUTH_URL: 'http://auth.example' } }).upstream.egress, { auth: undefined, cmu: undefined }, 'empty means unset')
 })
 
 t.test('which calls the proxy takes: NO_PROXY as undici and curl read it', async (t) => {

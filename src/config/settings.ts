@@ -1,0 +1,332 @@
+// The settings every module gets: the validated environment (schema.ts,
+// load.ts) turned into typed sections, once, at start. Every value that needs
+// parsing (key lists, rate-limit rules, state keys, OTel lists, egress
+// proxies) is parsed here and nowhere else, and the rules over more than one
+// variable are checked here, next to the section they shape. What cannot be
+// used is a problem (load.ts then exits 78), never a silent default. app.ts
+// hands each module its section.
+import { createSecretKey, type KeyObject } from 'node:crypto'
+import { resolve } from 'node:path'
+import { isLoopbackHost } from '../kernel/loopback.js'
+import { egressProxyFor } from './egress-proxy.js'
+import { parseKeyList } from './key-list.js'
+import { parseKeyValueList } from './key-value-list.js'
+import { echo, problemOf, type ConfigProblem, type ProblemList } from './problems.js'
+import { RATE_LIMIT_FORMAT, parseRateLimitOverrides, parseRateLimitRule, type RateLimitRule } from './rate-limit-rules.js'
+import type { Config } from './schema.js'
+import { decodeStateKeys } from './state-key-list.js'
+import { tracingSettings, type TracingSettings } from './tracing-settings.js'
+
+export type { RateLimitRule }
+export type { SamplerName, TracingSettings } from './tracing-settings.js'
+
+export interface Settings {
+  readonly server: ServerSettings
+  readonly adobe: AdobeSettings
+  readonly token: TokenSettings
+  readonly upstream: UpstreamSettings
+  readonly cache: CacheSettings
+  readonly inbound: InboundSettings
+  /** Undefined without RATE_LIMIT: no limit. */
+  readonly rateLimit: RateLimitSettings | undefined
+  /** Undefined without REDIS_URL: one instance, file and memory. */
+  readonly fleet: FleetSettings | undefined
+  /** Undefined when tracing is off (the default). */
+  readonly tracing: TracingSettings | undefined
+}
+
+/** The process: where it listens, how it logs, how it stops (main.ts). */
+export interface ServerSettings {
+  /** HOST, PORT */
+  readonly host: string
+  readonly port: number
+  /** LOG_LEVEL (pino) */
+  readonly logLevel: Config['LOG_LEVEL']
+  /** SHUTDOWN_GRACE_SECONDS: how long in-flight responses may finish after SIGTERM. */
+  readonly shutdownGraceMs: number
+}
+
+/** Pre-provisioned client credentials, in Adobe's wire names. */
+export interface StaticCredentials { readonly client_id: string, readonly client_secret: string }
+
+/** Adobe's two origins and who this application is there (adobe/). */
+export interface AdobeSettings {
+  /** ADOBE_AUTH_URL: the base of /o/client/register and /o/client/token. */
+  readonly authUrl: string
+  /** ADOBE_CMU_URL: GET <pathPrefix>/<rest> goes to <cmuUrl>/<rest>. */
+  readonly cmuUrl: string
+  /** ADOBE_SOFTWARE_STATEMENT (or its file); undefined when only static credentials are given. */
+  readonly softwareStatement: string | undefined
+  /** ADOBE_CLIENT_ID + ADOBE_CLIENT_SECRET: registration is skipped. */
+  readonly staticCredentials: StaticCredentials | undefined
+  /** CREDENTIALS_FILE, resolved against the working directory. */
+  readonly credentialsFile: string
+  /** AUTH_TIMEOUT_MS: connecting to, and each call of, the register and token endpoints. */
+  readonly authTimeoutMs: number
+  /** The Adobe URLs that are plain http:// to another machine: the token would cross in clear (a warning at start). */
+  readonly cleartextUrls: ReadonlyArray<{ readonly variable: AdobeUrlVariable, readonly url: string }>
+}
+
+type AdobeUrlVariable = 'ADOBE_AUTH_URL' | 'ADOBE_CMU_URL'
+
+/** When the token is refreshed, and how failed calls back off (adobe/token-broker.ts). */
+export interface TokenSettings {
+  /** TOKEN_REFRESH_MARGIN_SECONDS: refresh at least this long before expiry. */
+  readonly refreshMarginMs: number
+  /** TOKEN_RETRY_BASE_MS, TOKEN_RETRY_MAX_MS: full jitter between 0 and base × 2^attempt, capped. */
+  readonly retryBaseMs: number
+  readonly retryMaxMs: number
+}
+
+/** The egress proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) decided per Adobe origin; undefined is direct. */
+export interface AdobeEgress {
+  /** For ADOBE_AUTH_URL (register, token). */
+  readonly auth: string | undefined
+  /** For ADOBE_CMU_URL (reports). */
+  readonly cmu: string | undefined
+}
+
+/** The connections to Adobe (upstream/). */
+export interface UpstreamSettings {
+  /** UPSTREAM_CONNECTIONS to ADOBE_CMU_URL. */
+  readonly connections: number
+  /** UPSTREAM_CONNECT_TIMEOUT_MS, UPSTREAM_HEADERS_TIMEOUT_MS, UPSTREAM_BODY_TIMEOUT_MS */
+  readonly connectTimeoutMs: number
+  readonly headersTimeoutMs: number
+  readonly bodyTimeoutMs: number
+  /** UPSTREAM_MAX_PENDING: requests waiting beyond this are refused at once (503). */
+  readonly maxPending: number
+  readonly egress: AdobeEgress
+}
+
+/** The response cache (cache/); the sizes also bound the fleet's shared copies. */
+export interface CacheSettings {
+  /** CACHE_ENABLED */
+  readonly enabled: boolean
+  /** CACHE_MAX_BYTES, CACHE_MAX_ENTRY_BYTES, CACHE_MAX_INFLIGHT_BYTES */
+  readonly maxBytes: number
+  readonly maxEntryBytes: number
+  readonly maxInflightBytes: number
+  /** CACHE_TTL_MAX_SECONDS, CACHE_STALE_IF_ERROR_SECONDS */
+  readonly ttlMaxSeconds: number
+  readonly staleIfErrorSeconds: number
+  /** CACHE_STALE_WHILE_REVALIDATE_SECONDS; undefined: 10% of the entry's TTL, at least 30 s. */
+  readonly staleWhileRevalidateSeconds: number | undefined
+}
+
+/** Who may call, and where (proxy/, ops/admin.ts). */
+export interface InboundSettings {
+  /** PROXY_PATH_PREFIX: the local prefix that is forwarded (/cmu). */
+  readonly pathPrefix: string
+  /** PROXY_API_KEYS (or its file); empty: /cmu is open (allowed on loopback, or with allowAnonymous). */
+  readonly apiKeys: readonly string[]
+  /** PROXY_ALLOW_ANONYMOUS */
+  readonly allowAnonymous: boolean
+  /** ADMIN_API_KEY (or its file); undefined: no /admin/*. */
+  readonly adminKey: string | undefined
+}
+
+/** RATE_LIMIT and RATE_LIMIT_KEYS (proxy/rate-limit.ts). */
+export interface RateLimitSettings {
+  /** Every caller's limit. */
+  readonly rule: RateLimitRule
+  /** Per-key rules, by API key (each one of inbound.apiKeys). */
+  readonly overrides: ReadonlyMap<string, RateLimitRule>
+}
+
+/** Fleet mode: the state shared through Redis (fleet/, store/). */
+export interface FleetSettings {
+  /** REDIS_URL (it may hold a password: never log it; log redisAddress). */
+  readonly redisUrl: string
+  /** Where Redis is, without credentials: protocol, host and port. */
+  readonly redisAddress: string
+  /** REDIS_PASSWORD (or its file) */
+  readonly redisPassword: string | undefined
+  /** REDIS_KEY_PREFIX */
+  readonly keyPrefix: string
+  /** REDIS_COMMAND_TIMEOUT_MS, REDIS_LOCK_TTL_MS */
+  readonly commandTimeoutMs: number
+  readonly lockTtlMs: number
+  /** STATE_ENCRYPTION_KEY (or its file), decoded: AES-256 keys, the first seals. A KeyObject never prints its bytes. */
+  readonly stateKeys: readonly KeyObject[]
+}
+
+/** Keys shorter than this are refused: a key is all that stands between a caller and the reports. */
+const MIN_KEY_LENGTH = 16
+
+/** The sections, from a validated Config; what is wrong goes to `problems` (and the result is then of no use). */
+export function settingsFrom (config: Config, cwd: string, problems: ProblemList): Settings {
+  // In this order, so the problems read in the order of the sections.
+  const adobe = adobeSettings(config, cwd, problems)
+  const token = tokenSettings(config, problems)
+  const upstream = upstreamSettings(config, problems)
+  const cache = cacheSettings(config, problems)
+  const inbound = inboundSettings(config, problems)
+  return {
+    server: { host: config.HOST, port: config.PORT, logLevel: config.LOG_LEVEL, shutdownGraceMs: config.SHUTDOWN_GRACE_SECONDS * 1000 },
+    adobe,
+    token,
+    upstream,
+    cache,
+    inbound,
+    rateLimit: rateLimitSettings(config, inbound.apiKeys, problems),
+    fleet: fleetSettings(config, problems),
+    tracing: tracingSettings(config, problems)
+  }
+}
+
+const ADOBE_URLS: readonly AdobeUrlVariable[] = ['ADOBE_AUTH_URL', 'ADOBE_CMU_URL']
+
+function adobeSettings (config: Config, cwd: string, problems: ProblemList): AdobeSettings {
+  for (const name of ADOBE_URLS) problems.check([name], () => baseUrlProblem(name, config[name]))
+  const { ADOBE_CLIENT_ID: clientId, ADOBE_CLIENT_SECRET: clientSecret } = config
+  problems.check(['ADOBE_CLIENT_ID', 'ADOBE_CLIENT_SECRET'], () => (clientId === undefined) === (clientSecret === undefined)
+    ? undefined
+    : problemOf(clientId === undefined ? 'ADOBE_CLIENT_ID' : 'ADOBE_CLIENT_SECRET', 'is required when the other half of the client credentials is set'))
+  problems.check(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_ID'], () => config.ADOBE_SOFTWARE_STATEMENT !== undefined || clientId !== undefined
+    ? undefined
+    : problemOf('ADOBE_SOFTWARE_STATEMENT', 'is required (or ADOBE_SOFTWARE_STATEMENT_FILE, or config/software-statement.jwt, or ADOBE_CLIENT_ID + ADOBE_CLIENT_SECRET)'))
+  return {
+    authUrl: config.ADOBE_AUTH_URL,
+    cmuUrl: config.ADOBE_CMU_URL,
+    softwareStatement: config.ADOBE_SOFTWARE_STATEMENT,
+    staticCredentials: clientId !== undefined && clientSecret !== undefined ? { client_id: clientId, client_secret: clientSecret } : undefined,
+    credentialsFile: resolve(cwd, config.CREDENTIALS_FILE),
+    authTimeoutMs: config.AUTH_TIMEOUT_MS,
+    cleartextUrls: ADOBE_URLS.filter((name) => isCleartext(config[name])).map((variable) => ({ variable, url: config[variable] }))
+  }
+}
+
+function baseUrlProblem (name: AdobeUrlVariable, value: string): ConfigProblem | undefined {
+  if (!URL.canParse(value)) return problemOf(name, `is not a valid URL (got ${echo(value)})`)
+  const url = new URL(value)
+  return url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== ''
+    ? problemOf(name, 'must be a plain base URL without query, fragment or user info')
+    : undefined
+}
+
+/** Plain http:// to another machine: the token (or client secret) would cross in clear. */
+function isCleartext (value: string): boolean {
+  if (!URL.canParse(value)) return false
+  const url = new URL(value)
+  return url.protocol === 'http:' && !isLoopbackHost(url.hostname)
+}
+
+function tokenSettings (config: Config, problems: ProblemList): TokenSettings {
+  problems.check(['TOKEN_RETRY_MAX_MS', 'TOKEN_RETRY_BASE_MS'], () => config.TOKEN_RETRY_MAX_MS < config.TOKEN_RETRY_BASE_MS
+    ? problemOf('TOKEN_RETRY_MAX_MS', 'must not be smaller than TOKEN_RETRY_BASE_MS')
+    : undefined)
+  return { refreshMarginMs: config.TOKEN_REFRESH_MARGIN_SECONDS * 1000, retryBaseMs: config.TOKEN_RETRY_BASE_MS, retryMaxMs: config.TOKEN_RETRY_MAX_MS }
+}
+
+function upstreamSettings (config: Config, problems: ProblemList): UpstreamSettings {
+  for (const name of ['HTTPS_PROXY', 'HTTP_PROXY'] as const) {
+    // The value may hold a password: never echoed.
+    problems.check([name], () => config[name] !== undefined && !URL.canParse(config[name]) ? problemOf(name, 'is not a valid URL') : undefined)
+  }
+  const egressFor = (url: string): string | undefined => URL.canParse(url) ? egressProxyFor(url, config) : undefined
+  return {
+    connections: config.UPSTREAM_CONNECTIONS,
+    connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS,
+    headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
+    bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS,
+    maxPending: config.UPSTREAM_MAX_PENDING,
+    egress: { auth: egressFor(config.ADOBE_AUTH_URL), cmu: egressFor(config.ADOBE_CMU_URL) }
+  }
+}
+
+function cacheSettings (config: Config, problems: ProblemList): CacheSettings {
+  problems.check(['CACHE_MAX_ENTRY_BYTES', 'CACHE_MAX_BYTES'], () => config.CACHE_MAX_ENTRY_BYTES > config.CACHE_MAX_BYTES
+    ? problemOf('CACHE_MAX_ENTRY_BYTES', 'must not be larger than CACHE_MAX_BYTES')
+    : undefined)
+  return {
+    enabled: config.CACHE_ENABLED,
+    maxBytes: config.CACHE_MAX_BYTES,
+    maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES,
+    maxInflightBytes: config.CACHE_MAX_INFLIGHT_BYTES,
+    ttlMaxSeconds: config.CACHE_TTL_MAX_SECONDS,
+    staleIfErrorSeconds: config.CACHE_STALE_IF_ERROR_SECONDS,
+    staleWhileRevalidateSeconds: config.CACHE_STALE_WHILE_REVALIDATE_SECONDS
+  }
+}
+
+function inboundSettings (config: Config, problems: ProblemList): InboundSettings {
+  const apiKeys = parseKeyList(config.PROXY_API_KEYS)
+  problems.check(['PROXY_API_KEYS', 'PROXY_API_KEYS_FILE'], () => apiKeys.some((key) => key.length < MIN_KEY_LENGTH)
+    ? problemOf(config.PROXY_API_KEYS_FILE === undefined ? 'PROXY_API_KEYS' : 'PROXY_API_KEYS_FILE', `must hold keys of at least ${MIN_KEY_LENGTH} characters each`)
+    : undefined)
+  // Secure by default, like Redis's protected mode: reachable from other
+  // machines without keys only when someone said so.
+  problems.check(['HOST', 'PROXY_API_KEYS', 'PROXY_API_KEYS_FILE', 'PROXY_ALLOW_ANONYMOUS'], () => isLoopbackHost(config.HOST) || config.PROXY_ALLOW_ANONYMOUS || apiKeys.length > 0
+    ? undefined
+    : problemOf('PROXY_API_KEYS', `is required when HOST (${config.HOST}) is not a loopback address: set PROXY_API_KEYS or PROXY_API_KEYS_FILE, or PROXY_ALLOW_ANONYMOUS=true to let anyone who reaches the port read CMU reports`))
+  return { pathPrefix: config.PROXY_PATH_PREFIX, apiKeys, allowAnonymous: config.PROXY_ALLOW_ANONYMOUS, adminKey: config.ADMIN_API_KEY }
+}
+
+function rateLimitSettings (config: Config, apiKeys: readonly string[], problems: ProblemList): RateLimitSettings | undefined {
+  const rule = config.RATE_LIMIT === undefined ? undefined : parseRateLimitRule(config.RATE_LIMIT)
+  if (config.RATE_LIMIT !== undefined && rule === undefined) problems.refuse(problemOf('RATE_LIMIT', `${RATE_LIMIT_FORMAT} (got ${echo(config.RATE_LIMIT)})`))
+  let overrides: ReadonlyMap<string, RateLimitRule> = new Map()
+  if (config.RATE_LIMIT_KEYS !== undefined) {
+    const variable = config.RATE_LIMIT_KEYS_FILE === undefined ? 'RATE_LIMIT_KEYS' : 'RATE_LIMIT_KEYS_FILE'
+    const parsed = parseRateLimitOverrides(config.RATE_LIMIT_KEYS)
+    problems.check(['RATE_LIMIT', 'RATE_LIMIT_KEYS', 'RATE_LIMIT_KEYS_FILE', 'PROXY_API_KEYS', 'PROXY_API_KEYS_FILE'], () => {
+      if (config.RATE_LIMIT === undefined) return problemOf(variable, 'needs RATE_LIMIT, the limit for every other key')
+      // The line number, never the line: it holds a key.
+      if ('badLine' in parsed) return problemOf(variable, `line ${parsed.badLine} is not "<api key> <requests>/<second|minute|hour>"`)
+      const known = new Set(apiKeys)
+      return [...parsed.keys()].every((key) => known.has(key)) ? undefined : problemOf(variable, 'names a key that is not one of PROXY_API_KEYS')
+    })
+    if (!('badLine' in parsed)) overrides = parsed
+  }
+  return rule === undefined ? undefined : { rule, overrides }
+}
+
+function fleetSettings (config: Config, problems: ProblemList): FleetSettings | undefined {
+  const { REDIS_URL: redisUrl } = config
+  // Never echoed: it may hold a password.
+  problems.check(['REDIS_URL'], () => {
+    if (redisUrl === undefined) return undefined
+    if (!URL.canParse(redisUrl)) return problemOf('REDIS_URL', 'is not a valid URL')
+    return new URL(redisUrl).hostname === '' ? problemOf('REDIS_URL', 'names no host') : undefined
+  })
+  const stateKeys = stateKeySettings(config, problems)
+  // A lock holder's few commands (read, write, publish) must fit in
+  // its lock even when each one takes its full timeout; a shorter lock would
+  // expire mid-work and let a second instance register or fetch.
+  problems.check(['REDIS_LOCK_TTL_MS', 'REDIS_COMMAND_TIMEOUT_MS', 'REDIS_URL'], () => redisUrl !== undefined && config.REDIS_LOCK_TTL_MS < 3 * config.REDIS_COMMAND_TIMEOUT_MS
+    ? problemOf('REDIS_LOCK_TTL_MS', `must be at least 3 × REDIS_COMMAND_TIMEOUT_MS (${3 * config.REDIS_COMMAND_TIMEOUT_MS} ms)`)
+    : undefined)
+  if (redisUrl === undefined || !URL.canParse(redisUrl)) return undefined
+  const url = new URL(redisUrl)
+  return {
+    redisUrl,
+    redisAddress: `${url.protocol}//${url.host}`,
+    redisPassword: config.REDIS_PASSWORD,
+    keyPrefix: config.REDIS_KEY_PREFIX,
+    commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
+    lockTtlMs: config.REDIS_LOCK_TTL_MS,
+    stateKeys
+  }
+}
+
+/** Required with REDIS_URL (nothing is written to Redis unsealed) and, when set, well-formed. */
+function stateKeySettings (config: Config, problems: ProblemList): KeyObject[] {
+  const variable = config.STATE_ENCRYPTION_KEY_FILE === undefined ? 'STATE_ENCRYPTION_KEY' : 'STATE_ENCRYPTION_KEY_FILE'
+  const uses = ['STATE_ENCRYPTION_KEY', 'STATE_ENCRYPTION_KEY_FILE', 'REDIS_URL'] as const
+  if (config.STATE_ENCRYPTION_KEY === undefined) {
+    problems.check(uses, () => config.REDIS_URL === undefined
+      ? undefined
+      : problemOf(variable, 'is required with REDIS_URL (or STATE_ENCRYPTION_KEY_FILE): nothing is written to Redis unsealed; generate a key with: openssl rand -base64 32'))
+    return []
+  }
+  const decoded = decodeStateKeys(config.STATE_ENCRYPTION_KEY)
+  if ('problem' in decoded) {
+    problems.check(uses, () => problemOf(variable, decoded.problem))
+    return []
+  }
+  // Secret KeyObjects hold their own copy; the decoded bytes are wiped.
+  const keys = config.REDIS_URL === undefined ? [] : decoded.keys.map((bytes) => createSecretKey(bytes))
+  for (const bytes of decoded.keys) bytes.fill(0)
+  return keys
+}

@@ -1,0 +1,144 @@
+// The steps of `cmu-proxy check` (check.ts) after the configuration: egress,
+// credentials, token, one CMU call, each printed as PASS or FAIL with the
+// reason; the first failure ends the walk (exit 1). Loaded only once the
+// settings are valid. In fleet mode (REDIS_URL) it reads the fleet's
+// credentials and never registers.
+import pino from 'pino'
+import type { Dispatcher } from 'undici'
+import { CredentialStore } from '../adobe/credential-store.js'
+import { DcrClient, DcrError, type ClientCredentials } from '../adobe/dcr-client.js'
+import { publicStatementInfo } from '../adobe/software-statement.js'
+import { maskClientId } from '../adobe/token-broker.js'
+import type { Settings } from '../config/settings.js'
+import { ProxyError } from '../kernel/errors.js'
+import { createFleet, type FleetSections } from '../fleet/fleet.js'
+import { StateSealError } from '../store/errors.js'
+import { createDispatcher, describeAdobeEgress } from '../upstream/dispatchers.js'
+import { Upstream } from '../upstream/upstream.js'
+import { USER_AGENT } from '../kernel/version.js'
+
+/** Prints one PASS or FAIL line. */
+export type Step = (ok: boolean, name: string, detail: string) => void
+
+class StepFailed extends Error {}
+
+/** 0 when every step passes, else 1 (after printing the failed step). */
+export async function checkSteps (settings: Settings, step: Step, print: (line: string) => void): Promise<number> {
+  const { adobe, upstream: upstreamSettings } = settings
+  const fail = (name: string, detail: string): never => {
+    step(false, name, detail)
+    throw new StepFailed(detail)
+  }
+  let dispatcher: Dispatcher | undefined
+  let upstream: Upstream | undefined
+  try {
+    const { egress } = upstreamSettings
+    step(true, 'egress', describeAdobeEgress(egress))
+    dispatcher = createDispatcher(new URL(adobe.authUrl).origin, egress.auth, { connectTimeoutMs: adobe.authTimeoutMs, keepAliveTimeoutMs: 10_000 })
+
+    const dcr = new DcrClient({ authUrl: adobe.authUrl, dispatcher, timeoutMs: adobe.authTimeoutMs, userAgent: USER_AGENT })
+    const credentials = await obtainCredentials(settings, dcr, step, fail)
+
+    let token: string
+    try {
+      const answer = await dcr.requestToken(credentials)
+      token = answer.access_token
+      step(true, 'token', `access token obtained, expires in ${answer.expires_in} s`)
+    } catch (err) {
+      return fail('token', `${describe(err)}${(err as DcrError).oauthError === 'invalid_client' ? revokedAdvice(settings) : ''}`)
+    }
+
+    const { connectTimeoutMs, headersTimeoutMs, bodyTimeoutMs } = upstreamSettings
+    upstream = new Upstream({ baseUrl: adobe.cmuUrl, proxy: egress.cmu, connections: 1, maxPending: 1, connectTimeoutMs, headersTimeoutMs, bodyTimeoutMs })
+    try {
+      const response = await upstream.request({ path: '/v2', query: '', headers: { authorization: `Bearer ${token}`, accept: 'application/json', 'user-agent': USER_AGENT }, signal: AbortSignal.timeout(headersTimeoutMs) })
+      await response.body.dump()
+      if (response.statusCode !== 200) fail('cmu', `GET ${adobe.cmuUrl}/v2 answered HTTP ${response.statusCode}`)
+      step(true, 'cmu', `GET ${adobe.cmuUrl}/v2 answered 200`)
+    } catch (err) {
+      if (err instanceof StepFailed) throw err
+      return fail('cmu', `GET ${adobe.cmuUrl}/v2 failed: ${describe(err)}`)
+    }
+    print('All checks passed.')
+    return 0
+  } catch (err) {
+    if (err instanceof StepFailed) return 1
+    throw err
+  } finally {
+    await Promise.all([dispatcher?.close(), upstream?.close()])
+  }
+}
+
+async function obtainCredentials (settings: Settings, dcr: DcrClient, step: Step, fail: (name: string, detail: string) => never): Promise<ClientCredentials> {
+  const { staticCredentials, softwareStatement, credentialsFile } = settings.adobe
+  if (staticCredentials !== undefined) {
+    step(true, 'credentials', `pre-provisioned client ${maskClientId(staticCredentials.client_id)} (ADOBE_CLIENT_ID)`)
+    return { ...staticCredentials }
+  }
+  const statement = softwareStatement ?? ''
+  const info = publicStatementInfo(statement)
+  step(true, 'statement', `fingerprint ${String(info.fingerprint)}${info.sub === undefined ? '' : `, sub ${String(info.sub)}`}`)
+  if (settings.fleet !== undefined) return await fleetCredentials({ ...settings, fleet: settings.fleet }, step, fail)
+  const store = new CredentialStore(credentialsFile, statement)
+  const loaded = await store.load()
+  if (loaded.status === 'found') {
+    step(true, 'credentials', `client ${maskClientId(loaded.credentials.client_id)} from ${store.path}`)
+    return loaded.credentials
+  }
+  let credentials: ClientCredentials
+  try {
+    credentials = await dcr.registerClient(statement)
+  } catch (err) {
+    return fail('register', describe(err))
+  }
+  try {
+    await store.save(credentials)
+  } catch (err) {
+    return fail('register', `registered, but cannot write ${store.path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  step(true, 'register', `registered client ${maskClientId(credentials.client_id)}, saved to ${store.path}`)
+  return credentials
+}
+
+/**
+ * Fleet mode: the fleet's copy of the credentials, read and nothing else. No
+ * registration (the fleet registers once, under its lock; a check that
+ * registered would create a second client), no write to Redis or to
+ * CREDENTIALS_FILE (check may run on a host that is not part of the fleet),
+ * and no fallback to the file: a key list that cannot open the fleet's copy
+ * is exactly what this should catch.
+ */
+async function fleetCredentials (sections: FleetSections, step: Step, fail: (name: string, detail: string) => never): Promise<ClientCredentials> {
+  const fleet = createFleet(sections, { logger: pino({ level: 'silent' }), readOnly: true })
+  const { authTimeoutMs } = sections.adobe
+  try {
+    const { redis } = fleet.status()
+    if (!await fleet.store.waitUntilUp(authTimeoutMs)) fail('fleet', `${redis} (REDIS_URL) did not answer within ${authTimeoutMs} ms`)
+    step(true, 'fleet', `${redis} (REDIS_URL) answered`)
+    let found: ClientCredentials | undefined
+    try {
+      found = await fleet.credentials?.readShared()
+    } catch (err) {
+      const why = err instanceof StateSealError ? `${err.message} (every instance, and check, need the fleet's STATE_ENCRYPTION_KEY list)` : (err as Error).message
+      return fail('credentials', `the fleet's client credentials cannot be read: ${why}`)
+    }
+    if (found !== undefined) {
+      step(true, 'credentials', `client ${maskClientId(found.client_id)} from the fleet's store`)
+      return found
+    }
+    return fail('credentials', 'the fleet\'s store holds no usable client credentials (none registered yet, or the value holds none); check does not register in fleet mode (the first proxy instance registers once for the fleet)')
+  } finally {
+    await fleet.close()
+  }
+}
+
+function revokedAdvice (settings: Settings): string {
+  return settings.fleet === undefined
+    ? ' (credentials revoked: delete CREDENTIALS_FILE to register again)'
+    : ' (credentials revoked: a running proxy instance re-registers once for the fleet; or POST /admin/credentials/reregister)'
+}
+
+function describe (err: unknown): string {
+  if (err instanceof DcrError || err instanceof ProxyError) return err.message
+  return (err as { code?: string }).code ?? (err as Error).message
+}
