@@ -4,6 +4,7 @@ import { resolve } from 'node:path'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { CredentialStore } from './adobe/credential-store.js'
+import { Credentials } from './adobe/credentials.js'
 import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
 import { CacheLayer } from './cache/cache-layer.js'
@@ -92,17 +93,27 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     ...(deps.fleetReconcileIntervalMs === undefined ? {} : { reconcileIntervalMs: deps.fleetReconcileIntervalMs })
   })
   const tracing = await startTracing(config)
-  const broker = new TokenBroker({
+  const credentials = new Credentials({
     dcr,
     tracer: tracing?.tracer,
     logger: deps.logger,
     softwareStatement: statement,
     store: fleet?.credentials ?? (statement === undefined ? undefined : new CredentialStore(resolve(config.CREDENTIALS_FILE), statement)),
     coordination: fleet?.coordination,
+    // In a fleet, the sealed copy in Redis keeps the credentials: CREDENTIALS_FILE is a second copy there.
+    durableElsewhere: fleet !== undefined,
     wallNow,
     staticCredentials: config.ADOBE_CLIENT_ID !== undefined && config.ADOBE_CLIENT_SECRET !== undefined
       ? { client_id: config.ADOBE_CLIENT_ID, client_secret: config.ADOBE_CLIENT_SECRET }
-      : undefined,
+      : undefined
+  })
+  const broker = new TokenBroker({
+    dcr,
+    credentials,
+    tracer: tracing?.tracer,
+    logger: deps.logger,
+    coordination: fleet?.coordination,
+    wallNow,
     refreshMarginMs: config.TOKEN_REFRESH_MARGIN_SECONDS * 1000,
     retryBaseMs: config.TOKEN_RETRY_BASE_MS,
     retryMaxMs: config.TOKEN_RETRY_MAX_MS,
@@ -158,7 +169,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   app.decorateRequest('upstreamRetried', false)
   app.addHook('onReady', async () => {
     await fleet?.start()
-    broker.start()
+    // Rejects (CredentialsNotWritable) before any call to Adobe when CREDENTIALS_FILE cannot be written.
+    await broker.start()
   })
   app.addHook('onClose', async () => {
     broker.close()

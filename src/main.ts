@@ -3,6 +3,7 @@
 import { pathToFileURL } from 'node:url'
 import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
+import { CredentialsNotWritable } from './adobe/errors.js'
 import { buildApp } from './app.js'
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from './config/load.js'
 import { createLogger } from './kernel/logger.js'
@@ -41,6 +42,11 @@ export async function run (env: Env = process.env, options: RunOptions = {}): Pr
   try {
     await app.listen({ host: config.HOST, port: config.PORT })
   } catch (err) {
+    // The start hook refused before any call to Adobe: one line, as for a bad variable.
+    if (err instanceof CredentialsNotWritable) {
+      process.stderr.write(`cmu-proxy: configuration error: ${err.message}\n`)
+      process.exit(EXIT_CONFIG)
+    }
     const code = (err as NodeJS.ErrnoException).code
     process.stderr.write(`cmu-proxy: cannot listen on ${config.HOST}:${config.PORT} (${code ?? 'error'}); check HOST and PORT\n`)
     process.exit(EXIT_CONFIG)

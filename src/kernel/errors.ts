@@ -34,12 +34,6 @@ export function methodNotAllowed (allow: string): ProxyError {
   return new ProxyError('CMU_PROXY_METHOD_NOT_ALLOWED', 405, `Only ${allow} are supported here.`, { headers: { allow } })
 }
 
-export function reregisterTooSoon (retryAfterSeconds: number): ProxyError {
-  return new ProxyError('CMU_PROXY_REREGISTER_TOO_SOON', 429, 'The client was re-registered less than a minute ago; each registration creates a new client at Adobe.', {
-    headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) }
-  })
-}
-
 // Upstream (CMU) transport, mapped at one boundary in proxy/upstream.ts
 export const upstreamTimeout = define('CMU_PROXY_UPSTREAM_TIMEOUT', 504, (phase: string) => `Adobe did not answer in time (${phase}).`)
 export const upstreamUnreachable = define('CMU_PROXY_UPSTREAM_UNREACHABLE', 502, () => 'Adobe could not be reached.')
@@ -78,9 +72,17 @@ export const TOKEN_UNAVAILABLE_CODES = {
 
 export type TokenUnavailableCode = typeof TOKEN_UNAVAILABLE_CODES[keyof typeof TOKEN_UNAVAILABLE_CODES]
 
+/** No usable access token (the token broker's answer to a caller): recognised by type, e.g. by the cache, whatever its code. */
+export class TokenUnavailable extends ProxyError {
+  declare readonly code: TokenUnavailableCode
+  constructor (code: TokenUnavailableCode, detail: string, retryAfterSeconds?: number) {
+    const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) }
+    super(code, 503, `No access token is available: ${detail}`, { headers })
+  }
+}
+
 export function tokenUnavailable (code: TokenUnavailableCode, detail: string, retryAfterSeconds?: number): ProxyError {
-  const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) }
-  return new ProxyError(code, 503, `No access token is available: ${detail}`, { headers })
+  return new TokenUnavailable(code, detail, retryAfterSeconds)
 }
 
 export const internalError = define('CMU_PROXY_INTERNAL', 500, () => 'Internal error.')

@@ -6,10 +6,11 @@
 import { resolve } from 'node:path'
 import pino from 'pino'
 import type { Dispatcher } from 'undici'
-import { CredentialStore } from '../adobe/credential-store.js'
-import { DcrClient, DcrError, type ClientCredentials } from '../adobe/dcr-client.js'
+import { CredentialStore, proveWritable } from '../adobe/credential-store.js'
+import { maskClientId } from '../adobe/credentials.js'
+import { DcrClient, type ClientCredentials } from '../adobe/dcr-client.js'
+import { CredentialsNotWritable, DcrError } from '../adobe/errors.js'
 import { publicStatementInfo } from '../adobe/software-statement.js'
-import { maskClientId } from '../adobe/token-broker.js'
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/load.js'
 import { ProxyError } from '../kernel/errors.js'
 import { createFleet } from '../fleet/fleet.js'
@@ -21,13 +22,15 @@ import { USER_AGENT } from '../kernel/version.js'
 type Env = Record<string, string | undefined>
 type Print = (line: string) => void
 
-class StepFailed extends Error {}
+class StepFailed extends Error {
+  constructor (detail: string, readonly exitCode = 1) { super(detail) }
+}
 
 export async function runCheck (env: Env = process.env, print: Print = (line) => { process.stdout.write(`${line}\n`) }): Promise<number> {
   const step = (ok: boolean, name: string, detail: string): void => { print(`${ok ? 'PASS' : 'FAIL'}  ${name.padEnd(12)} ${detail}`) }
-  const fail = (name: string, detail: string): never => {
+  const fail = (name: string, detail: string, exitCode?: number): never => {
     step(false, name, detail)
-    throw new StepFailed(detail)
+    throw new StepFailed(detail, exitCode)
   }
   let dispatcher: Dispatcher | undefined
   let upstream: Upstream | undefined
@@ -70,14 +73,14 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
     print('All checks passed.')
     return 0
   } catch (err) {
-    if (err instanceof StepFailed) return 1
+    if (err instanceof StepFailed) return err.exitCode
     throw err
   } finally {
     await Promise.all([dispatcher?.close(), upstream?.close()])
   }
 }
 
-async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boolean, name: string, detail: string) => void, fail: (name: string, detail: string) => never): Promise<ClientCredentials> {
+async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boolean, name: string, detail: string) => void, fail: (name: string, detail: string, exitCode?: number) => never): Promise<ClientCredentials> {
   if (config.ADOBE_CLIENT_ID !== undefined && config.ADOBE_CLIENT_SECRET !== undefined) {
     step(true, 'credentials', `pre-provisioned client ${maskClientId(config.ADOBE_CLIENT_ID)} (ADOBE_CLIENT_ID)`)
     return { client_id: config.ADOBE_CLIENT_ID, client_secret: config.ADOBE_CLIENT_SECRET }
@@ -87,6 +90,13 @@ async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boo
   step(true, 'statement', `fingerprint ${String(info.fingerprint)}${info.sub === undefined ? '' : `, sub ${String(info.sub)}`}`)
   if (config.REDIS_URL !== undefined) return await fleetCredentials(config, step, fail)
   const store = new CredentialStore(resolve(config.CREDENTIALS_FILE), statement)
+  // As serve does at start: credentials that cannot be saved would cost a registration on every start.
+  try {
+    await proveWritable(store.path)
+  } catch (err) {
+    if (!(err instanceof CredentialsNotWritable)) throw err
+    return fail('credentials', err.message, EXIT_CONFIG)
+  }
   const loaded = await store.load()
   if (loaded.status === 'found') {
     step(true, 'credentials', `client ${maskClientId(loaded.credentials.client_id)} from ${store.path}`)

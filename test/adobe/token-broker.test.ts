@@ -3,6 +3,7 @@
 import type { ServerResponse } from 'node:http'
 import t, { type Test } from 'tap'
 import { Agent } from 'undici'
+import { Credentials } from '../../src/adobe/credentials.js'
 import { DcrClient } from '../../src/adobe/dcr-client.js'
 import { TokenBroker } from '../../src/adobe/token-broker.js'
 import { createLogger } from '../../src/kernel/logger.js'
@@ -18,10 +19,11 @@ async function brokerFor (t: Test, handler: Handler, now: () => number = () => N
   const server = await startScriptedServer(t, handler)
   const dispatcher = new Agent()
   const dcr = new DcrClient({ authUrl: server.url, dispatcher, timeoutMs: 2_000, userAgent: 'cmu-proxy/test', now })
+  const logger = createLogger('silent')
   const broker = new TokenBroker({
     dcr,
-    logger: createLogger('silent'),
-    softwareStatement: 'h.p.s',
+    credentials: new Credentials({ dcr, logger, softwareStatement: 'h.p.s', wallNow: now }),
+    logger,
     refreshMarginMs: 60_000,
     retryBaseMs: 1_000,
     retryMaxMs: 60_000,
@@ -44,7 +46,7 @@ function dcrAnswers (token: (res: ServerResponse, n: number) => void): Handler {
   }
 }
 
-const at = (iso: string | undefined): number => Date.parse(iso ?? '')
+const at = (instant: number | undefined): number => instant ?? NaN
 
 t.test('a Retry-After past the timer range is clamped to an hour', async (t) => {
   const { broker } = await brokerFor(t, dcrAnswers((res) => { res.writeHead(429, { 'retry-after': '4294968' }); res.end() }))
