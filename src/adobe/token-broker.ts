@@ -17,6 +17,7 @@ import type { Credentials } from './credentials.js'
 import type { AccessToken, DcrClient } from './dcr-client.js'
 import { fromFleetToken, toFleetToken, type HeldToken } from './held-token.js'
 import { TokenCalls } from './token-calls.js'
+import type { TokenLevers, TokenStatus } from './token-status.js'
 import {
   acceptableFromFleet, believedLifetimeMs, classifyFailure, isUsable, refreshDelay, reregistersAfter, retryDelay, tokenWindow, worthAdopting,
   type TokenPolicySettings
@@ -35,32 +36,6 @@ export interface TokenBrokerOptions extends TokenPolicySettings {
   random?: () => number
   /** When tracing is on: refreshes and registrations as traces of their own. */
   tracer?: Tracer | undefined
-}
-
-/** One snapshot of the broker for /readyz, /metrics and the admin view. Instants are ms since the epoch. */
-export interface TokenStatus {
-  ready: boolean
-  /** Why not ready (a CMU_PROXY_* code), when not ready. */
-  code?: TokenUnavailableCode
-  detail?: string
-  token?: { obtainedAt: number, expiresAt: number, refreshAt: number | undefined }
-  lastError?: { code: TokenUnavailableCode, detail: string, at: number, nextAttemptAt: number }
-  /** The client id in use (the admin view masks it). */
-  clientId?: string
-  counts: { tokenRequests: number, tokenFailures: number, registrations: number, registrationFailures: number, tokensFromFleet: number }
-}
-
-/** What /readyz and /metrics read. */
-export interface TokenStatusSource {
-  status: () => TokenStatus
-}
-
-/** What the admin view reads, and its two levers. */
-export interface TokenLevers extends TokenStatusSource {
-  /** Refresh now, sharing any attempt already in flight. */
-  refreshNow: () => Promise<void>
-  /** Drop the client credentials and register again; concurrent calls share one registration. */
-  reregister: () => Promise<void>
 }
 
 interface Failure {

@@ -57,7 +57,7 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
       token = answer.access_token
       step(true, 'token', `access token obtained, expires in ${answer.expires_in} s`)
     } catch (err) {
-      return fail('token', `${describe(err)}${(err as DcrError).oauthError === 'invalid_client' ? revokedAdvice(config) : ''}`)
+      return fail('token', `${describe(err)}${err instanceof DcrError && err.oauthError === 'invalid_client' ? revokedAdvice(config) : ''}`)
     }
 
     upstream = new Upstream({ baseUrl: config.ADOBE_CMU_URL, proxy: egress.cmu, connections: 1, maxPending: 1, connectTimeoutMs: config.UPSTREAM_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS })
@@ -81,6 +81,15 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
 }
 
 async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boolean, name: string, detail: string) => void, fail: (name: string, detail: string, exitCode?: number) => never): Promise<ClientCredentials> {
+  // As serve does at start (when a statement may register, alone): credentials that cannot be saved would cost a registration on every start.
+  if (config.ADOBE_SOFTWARE_STATEMENT !== undefined && config.REDIS_URL === undefined) {
+    try {
+      await proveWritable(resolve(config.CREDENTIALS_FILE))
+    } catch (err) {
+      if (!(err instanceof CredentialsNotWritable)) throw err
+      return fail('credentials', err.message, EXIT_CONFIG)
+    }
+  }
   if (config.ADOBE_CLIENT_ID !== undefined && config.ADOBE_CLIENT_SECRET !== undefined) {
     step(true, 'credentials', `pre-provisioned client ${maskClientId(config.ADOBE_CLIENT_ID)} (ADOBE_CLIENT_ID)`)
     return { client_id: config.ADOBE_CLIENT_ID, client_secret: config.ADOBE_CLIENT_SECRET }
@@ -90,13 +99,6 @@ async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boo
   step(true, 'statement', `fingerprint ${String(info.fingerprint)}${info.sub === undefined ? '' : `, sub ${String(info.sub)}`}`)
   if (config.REDIS_URL !== undefined) return await fleetCredentials(config, step, fail)
   const store = new CredentialStore(resolve(config.CREDENTIALS_FILE), statement)
-  // As serve does at start: credentials that cannot be saved would cost a registration on every start.
-  try {
-    await proveWritable(store.path)
-  } catch (err) {
-    if (!(err instanceof CredentialsNotWritable)) throw err
-    return fail('credentials', err.message, EXIT_CONFIG)
-  }
   const loaded = await store.load()
   if (loaded.status === 'found') {
     step(true, 'credentials', `client ${maskClientId(loaded.credentials.client_id)} from ${store.path}`)

@@ -1,7 +1,7 @@
 // Liveness and readiness. /readyz is 200 only while a usable token is held,
 // and otherwise names the cause, so on-call can tell what is wrong in one curl.
 import type { FastifyInstance } from 'fastify'
-import type { TokenStatusSource } from '../adobe/token-broker.js'
+import type { TokenStatusSource } from '../adobe/token-status.js'
 
 export async function healthRoutes (app: FastifyInstance, { broker }: { broker: TokenStatusSource }): Promise<void> {
   // Probes and scrapes are not traced: they would drown the traces that matter.

@@ -4,7 +4,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
-import type { TokenStatusSource } from '../adobe/token-broker.js'
+import type { TokenStatusSource } from '../adobe/token-status.js'
 import type { ResponseCache } from '../cache/response-cache.js'
 import type { StateStore } from '../store/state-store.js'
 import { FastCounter, FastHistogram } from './hot-metrics.js'

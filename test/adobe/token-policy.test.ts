@@ -96,7 +96,7 @@ t.test('failure classes: what each failure means for the caller, /readyz and the
   const atRegister = (err: unknown): TokenStepFailed => new TokenStepFailed('register', err)
   const atToken = (err: unknown): TokenStepFailed => new TokenStepFailed('token', err)
   const fleetNotice: FailureNotice = { code: 'CMU_PROXY_TOKEN_THROTTLED', detail: 'told by the fleet', minDelayMs: 7_000, slow: false }
-  const rows: Array<[string, unknown, boolean, Record<string, unknown>]> = [
+  const rows: Array<[string, unknown, boolean, object]> = [
     ['invalid_software_statement at registration: statement rejected, slow', atRegister(oauth('invalid_software_statement')), true, { code: 'CMU_PROXY_STATEMENT_REJECTED', slow: true }],
     ['unapproved_software_statement: statement rejected, slow', atRegister(oauth('unapproved_software_statement')), true, { code: 'CMU_PROXY_STATEMENT_REJECTED', slow: true }],
     ['invalid_request at registration: statement rejected, slow', atRegister(oauth('invalid_request')), true, { code: 'CMU_PROXY_STATEMENT_REJECTED', slow: true }],
