@@ -72,17 +72,9 @@ export const TOKEN_UNAVAILABLE_CODES = {
 
 export type TokenUnavailableCode = typeof TOKEN_UNAVAILABLE_CODES[keyof typeof TOKEN_UNAVAILABLE_CODES]
 
-/** No usable access token (the token broker's answer to a caller): recognised by type, e.g. by the cache, whatever its code. */
-export class TokenUnavailable extends ProxyError {
-  declare readonly code: TokenUnavailableCode
-  constructor (code: TokenUnavailableCode, detail: string, retryAfterSeconds?: number) {
-    const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) }
-    super(code, 503, `No access token is available: ${detail}`, { headers })
-  }
-}
-
 export function tokenUnavailable (code: TokenUnavailableCode, detail: string, retryAfterSeconds?: number): ProxyError {
-  return new TokenUnavailable(code, detail, retryAfterSeconds)
+  const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) }
+  return new ProxyError(code, 503, `No access token is available: ${detail}`, { headers })
 }
 
 export const internalError = define('CMU_PROXY_INTERNAL', 500, () => 'Internal error.')
