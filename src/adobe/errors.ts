@@ -1,7 +1,7 @@
 // The adobe area's errors, in one place: what the DCR calls, the credentials
 // and the token broker fail with, and the problems the admin levers answer.
 // The token policy (token-policy.ts) classifies them by type. The caller's
-// 503 when no token can be had is kernel's TokenUnavailable: the cache
+// 503 when no token can be had is kernel's tokenUnavailable(): the cache
 // recognises it too, and the cache does not import adobe/.
 import { ProxyError, type TokenUnavailableCode } from '../kernel/errors.js'
 
