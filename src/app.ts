@@ -4,7 +4,6 @@ import { resolve } from 'node:path'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { CredentialStore } from './adobe/credential-store.js'
-import { Credentials } from './adobe/credentials.js'
 import { DcrClient } from './adobe/dcr-client.js'
 import { TokenBroker } from './adobe/token-broker.js'
 import { CacheLayer } from './cache/cache-layer.js'
@@ -93,7 +92,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     ...(deps.fleetReconcileIntervalMs === undefined ? {} : { reconcileIntervalMs: deps.fleetReconcileIntervalMs })
   })
   const tracing = await startTracing(config)
-  const credentials = new Credentials({
+  const broker = new TokenBroker({
     dcr,
     tracer: tracing?.tracer,
     logger: deps.logger,
@@ -105,15 +104,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     wallNow,
     staticCredentials: config.ADOBE_CLIENT_ID !== undefined && config.ADOBE_CLIENT_SECRET !== undefined
       ? { client_id: config.ADOBE_CLIENT_ID, client_secret: config.ADOBE_CLIENT_SECRET }
-      : undefined
-  })
-  const broker = new TokenBroker({
-    dcr,
-    credentials,
-    tracer: tracing?.tracer,
-    logger: deps.logger,
-    coordination: fleet?.coordination,
-    wallNow,
+      : undefined,
     refreshMarginMs: config.TOKEN_REFRESH_MARGIN_SECONDS * 1000,
     retryBaseMs: config.TOKEN_RETRY_BASE_MS,
     retryMaxMs: config.TOKEN_RETRY_MAX_MS,

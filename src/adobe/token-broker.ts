@@ -5,7 +5,6 @@
 // token past its usable life, register again on invalid_client. In a fleet,
 // single-flight is two-level: this process's one attempt, then the fleet's
 // (coordination.ts), so one instance does each step for all of them.
-import type { Tracer } from '@opentelemetry/api'
 import type { Logger } from 'pino'
 import { monotonicNow } from '../kernel/clock.js'
 import { tokenUnavailable, TOKEN_UNAVAILABLE_CODES as CODES, type ProxyError, type TokenUnavailableCode } from '../kernel/errors.js'
@@ -13,8 +12,8 @@ import { inSpan } from '../telemetry/tracing.js'
 import type { TokenSource } from '../upstream/authorized-fetch.js'
 import { AttemptSlot } from './attempt-slot.js'
 import { soloCoordination, type FleetToken, type TokenCoordination } from './coordination.js'
-import type { Credentials } from './credentials.js'
-import type { AccessToken, DcrClient } from './dcr-client.js'
+import { Credentials, type CredentialsOptions } from './credentials.js'
+import type { AccessToken } from './dcr-client.js'
 import { fromFleetToken, toFleetToken, type HeldToken } from './held-token.js'
 import { TokenCalls } from './token-calls.js'
 import type { TokenLevers, TokenStatus } from './token-status.js'
@@ -23,19 +22,13 @@ import {
   type TokenPolicySettings
 } from './token-policy.js'
 
-export interface TokenBrokerOptions extends TokenPolicySettings {
-  dcr: DcrClient
-  credentials: Credentials
-  logger: Logger
-  /** Who else shares the work (fleet mode); default: nobody. */
-  coordination?: TokenCoordination | undefined
+/** The credentials' options (credentials.ts) and the token policy's settings (token-policy.ts), and the clocks. */
+export interface TokenBrokerOptions extends CredentialsOptions, TokenPolicySettings {
   /** Deadline clock; defaults to monotonicNow (clock.ts). */
   now?: () => number
-  /** Wall clock, for tokens shared with other instances; defaults to `now` when that is given, else Date.now. */
+  /** Wall clock, for tokens shared with other instances and credential generations; defaults to `now` when that is given, else Date.now. */
   wallNow?: () => number
   random?: () => number
-  /** When tracing is on: refreshes and registrations as traces of their own. */
-  tracer?: Tracer | undefined
 }
 
 interface Failure {
@@ -72,7 +65,7 @@ export class TokenBroker implements TokenSource, TokenLevers {
     this.#wallNow = options.wallNow ?? options.now ?? Date.now
     this.#random = options.random ?? Math.random
     this.#coordination = options.coordination ?? soloCoordination
-    this.#credentials = options.credentials
+    this.#credentials = new Credentials({ ...options, wallNow: this.#wallNow })
     this.#calls = new TokenCalls(options.dcr, this.#now, this.#log, options.tracer)
   }
 

@@ -3,7 +3,6 @@
 import type { ServerResponse } from 'node:http'
 import t, { type Test } from 'tap'
 import { Agent } from 'undici'
-import { Credentials } from '../../src/adobe/credentials.js'
 import { DcrClient } from '../../src/adobe/dcr-client.js'
 import { TokenBroker } from '../../src/adobe/token-broker.js'
 import { createLogger } from '../../src/kernel/logger.js'
@@ -19,11 +18,10 @@ async function brokerFor (t: Test, handler: Handler, now: () => number = () => N
   const server = await startScriptedServer(t, handler)
   const dispatcher = new Agent()
   const dcr = new DcrClient({ authUrl: server.url, dispatcher, timeoutMs: 2_000, userAgent: 'cmu-proxy/test', now })
-  const logger = createLogger('silent')
   const broker = new TokenBroker({
     dcr,
-    credentials: new Credentials({ dcr, logger, softwareStatement: 'h.p.s', wallNow: now }),
-    logger,
+    logger: createLogger('silent'),
+    softwareStatement: 'h.p.s',
     refreshMarginMs: 60_000,
     retryBaseMs: 1_000,
     retryMaxMs: 60_000,
