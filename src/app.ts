@@ -99,6 +99,8 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     softwareStatement: statement,
     store: fleet?.credentials ?? (statement === undefined ? undefined : new CredentialStore(adobe.credentialsFile, statement)),
     coordination: fleet?.coordination,
+    // In a fleet, the sealed copy in Redis keeps the credentials: CREDENTIALS_FILE is a second copy there.
+    durableElsewhere: fleet !== undefined,
     wallNow,
     staticCredentials: adobe.staticCredentials,
     refreshMarginMs: token.refreshMarginMs,
@@ -156,7 +158,8 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   app.decorateRequest('upstreamRetried', false)
   app.addHook('onReady', async () => {
     await fleet?.start()
-    broker.start()
+    // Rejects (CredentialsNotWritable) before any call to Adobe when CREDENTIALS_FILE cannot be written.
+    await broker.start()
   })
   app.addHook('onClose', async () => {
     broker.close()

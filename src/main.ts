@@ -28,7 +28,7 @@ export interface RunOptions {
 
 export async function run (env: Env = process.env, options: RunOptions = {}): Promise<FastifyInstance> {
   const settings = loadSettingsOrExit(env)
-  const [{ buildApp }, { createLogger }, { default: closeWithGrace }] = await Promise.all([import('./app.js'), import('./kernel/logger.js'), import('close-with-grace')])
+  const [{ buildApp }, { createLogger }, { CredentialsNotWritable }, { default: closeWithGrace }] = await Promise.all([import('./app.js'), import('./kernel/logger.js'), import('./adobe/errors.js'), import('close-with-grace')])
   const { host, port, logLevel, shutdownGraceMs } = settings.server
   const logger = createLogger(logLevel)
   const app = await buildApp(settings, { logger })
@@ -44,6 +44,11 @@ export async function run (env: Env = process.env, options: RunOptions = {}): Pr
   try {
     await app.listen({ host, port })
   } catch (err) {
+    // The start hook refused before any call to Adobe: one line, as for a bad variable.
+    if (err instanceof CredentialsNotWritable) {
+      process.stderr.write(`cmu-proxy: configuration error: ${err.message}\n`)
+      process.exit(EXIT_CONFIG)
+    }
     const code = (err as NodeJS.ErrnoException).code
     process.stderr.write(`cmu-proxy: cannot listen on ${host}:${port} (${code ?? 'error'}); check HOST and PORT\n`)
     process.exit(EXIT_CONFIG)

@@ -3,8 +3,13 @@
 // interface says whether anyone else already did the work. One instance
 // alone shares nothing (soloCoordination: do it now); fleet mode is another
 // implementation over the state store (fleet/token-coordination.ts), chosen in app.ts.
-import type { TokenUnavailableCode } from '../kernel/errors.js'
 import type { ClientCredentials } from './dcr-client.js'
+import type { FailureNotice } from './errors.js'
+
+// A coordination rejects with FleetAttemptFailed (the attempt this instance
+// waited for failed on another one) or CoordinationUnavailable (acting alone
+// could register a second client); both live in errors.ts, with the notice.
+export type { FailureNotice }
 
 /** A token as the fleet shares it; times are wall-clock ms since the epoch (instances share no monotonic clock). */
 export interface FleetToken {
@@ -13,16 +18,6 @@ export interface FleetToken {
   expires_at: number
   /** Handed out only before this instant (leaves time for a request to reach Adobe). */
   usable_until: number
-}
-
-/** Why an attempt failed, as other instances waiting for it are told (never a secret). */
-export interface FailureNotice {
-  code: TokenUnavailableCode
-  detail: string
-  /** Wait at least this long before trying again (a throttle's Retry-After). */
-  minDelayMs: number
-  /** Retry only at the slowest pace (TOKEN_RETRY_MAX_MS): a human must fix something. */
-  slow: boolean
 }
 
 export interface TokenRequest {
@@ -60,23 +55,6 @@ export interface TokenCoordination {
   /** Adobe refused `token` (401): forget the shared copy if it is still that one. */
   dropToken: (token: string) => void
   close: () => void
-}
-
-/** A failure met by another instance of the fleet, for the callers waiting here. */
-export class SharedFailure extends Error {
-  constructor (readonly notice: FailureNotice) {
-    super(notice.detail)
-    this.name = 'SharedFailure'
-  }
-}
-
-/** The fleet's state is unreachable and acting alone could register a second client: wait and retry instead. */
-export class CoordinationUnavailable extends Error {
-  readonly code = 'CMU_PROXY_STATE_UNAVAILABLE'
-  constructor (detail: string) {
-    super(detail)
-    this.name = 'CoordinationUnavailable'
-  }
 }
 
 /** One instance: nothing is shared, every step is done here and now. */

@@ -3,9 +3,10 @@
 // once, re-register only on invalid_client) and a new statement does not pick
 // up another application's credentials. Writes are atomic and private (0600).
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
+import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { ClientCredentials } from './dcr-client.js'
+import { CredentialsNotWritable } from './errors.js'
 
 interface StoredCredentials extends ClientCredentials {
   statement_sha256: string
@@ -94,8 +95,8 @@ export class CredentialStore implements CredentialSource {
   async save (credentials: ClientCredentials, now = new Date()): Promise<void> {
     const stored: StoredCredentials = { ...credentials, statement_sha256: this.#fingerprint, registered_at: now.toISOString() }
     const dir = dirname(this.path)
-    await mkdir(dir, { recursive: true, mode: 0o700 })
-    const temp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+    await makeDirectory(dir)
+    const temp = temporaryPath(this.path)
     const file = await this.#open(temp, 'wx', 0o600)
     try {
       try {
@@ -112,6 +113,48 @@ export class CredentialStore implements CredentialSource {
     }
     await syncDirectory(dir)
   }
+}
+
+/**
+ * Proves, before anything is registered, that save() can write `path`:
+ * creates its directory as save() does, then creates, writes, fsyncs and
+ * removes a private temporary file beside it. Credentials that cannot be
+ * saved would cost a registration on every start. Rejects with
+ * CredentialsNotWritable, naming the errno of the step that failed.
+ */
+export async function proveWritable (path: string, openFile: OpenFile = open): Promise<void> {
+  const temp = temporaryPath(path)
+  try {
+    await makeDirectory(dirname(path))
+    const file = await openFile(temp, 'wx', 0o600)
+    try {
+      await file.writeFile('{}\n')
+      await file.sync()
+    } finally {
+      await file.close()
+    }
+    await unlink(temp)
+    // rename() cannot replace a directory with the file.
+    if ((await stat(path).catch(() => undefined))?.isDirectory() === true) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' })
+  } catch (err) {
+    await unlink(temp).catch(() => {})
+    throw new CredentialsNotWritable(path, (err as NodeJS.ErrnoException).code ?? 'error')
+  }
+}
+
+function temporaryPath (path: string): string {
+  return `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+}
+
+/**
+ * mkdir -p, private. Node answers EEXIST when a part of the path is a regular
+ * file: that is left to the next step, which names it for what it is (ENOTDIR)
+ * instead of the misleading EEXIST.
+ */
+async function makeDirectory (dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+  })
 }
 
 async function syncDirectory (dir: string): Promise<void> {

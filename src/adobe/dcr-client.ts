@@ -4,6 +4,7 @@
 import type { Dispatcher } from 'undici'
 import { RetryPolicy } from '../upstream/retry-policy.js'
 import { retryAfter } from '../kernel/retry-after.js'
+import { DcrError } from './errors.js'
 
 export interface ClientCredentials {
   client_id: string
@@ -24,31 +25,6 @@ export interface AccessToken {
   access_token: string
   /** seconds */
   expires_in: number
-}
-
-export type DcrFailure =
-  | 'oauth' // 400 with an OAuth `error` code
-  | 'throttled' // 429
-  | 'http' // any other unexpected status
-  | 'unreachable' // transport failure or timeout
-  | 'protocol' // 2xx with a body we cannot trust
-
-/** A failed DCR call. The message never contains a secret or an upstream body. */
-export class DcrError extends Error {
-  readonly failure: DcrFailure
-  readonly oauthError: string | undefined
-  readonly status: number | undefined
-  /** From Retry-After or Expires, when a 429 carries one. */
-  readonly retryAfterMs: number | undefined
-
-  constructor (failure: DcrFailure, message: string, details: { oauthError?: string, status?: number, retryAfterMs?: number, cause?: unknown } = {}) {
-    super(message, details.cause === undefined ? undefined : { cause: details.cause })
-    this.name = 'DcrError'
-    this.failure = failure
-    this.oauthError = details.oauthError
-    this.status = details.status
-    this.retryAfterMs = details.retryAfterMs
-  }
 }
 
 export interface DcrClientOptions {

@@ -6,7 +6,8 @@
 // and cannot ask the fleet waits rather than create a second client.
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import { CoordinationUnavailable, SharedFailure, type CoordinatedBroker, type FailureNotice, type FleetToken, type RegistrationRequest, type TokenCoordination, type TokenRequest } from '../adobe/coordination.js'
+import type { CoordinatedBroker, FailureNotice, FleetToken, RegistrationRequest, TokenCoordination, TokenRequest } from '../adobe/coordination.js'
+import { CoordinationUnavailable, FleetAttemptFailed } from '../adobe/errors.js'
 import { newerThan, sameClient } from '../adobe/credential-store.js'
 import type { ClientCredentials } from '../adobe/dcr-client.js'
 import { isUnusableValue } from '../store/errors.js'
@@ -120,7 +121,7 @@ export class FleetTokenCoordination implements TokenCoordination {
         }
         if (turn.kind === 'notice') {
           const failure = parseFailure(turn.notice)
-          if (failure !== undefined) throw new SharedFailure(failure)
+          if (failure !== undefined) throw new FleetAttemptFailed(failure)
           const token = parseToken(turn.notice.token)
           if (token !== undefined && request.acceptable(token)) return { token, fetchedHere: false }
         }
@@ -173,7 +174,7 @@ export class FleetTokenCoordination implements TokenCoordination {
         if (turn.kind === 'lead') lead = turn
         if (turn.kind === 'notice') {
           const failure = parseFailure(turn.notice)
-          if (failure !== undefined) throw new SharedFailure(failure)
+          if (failure !== undefined) throw new FleetAttemptFailed(failure)
           const credentials = credentialsFrom(turn.notice.credentials)
           if (acceptable(credentials)) return await this.#fromFleet(credentials)
         }

@@ -34,12 +34,6 @@ export function methodNotAllowed (allow: string): ProxyError {
   return new ProxyError('CMU_PROXY_METHOD_NOT_ALLOWED', 405, `Only ${allow} are supported here.`, { headers: { allow } })
 }
 
-export function reregisterTooSoon (retryAfterSeconds: number): ProxyError {
-  return new ProxyError('CMU_PROXY_REREGISTER_TOO_SOON', 429, 'The client was re-registered less than a minute ago; each registration creates a new client at Adobe.', {
-    headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) }
-  })
-}
-
 // Upstream (CMU) transport, mapped at one boundary in proxy/upstream.ts
 export const upstreamTimeout = define('CMU_PROXY_UPSTREAM_TIMEOUT', 504, (phase: string) => `Adobe did not answer in time (${phase}).`)
 export const upstreamUnreachable = define('CMU_PROXY_UPSTREAM_UNREACHABLE', 502, () => 'Adobe could not be reached.')

@@ -1,11 +1,12 @@
 // /admin/*: the token's state for on-call (never the token), and two levers.
 // Registered only when ADMIN_API_KEY is set; otherwise these paths are 404.
 import type { FastifyInstance } from 'fastify'
-import type { TokenBroker } from '../adobe/token-broker.js'
-import { maskClientId } from '../adobe/token-broker.js'
+import { maskClientId } from '../adobe/credentials.js'
+import { noStatementToRegister, reregisterTooSoon } from '../adobe/errors.js'
 import { publicStatementInfo } from '../adobe/software-statement.js'
+import type { TokenLevers, TokenStatus } from '../adobe/token-status.js'
 import type { ResponseCache } from '../cache/response-cache.js'
-import { ProxyError, reregisterTooSoon, unauthorized } from '../kernel/errors.js'
+import { unauthorized } from '../kernel/errors.js'
 import { ApiKeys, presentedKey } from '../proxy/api-keys.js'
 import { VERSION } from '../kernel/version.js'
 
@@ -14,7 +15,7 @@ const REREGISTER_INTERVAL_MS = 60_000
 
 export interface AdminOptions {
   adminKey: string
-  broker: TokenBroker
+  broker: TokenLevers
   cache: ResponseCache | undefined
   softwareStatement: string | undefined
   upstreams: { authUrl: string, cmuUrl: string }
@@ -42,8 +43,8 @@ export async function adminRoutes (app: FastifyInstance, options: AdminOptions):
       uptimeSeconds: Math.round((options.now() - options.startedAt) / 1000),
       ready: status.ready,
       ...(status.code === undefined ? {} : { notReadyCode: status.code, notReadyReason: status.detail }),
-      token: status.token ?? null,
-      lastError: status.lastError ?? null,
+      token: tokenView(status) ?? null,
+      lastError: status.lastError === undefined ? null : { ...status.lastError, at: iso(status.lastError.at), nextAttemptAt: iso(status.lastError.nextAttemptAt) },
       counts: status.counts,
       clientId: status.clientId === undefined ? null : maskClientId(status.clientId),
       softwareStatement: softwareStatement === undefined ? null : publicStatementInfo(softwareStatement),
@@ -55,13 +56,13 @@ export async function adminRoutes (app: FastifyInstance, options: AdminOptions):
 
   app.post('/admin/token/refresh', async () => {
     await broker.refreshNow()
-    return { refreshed: true, token: broker.status().token }
+    return { refreshed: true, token: tokenView(broker.status()) }
   })
 
   let lastReregisterAt: number | undefined
   app.post('/admin/credentials/reregister', async () => {
     if (softwareStatement === undefined) {
-      throw new ProxyError('CMU_PROXY_NO_STATEMENT', 409, 'No software statement is configured, so the proxy cannot register.')
+      throw noStatementToRegister()
     }
     const now = options.now()
     if (lastReregisterAt !== undefined && now - lastReregisterAt < REREGISTER_INTERVAL_MS) {
@@ -71,6 +72,17 @@ export async function adminRoutes (app: FastifyInstance, options: AdminOptions):
     lastReregisterAt = now
     await broker.reregister()
     const status = broker.status()
-    return { reregistered: true, clientId: status.clientId === undefined ? null : maskClientId(status.clientId), token: status.token }
+    return { reregistered: true, clientId: status.clientId === undefined ? null : maskClientId(status.clientId), token: tokenView(status) }
   })
+}
+
+/** The token's instants as dates (never the token). */
+function tokenView (status: TokenStatus): { obtainedAt: string, expiresAt: string, refreshAt: string | undefined } | undefined {
+  const { token } = status
+  if (token === undefined) return undefined
+  return { obtainedAt: iso(token.obtainedAt), expiresAt: iso(token.expiresAt), refreshAt: token.refreshAt === undefined ? undefined : iso(token.refreshAt) }
+}
+
+function iso (ms: number): string {
+  return new Date(ms).toISOString()
 }

@@ -5,10 +5,12 @@
 // credentials and never registers.
 import pino from 'pino'
 import type { Dispatcher } from 'undici'
-import { CredentialStore } from '../adobe/credential-store.js'
-import { DcrClient, DcrError, type ClientCredentials } from '../adobe/dcr-client.js'
+import { CredentialStore, proveWritable } from '../adobe/credential-store.js'
+import { maskClientId } from '../adobe/credentials.js'
+import { DcrClient, type ClientCredentials } from '../adobe/dcr-client.js'
+import { CredentialsNotWritable, DcrError } from '../adobe/errors.js'
 import { publicStatementInfo } from '../adobe/software-statement.js'
-import { maskClientId } from '../adobe/token-broker.js'
+import { EXIT_CONFIG } from '../config/problems.js'
 import type { Settings } from '../config/settings.js'
 import { ProxyError } from '../kernel/errors.js'
 import { createFleet, type FleetSections } from '../fleet/fleet.js'
@@ -20,14 +22,16 @@ import { USER_AGENT } from '../kernel/version.js'
 /** Prints one PASS or FAIL line. */
 export type Step = (ok: boolean, name: string, detail: string) => void
 
-class StepFailed extends Error {}
+class StepFailed extends Error {
+  constructor (detail: string, readonly exitCode = 1) { super(detail) }
+}
 
-/** 0 when every step passes, else 1 (after printing the failed step). */
+/** 0 when every step passes, else 1, or 78 when the credentials file cannot be written (after printing the failed step). */
 export async function checkSteps (settings: Settings, step: Step, print: (line: string) => void): Promise<number> {
   const { adobe, upstream: upstreamSettings } = settings
-  const fail = (name: string, detail: string): never => {
+  const fail: Fail = (name, detail, exitCode) => {
     step(false, name, detail)
-    throw new StepFailed(detail)
+    throw new StepFailed(detail, exitCode)
   }
   let dispatcher: Dispatcher | undefined
   let upstream: Upstream | undefined
@@ -45,7 +49,7 @@ export async function checkSteps (settings: Settings, step: Step, print: (line: 
       token = answer.access_token
       step(true, 'token', `access token obtained, expires in ${answer.expires_in} s`)
     } catch (err) {
-      return fail('token', `${describe(err)}${(err as DcrError).oauthError === 'invalid_client' ? revokedAdvice(settings) : ''}`)
+      return fail('token', `${describe(err)}${err instanceof DcrError && err.oauthError === 'invalid_client' ? revokedAdvice(settings) : ''}`)
     }
 
     const { connectTimeoutMs, headersTimeoutMs, bodyTimeoutMs } = upstreamSettings
@@ -62,15 +66,26 @@ export async function checkSteps (settings: Settings, step: Step, print: (line: 
     print('All checks passed.')
     return 0
   } catch (err) {
-    if (err instanceof StepFailed) return 1
+    if (err instanceof StepFailed) return err.exitCode
     throw err
   } finally {
     await Promise.all([dispatcher?.close(), upstream?.close()])
   }
 }
 
-async function obtainCredentials (settings: Settings, dcr: DcrClient, step: Step, fail: (name: string, detail: string) => never): Promise<ClientCredentials> {
+type Fail = (name: string, detail: string, exitCode?: number) => never
+
+async function obtainCredentials (settings: Settings, dcr: DcrClient, step: Step, fail: Fail): Promise<ClientCredentials> {
   const { staticCredentials, softwareStatement, credentialsFile } = settings.adobe
+  // As serve does at start (when a statement may register, alone): credentials that cannot be saved would cost a registration on every start.
+  if (softwareStatement !== undefined && settings.fleet === undefined) {
+    try {
+      await proveWritable(credentialsFile)
+    } catch (err) {
+      if (!(err instanceof CredentialsNotWritable)) throw err
+      return fail('credentials', err.message, EXIT_CONFIG)
+    }
+  }
   if (staticCredentials !== undefined) {
     step(true, 'credentials', `pre-provisioned client ${maskClientId(staticCredentials.client_id)} (ADOBE_CLIENT_ID)`)
     return { ...staticCredentials }
@@ -108,7 +123,7 @@ async function obtainCredentials (settings: Settings, dcr: DcrClient, step: Step
  * and no fallback to the file: a key list that cannot open the fleet's copy
  * is exactly what this should catch.
  */
-async function fleetCredentials (sections: FleetSections, step: Step, fail: (name: string, detail: string) => never): Promise<ClientCredentials> {
+async function fleetCredentials (sections: FleetSections, step: Step, fail: Fail): Promise<ClientCredentials> {
   const fleet = createFleet(sections, { logger: pino({ level: 'silent' }), readOnly: true })
   const { authTimeoutMs } = sections.adobe
   try {

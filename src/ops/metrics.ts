@@ -4,13 +4,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
-import type { TokenBroker } from '../adobe/token-broker.js'
+import type { TokenStatusSource } from '../adobe/token-status.js'
 import type { ResponseCache } from '../cache/response-cache.js'
 import type { StateStore } from '../store/state-store.js'
 import { FastCounter, FastHistogram } from './hot-metrics.js'
 
 export interface MetricsSources {
-  broker: TokenBroker
+  broker: TokenStatusSource
   cache: ResponseCache | undefined
   /** PROXY_PATH_PREFIX, to label forwarded requests as route="cmu" */
   pathPrefix: string
@@ -69,7 +69,7 @@ export class ProxyMetrics {
     new Gauge({
       name: 'cmu_proxy_token_expires_in_seconds', help: 'Seconds until the current access token expires (0 without one)', registers,
       collect () {
-        const expiresAt = broker.tokenExpiresAt()
+        const expiresAt = broker.status().token?.expiresAt
         this.set(expiresAt === undefined ? 0 : Math.max(0, (expiresAt - now()) / 1000))
       }
     })

@@ -1,7 +1,8 @@
 import { open, readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { CredentialStore, statementFingerprint } from '../../src/adobe/credential-store.js'
+import { CredentialStore, proveWritable, statementFingerprint } from '../../src/adobe/credential-store.js'
+import { CredentialsNotWritable } from '../../src/adobe/errors.js'
 
 t.test('save then load round-trips, privately and atomically', async (t) => {
   const dir = t.testdir()
@@ -53,4 +54,41 @@ t.test('a failed write or fsync rejects and removes the temp file that holds the
     await t.rejects(store.save({ client_id: 'new', client_secret: 'new-secret' }), { code: 'ENOSPC' }, `${failing} fails`)
     t.same(await readdir(dir), [], `${failing}: no temp file left with the secret in it`)
   }
+})
+
+t.test('proveWritable: creates the directory as save() does and leaves nothing behind', async (t) => {
+  const dir = t.testdir()
+  const path = join(dir, 'data', 'credentials.json')
+  await proveWritable(path)
+  t.equal((await stat(join(dir, 'data'))).mode & 0o777, 0o700, 'new directory 0700')
+  t.same(await readdir(join(dir, 'data')), [], 'the temporary file is gone, and no credentials file was made')
+  await new CredentialStore(path, 's').save({ client_id: 'id', client_secret: 'secret' })
+  await proveWritable(path)
+  t.same(await readdir(join(dir, 'data')), ['credentials.json'], 'an existing file is left alone')
+})
+
+t.test('proveWritable: each way it cannot write names the real errno', async (t) => {
+  const dir = t.testdir({ file: 'x', 'credentials.json': { 'keep.txt': 'x' } })
+  const failingSync: typeof open = async (path, flags, mode) => {
+    const handle = await open(path, flags, mode)
+    handle.sync = async () => { throw Object.assign(new Error('sync failed'), { code: 'ENOSPC' }) }
+    return handle
+  }
+  const rows: Array<[string, () => Promise<void>, string]> = [
+    ['a regular file where a directory should be', async () => { await proveWritable(join(dir, 'file', 'credentials.json')) }, 'ENOTDIR'],
+    ['a regular file deeper up the path', async () => { await proveWritable(join(dir, 'file', 'sub', 'credentials.json')) }, 'ENOTDIR'],
+    ['a directory where the file should go (rename cannot replace it)', async () => { await proveWritable(join(dir, 'credentials.json')) }, 'EISDIR'],
+    ['a disk that fails the fsync', async () => { await proveWritable(join(dir, 'full', 'credentials.json'), failingSync) }, 'ENOSPC']
+  ]
+  for (const [name, prove, errno] of rows) {
+    const err = await prove().then(() => undefined, (failure: unknown) => failure)
+    t.type(err, CredentialsNotWritable, name)
+    t.match(err, { errno, message: new RegExp(`^CREDENTIALS_FILE /.+ cannot be written \\(${errno}`) }, `${name}: ${errno}, in one line naming the variable`)
+  }
+  t.same(await readdir(join(dir, 'full')), [], 'no temporary file left after a failed fsync')
+})
+
+t.test('save: a regular file where the directory should be fails with ENOTDIR, not mkdir\'s EEXIST', async (t) => {
+  const dir = t.testdir({ file: 'x' })
+  await t.rejects(new CredentialStore(join(dir, 'file', 'credentials.json'), 's').save({ client_id: 'id', client_secret: 'secret' }), { code: 'ENOTDIR' })
 })

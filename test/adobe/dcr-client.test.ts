@@ -1,7 +1,8 @@
 // DcrClient against a scripted server: what it sends, and how it reads every answer.
 import t, { type Test } from 'tap'
 import { Agent } from 'undici'
-import { DcrClient, DcrError } from '../../src/adobe/dcr-client.js'
+import { DcrClient } from '../../src/adobe/dcr-client.js'
+import { DcrError } from '../../src/adobe/errors.js'
 import { retryAfter } from '../../src/kernel/retry-after.js'
 import { json, startScriptedServer } from '../helpers/app.js'
 

@@ -70,13 +70,13 @@ t.test('an older token put back or replayed into Redis is never taken over a new
   const newer = a?.app.broker.currentToken()
   t.not(newer, olderToken)
   t.ok(await eventually(() => b?.app.broker.currentToken() === newer, 2_000), 'B took the newer token')
-  const expiresAt = b?.app.broker.tokenExpiresAt() ?? 0
+  const expiresAt = b?.app.broker.status().token?.expiresAt ?? 0
 
   // Someone with access to Redis (or a stale put-back) writes the older sealed value back: it still opens.
   await raw.set(ns.key('token'), older ?? '', { PX: 60_000 })
   await b?.app.broker.refreshNow()
   t.not(b?.app.broker.currentToken(), olderToken, 'B did not go back to the older token')
-  t.ok((b?.app.broker.tokenExpiresAt() ?? 0) > expiresAt, 'its token expires later than before the refresh')
+  t.ok((b?.app.broker.status().token?.expiresAt ?? 0) > expiresAt, 'its token expires later than before the refresh')
   t.equal(sandbox.calls.token, 3, 'it fetched a newer one for the fleet instead')
 })
 
