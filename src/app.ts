@@ -21,6 +21,8 @@ import { cmuRoutes } from './proxy/routes.js'
 import { adobeEgress, createDispatcher, describeAdobeEgress } from './upstream/dispatchers.js'
 import { rateLimitSettings } from './config/rate-limit-rules.js'
 import { Upstream, callerGone, wasRetried } from './upstream/upstream.js'
+import { AuthorizedOrigin } from './upstream/origin.js'
+import { callerResponseHeaders } from './upstream/header-policy.js'
 import { requestId } from './kernel/request-id.js'
 import { RequestLogController, requestLine } from './kernel/request-log.js'
 import { RetryPolicy } from './upstream/retry-policy.js'
@@ -130,6 +132,8 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
     : new CacheLayer({
       cache,
       shared: fleet?.cache,
+      origin: new AuthorizedOrigin({ tokens: broker, upstream, tracer: tracing?.tracer }),
+      callerHeaders: callerResponseHeaders,
       ttlMaxSeconds: config.CACHE_TTL_MAX_SECONDS,
       staleIfErrorSeconds: config.CACHE_STALE_IF_ERROR_SECONDS,
       staleWhileRevalidateSeconds: config.CACHE_STALE_WHILE_REVALIDATE_SECONDS,

@@ -1,36 +1,6 @@
-// What may be cached, under which key, for how long. The TTL follows how
-// often Adobe recomputes a report of that granularity ("Data freshness" in
-// shared/adobe-api.md): a cached answer is never older than Adobe's own.
+// What may be cached, and under which key (how long: freshness.ts).
 import type { IncomingHttpHeaders } from 'node:http'
 import type { UpstreamTarget } from '../upstream/target.js'
-
-const MINUTE = 60
-const HOUR = 3600
-const DAY = 24 * HOUR
-
-/** Seconds a report stays fresh, by its finest time dimension. */
-const FRESHNESS: Array<[string, number]> = [
-  ['minute', MINUTE],
-  ['hour', HOUR],
-  ['day', 3 * HOUR],
-  ['month', 2 * DAY],
-  ['year', 2 * DAY]
-]
-/** No time dimension (totals, concurrency-level and activity-level reports): recomputed daily. */
-const NO_TIME_DIMENSION = DAY
-
-export function ttlSeconds (target: UpstreamTarget, now: number, maxSeconds: number): number {
-  const segments = target.path.split('/').map((s) => s.replace(/\.[a-z]+$/i, ''))
-  const ttl = FRESHNESS.find(([dimension]) => segments.includes(dimension))?.[1] ?? NO_TIME_DIMENSION
-  const end = queryValue(target.query, 'end')
-  // A report that ended before Adobe's last recompute will not change again.
-  if (end !== undefined) {
-    // ISO-8601 prefixes; a time without a zone is UTC here, not the host's local time.
-    const endsAt = Date.parse(/T[^Z+-]*$/.test(end) ? `${end}Z` : end)
-    if (!Number.isNaN(endsAt) && endsAt + ttl * 1000 <= now) return maxSeconds
-  }
-  return Math.min(ttl, maxSeconds)
-}
 
 /**
  * The request headers that choose a representation, and so are part of the
@@ -83,16 +53,4 @@ export function isStorable (status: number, headers: Record<string, string | str
   if (status !== 200 || !isShareable(headers)) return false
   if (headers['set-cookie'] !== undefined || headers.authorization !== undefined) return false
   return !/\b(no-store|private)\b/i.test(String(headers['cache-control'] ?? ''))
-}
-
-function queryValue (query: string, name: string): string | undefined {
-  for (const pair of query.split('&')) {
-    if (!pair.startsWith(`${name}=`)) continue
-    try {
-      return decodeURIComponent(pair.slice(name.length + 1))
-    } catch {
-      return undefined
-    }
-  }
-  return undefined
 }

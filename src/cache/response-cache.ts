@@ -6,17 +6,13 @@
 // injectable clock so tests can move it.
 import { LRUCache } from 'lru-cache'
 import { monotonicNow } from '../kernel/clock.js'
+import { isFresh, mayServeOnError, type EntryTimes } from './freshness.js'
 
-export interface CachedResponse {
+export interface CachedResponse extends EntryTimes {
   status: number
   /** Caller-facing headers (already filtered by the header policy). */
   headers: Record<string, string | string[]>
   body: Buffer
-  storedAt: number
-  /** Fresh before this instant, stale after it. */
-  freshUntil: number
-  /** Dead (never served) from this instant. */
-  staleUntil: number
 }
 
 export interface ResponseCacheOptions {
@@ -75,39 +71,17 @@ export class ResponseCache {
   peek (key: string): CachedResponse | undefined {
     const entry = this.#lru.get(key)
     if (entry === undefined) return undefined
-    if (entry.staleUntil > this.#now()) return entry
+    if (mayServeOnError(entry, this.#now())) return entry
     this.#lru.delete(key)
     return undefined
   }
 
-  isFresh (entry: CachedResponse): boolean {
-    return entry.freshUntil > this.#now()
-  }
-
-  /** Keeps `entry` for `ttlSeconds`, then `staleSeconds` more as a stale copy; the entry as stored, or undefined when it is not kept (no TTL, too large). */
-  store (key: string, entry: Pick<CachedResponse, 'status' | 'headers' | 'body'>, ttlSeconds: number, staleSeconds: number): CachedResponse | undefined {
-    if (ttlSeconds <= 0) return undefined
-    const storedAt = this.#now()
-    const freshUntil = storedAt + ttlSeconds * 1000
-    return this.put(key, { status: entry.status, headers: entry.headers, body: entry.body, storedAt, freshUntil, staleUntil: freshUntil + staleSeconds * 1000 })
-  }
-
-  /** Keep a complete entry as it is (one another instance of the fleet stored). */
+  /** Keep a complete entry (its instants on this cache's clock); the entry as kept, or undefined when it is not (too large, already dead). */
   put (key: string, entry: CachedResponse): CachedResponse | undefined {
-    if (entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES || entry.staleUntil <= this.#now()) return undefined
+    if (entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES || !mayServeOnError(entry, this.#now())) return undefined
     this.#makeRoom(entrySize(key, entry.body))
     this.#lru.set(key, entry)
     return this.#lru.has(key) ? entry : undefined
-  }
-
-  /** Age header value (RFC 9111 §5.1): whole seconds since the entry was stored. */
-  ageSeconds (entry: CachedResponse): number {
-    return Math.max(0, Math.floor((this.#now() - entry.storedAt) / 1000))
-  }
-
-  /** Whole seconds of freshness left; negative once stale (RFC 9211 `ttl`). */
-  ttlSeconds (entry: CachedResponse): number {
-    return Math.trunc((entry.freshUntil - this.#now()) / 1000)
   }
 
   countHit (): void { this.#hits++ }
@@ -132,7 +106,7 @@ export class ResponseCache {
     for (const key of this.#lru.rkeys()) {
       if (++scanned > STALE_SCAN) break
       const entry = this.#lru.peek(key)
-      if (entry !== undefined && entry.freshUntil <= now) stale.push(key)
+      if (entry !== undefined && !isFresh(entry, now)) stale.push(key)
     }
     for (const key of stale) {
       this.#lru.delete(key)

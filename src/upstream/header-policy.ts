@@ -13,22 +13,34 @@ const FORWARDED_RESPONSE_HEADERS = [
   'cache-control', 'etag', 'last-modified', 'expires', 'vary', 'location', 'retry-after'
 ] as const
 
+/** A caller's request as the header policy forwards it: its headers, and what was read from them once (proxy/routes.ts). */
+export interface CallerRequest {
+  headers: IncomingHttpHeaders
+  /** X-Request-Id */
+  id: string
+  /** The caller's address, appended to X-Forwarded-For. */
+  ip: string
+  /** Whether the caller accepts gzip (acceptsGzip of its Accept-Encoding). */
+  gzipAccepted: boolean
+}
+
 /**
  * The headers sent to Adobe, minus Authorization (added per attempt).
  * Accept-Encoding becomes exactly `gzip` or `identity`: Adobe asks for gzip,
  * and callers whose offers differ only in codings we never pass on (br,
  * deflate, q-values) then send the same request, so one answer fits them all.
  */
-export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, requestId: string, callerAddress: string, gzipAccepted: boolean): Record<string, string> {
+export function upstreamRequestHeaders (call: CallerRequest): Record<string, string> {
+  const incoming = call.headers
   const headers: Record<string, string> = {}
   for (const name of FORWARDED_REQUEST_HEADERS) {
     const value = incoming[name]
     if (value !== undefined) headers[name] = value
   }
-  headers['accept-encoding'] = gzipAccepted ? 'gzip' : 'identity'
-  headers['x-request-id'] = requestId
+  headers['accept-encoding'] = call.gzipAccepted ? 'gzip' : 'identity'
+  headers['x-request-id'] = call.id
   const forwardedFor = incoming['x-forwarded-for']
-  headers['x-forwarded-for'] = forwardedFor === undefined ? callerAddress : `${String(forwardedFor)}, ${callerAddress}`
+  headers['x-forwarded-for'] = forwardedFor === undefined ? call.ip : `${String(forwardedFor)}, ${call.ip}`
   return headers
 }
 
