@@ -137,6 +137,7 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
       ttlMaxSeconds: config.CACHE_TTL_MAX_SECONDS,
       staleIfErrorSeconds: config.CACHE_STALE_IF_ERROR_SECONDS,
       staleWhileRevalidateSeconds: config.CACHE_STALE_WHILE_REVALIDATE_SECONDS,
+      ignoreOriginFreshness: config.CACHE_IGNORE_ORIGIN_FRESHNESS,
       bufferingMaxBytes: config.CACHE_MAX_INFLIGHT_BYTES,
       logger: deps.logger.child({ component: 'cache' }),
       now,

@@ -70,7 +70,8 @@ export async function readAnswer (response: OriginResponse, maxBytes: number, bu
   const { status, retried } = response
   const headers = callerHeaders(response.headers)
   const shareable = isShareable(response.headers)
-  const declared = Number(response.headers['content-length'])
+  // A 304 has no body, whatever length its 200 would have (RFC 9110 §8.6).
+  const declared = status === 304 ? 0 : Number(response.headers['content-length'])
   if (declared > maxBytes || declared > budget.limit - budget.used) return streamed({ status, headers, shareable, retried }, [], response.body)
 
   const chunks: Buffer[] = []

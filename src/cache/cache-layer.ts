@@ -15,14 +15,18 @@ import type { Origin, OriginRequest } from '../upstream/origin.js'
 import { inSpan } from '../telemetry/tracing.js'
 import { ByteBudget, readAnswer, type Answer, type BufferedAnswer, type HeaderFilter } from './buffered-fetch.js'
 import { CacheLevels, type FleetUse } from './cache-levels.js'
-import { cacheKey, callerSaysNoCache, isConditional, isStorable } from './cache-policy.js'
+import { cacheKey, callerSaysNoCache, isConditional, refusedStorage, staleOnArrival, type UncacheableReason } from './cache-policy.js'
 import { Coalescer } from './coalescer.js'
-import { ageSeconds, entryTimes, freshnessLeftSeconds, isFresh, mayServeWhileRevalidating, revalidateWindowSeconds, scheduleSeconds } from './freshness.js'
+import { ageSeconds, correctedInitialAgeSeconds, entryTimes, freshnessLeftSeconds, isFresh, mayServeOnError, mayServeWhileRevalidating, revalidateWindowSeconds, scheduleSeconds, type ExchangeTimes } from './freshness.js'
 import type { CachedResponse, ResponseCache, StaleReason } from './response-cache.js'
 import { Rests, type Rest } from './rests.js'
 import type { SharedCache, UpstreamFailure } from './shared-cache.js'
+import { lookupStart, traceLookup, type LookupStart } from './lookup-trace.js'
+import { UncacheableNotices } from './uncacheable.js'
+import { notModifiedFor, notModifiedHeaders, updatedHeaders, validatorsOf } from './validation.js'
 
-export type CacheResult = 'HIT' | 'MISS' | 'BYPASS' | 'STALE'
+/** How the cache answered (X-Cache): REVALIDATED is a stored copy Adobe confirmed with a 304 (nginx's word for it). */
+export type CacheResult = 'HIT' | 'MISS' | 'BYPASS' | 'STALE' | 'REVALIDATED'
 
 export interface CacheLayerOptions {
   cache: ResponseCache
@@ -37,6 +41,8 @@ export interface CacheLayerOptions {
   staleIfErrorSeconds: number
   /** Serve stale at once while refreshing, this long past the TTL; undefined: 10% of the TTL, at least 30 s; 0: off. */
   staleWhileRevalidateSeconds: number | undefined
+  /** CACHE_IGNORE_ORIGIN_FRESHNESS: the report schedule decides freshness whatever Adobe's Cache-Control or Expires say (never over no-store or private). */
+  ignoreOriginFreshness?: boolean | undefined
   /** What all answers held in memory for callers (read, not yet sent or stored) may hold together. */
   bufferingMaxBytes: number
   logger: Logger
@@ -57,27 +63,29 @@ export interface Caller {
 export type CacheOutcome =
   /** Not the cache's business (conditional, a key too long to keep, an answer meant for another caller): stream it yourself. */
   | { kind: 'pass', result: CacheResult }
-  /** From memory: a fresh hit, or a stale copy with the Cache-Status that says why. */
-  | { kind: 'cached', entry: CachedResponse, result: 'HIT' | 'STALE', age: number, cacheStatus?: string }
+  /** From memory: a fresh hit, a copy Adobe just confirmed, or a stale copy with the Cache-Status that says why. */
+  | { kind: 'cached', entry: CachedResponse, result: 'HIT' | 'STALE' | 'REVALIDATED', age: number, cacheStatus?: string }
+  /** A caller's conditional request that a fresh entry answers: 304 with these headers. */
+  | { kind: 'not-modified', headers: Record<string, string | string[]>, age: number }
   /**
    * Just fetched, maybe shared with other callers. A buffered body is held for
-   * this caller: call `answer.release()` once it is sent.
+   * this caller: call `answer.release()` once it is sent. `age`: when Adobe
+   * sent an Age; `cacheStatus`: when Adobe's directives keep it out of the cache.
    */
-  | { kind: 'fetched', answer: Answer, result: 'MISS' | 'BYPASS' }
+  | { kind: 'fetched', answer: Answer, result: 'MISS' | 'BYPASS', age?: number | undefined, cacheStatus?: string | undefined }
 
 /** What one shared fetch gives every caller that joined it. */
 type Work =
-  /** Adobe answered (`stored`: kept in memory; `failed`: a 5xx or 429, the key now rests). */
-  | { kind: 'answered', answer: Answer, stored?: CachedResponse | undefined, failed?: StaleReason | undefined }
+  /** Adobe answered (`stored`: kept in memory; `failed`: a 5xx or 429, the key now rests; `age`: when it sent an Age). */
+  | { kind: 'answered', answer: Answer, stored?: CachedResponse | undefined, failed?: StaleReason | undefined, age?: number | undefined, uncacheable?: UncacheableReason | undefined }
+  /** Adobe confirmed the stored copy (304): refreshed (RFC 9111 §4.3.4) and kept. */
+  | { kind: 'revalidated', entry: CachedResponse }
   /** No answer could be had (unreachable, slow, no token, overloaded); the key now rests. */
   | { kind: 'unavailable', reason: UnavailableReason, error: ProxyError }
   /** Another instance of the fleet stored it. */
   | { kind: 'landed', entry: CachedResponse }
   /** The fleet said Adobe failed this report a moment ago: not asked again before `refusal.until`. */
   | { kind: 'told', refusal: Rest }
-
-/** The start of a traced lookup, on both clocks (see #traceLookup). */
-interface LookupStart { tracer: Tracer, wall: number, monotonic: number }
 
 const PASS_BYPASS: CacheOutcome = { kind: 'pass', result: 'BYPASS' }
 /** Keys longer than this (a huge Accept header) are not cached: they would crowd the cache for one caller. */
@@ -92,6 +100,7 @@ export class CacheLayer {
   readonly #coalescer = new Coalescer<Work>()
   readonly #buffering: ByteBudget
   readonly #rests = new Rests()
+  readonly #uncacheable: UncacheableNotices
   /** Background refreshes belong to no caller: only shutdown (or the upstream timeouts) ends them. */
   readonly #closing = new AbortController()
 
@@ -99,6 +108,7 @@ export class CacheLayer {
     this.#options = options
     this.#cache = options.cache
     this.#buffering = new ByteBudget(options.bufferingMaxBytes)
+    this.#uncacheable = new UncacheableNotices(options.cache, options.logger)
     this.#levels = new CacheLevels({ memory: options.cache, shared: options.shared, now: options.now, wallNow: options.wallNow, revalidateSeconds: (lifetime) => revalidateWindowSeconds(lifetime, options.staleWhileRevalidateSeconds) })
   }
 
@@ -112,11 +122,10 @@ export class CacheLayer {
 
   async answer (request: OriginRequest, caller: Caller): Promise<CacheOutcome> {
     // The lookup span covers the look in memory and, in a fleet, in Redis; only read when tracing.
-    const lookupStart = this.#lookupStart()
-    // A 304 belongs to the caller that asked: neither cached nor shared.
-    if (isConditional(request.headers)) { this.#looked('bypass', lookupStart); return PASS_BYPASS }
-    const key = cacheKey(request.target, request.headers, request.gzipAccepted)
-    if (key.length > MAX_KEY_LENGTH) { this.#looked('bypass', lookupStart); return PASS_BYPASS }
+    const started = lookupStart(this.#options.tracer)
+    if (isConditional(request.headers)) return await this.#conditional(request, started)
+    const key = cacheKey(request)
+    if (key.length > MAX_KEY_LENGTH) { this.#looked('bypass', started); return PASS_BYPASS }
     const noCache = callerSaysNoCache(request.headers)
     const now = this.#options.now()
     let entry = this.#levels.peek(key)
@@ -125,61 +134,87 @@ export class CacheLayer {
     if (fleet === 'turns' && (entry === undefined || !mayServeWhileRevalidating(entry, now))) ({ entry, fleet } = await this.#levels.lookUp(key, entry))
     if (entry !== undefined) {
       if (!noCache && isFresh(entry, now)) {
-        this.#looked('hit', lookupStart)
+        this.#looked('hit', started)
         return { kind: 'cached', entry, result: 'HIT', age: ageSeconds(entry, now) }
       }
-      // Adobe failed this key a moment ago: do not ask again before it said we may.
+      // Adobe failed this key a moment ago: do not ask again before it said we may (when the copy may stand in).
       const rest = this.#rests.resting(key, now)
-      if (rest !== undefined) return this.#stale(entry, rest.reason, lookupStart)
+      if (rest !== undefined && mayServeOnError(entry, now)) return this.#stale(entry, rest.reason, started)
       if (!noCache && mayServeWhileRevalidating(entry, now)) {
-        this.#refreshInBackground(key, request)
-        return this.#stale(entry, 'revalidating', lookupStart)
+        this.#refreshInBackground(key, request, entry)
+        return this.#stale(entry, 'revalidating', started)
       }
     } else {
       // The fleet was told a moment ago that Adobe failed this report: with no copy to serve, say so rather than ask again.
       const refusal = this.#rests.refusing(key, now)
       if (refusal !== undefined) throw new UpstreamFailingInFleet(refusal.reason, refusal.until - now)
     }
-    this.#looked(noCache ? 'bypass' : 'miss', lookupStart)
+    this.#looked(noCache ? 'bypass' : 'miss', started)
 
     // no-cache asks for an answer fresh from Adobe: one already on its way is that.
     const joined = this.#coalescer.has(key)
+    const stale = entry
     const work = await inSpan(this.#options.tracer, 'cmu_proxy.cache.coalesce', { 'cmu_proxy.coalesce.role': joined ? 'waiter' : 'leader' }, async () =>
-      await this.#coalescer.run(key, async (signal) => await this.#fetch(key, request, signal, fleet), caller.callerGone()))
+      await this.#coalescer.run(key, async (signal) => await this.#fetch(key, request, signal, fleet, stale), caller.callerGone()))
     return this.#outcome(work, entry, joined, noCache)
   }
 
-  /** What a caller gets from the shared fetch `work`; `entry`: the stale copy it had, if any. */
+  /** A caller's conditional request: 304 from a fresh entry whose validator matches (RFC 9111 §4.3.2), else Adobe answers it. */
+  async #conditional (request: OriginRequest, started: LookupStart | undefined): Promise<CacheOutcome> {
+    const key = cacheKey(request)
+    let entry = key.length > MAX_KEY_LENGTH ? undefined : this.#levels.peek(key)
+    if (entry === undefined && key.length <= MAX_KEY_LENGTH && this.#levels.fleetUse(false) === 'turns') entry = (await this.#levels.lookUp(key, undefined)).entry
+    const now = this.#options.now()
+    if (entry === undefined || !isFresh(entry, now) || !notModifiedFor(request.headers, entry.headers)) {
+      this.#looked('bypass', started)
+      return PASS_BYPASS
+    }
+    this.#looked('hit', started)
+    return { kind: 'not-modified', headers: notModifiedHeaders(entry.headers), age: ageSeconds(entry, now) }
+  }
+
+  /** What a caller gets from the shared fetch `work`; `entry`: the copy it had, if any. */
   #outcome (work: Work, entry: CachedResponse | undefined, joined: boolean, noCache: boolean): CacheOutcome {
-    const result = noCache ? 'BYPASS' : 'MISS'
+    const now = this.#options.now()
+    // A copy may stand in for a failure only where its origin allows stale answers (RFC 9111 §4.2.4).
+    const standIn = entry !== undefined && mayServeOnError(entry, now) ? entry : undefined
     switch (work.kind) {
       case 'landed':
         this.#cache.countHit()
-        return { kind: 'cached', entry: work.entry, result: 'HIT', age: ageSeconds(work.entry, this.#options.now()) }
+        return { kind: 'cached', entry: work.entry, result: 'HIT', age: ageSeconds(work.entry, now) }
+      case 'revalidated': {
+        this.#cache.countHit()
+        const { entry: confirmed } = work
+        const cacheStatus = `cmu-proxy; fwd=${noCache ? 'request' : 'stale'}; fwd-status=304; ttl=${freshnessLeftSeconds(confirmed, now)}${confirmed.noCache ? '; detail=no-cache' : ''}`
+        return { kind: 'cached', entry: confirmed, result: 'REVALIDATED', age: ageSeconds(confirmed, now), cacheStatus }
+      }
       case 'told':
         // Told by the fleet, this request never left the proxy: Cache-Status says hit, not fwd.
-        if (entry !== undefined) return this.#stale(entry, work.refusal.reason, this.#lookupStart())
-        throw new UpstreamFailingInFleet(work.refusal.reason, work.refusal.until - this.#options.now())
+        if (standIn !== undefined) return this.#stale(standIn, work.refusal.reason, lookupStart(this.#options.tracer))
+        throw new UpstreamFailingInFleet(work.refusal.reason, work.refusal.until - now)
       case 'unavailable':
-        if (entry !== undefined) return this.#stale(entry, work.reason, this.#lookupStart(), forwardedAs(work.reason, noCache))
+        if (standIn !== undefined) return this.#stale(standIn, work.reason, lookupStart(this.#options.tracer), forwardedAs(work.reason, noCache))
         throw work.error
     }
     const { answer, failed } = work
-    if (failed !== undefined && entry !== undefined) {
+    if (failed !== undefined && standIn !== undefined) {
       if (answer.kind === 'streamed') answer.claim()?.destroy()
-      return this.#stale(entry, failed, this.#lookupStart(), forwardedAs(failed, noCache), answer.status)
+      return this.#stale(standIn, failed, lookupStart(this.#options.tracer), forwardedAs(failed, noCache), answer.status)
     }
+    const result = noCache ? 'BYPASS' : 'MISS'
     // An answer that varies on a header outside the key was for the leader only: a waiter asks for its own.
     if (joined && !answer.shareable) return { kind: 'pass', result }
     if (answer.kind === 'buffered') answer.hold()
-    return { kind: 'fetched', answer, result }
+    const cacheStatus = work.uncacheable === undefined ? undefined : `cmu-proxy; fwd=${noCache ? 'request' : 'uri-miss'}; detail=${work.uncacheable}`
+    return { kind: 'fetched', answer, result, age: work.age, cacheStatus }
   }
 
   /** Adobe's answer, kept when storable; in a fleet, only one instance asks Adobe and the others take what it stored. */
-  async #fetch (key: string, request: OriginRequest, signal: AbortSignal, fleet: FleetUse): Promise<Work> {
+  async #fetch (key: string, request: OriginRequest, signal: AbortSignal, fleet: FleetUse, stale: CachedResponse | undefined): Promise<Work> {
     if (fleet !== 'turns') {
-      const work = await this.#fetchFromOrigin(key, request, signal)
-      if (fleet === 'share' && work.kind === 'answered' && work.stored !== undefined) this.#levels.share(key, work.stored)
+      const work = await this.#fetchFromOrigin(key, request, signal, stale)
+      const kept = keptBy(work)
+      if (fleet === 'share' && kept !== undefined) this.#levels.share(key, kept)
       return work
     }
     // Time spent waiting on another instance that is asking Adobe for this report.
@@ -193,13 +228,10 @@ export class CacheLayer {
     if (turn.kind === 'failed') return { kind: 'told', refusal: this.#rests.told(key, turn.failure, this.#options.now()) }
     let work: Work | undefined
     try {
-      work = await this.#fetchFromOrigin(key, request, signal)
+      work = await this.#fetchFromOrigin(key, request, signal, stale)
       return work
     } finally {
-      if (turn.kind === 'lead') {
-        const stored = work?.kind === 'answered' ? work.stored : undefined
-        turn.done(stored, work?.kind === 'answered' ? this.#failureToShare(key, work.failed) : undefined)
-      }
+      if (turn.kind === 'lead') turn.done(work === undefined ? undefined : keptBy(work), work?.kind === 'answered' ? this.#failureToShare(key, work.failed) : undefined)
     }
   }
 
@@ -215,12 +247,21 @@ export class CacheLayer {
     return restMs <= 0 ? undefined : { reason: failed, restMs }
   }
 
-  /** Adobe's answer, whether it was stored, and, for a 5xx or 429, that it failed; or why no answer could be had. */
-  async #fetchFromOrigin (key: string, request: OriginRequest, signal: AbortSignal): Promise<Work> {
+  /**
+   * Adobe's answer (conditional on the validators of `stale`, when it has
+   * any), whether it was stored, and, for a 5xx or 429, that it failed; a
+   * confirmed copy; or why no answer could be had.
+   */
+  async #fetchFromOrigin (key: string, request: OriginRequest, signal: AbortSignal, stale: CachedResponse | undefined): Promise<Work> {
     const { origin, callerHeaders, now, wallNow } = this.#options
+    const validators = stale === undefined ? undefined : validatorsOf(stale.headers)
+    const requestedAt = now()
     let answer: Answer
+    let times: ExchangeTimes
     try {
-      answer = await readAnswer(await origin.fetch(request, signal), this.#cache.maxEntryBytes, this.#buffering, callerHeaders)
+      const response = await origin.fetch(request, signal, validators)
+      times = { requestedAt, respondedAt: now(), respondedAtWall: wallNow() }
+      answer = await readAnswer(response, this.#cache.maxEntryBytes, this.#buffering, callerHeaders)
     } catch (err) {
       // A caller who left, an encoding nobody accepted: not a failure a stale copy may hide.
       if (!(err instanceof UpstreamUnavailable)) throw err
@@ -233,28 +274,53 @@ export class CacheLayer {
       return { kind: 'answered', answer, failed }
     }
     this.#rests.clear(key)
-    if (answer.kind === 'buffered' && isStorable(answer.status, answer.upstreamHeaders)) return { kind: 'answered', answer, stored: this.#store(key, request, answer) }
-    return { kind: 'answered', answer }
+    if (answer.kind === 'streamed') return { kind: 'answered', answer }
+    if (answer.status === 304 && stale !== undefined && validators !== undefined) return this.#confirmed(key, request, stale, answer, times)
+    // Age on a miss only when Adobe sent one: our own is the response delay, which callers need not see (§4.2.3).
+    const age = answer.upstreamHeaders.age === undefined ? undefined : Math.floor(correctedInitialAgeSeconds(answer.upstreamHeaders, times))
+    if (answer.status !== 200) return { kind: 'answered', answer, age }
+    return { kind: 'answered', answer, age, ...this.#store(key, request, answer, times) }
   }
 
-  #store (key: string, request: OriginRequest, answer: BufferedAnswer): CachedResponse | undefined {
-    const { ttlMaxSeconds, staleIfErrorSeconds, staleWhileRevalidateSeconds } = this.#options
-    const lifetime = scheduleSeconds(request.target, this.#options.wallNow(), ttlMaxSeconds)
-    if (lifetime <= 0) return undefined
-    const times = entryTimes(this.#options.now(), lifetime, revalidateWindowSeconds(lifetime, staleWhileRevalidateSeconds), staleIfErrorSeconds)
-    const stored = this.#levels.keep(key, { status: answer.status, headers: answer.headers, body: answer.body, ...times })
+  /** A 200 kept under the freshness rules, or why Adobe's directives keep it out (or make every use ask again). */
+  #store (key: string, request: OriginRequest, answer: BufferedAnswer, times: ExchangeTimes): { stored?: CachedResponse | undefined, uncacheable?: UncacheableReason | undefined } {
+    const entry = this.#entry(request, answer.upstreamHeaders, times)
+    const validated = validatorsOf(answer.headers) !== undefined
+    const refused = refusedStorage(answer.upstreamHeaders) ?? (entry === undefined ? undefined : staleOnArrival(entry, validated, times.respondedAt))
+    if (refused !== undefined) this.#uncacheable.seen(refused, request.target.path)
+    // A no-cache answer is kept only to be revalidated: without a validator that would be a full fetch anyway.
+    if (entry === undefined || (refused !== undefined && !(refused === 'no-cache' && validated))) return { uncacheable: refused }
+    const stored = this.#levels.keep(key, { status: answer.status, headers: answer.headers, body: answer.body, ...entry })
     // From here the cache's own byte bound accounts for the body.
     if (stored !== undefined) answer.uncharge()
-    return stored
+    return { stored, uncacheable: refused }
   }
 
-  #refreshInBackground (key: string, request: OriginRequest): void {
+  /** Adobe confirmed `stale` (304): its fields and freshness refreshed from the 304's (RFC 9111 §4.3.4), kept and shared. */
+  #confirmed (key: string, request: OriginRequest, stale: CachedResponse, notModified: BufferedAnswer, times: ExchangeTimes): Work {
+    const headers = updatedHeaders(stale.headers, notModified.headers)
+    // Freshness from the fields as they stand now, with the 304's own Date and Age (not the stored answer's).
+    const entry = this.#entry(request, { ...headers, date: notModified.upstreamHeaders.date, age: notModified.upstreamHeaders.age }, times)
+    const confirmed: CachedResponse = { ...stale, headers, ...(entry ?? {}) }
+    if (confirmed.noCache) this.#uncacheable.seen('no-cache', request.target.path)
+    return { kind: 'revalidated', entry: this.#levels.keep(key, confirmed) ?? confirmed }
+  }
+
+  /** The freshness of an answer that arrived at `times`; undefined when CACHE_TTL_MAX_SECONDS=0 keeps nothing. */
+  #entry (request: OriginRequest, headers: Record<string, string | string[] | undefined>, times: ExchangeTimes): ReturnType<typeof entryTimes> | undefined {
+    const { ttlMaxSeconds, staleIfErrorSeconds, staleWhileRevalidateSeconds, ignoreOriginFreshness = false } = this.#options
+    if (ttlMaxSeconds === 0) return undefined
+    const heuristic = scheduleSeconds(request.target, times.respondedAtWall, ttlMaxSeconds)
+    return entryTimes(headers, heuristic, times, { ttlMaxSeconds, staleIfErrorSeconds, staleWhileRevalidateSeconds, ignoreOriginFreshness })
+  }
+
+  #refreshInBackground (key: string, request: OriginRequest, stale: CachedResponse): void {
     if (this.#coalescer.has(key)) return
     const { logger, tracer } = this.#options
     const path = request.target.path
     // Its own trace: it serves whoever asks next, not the caller that started it.
     inSpan(tracer, 'cmu_proxy.cache.refresh', { 'url.path': path }, async () =>
-      await this.#coalescer.run(key, async (signal) => await this.#fetch(key, request, signal, this.#levels.fleetUse(false)), this.#closing.signal), true).then((work) => {
+      await this.#coalescer.run(key, async (signal) => await this.#fetch(key, request, signal, this.#levels.fleetUse(false), stale), this.#closing.signal), true).then((work) => {
       if (work.kind === 'unavailable') logger.warn({ path, code: work.error.code }, 'background cache refresh failed; the stale copy stays')
       if (work.kind !== 'answered') return
       // Nobody waits for a body too large to keep; a waiter that joined streams its own copy.
@@ -270,40 +336,22 @@ export class CacheLayer {
    * its RFC 9211 Cache-Status: `fwd` (and Adobe's status) when this request
    * went to Adobe and failed, `hit` when it was answered without asking.
    */
-  #stale (entry: CachedResponse, reason: StaleReason, lookupStart: LookupStart | undefined, forwarded?: 'stale' | 'request', upstreamStatus?: number): CacheOutcome {
+  #stale (entry: CachedResponse, reason: StaleReason, started: LookupStart | undefined, forwarded?: 'stale' | 'request', upstreamStatus?: number): CacheOutcome {
     const now = this.#options.now()
     this.#cache.countStale(reason)
-    this.#traceLookup(lookupStart, 'stale', reason)
+    traceLookup(started, 'stale', reason)
     const how = forwarded === undefined ? 'hit' : `fwd=${forwarded}${upstreamStatus === undefined ? '' : `; fwd-status=${upstreamStatus}`}`
     const cacheStatus = `cmu-proxy; ${how}; ttl=${freshnessLeftSeconds(entry, now)}; detail=${reason}`
     return { kind: 'cached', entry, result: isFresh(entry, now) ? 'HIT' : 'STALE', age: ageSeconds(entry, now), cacheStatus }
   }
 
   /** Counts how the cache answered, and records it as a span when tracing. */
-  #looked (result: 'hit' | 'miss' | 'bypass', lookupStart: LookupStart | undefined): void {
+  #looked (result: 'hit' | 'miss' | 'bypass', started: LookupStart | undefined): void {
     const cache = this.#cache
     if (result === 'hit') cache.countHit()
     else if (result === 'miss') cache.countMiss()
     else cache.countBypass()
-    this.#traceLookup(lookupStart, result)
-  }
-
-  /** When the lookup began; only read when tracing. */
-  #lookupStart (): LookupStart | undefined {
-    const tracer = this.#options.tracer
-    return tracer === undefined ? undefined : { tracer, wall: Date.now(), monotonic: performance.now() }
-  }
-
-  /**
-   * The lookup as a span from `start` to now, timed as OpenTelemetry times the
-   * spans it starts itself: a wall-clock start and a monotonic duration. (A
-   * bare performance.now() start is converted with an offset taken at span
-   * creation, which can place it up to a millisecond before its parent.)
-   */
-  #traceLookup (start: LookupStart | undefined, result: 'hit' | 'miss' | 'bypass' | 'stale', reason?: StaleReason): void {
-    if (start === undefined) return
-    start.tracer.startSpan('cmu_proxy.cache.lookup', { startTime: start.wall, attributes: { 'cmu_proxy.cache.result': result, ...(reason === undefined ? {} : { 'cmu_proxy.cache.stale_reason': reason }) } })
-      .end(start.wall + performance.now() - start.monotonic)
+    traceLookup(started, result)
   }
 }
 
@@ -316,4 +364,10 @@ function forwardedAs (reason: StaleReason, noCache: boolean): 'stale' | 'request
 /** Adobe's answers a stale copy may hide: 5xx and 429. Other 4xx are the caller's business and pass through. */
 function failureReason (status: number): StaleReason | undefined {
   return status >= 500 ? 'upstream_5xx' : status === 429 ? 'upstream_429' : undefined
+}
+
+/** The entry a fetch left in memory: stored, or confirmed by a 304. */
+function keptBy (work: Work): CachedResponse | undefined {
+  if (work.kind === 'revalidated') return work.entry
+  return work.kind === 'answered' ? work.stored : undefined
 }

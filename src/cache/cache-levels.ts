@@ -4,6 +4,7 @@
 // the wall clock the fleet shares; the cache layer sees entries on its own
 // clock only.
 import type { CachedResponse, ResponseCache } from './response-cache.js'
+import { isFresh } from './freshness.js'
 import type { SharedCache, SharedEntry, UpstreamFailure } from './shared-cache.js'
 
 /**
@@ -85,10 +86,14 @@ export class CacheLevels {
   /** A turn with the fleet for `key` (alone without a shared level). */
   async turn (key: string, signal: AbortSignal): Promise<Turn> {
     if (this.#shared === undefined) return ALONE
+    const asked = this.#options.now()
     const turn = await this.#shared.turn(key, signal)
     switch (turn.kind) {
       case 'landed': {
-        const entry = this.keep(key, this.#localForm(turn.entry))
+        const landed = this.#localForm(turn.entry)
+        // An entry that must be validated before use (no-cache) counts only when it was fetched or confirmed during this turn.
+        if (!isFresh(landed, this.#options.now()) && landed.storedAt <= asked) return ALONE
+        const entry = this.keep(key, landed)
         return entry === undefined ? ALONE : { kind: 'landed', entry }
       }
       case 'lead':
@@ -98,16 +103,38 @@ export class CacheLevels {
     }
   }
 
-  /** A shared entry on this process's deadline clock (and with the fields an older instance may not have shared). */
+  /**
+   * A shared entry on this process's deadline clock, with the defaults of the
+   * fields an instance of an older version did not share (an entry stored
+   * before Age and the stale windows were its own).
+   */
   #localForm (entry: SharedEntry): CachedResponse {
-    const offset = this.#options.now() - this.#options.wallNow()
-    const lifetimeSeconds = (entry.freshUntil - entry.storedAt) / 1000
-    const revalidateUntil = typeof entry.revalidateUntil === 'number' ? entry.revalidateUntil : entry.freshUntil + this.#options.revalidateSeconds(lifetimeSeconds) * 1000
-    return { ...entry, storedAt: entry.storedAt + offset, freshUntil: entry.freshUntil + offset, revalidateUntil: revalidateUntil + offset, staleUntil: entry.staleUntil + offset }
+    const { storedAt, freshUntil, staleUntil } = entry
+    const lifetimeSeconds = (freshUntil - storedAt) / 1000
+    const filled: CachedResponse = {
+      ...entry,
+      bornAt: typeof entry.bornAt === 'number' ? entry.bornAt : storedAt,
+      revalidateUntil: typeof entry.revalidateUntil === 'number' ? entry.revalidateUntil : freshUntil + this.#options.revalidateSeconds(lifetimeSeconds) * 1000,
+      errorUntil: typeof entry.errorUntil === 'number' ? entry.errorUntil : staleUntil,
+      noCache: entry.noCache === true
+    }
+    return moved(filled, this.#options.now() - this.#options.wallNow())
   }
 
   #sharedForm (entry: CachedResponse): SharedEntry {
-    const offset = this.#options.wallNow() - this.#options.now()
-    return { ...entry, storedAt: entry.storedAt + offset, freshUntil: entry.freshUntil + offset, revalidateUntil: entry.revalidateUntil + offset, staleUntil: entry.staleUntil + offset }
+    return moved(entry, this.#options.wallNow() - this.#options.now())
+  }
+}
+
+/** The entry with every instant moved by `offset` ms (from one clock onto another). */
+function moved (entry: CachedResponse, offset: number): CachedResponse {
+  return {
+    ...entry,
+    storedAt: entry.storedAt + offset,
+    bornAt: entry.bornAt + offset,
+    freshUntil: entry.freshUntil + offset,
+    revalidateUntil: entry.revalidateUntil + offset,
+    errorUntil: entry.errorUntil + offset,
+    staleUntil: entry.staleUntil + offset
   }
 }

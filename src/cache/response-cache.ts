@@ -6,7 +6,8 @@
 // injectable clock so tests can move it.
 import { LRUCache } from 'lru-cache'
 import { monotonicNow } from '../kernel/clock.js'
-import { isFresh, mayServeOnError, type EntryTimes } from './freshness.js'
+import type { UncacheableReason } from './cache-policy.js'
+import { isFresh, isKept, type EntryTimes } from './freshness.js'
 
 export interface CachedResponse extends EntryTimes {
   status: number
@@ -32,6 +33,8 @@ export interface CacheStats {
   bytes: number
   entries: number
   stale: Record<StaleReason, number>
+  /** Adobe's answers kept out of the cache, or revalidated on every use, by reason. */
+  uncacheable: Partial<Record<UncacheableReason, number>>
 }
 
 /** Headers and key count too, roughly: a cache of tiny bodies must stay bounded as well. */
@@ -51,6 +54,7 @@ export class ResponseCache {
   #bypasses = 0
   #evictions = 0
   readonly #stale: Record<StaleReason, number> = { revalidating: 0, upstream_5xx: 0, upstream_429: 0, unreachable: 0, timeout: 0, no_token: 0, overloaded: 0 }
+  readonly #uncacheable: Partial<Record<UncacheableReason, number>> = {}
 
   constructor ({ maxBytes, maxEntryBytes, now = monotonicNow }: ResponseCacheOptions) {
     this.#now = now
@@ -71,14 +75,14 @@ export class ResponseCache {
   peek (key: string): CachedResponse | undefined {
     const entry = this.#lru.get(key)
     if (entry === undefined) return undefined
-    if (mayServeOnError(entry, this.#now())) return entry
+    if (isKept(entry, this.#now())) return entry
     this.#lru.delete(key)
     return undefined
   }
 
   /** Keep a complete entry (its instants on this cache's clock); the entry as kept, or undefined when it is not (too large, already dead). */
   put (key: string, entry: CachedResponse): CachedResponse | undefined {
-    if (entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES || !mayServeOnError(entry, this.#now())) return undefined
+    if (entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES || !isKept(entry, this.#now())) return undefined
     this.#makeRoom(entrySize(key, entry.body))
     this.#lru.set(key, entry)
     return this.#lru.has(key) ? entry : undefined
@@ -88,9 +92,10 @@ export class ResponseCache {
   countMiss (): void { this.#misses++ }
   countBypass (): void { this.#bypasses++ }
   countStale (reason: StaleReason): void { this.#stale[reason]++ }
+  countUncacheable (reason: UncacheableReason): void { this.#uncacheable[reason] = (this.#uncacheable[reason] ?? 0) + 1 }
 
   stats (): CacheStats {
-    return { hits: this.#hits, misses: this.#misses, bypasses: this.#bypasses, evictions: this.#evictions, bytes: this.#lru.calculatedSize, entries: this.#lru.size, stale: { ...this.#stale } }
+    return { hits: this.#hits, misses: this.#misses, bypasses: this.#bypasses, evictions: this.#evictions, bytes: this.#lru.calculatedSize, entries: this.#lru.size, stale: { ...this.#stale }, uncacheable: { ...this.#uncacheable } }
   }
 
   /**

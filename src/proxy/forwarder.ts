@@ -45,6 +45,8 @@ export interface Responder {
   upstreamRetried: () => void
 }
 
+const NO_BODY = Buffer.alloc(0)
+
 /** An AbortSignal that fires when the caller goes away before `res` is complete. */
 export function signalWhenCallerLeaves (res: Pick<ResponseSink, 'once' | 'writableFinished'>): AbortSignal {
   const abort = new AbortController()
@@ -71,12 +73,15 @@ export class CmuForwarder {
       case 'cached':
         await responder.sendBuffered(outcome.entry, outcome.result, outcome.age, outcome.cacheStatus)
         return
+      case 'not-modified':
+        await responder.sendBuffered({ status: 304, headers: outcome.headers, body: NO_BODY }, 'HIT', outcome.age)
+        return
     }
     const { answer, result } = outcome
     if (answer.retried) responder.upstreamRetried()
     if (answer.kind === 'buffered') {
       try {
-        await responder.sendBuffered(answer, result)
+        await responder.sendBuffered(answer, result, outcome.age, outcome.cacheStatus)
       } finally {
         answer.release()
       }

@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream'
 import type { Tracer } from '@opentelemetry/api'
 import { upstreamBadEncoding } from '../kernel/errors.js'
 import { withTokenRetry, type TokenSource } from './authorized-fetch.js'
-import { encodingAcceptable, upstreamRequestHeaders, type CallerRequest } from './header-policy.js'
+import { encodingAcceptable, upstreamRequestHeaders, type CallerRequest, type Validators } from './header-policy.js'
 import type { UpstreamTarget } from './target.js'
 import { UNAUTHORIZED, wasRetried, type Upstream } from './upstream.js'
 
@@ -24,8 +24,12 @@ export interface OriginResponse {
 }
 
 export interface Origin {
-  /** Resolves when Adobe's headers arrive; rejects with a ProxyError (UpstreamUnavailable when no answer could be had). */
-  fetch: (request: OriginRequest, signal: AbortSignal) => Promise<OriginResponse>
+  /**
+   * Resolves when Adobe's headers arrive; rejects with a ProxyError
+   * (UpstreamUnavailable when no answer could be had). With `validators`, the
+   * request is conditional on them (a stored answer's), not on the caller's.
+   */
+  fetch: (request: OriginRequest, signal: AbortSignal, validators?: Validators) => Promise<OriginResponse>
 }
 
 export interface AuthorizedOriginOptions {
@@ -43,9 +47,9 @@ export class AuthorizedOrigin implements Origin {
     this.#options = options
   }
 
-  async fetch (request: OriginRequest, signal: AbortSignal): Promise<OriginResponse> {
+  async fetch (request: OriginRequest, signal: AbortSignal, validators?: Validators): Promise<OriginResponse> {
     const { tokens, upstream, tracer } = this.#options
-    const headers = upstreamRequestHeaders(request)
+    const headers = upstreamRequestHeaders(request, validators)
     const response = await withTokenRetry(tokens, async (authorization) => {
       const response = await upstream.request({ path: request.target.path, query: request.target.query, headers: { ...headers, authorization }, signal })
       if (response.statusCode !== 401) return response

@@ -190,7 +190,11 @@ t.test('stale entries count against the byte bound and are evicted before fresh 
   const clock = manualClock()
   const cache = new ResponseCache({ maxBytes: 5_000, maxEntryBytes: 1_500, now: clock.now })
   const body = Buffer.alloc(1_000)
-  const store = (key: string, ttlSeconds: number, staleSeconds: number): void => { cache.put(key, { status: 200, headers: {}, body, ...entryTimes(clock.now(), ttlSeconds, 0, staleSeconds) }) }
+  const store = (key: string, ttlSeconds: number, staleSeconds: number): void => {
+    const at = clock.now()
+    const times = { requestedAt: at, respondedAt: at, respondedAtWall: at }
+    cache.put(key, { status: 200, headers: {}, body, ...entryTimes({}, ttlSeconds, times, { ttlMaxSeconds: 86_400, staleIfErrorSeconds: staleSeconds, staleWhileRevalidateSeconds: 0, ignoreOriginFreshness: false }) })
+  }
   store('old', 60, 3600)
   clock.advance(61_000)
   store('fresh-1', 600, 3600)

@@ -31,7 +31,7 @@ async function member (t: Test, store: MemoryStore, wallNow: () => number): Prom
 }
 
 function entry (storedAt: number, freshForMs: number): SharedEntry {
-  return { status: 200, headers: { 'content-type': 'application/json' }, body: Buffer.from('{}'), storedAt, freshUntil: storedAt + freshForMs, revalidateUntil: storedAt + freshForMs, staleUntil: storedAt + 60_000 }
+  return { status: 200, headers: { 'content-type': 'application/json' }, body: Buffer.from('{}'), storedAt, bornAt: storedAt, freshUntil: storedAt + freshForMs, revalidateUntil: storedAt + freshForMs, errorUntil: storedAt + 60_000, staleUntil: storedAt + 60_000, noCache: false }
 }
 
 const settled = async <T>(promise: Promise<T>): Promise<T | 'pending'> => await Promise.race([promise, new Promise<'pending'>((resolve) => setTimeout(resolve, 50, 'pending'))])
