@@ -1,9 +1,11 @@
 // The cache in front of the origin, and the one place that composes the
-// freshness rules (freshness.ts): fresh -> serve; stale within its revalidate
-// window -> serve at once and refresh once in the background; otherwise fetch
-// (identical concurrent requests share one), store, and when that fails serve
-// the stale copy if one is still kept (RFC 5861 stale-while-revalidate and
-// stale-if-error; nginx's proxy_cache_use_stale and background_update). A key
+// freshness rules (freshness.ts, validation.ts; RFC 9111): fresh -> serve;
+// stale within its revalidate window -> serve at once and refresh once in
+// the background; otherwise fetch (identical concurrent requests share one;
+// conditional on the stale copy's validators, so a 304 keeps it), store, and
+// when that fails serve the stale copy where its origin allows it (RFC 5861
+// stale-while-revalidate and stale-if-error; nginx's proxy_cache_use_stale,
+// background_update and proxy_cache_revalidate). A key
 // whose fetch failed rests (rests.ts): callers get the stale copy, Adobe gets
 // a rest. In a fleet, identical misses across the fleet make one upstream call
 // (nginx's proxy_cache_lock) through the levels (cache-levels.ts), which is
@@ -17,7 +19,7 @@ import { ByteBudget, readAnswer, type Answer, type BufferedAnswer, type HeaderFi
 import { CacheLevels, type FleetUse } from './cache-levels.js'
 import { cacheKey, callerSaysNoCache, isConditional, refusedStorage, staleOnArrival, type UncacheableReason } from './cache-policy.js'
 import { Coalescer } from './coalescer.js'
-import { ageSeconds, correctedInitialAgeSeconds, entryTimes, freshnessLeftSeconds, isFresh, mayServeOnError, mayServeWhileRevalidating, revalidateWindowSeconds, scheduleSeconds, type ExchangeTimes } from './freshness.js'
+import { ageSeconds, correctedInitialAgeSeconds, entryTimes, freshnessLeftSeconds, isFresh, mayServeOnError, mayServeWhileRevalidating, revalidateWindowSeconds, scheduleSeconds, type EntryTimes, type ExchangeTimes } from './freshness.js'
 import type { CachedResponse, ResponseCache, StaleReason } from './response-cache.js'
 import { Rests, type Rest } from './rests.js'
 import type { SharedCache, UpstreamFailure } from './shared-cache.js'
@@ -307,7 +309,7 @@ export class CacheLayer {
   }
 
   /** The freshness of an answer that arrived at `times`; undefined when CACHE_TTL_MAX_SECONDS=0 keeps nothing. */
-  #entry (request: OriginRequest, headers: Record<string, string | string[] | undefined>, times: ExchangeTimes): ReturnType<typeof entryTimes> | undefined {
+  #entry (request: OriginRequest, headers: Record<string, string | string[] | undefined>, times: ExchangeTimes): EntryTimes | undefined {
     const { ttlMaxSeconds, staleIfErrorSeconds, staleWhileRevalidateSeconds, ignoreOriginFreshness = false } = this.#options
     if (ttlMaxSeconds === 0) return undefined
     const heuristic = scheduleSeconds(request.target, times.respondedAtWall, ttlMaxSeconds)

@@ -1,7 +1,7 @@
 // Complete upstream answers kept in memory, bounded by total bytes and by
-// entry size. An entry is fresh until its TTL, then stale (still kept, for
-// stale-while-revalidate and stale-if-error) until its stale window ends,
-// then dead. When room is needed, stale and dead entries go first, least
+// entry size. An entry is fresh until its lifetime ends, then stale (still
+// kept, to revalidate and for stale-while-revalidate and stale-if-error)
+// until its stale window ends, then dead (freshness.ts says which is which). When room is needed, stale and dead entries go first, least
 // recently used first; then lru-cache evicts by recency. Time comes from an
 // injectable clock so tests can move it.
 import { LRUCache } from 'lru-cache'

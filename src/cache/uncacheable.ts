@@ -17,16 +17,21 @@ const WHAT_IT_MEANS: Record<UncacheableReason, string> = {
 
 export class UncacheableNotices {
   readonly #told = new Set<UncacheableReason>()
+  readonly #cache: ResponseCache
+  readonly #logger: Logger
 
-  constructor (readonly cache: ResponseCache, readonly logger: Logger) {}
+  constructor (cache: ResponseCache, logger: Logger) {
+    this.#cache = cache
+    this.#logger = logger
+  }
 
   seen (reason: UncacheableReason, path: string): void {
-    this.cache.countUncacheable(reason)
+    this.#cache.countUncacheable(reason)
     if (this.#told.has(reason)) return
     this.#told.add(reason)
     const remedy = ALWAYS_REFUSED.has(reason)
       ? 'CACHE_IGNORE_ORIGIN_FRESHNESS does not override this'
       : 'CACHE_IGNORE_ORIGIN_FRESHNESS=true applies the report schedule instead'
-    this.logger.warn({ reason, path }, `Adobe answered with ${WHAT_IT_MEANS[reason]}; ${remedy} (counted in cmu_proxy_cache_uncacheable_total; logged once per reason)`)
+    this.#logger.warn({ reason, path }, `Adobe answered with ${WHAT_IT_MEANS[reason]}; ${remedy} (counted in cmu_proxy_cache_uncacheable_total; logged once per reason)`)
   }
 }
