@@ -20,6 +20,8 @@ import { CmuForwarder, type CacheResult } from './proxy/forwarder.js'
 import { cmuRoutes } from './proxy/routes.js'
 import { createDispatcher, describeAdobeEgress } from './upstream/dispatchers.js'
 import { Upstream, callerGone, wasRetried } from './upstream/upstream.js'
+import { AuthorizedOrigin } from './upstream/origin.js'
+import { callerResponseHeaders } from './upstream/header-policy.js'
 import { requestId } from './kernel/request-id.js'
 import { RequestLogController, requestLine } from './kernel/request-log.js'
 import { RetryPolicy } from './upstream/retry-policy.js'
@@ -130,9 +132,12 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     : new CacheLayer({
       cache,
       shared: fleet?.cache,
+      origin: new AuthorizedOrigin({ tokens: broker, upstream, tracer: tracing?.tracer }),
+      callerHeaders: callerResponseHeaders,
       ttlMaxSeconds: cacheSettings.ttlMaxSeconds,
       staleIfErrorSeconds: cacheSettings.staleIfErrorSeconds,
       staleWhileRevalidateSeconds: cacheSettings.staleWhileRevalidateSeconds,
+      ignoreOriginFreshness: cacheSettings.ignoreOriginFreshness,
       bufferingMaxBytes: cacheSettings.maxInflightBytes,
       logger: deps.logger.child({ component: 'cache' }),
       now,

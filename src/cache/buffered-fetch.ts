@@ -5,10 +5,12 @@
 // memory stays charged to that budget until the cache holds it or every
 // caller it was handed to has sent it: a slow reader holds memory too.
 import { Readable } from 'node:stream'
-import type { Dispatcher } from 'undici'
-import { callerResponseHeaders } from '../upstream/header-policy.js'
-import { transportError, wasRetried } from '../upstream/upstream.js'
+import type { OriginResponse } from '../upstream/origin.js'
+import { transportError } from '../upstream/upstream.js'
 import { isShareable } from './cache-policy.js'
+
+/** The upstream response headers a caller may see (upstream/header-policy.ts: callerResponseHeaders). */
+export type HeaderFilter = (upstream: Record<string, string | string[] | undefined>) => Record<string, string | string[]>
 
 interface AnswerBase {
   status: number
@@ -64,12 +66,12 @@ export class ByteBudget {
   }
 }
 
-export async function readAnswer (response: Dispatcher.ResponseData, maxBytes: number, budget: ByteBudget): Promise<Answer> {
-  const status = response.statusCode
-  const headers = callerResponseHeaders(response.headers)
+export async function readAnswer (response: OriginResponse, maxBytes: number, budget: ByteBudget, callerHeaders: HeaderFilter): Promise<Answer> {
+  const { status, retried } = response
+  const headers = callerHeaders(response.headers)
   const shareable = isShareable(response.headers)
-  const retried = wasRetried(response)
-  const declared = Number(response.headers['content-length'])
+  // A 304 has no body, whatever length its 200 would have (RFC 9110 §8.6).
+  const declared = status === 304 ? 0 : Number(response.headers['content-length'])
   if (declared > maxBytes || declared > budget.limit - budget.used) return streamed({ status, headers, shareable, retried }, [], response.body)
 
   const chunks: Buffer[] = []

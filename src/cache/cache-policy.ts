@@ -1,55 +1,34 @@
-// What may be cached, under which key, for how long. The TTL follows how
-// often Adobe recomputes a report of that granularity ("Data freshness" in
-// shared/adobe-api.md): a cached answer is never older than Adobe's own.
+// What may be cached, and under which key (how long: freshness.ts).
 import type { IncomingHttpHeaders } from 'node:http'
-import type { UpstreamTarget } from '../upstream/target.js'
+import type { OriginRequest } from '../upstream/origin.js'
+import { isFresh, responseDirectives, type EntryTimes } from './freshness.js'
 
-const MINUTE = 60
-const HOUR = 3600
-const DAY = 24 * HOUR
+/**
+ * Why Adobe's answer keeps a report out of the cache, or makes every use ask
+ * again (Cache-Status `detail`, the reason label of
+ * cmu_proxy_cache_uncacheable_total). CACHE_IGNORE_ORIGIN_FRESHNESS lifts
+ * the last two only.
+ */
+export type UncacheableReason = 'no-store' | 'private' | 'set-cookie' | 'vary' | 'no-cache' | 'stale-on-arrival'
 
-/** Seconds a report stays fresh, by its finest time dimension. */
-const FRESHNESS: Array<[string, number]> = [
-  ['minute', MINUTE],
-  ['hour', HOUR],
-  ['day', 3 * HOUR],
-  ['month', 2 * DAY],
-  ['year', 2 * DAY]
-]
-/** No time dimension (totals, concurrency-level and activity-level reports): recomputed daily. */
-const NO_TIME_DIMENSION = DAY
-
-export function ttlSeconds (target: UpstreamTarget, now: number, maxSeconds: number): number {
-  const segments = target.path.split('/').map((s) => s.replace(/\.[a-z]+$/i, ''))
-  const ttl = FRESHNESS.find(([dimension]) => segments.includes(dimension))?.[1] ?? NO_TIME_DIMENSION
-  const end = queryValue(target.query, 'end')
-  // A report that ended before Adobe's last recompute will not change again.
-  if (end !== undefined) {
-    // ISO-8601 prefixes; a time without a zone is UTC here, not the host's local time.
-    const endsAt = Date.parse(/T[^Z+-]*$/.test(end) ? `${end}Z` : end)
-    if (!Number.isNaN(endsAt) && endsAt + ttl * 1000 <= now) return maxSeconds
-  }
-  return Math.min(ttl, maxSeconds)
-}
+/** The reasons the switch does not lift: an answer meant for one caller, or never to be kept. */
+export const ALWAYS_REFUSED: ReadonlySet<UncacheableReason> = new Set(['no-store', 'private', 'set-cookie', 'vary'])
 
 /**
  * The request headers that choose a representation, and so are part of the
- * key: every forwarded header that can change the body. Accept-Encoding is
- * keyed as it is forwarded, normalised to gzip or identity (proxy/headers.ts).
+ * key: every forwarded header that can change the body, keyed exactly as it
+ * is forwarded (upstream/header-policy.ts normalises each once).
  */
 const KEYED_REQUEST_HEADERS = new Set(['accept', 'accept-encoding', 'accept-language'])
 
 /**
  * The cache and coalescing key: the upstream path and exact query, plus the
- * representation the caller negotiates (RFC 9111 §4.1). Callers under one key
- * send Adobe the same request, so one answer fits them all.
+ * representation the caller negotiates (RFC 9111 §4.1), as forwarded. Callers
+ * under one key send Adobe the same request, so one answer fits them all.
  */
-export function cacheKey (target: UpstreamTarget, headers: IncomingHttpHeaders, gzipAccepted: boolean): string {
-  return `${gzipAccepted ? 'gzip' : 'identity'}\n${normalised(headers.accept)}\n${normalised(headers['accept-language'])}\n${target.path}?${target.query}`
-}
-
-function normalised (value: string | undefined): string {
-  return value === undefined ? '' : value.toLowerCase().replace(/\s+/g, '')
+export function cacheKey (request: OriginRequest): string {
+  const { target, accept, acceptLanguage } = request
+  return `${request.gzipAccepted ? 'gzip' : 'identity'}\n${accept === undefined ? '' : `=${accept}`}\n${acceptLanguage === undefined ? '' : `=${acceptLanguage}`}\n${target.path}?${target.query}`
 }
 
 /**
@@ -68,7 +47,7 @@ export function isShareable (headers: Record<string, string | string[] | undefin
   return true
 }
 
-/** Conditional requests answer per caller (304s); they skip the cache and the coalescing. */
+/** Conditional requests are never coalesced: a fresh entry answers them 304 when their validator matches, else they pass to Adobe as they are. */
 export function isConditional (headers: IncomingHttpHeaders): boolean {
   return headers['if-none-match'] !== undefined || headers['if-modified-since'] !== undefined
 }
@@ -78,21 +57,22 @@ export function callerSaysNoCache (headers: IncomingHttpHeaders): boolean {
   return /(^|,)\s*no-cache\b/i.test(cacheControl) || /\bno-cache\b/i.test(String(headers.pragma ?? ''))
 }
 
-/** Only complete, shareable 200s without per-user markers. */
-export function isStorable (status: number, headers: Record<string, string | string[] | undefined>): boolean {
-  if (status !== 200 || !isShareable(headers)) return false
-  if (headers['set-cookie'] !== undefined || headers.authorization !== undefined) return false
-  return !/\b(no-store|private)\b/i.test(String(headers['cache-control'] ?? ''))
+/** Why a 200 must not be kept at all, whatever the switch says: per-user markers, no-store, private (RFC 9111 §3). */
+export function refusedStorage (headers: Record<string, string | string[] | undefined>): UncacheableReason | undefined {
+  if (!isShareable(headers)) return 'vary'
+  if (headers['set-cookie'] !== undefined || headers.authorization !== undefined) return 'set-cookie'
+  const directives = responseDirectives(headers['cache-control'])
+  if (directives.noStore) return 'no-store'
+  if (directives.private) return 'private'
+  return undefined
 }
 
-function queryValue (query: string, name: string): string | undefined {
-  for (const pair of query.split('&')) {
-    if (!pair.startsWith(`${name}=`)) continue
-    try {
-      return decodeURIComponent(pair.slice(name.length + 1))
-    } catch {
-      return undefined
-    }
-  }
-  return undefined
+/**
+ * Why an answer the rules would keep still does Adobe's bidding on every use
+ * (no-cache), or is not worth keeping: its freshness was spent before it
+ * arrived and it cannot be revalidated.
+ */
+export function staleOnArrival (entry: EntryTimes, validated: boolean, now: number): UncacheableReason | undefined {
+  if (entry.noCache) return 'no-cache'
+  return isFresh(entry, now) || validated ? undefined : 'stale-on-arrival'
 }

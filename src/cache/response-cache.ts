@@ -1,22 +1,19 @@
 // Complete upstream answers kept in memory, bounded by total bytes and by
-// entry size. An entry is fresh until its TTL, then stale (still kept, for
-// stale-while-revalidate and stale-if-error) until its stale window ends,
-// then dead. When room is needed, stale and dead entries go first, least
+// entry size. An entry is fresh until its lifetime ends, then stale (still
+// kept, to revalidate and for stale-while-revalidate and stale-if-error)
+// until its stale window ends, then dead (freshness.ts says which is which). When room is needed, stale and dead entries go first, least
 // recently used first; then lru-cache evicts by recency. Time comes from an
 // injectable clock so tests can move it.
 import { LRUCache } from 'lru-cache'
 import { monotonicNow } from '../kernel/clock.js'
+import type { UncacheableReason } from './cache-policy.js'
+import { isFresh, isKept, type EntryTimes } from './freshness.js'
 
-export interface CachedResponse {
+export interface CachedResponse extends EntryTimes {
   status: number
   /** Caller-facing headers (already filtered by the header policy). */
   headers: Record<string, string | string[]>
   body: Buffer
-  storedAt: number
-  /** Fresh before this instant, stale after it. */
-  freshUntil: number
-  /** Dead (never served) from this instant. */
-  staleUntil: number
 }
 
 export interface ResponseCacheOptions {
@@ -36,6 +33,8 @@ export interface CacheStats {
   bytes: number
   entries: number
   stale: Record<StaleReason, number>
+  /** Adobe's answers kept out of the cache, or revalidated on every use, by reason. */
+  uncacheable: Partial<Record<UncacheableReason, number>>
 }
 
 /** Headers and key count too, roughly: a cache of tiny bodies must stay bounded as well. */
@@ -55,6 +54,7 @@ export class ResponseCache {
   #bypasses = 0
   #evictions = 0
   readonly #stale: Record<StaleReason, number> = { revalidating: 0, upstream_5xx: 0, upstream_429: 0, unreachable: 0, timeout: 0, no_token: 0, overloaded: 0 }
+  readonly #uncacheable: Partial<Record<UncacheableReason, number>> = {}
 
   constructor ({ maxBytes, maxEntryBytes, now = monotonicNow }: ResponseCacheOptions) {
     this.#now = now
@@ -75,48 +75,27 @@ export class ResponseCache {
   peek (key: string): CachedResponse | undefined {
     const entry = this.#lru.get(key)
     if (entry === undefined) return undefined
-    if (entry.staleUntil > this.#now()) return entry
+    if (isKept(entry, this.#now())) return entry
     this.#lru.delete(key)
     return undefined
   }
 
-  isFresh (entry: CachedResponse): boolean {
-    return entry.freshUntil > this.#now()
-  }
-
-  /** Keeps `entry` for `ttlSeconds`, then `staleSeconds` more as a stale copy; the entry as stored, or undefined when it is not kept (no TTL, too large). */
-  store (key: string, entry: Pick<CachedResponse, 'status' | 'headers' | 'body'>, ttlSeconds: number, staleSeconds: number): CachedResponse | undefined {
-    if (ttlSeconds <= 0) return undefined
-    const storedAt = this.#now()
-    const freshUntil = storedAt + ttlSeconds * 1000
-    return this.put(key, { status: entry.status, headers: entry.headers, body: entry.body, storedAt, freshUntil, staleUntil: freshUntil + staleSeconds * 1000 })
-  }
-
-  /** Keep a complete entry as it is (one another instance of the fleet stored). */
+  /** Keep a complete entry (its instants on this cache's clock); the entry as kept, or undefined when it is not (too large, already dead). */
   put (key: string, entry: CachedResponse): CachedResponse | undefined {
-    if (entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES || entry.staleUntil <= this.#now()) return undefined
+    if (entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES || !isKept(entry, this.#now())) return undefined
     this.#makeRoom(entrySize(key, entry.body))
     this.#lru.set(key, entry)
     return this.#lru.has(key) ? entry : undefined
-  }
-
-  /** Age header value (RFC 9111 §5.1): whole seconds since the entry was stored. */
-  ageSeconds (entry: CachedResponse): number {
-    return Math.max(0, Math.floor((this.#now() - entry.storedAt) / 1000))
-  }
-
-  /** Whole seconds of freshness left; negative once stale (RFC 9211 `ttl`). */
-  ttlSeconds (entry: CachedResponse): number {
-    return Math.trunc((entry.freshUntil - this.#now()) / 1000)
   }
 
   countHit (): void { this.#hits++ }
   countMiss (): void { this.#misses++ }
   countBypass (): void { this.#bypasses++ }
   countStale (reason: StaleReason): void { this.#stale[reason]++ }
+  countUncacheable (reason: UncacheableReason): void { this.#uncacheable[reason] = (this.#uncacheable[reason] ?? 0) + 1 }
 
   stats (): CacheStats {
-    return { hits: this.#hits, misses: this.#misses, bypasses: this.#bypasses, evictions: this.#evictions, bytes: this.#lru.calculatedSize, entries: this.#lru.size, stale: { ...this.#stale } }
+    return { hits: this.#hits, misses: this.#misses, bypasses: this.#bypasses, evictions: this.#evictions, bytes: this.#lru.calculatedSize, entries: this.#lru.size, stale: { ...this.#stale }, uncacheable: { ...this.#uncacheable } }
   }
 
   /**
@@ -132,7 +111,7 @@ export class ResponseCache {
     for (const key of this.#lru.rkeys()) {
       if (++scanned > STALE_SCAN) break
       const entry = this.#lru.peek(key)
-      if (entry !== undefined && entry.freshUntil <= now) stale.push(key)
+      if (entry !== undefined && !isFresh(entry, now)) stale.push(key)
     }
     for (const key of stale) {
       this.#lru.delete(key)

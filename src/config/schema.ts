@@ -47,8 +47,11 @@ export const configSchema = {
     CACHE_MAX_ENTRY_BYTES: { type: 'integer', minimum: 0, default: 4 * 1024 * 1024 },
     // What all answers being read into memory for the cache may hold at once; past it they stream uncached.
     CACHE_MAX_INFLIGHT_BYTES: { type: 'integer', minimum: 0, default: 32 * 1024 * 1024 },
-    // Caps every TTL (which otherwise follows Adobe's recompute schedule for the report's granularity).
+    // Caps every TTL: Adobe's explicit freshness (max-age, Expires), else its recompute schedule for the report's granularity.
     CACHE_TTL_MAX_SECONDS: { type: 'integer', minimum: 0, default: 2 * 24 * 3600 },
+    // true: the recompute schedule decides freshness even when Adobe sends max-age, Expires or no-cache
+    // (nginx's proxy_ignore_headers Cache-Control Expires); no-store and private are never overridden.
+    CACHE_IGNORE_ORIGIN_FRESHNESS: { type: 'boolean', default: false },
     // An expired entry is kept this long to be served when Adobe fails (stale-if-error, RFC 5861).
     CACHE_STALE_IF_ERROR_SECONDS: { type: 'integer', minimum: 0, default: 24 * 3600 },
     // Past its TTL, an entry answers at once for this long while one background refresh runs

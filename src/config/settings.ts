@@ -112,6 +112,8 @@ export interface CacheSettings {
   readonly staleIfErrorSeconds: number
   /** CACHE_STALE_WHILE_REVALIDATE_SECONDS; undefined: 10% of the entry's TTL, at least 30 s. */
   readonly staleWhileRevalidateSeconds: number | undefined
+  /** CACHE_IGNORE_ORIGIN_FRESHNESS: the report schedule decides freshness even when Adobe sends its own. */
+  readonly ignoreOriginFreshness: boolean
 }
 
 /** Who may call, and where (proxy/, ops/admin.ts). */
@@ -246,7 +248,8 @@ function cacheSettings (config: Config, problems: ProblemList): CacheSettings {
     maxInflightBytes: config.CACHE_MAX_INFLIGHT_BYTES,
     ttlMaxSeconds: config.CACHE_TTL_MAX_SECONDS,
     staleIfErrorSeconds: config.CACHE_STALE_IF_ERROR_SECONDS,
-    staleWhileRevalidateSeconds: config.CACHE_STALE_WHILE_REVALIDATE_SECONDS
+    staleWhileRevalidateSeconds: config.CACHE_STALE_WHILE_REVALIDATE_SECONDS,
+    ignoreOriginFreshness: config.CACHE_IGNORE_ORIGIN_FRESHNESS
   }
 }
 

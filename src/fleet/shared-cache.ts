@@ -9,8 +9,7 @@
 // an entry that cannot be used (another key list, oversized) is a miss that
 // the next fetch overwrites, not store trouble.
 import type { Logger } from 'pino'
-import type { SharedCache, SharedEntry, SharedFailure, SharedTurn } from '../cache/cache-layer.js'
-import type { StaleReason } from '../cache/response-cache.js'
+import type { SharedCache, SharedEntry, SharedTurn, UpstreamFailure } from '../cache/shared-cache.js'
 import { digest, type StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
 import type { FleetChannel, RecentTrouble } from './fleet-channel.js'
@@ -29,7 +28,8 @@ export interface FleetCacheOptions {
   wallNow?: () => number
 }
 
-interface Header { key: string, status: number, headers: SharedEntry['headers'], storedAt: number, freshUntil: number, staleUntil: number }
+/** An entry's header: its full cache key and every field of the entry but the body, as the cache layer gave them. */
+type Header = Omit<SharedEntry, 'body'> & { key: string }
 
 /** Room for an entry's header: its cache key (at most 4 KB, cache-layer.ts) and the caller-facing headers. */
 const MAX_HEADER_BYTES = 64 * 1024
@@ -131,19 +131,20 @@ export class FleetCache implements SharedCache {
   }
 }
 
-/** Only Adobe's own answers are shared as failures (cache-layer.ts, #failureToShare). */
-const FAILURE_REASONS: ReadonlySet<string> = new Set<StaleReason>(['upstream_5xx', 'upstream_429'])
+/** Only Adobe's own answers are shared as failures (cache/cache-layer.ts, #failureToShare). */
+const FAILURE_REASONS: ReadonlySet<string> = new Set<UpstreamFailure['reason']>(['upstream_5xx', 'upstream_429'])
 
 /** A failure told by the lock holder, if well-formed (notices are sealed, but a bad one must not throw here). */
-function parseFailure (value: unknown): SharedFailure | undefined {
-  const failure = value as Partial<SharedFailure> | undefined
+function parseFailure (value: unknown): UpstreamFailure | undefined {
+  const failure = value as { reason?: unknown, restMs?: unknown } | undefined
   if (typeof failure?.reason !== 'string' || !FAILURE_REASONS.has(failure.reason) || typeof failure.restMs !== 'number' || !Number.isFinite(failure.restMs)) return undefined
-  return { reason: failure.reason, restMs: failure.restMs }
+  return { reason: failure.reason as UpstreamFailure['reason'], restMs: failure.restMs }
 }
 
 /** A 4-byte header length, the header as JSON (with the full cache key), then the body's exact bytes. */
 function encode (key: string, entry: SharedEntry): Buffer {
-  const header: Header = { key, status: entry.status, headers: entry.headers, storedAt: entry.storedAt, freshUntil: entry.freshUntil, staleUntil: entry.staleUntil }
+  const { body: _body, ...fields } = entry
+  const header: Header = { ...fields, key }
   const json = Buffer.from(JSON.stringify(header))
   const length = Buffer.alloc(4)
   length.writeUInt32BE(json.length)
@@ -154,9 +155,9 @@ function encode (key: string, entry: SharedEntry): Buffer {
 function decode (raw: Buffer, key: string, now: number): SharedEntry | undefined {
   try {
     const length = raw.readUInt32BE(0)
-    const header = JSON.parse(raw.subarray(4, 4 + length).toString('utf8')) as Header
-    if (header.key !== key || header.staleUntil <= now) return undefined
-    return { status: header.status, headers: header.headers, body: raw.subarray(4 + length), storedAt: header.storedAt, freshUntil: header.freshUntil, staleUntil: header.staleUntil }
+    const { key: headerKey, ...fields } = JSON.parse(raw.subarray(4, 4 + length).toString('utf8')) as Header
+    if (headerKey !== key || !(fields.staleUntil > now)) return undefined
+    return { ...fields, body: raw.subarray(4 + length) }
   } catch {
     return undefined
   }

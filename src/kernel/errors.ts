@@ -34,10 +34,28 @@ export function methodNotAllowed (allow: string): ProxyError {
   return new ProxyError('CMU_PROXY_METHOD_NOT_ALLOWED', 405, `Only ${allow} are supported here.`, { headers: { allow } })
 }
 
-// Upstream (CMU) transport, mapped at one boundary in proxy/upstream.ts
-export const upstreamTimeout = define('CMU_PROXY_UPSTREAM_TIMEOUT', 504, (phase: string) => `Adobe did not answer in time (${phase}).`)
-export const upstreamUnreachable = define('CMU_PROXY_UPSTREAM_UNREACHABLE', 502, () => 'Adobe could not be reached.')
-export const upstreamRejectedToken = define('CMU_PROXY_UPSTREAM_REJECTED_TOKEN', 502, () => 'Adobe rejected a freshly obtained access token.')
+/** Why no answer could be had from Adobe at all: the failures a cached copy may stand in for (cache/cache-layer.ts reads `reason`). */
+export type UnavailableReason = 'unreachable' | 'timeout' | 'overloaded' | 'no_token'
+
+/** Adobe unreachable or slow, no token to send, or us shedding load: a class, so callers classify it by type, not by code. */
+export class UpstreamUnavailable extends ProxyError {
+  constructor (readonly reason: UnavailableReason, code: string, statusCode: number, message: string, options: { headers?: Record<string, string> } = {}) {
+    super(code, statusCode, message, options)
+  }
+}
+
+// Upstream (CMU) transport, mapped at one boundary in upstream/upstream.ts
+export function upstreamTimeout (phase: string): ProxyError {
+  return new UpstreamUnavailable('timeout', 'CMU_PROXY_UPSTREAM_TIMEOUT', 504, `Adobe did not answer in time (${phase}).`)
+}
+
+export function upstreamUnreachable (): ProxyError {
+  return new UpstreamUnavailable('unreachable', 'CMU_PROXY_UPSTREAM_UNREACHABLE', 502, 'Adobe could not be reached.')
+}
+
+export function upstreamRejectedToken (): ProxyError {
+  return new UpstreamUnavailable('no_token', 'CMU_PROXY_UPSTREAM_REJECTED_TOKEN', 502, 'Adobe rejected a freshly obtained access token.')
+}
 
 /** Another instance of the fleet asked Adobe for this report a moment ago and Adobe failed: not asked again before `restMs`. */
 export class UpstreamFailingInFleet extends ProxyError {
@@ -56,7 +74,7 @@ export const upstreamBadEncoding = define('CMU_PROXY_UPSTREAM_BAD_ENCODING', 502
 
 /** UPSTREAM_MAX_PENDING requests already wait for Adobe: shed this one at once rather than queue it without bound. */
 export function overloaded (): ProxyError {
-  return new ProxyError('CMU_PROXY_OVERLOADED', 503, 'Too many requests are waiting for Adobe; try again shortly.', { headers: { 'retry-after': '1' } })
+  return new UpstreamUnavailable('overloaded', 'CMU_PROXY_OVERLOADED', 503, 'Too many requests are waiting for Adobe; try again shortly.', { headers: { 'retry-after': '1' } })
 }
 
 // No usable access token: always 503, with a code that says why.
@@ -74,7 +92,7 @@ export type TokenUnavailableCode = typeof TOKEN_UNAVAILABLE_CODES[keyof typeof T
 
 export function tokenUnavailable (code: TokenUnavailableCode, detail: string, retryAfterSeconds?: number): ProxyError {
   const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) }
-  return new ProxyError(code, 503, `No access token is available: ${detail}`, { headers })
+  return new UpstreamUnavailable('no_token', code, 503, `No access token is available: ${detail}`, { headers })
 }
 
 export const internalError = define('CMU_PROXY_INTERNAL', 500, () => 'Internal error.')

@@ -92,6 +92,13 @@ export class ProxyMetrics {
         for (const [reason, count] of Object.entries(cache.stats().stale)) this.inc({ reason }, count)
       }
     })
+    new Counter({
+      name: 'cmu_proxy_cache_uncacheable_total', help: "Adobe's answers its directives kept out of the cache (no-store, private, set-cookie, vary, stale-on-arrival) or made every use revalidate (no-cache), by reason", labelNames: ['reason'], registers,
+      collect () {
+        this.reset()
+        for (const [reason, count] of Object.entries(cache.stats().uncacheable)) this.inc({ reason }, count)
+      }
+    })
     new Gauge({ name: 'cmu_proxy_cache_bytes', help: 'Bytes held by the response cache', registers, collect () { this.set(cache.stats().bytes) } })
     new Gauge({ name: 'cmu_proxy_cache_entries', help: 'Entries held by the response cache', registers, collect () { this.set(cache.stats().entries) } })
   }

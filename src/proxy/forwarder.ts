@@ -1,26 +1,23 @@
 // The /cmu policy, independent of how the caller's connection is served:
 // with the cache off, Adobe's answer streams straight through; with it on,
-// the cache layer (cache/cache-layer.ts) decides whether to answer from
-// memory, share one request among identical callers, or let this caller
-// stream its own. The Fastify route (cmu-route.ts) calls forward() with a
-// Responder that writes through the reply; the policy knows nothing of Fastify.
-import type { IncomingHttpHeaders } from 'node:http'
+// the forwarder asks the cache layer (cache/cache-layer.ts) one question, and
+// the answer says whether it came from memory, from one request shared among
+// identical callers, or is this caller's to stream. The Fastify route
+// (routes.ts) calls forward() with a Responder that writes through the reply;
+// the policy knows nothing of Fastify.
 import type { Tracer } from '@opentelemetry/api'
 import type { Readable } from 'node:stream'
-import type { Dispatcher } from 'undici'
-import type { TokenBroker } from '../adobe/token-broker.js'
 import type { CacheLayer, CacheResult } from '../cache/cache-layer.js'
 import type { CachedResponse } from '../cache/response-cache.js'
-import { upstreamBadEncoding } from '../kernel/errors.js'
-import { fetchWithToken, withTokenRetry } from '../upstream/authorized-fetch.js'
-import { encodingAcceptable, upstreamRequestHeaders } from '../upstream/header-policy.js'
-import type { UpstreamTarget } from '../upstream/target.js'
+import { withTokenRetry, type TokenSource } from '../upstream/authorized-fetch.js'
+import { upstreamRequestHeaders } from '../upstream/header-policy.js'
+import type { OriginRequest } from '../upstream/origin.js'
 import type { ResponseSink, StreamOptions, Upstream } from '../upstream/upstream.js'
 
 export type { CacheResult } from '../cache/cache-layer.js'
 
 export interface CmuForwarderOptions {
-  broker: TokenBroker
+  broker: TokenSource
   upstream: Upstream
   /** Absent when CACHE_ENABLED=false. */
   cache?: CacheLayer | undefined
@@ -28,16 +25,10 @@ export interface CmuForwarderOptions {
   tracer?: Tracer | undefined
 }
 
-/** What forward() needs to know about the caller's request. */
-export interface CmuCall {
-  target: UpstreamTarget
-  headers: IncomingHttpHeaders
-  id: string
-  ip: string
+/** What forward() needs to know about the caller's request (its negotiation read once: it keys the cache and decides what is forwarded). */
+export interface CmuCall extends OriginRequest {
   /** HEAD: headers only; never downloads a whole report to discard it. */
   head: boolean
-  /** Whether the caller accepts gzip (its Accept-Encoding read once): keys the cache and decides what is forwarded. */
-  gzipAccepted: boolean
 }
 
 /** How one transport answers the caller; each method resolves when the answer is complete. */
@@ -54,6 +45,8 @@ export interface Responder {
   upstreamRetried: () => void
 }
 
+const NO_BODY = Buffer.alloc(0)
+
 /** An AbortSignal that fires when the caller goes away before `res` is complete. */
 export function signalWhenCallerLeaves (res: Pick<ResponseSink, 'once' | 'writableFinished'>): AbortSignal {
   const abort = new AbortController()
@@ -69,18 +62,10 @@ export class CmuForwarder {
   }
 
   async forward (call: CmuCall, responder: Responder): Promise<void> {
-    const { cache, broker, upstream } = this.#options
+    const { cache } = this.#options
     if (cache === undefined) { await responder.streamThrough(); return }
-    const { gzipAccepted } = call
     // Only a miss goes upstream (and a HEAD that misses fetches the report like a GET, so it fills the cache).
-    const fetch = async (signal: AbortSignal): Promise<Dispatcher.ResponseData> => {
-      const headers = upstreamRequestHeaders(call.headers, call.id, call.ip, gzipAccepted)
-      const response = await fetchWithToken(broker, upstream, call.target, headers, signal, this.#options.tracer)
-      if (encodingAcceptable(response.headers['content-encoding'], gzipAccepted)) return response
-      response.body.on('error', () => {}).destroy()
-      throw upstreamBadEncoding()
-    }
-    const outcome = await cache.answer({ target: call.target, headers: call.headers, gzipAccepted, callerGone: () => responder.callerGone() }, fetch)
+    const outcome = await cache.answer(call, responder)
     switch (outcome.kind) {
       case 'pass':
         await responder.streamThrough(outcome.result)
@@ -88,12 +73,15 @@ export class CmuForwarder {
       case 'cached':
         await responder.sendBuffered(outcome.entry, outcome.result, outcome.age, outcome.cacheStatus)
         return
+      case 'not-modified':
+        await responder.sendBuffered({ status: 304, headers: outcome.headers, body: NO_BODY }, 'HIT', outcome.age)
+        return
     }
     const { answer, result } = outcome
     if (answer.retried) responder.upstreamRetried()
     if (answer.kind === 'buffered') {
       try {
-        await responder.sendBuffered(answer, result)
+        await responder.sendBuffered(answer, result, outcome.age, outcome.cacheStatus)
       } finally {
         answer.release()
       }
@@ -113,12 +101,11 @@ export class CmuForwarder {
   async streamInto (call: CmuCall, res: ResponseSink, options: StreamOptions): Promise<void> {
     const { broker, upstream } = this.#options
     // One object per request: the attempt sets Authorization on it (a retry after a 401 overwrites it).
-    const headers = upstreamRequestHeaders(call.headers, call.id, call.ip, call.gzipAccepted)
+    const headers = upstreamRequestHeaders(call)
     const request = { path: call.target.path, query: call.target.query, headers }
     await withTokenRetry(broker, async (authorization) => {
       headers.authorization = authorization
       return await upstream.streamTo(res, request, options)
     }, this.#options.tracer)
   }
-
 }

@@ -6,7 +6,7 @@ import type { CachedResponse } from '../cache/response-cache.js'
 import { methodNotAllowed } from '../kernel/errors.js'
 import { errorLabel } from '../kernel/logger.js'
 import { signalWhenCallerLeaves, type CacheResult, type CmuCall, type CmuForwarder, type Responder } from './forwarder.js'
-import { acceptsGzip } from '../upstream/header-policy.js'
+import { acceptsGzip, normalisedList } from '../upstream/header-policy.js'
 import { upstreamTarget } from '../upstream/target.js'
 import type { ExtraHeaders, StreamOptions } from '../upstream/upstream.js'
 
@@ -22,7 +22,8 @@ const OTHER_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 export async function cmuRoutes (app: FastifyInstance, { pathPrefix: prefix, forwarder }: CmuRouteOptions): Promise<void> {
   async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const { headers } = request
-    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix), headers, id: request.id, ip: request.ip, head: request.method === 'HEAD', gzipAccepted: acceptsGzip(headers['accept-encoding']) }
+    // The negotiation is read once: the cache keys on what is forwarded.
+    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix), headers, id: request.id, ip: request.ip, head: request.method === 'HEAD', gzipAccepted: acceptsGzip(headers['accept-encoding']), accept: normalisedList(headers.accept), acceptLanguage: normalisedList(headers['accept-language']) }
     await forwarder.forward(call, new FastifyResponder(forwarder, call, request, reply))
     return reply
   }
@@ -80,12 +81,15 @@ class FastifyResponder implements Responder, StreamOptions {
   async sendBuffered (answer: Pick<CachedResponse, 'status' | 'headers' | 'body'>, cacheResult: CacheResult, age?: number, cacheStatus?: string): Promise<void> {
     const { request, reply } = this
     request.cacheResult = cacheResult
-    reply.code(answer.status).headers(answer.headers).header('content-length', answer.body.length).header('x-cache', cacheResult)
+    reply.code(answer.status).headers(answer.headers).header('x-cache', cacheResult)
     if (age !== undefined) reply.header('age', age)
     if (cacheStatus !== undefined) {
       reply.header('cache-status', cacheStatus)
       request.cacheStatus = cacheStatus
     }
+    // A 304 has no body, and no Content-Length unless it equals the 200's (RFC 9110 §8.6): none.
+    if (answer.status === 304) { await reply.send(); return }
+    reply.header('content-length', answer.body.length)
     await reply.send(request.method === 'HEAD' ? undefined : answer.body)
   }
 

@@ -3,6 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { SandboxDcr } from './dcr.js'
 import type { Endpoint, FaultAction, Faults } from './faults.js'
+import { parseReportHeaders, type ReportHeaders } from './report-headers.js'
 
 export const CONTROL_PREFIX = '/_sandbox/'
 
@@ -10,6 +11,7 @@ export interface ControlTarget {
   faults: Faults
   dcr: SandboxDcr
   calls: Record<string, number>
+  reportHeaders: ReportHeaders
 }
 
 const ENDPOINTS = new Set<Endpoint>(['register', 'token', 'cmu'])
@@ -50,6 +52,15 @@ export function handleControl (target: ControlTarget, req: IncomingMessage, res:
     }
     case 'DELETE /_sandbox/faults':
       target.faults.clear()
+      return reply(res, 200, { cleared: true })
+    case 'POST /_sandbox/report-headers': {
+      const parsed = parseReportHeaders(input)
+      if (typeof parsed === 'string') return reply(res, 400, { error: parsed })
+      target.reportHeaders = parsed
+      return reply(res, 200, parsed)
+    }
+    case 'DELETE /_sandbox/report-headers':
+      target.reportHeaders = {}
       return reply(res, 200, { cleared: true })
     default:
       return reply(res, 404, { error: 'unknown control route' })

@@ -10,6 +10,7 @@ import { SandboxDcr, type DcrAnswer } from './dcr.js'
 import { Faults, type Endpoint } from './faults.js'
 import { csvFileName, render } from './render.js'
 import { buildReport, CONTENT_TYPES, ReportError } from './report.js'
+import { notModified, reportFields, type ReportHeaders } from './report-headers.js'
 
 export interface SandboxOptions {
   /** expires_in of issued tokens; Adobe's sample says 21600 (6 h) */
@@ -43,8 +44,10 @@ export class Sandbox {
   readonly faults = new Faults()
   readonly dcr: SandboxDcr
   /** Calls by endpoint, including refused ones. */
-  readonly calls = { register: 0, token: 0, cmu: 0, cmuAborted: 0, cmuUnauthorized: 0, cmuDropped: 0 }
+  readonly calls = { register: 0, token: 0, cmu: 0, cmuAborted: 0, cmuUnauthorized: 0, cmuDropped: 0, cmuNotModified: 0 }
   dropRate: number
+  /** The caching fields of report answers (report-headers.ts); none by default. */
+  reportHeaders: ReportHeaders = {}
   /** The last CMU requests, oldest first. */
   readonly cmuRequests: RecordedRequest[] = []
   readonly basePath: string
@@ -157,13 +160,23 @@ export class Sandbox {
       throw err
     }
     const gzip = acceptsGzip(header(req, 'accept-encoding'))
+    // The whole body is rendered up front only when an ETag is made from it.
+    let rendered: string | undefined
+    const whole = (): string => { rendered ??= [...render(report)].join(''); return rendered }
+    const fields = reportFields(this.reportHeaders, whole, gzip ? 'gzip' : 'identity')
+    for (const [name, value] of Object.entries(fields)) res.setHeader(name, value)
+    res.setHeader('vary', 'Accept, Accept-Encoding')
+    if (notModified(req.headers, fields)) {
+      this.calls.cmuNotModified++
+      res.statusCode = 304
+      return void res.end()
+    }
     res.statusCode = 200
     res.setHeader('content-type', `${CONTENT_TYPES[report.format]}; charset=utf-8`)
-    res.setHeader('vary', 'Accept, Accept-Encoding')
     if (report.format === 'csv') res.setHeader('content-disposition', `attachment; filename="${csvFileName(report)}"`)
     if (gzip) res.setHeader('content-encoding', 'gzip')
     if (req.method === 'HEAD') return void res.end()
-    const body = Readable.from(render(report))
+    const body = rendered === undefined ? Readable.from(render(report)) : Readable.from([rendered])
     pipeline(gzip ? [body, createGzip(), res] : [body, res], () => {})
   }
 

@@ -3,11 +3,9 @@
 // in the broker) and try exactly once more; a second 401 is Adobe refusing a
 // fresh token (502).
 import type { Tracer } from '@opentelemetry/api'
-import type { Dispatcher } from 'undici'
 import { upstreamRejectedToken } from '../kernel/errors.js'
 import { inSpan } from '../telemetry/tracing.js'
-import type { UpstreamTarget } from './target.js'
-import { UNAUTHORIZED, type Upstream } from './upstream.js'
+import { UNAUTHORIZED } from './upstream.js'
 
 /** What an upstream exchange needs of the token broker (adobe/token-broker.ts implements it). */
 export interface TokenSource {
@@ -32,14 +30,4 @@ export async function withTokenRetry<T> (broker: TokenSource, attempt: (authoriz
 /** The token to send: the one held, without a promise; when the caller has to wait for one, that wait is a span of its own. */
 async function tokenFor (broker: TokenSource, tracer: Tracer | undefined): Promise<string> {
   return broker.currentToken() ?? await inSpan(tracer, 'cmu_proxy.token.wait', {}, async () => await broker.getToken())
-}
-
-/** The whole answer as an undici response (for the cache, which reads it into memory). */
-export async function fetchWithToken (broker: TokenSource, upstream: Upstream, target: UpstreamTarget, headers: Record<string, string>, signal: AbortSignal, tracer?: Tracer): Promise<Dispatcher.ResponseData> {
-  return await withTokenRetry(broker, async (authorization) => {
-    const response = await upstream.request({ path: target.path, query: target.query, headers: { ...headers, authorization }, signal })
-    if (response.statusCode !== 401) return response
-    await response.body.dump()
-    return UNAUTHORIZED
-  }, tracer)
 }

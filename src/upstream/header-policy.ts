@@ -3,15 +3,47 @@
 // headers per RFC 9110 §7.6.1) never crosses by accident.
 import type { IncomingHttpHeaders } from 'node:http'
 
-/** Forwarded as the caller sent them. Accept-Encoding is forwarded normalised (see below). */
+/** Forwarded as the caller sent them. Accept, Accept-Language and Accept-Encoding are forwarded normalised (see below). */
 const FORWARDED_REQUEST_HEADERS = [
-  'accept', 'accept-language', 'if-none-match', 'if-modified-since', 'user-agent'
+  'if-none-match', 'if-modified-since', 'user-agent'
 ] as const
 
+/** Age too: a cache downstream must not take an answer Adobe sent already aged as new (RFC 9111 §5.1). */
 const FORWARDED_RESPONSE_HEADERS = [
   'content-type', 'content-length', 'content-encoding', 'content-disposition', 'content-language',
-  'cache-control', 'etag', 'last-modified', 'expires', 'vary', 'location', 'retry-after'
+  'cache-control', 'etag', 'last-modified', 'expires', 'vary', 'location', 'retry-after', 'age'
 ] as const
+
+/** A caller's request as the header policy forwards it: its headers, and what was read from them once (proxy/routes.ts). */
+export interface CallerRequest {
+  headers: IncomingHttpHeaders
+  /** X-Request-Id */
+  id: string
+  /** The caller's address, appended to X-Forwarded-For. */
+  ip: string
+  /** Whether the caller accepts gzip (acceptsGzip of its Accept-Encoding). */
+  gzipAccepted: boolean
+  /** Accept and Accept-Language as forwarded (normalisedList): the cache keys on exactly these. */
+  accept: string | undefined
+  acceptLanguage: string | undefined
+}
+
+/** A stored answer's validators, sent instead of the caller's to revalidate it (RFC 9111 §4.3.1). */
+export interface Validators { etag?: string, lastModified?: string }
+
+/**
+ * A list-valued request field (Accept, Accept-Language) in one spelling:
+ * lower case (media types, parameter names and language tags are
+ * case-insensitive, RFC 9110 §8.3.1, §12.5.1, §12.5.4) and without the
+ * optional whitespace around `,` and `;`. Whitespace inside an element stays,
+ * so `text/ht ml` remains another request than `text/html`: what is forwarded
+ * and what the cache keys on are the same string, so callers whose fields
+ * differ only in spelling share an answer and no others do.
+ */
+export function normalisedList (value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  return value.toLowerCase().replace(/[ \t]*([,;])[ \t]*/g, '$1').trim()
+}
 
 /**
  * The headers sent to Adobe, minus Authorization (added per attempt).
@@ -19,16 +51,26 @@ const FORWARDED_RESPONSE_HEADERS = [
  * and callers whose offers differ only in codings we never pass on (br,
  * deflate, q-values) then send the same request, so one answer fits them all.
  */
-export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, requestId: string, callerAddress: string, gzipAccepted: boolean): Record<string, string> {
+export function upstreamRequestHeaders (call: CallerRequest, validators?: Validators): Record<string, string> {
+  const incoming = call.headers
   const headers: Record<string, string> = {}
+  if (call.accept !== undefined) headers.accept = call.accept
+  if (call.acceptLanguage !== undefined) headers['accept-language'] = call.acceptLanguage
   for (const name of FORWARDED_REQUEST_HEADERS) {
     const value = incoming[name]
     if (value !== undefined) headers[name] = value
   }
-  headers['accept-encoding'] = gzipAccepted ? 'gzip' : 'identity'
-  headers['x-request-id'] = requestId
+  if (validators !== undefined) {
+    // The cache revalidates its own copy: its validators, never a caller's.
+    delete headers['if-none-match']
+    delete headers['if-modified-since']
+    if (validators.etag !== undefined) headers['if-none-match'] = validators.etag
+    if (validators.lastModified !== undefined) headers['if-modified-since'] = validators.lastModified
+  }
+  headers['accept-encoding'] = call.gzipAccepted ? 'gzip' : 'identity'
+  headers['x-request-id'] = call.id
   const forwardedFor = incoming['x-forwarded-for']
-  headers['x-forwarded-for'] = forwardedFor === undefined ? callerAddress : `${String(forwardedFor)}, ${callerAddress}`
+  headers['x-forwarded-for'] = forwardedFor === undefined ? call.ip : `${String(forwardedFor)}, ${call.ip}`
   return headers
 }
 

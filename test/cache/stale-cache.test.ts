@@ -2,6 +2,7 @@
 // stale-while-revalidate (RFC 5861), through the proxy over HTTP, with the
 // sandbox's fault API and a clock the test moves by hand.
 import t, { type Test } from 'tap'
+import { entryTimes } from '../../src/cache/freshness.js'
 import { ResponseCache } from '../../src/cache/response-cache.js'
 import { assertProblem, call, eventually, startProxy, startSandbox, type RawResponse, type RunningProxy } from '../helpers/app.js'
 import type { Sandbox } from '../../src/sandbox/server.js'
@@ -189,14 +190,18 @@ t.test('stale entries count against the byte bound and are evicted before fresh 
   const clock = manualClock()
   const cache = new ResponseCache({ maxBytes: 5_000, maxEntryBytes: 1_500, now: clock.now })
   const body = Buffer.alloc(1_000)
-  const answer = { status: 200, headers: {}, body }
-  cache.store('old', answer, 60, 3600)
+  const store = (key: string, ttlSeconds: number, staleSeconds: number): void => {
+    const at = clock.now()
+    const times = { requestedAt: at, respondedAt: at, respondedAtWall: at }
+    cache.put(key, { status: 200, headers: {}, body, ...entryTimes({}, ttlSeconds, times, { ttlMaxSeconds: 86_400, staleIfErrorSeconds: staleSeconds, staleWhileRevalidateSeconds: 0, ignoreOriginFreshness: false }) })
+  }
+  store('old', 60, 3600)
   clock.advance(61_000)
-  cache.store('fresh-1', answer, 600, 3600)
-  cache.store('fresh-2', answer, 600, 3600)
+  store('fresh-1', 600, 3600)
+  store('fresh-2', 600, 3600)
   t.ok(cache.peek('old') !== undefined, 'the stale entry is kept, and now the most recently used')
   t.ok(cache.stats().bytes > 3_000, 'its bytes are counted')
-  cache.store('fresh-3', answer, 600, 3600)
+  store('fresh-3', 600, 3600)
   t.equal(cache.peek('old'), undefined, 'the stale entry made room first')
   for (const key of ['fresh-1', 'fresh-2', 'fresh-3']) t.ok(cache.peek(key) !== undefined, `${key} kept`)
   t.equal(cache.stats().evictions, 1)

@@ -3,7 +3,7 @@
 // entry that is not fresh, or that the holder could not write.
 import pino from 'pino'
 import t, { type Test } from 'tap'
-import type { SharedEntry, SharedTurn } from '../../src/cache/cache-layer.js'
+import type { SharedEntry, SharedTurn } from '../../src/cache/shared-cache.js'
 import { FleetChannel, RecentTrouble } from '../../src/fleet/fleet-channel.js'
 import { FleetCache } from '../../src/fleet/shared-cache.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
@@ -31,7 +31,7 @@ async function member (t: Test, store: MemoryStore, wallNow: () => number): Prom
 }
 
 function entry (storedAt: number, freshForMs: number): SharedEntry {
-  return { status: 200, headers: { 'content-type': 'application/json' }, body: Buffer.from('{}'), storedAt, freshUntil: storedAt + freshForMs, staleUntil: storedAt + 60_000 }
+  return { status: 200, headers: { 'content-type': 'application/json' }, body: Buffer.from('{}'), storedAt, bornAt: storedAt, freshUntil: storedAt + freshForMs, revalidateUntil: storedAt + freshForMs, errorUntil: storedAt + 60_000, staleUntil: storedAt + 60_000, noCache: false }
 }
 
 const settled = async <T>(promise: Promise<T>): Promise<T | 'pending'> => await Promise.race([promise, new Promise<'pending'>((resolve) => setTimeout(resolve, 50, 'pending'))])

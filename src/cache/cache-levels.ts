@@ -1,0 +1,140 @@
+// The cache's levels behind one interface: memory first, then, in a fleet,
+// the level the instances share (shared-cache.ts). Entries cross between
+// them here, their instants moved between this process's deadline clock and
+// the wall clock the fleet shares; the cache layer sees entries on its own
+// clock only.
+import type { CachedResponse, ResponseCache } from './response-cache.js'
+import { isFresh } from './freshness.js'
+import type { SharedCache, SharedEntry, UpstreamFailure } from './shared-cache.js'
+
+/**
+ * How a miss involves the fleet, decided once, at lookup:
+ * 'none': there is no shared level; 'share': fetch alone and share what is
+ * stored (the caller asked for no-cache, or the shared level could not be
+ * asked); 'turns': identical misses across the fleet take turns.
+ */
+export type FleetUse = 'none' | 'share' | 'turns'
+
+export interface Lookup { entry: CachedResponse | undefined, fleet: FleetUse }
+
+export type Turn =
+  /** Fetch for the fleet, then call `done` with what was stored here, or why Adobe failed. */
+  | { kind: 'lead', done: (stored: CachedResponse | undefined, failure: UpstreamFailure | undefined) => void }
+  /** Another instance stored it while this one waited; now kept in memory too. */
+  | { kind: 'landed', entry: CachedResponse }
+  /** Adobe failed the instance that asked for the fleet a moment ago. */
+  | { kind: 'failed', failure: UpstreamFailure }
+  /** Fetch alone. */
+  | { kind: 'alone' }
+
+const ALONE: Turn = { kind: 'alone' }
+
+export interface CacheLevelsOptions {
+  memory: ResponseCache
+  shared?: SharedCache | undefined
+  /** The deadline clock of the memory level. */
+  now: () => number
+  /** The wall clock the fleet shares. */
+  wallNow: () => number
+  /** What an entry shared by an older instance (without a stale-while-revalidate instant) gets. */
+  revalidateSeconds: (lifetimeSeconds: number) => number
+}
+
+export class CacheLevels {
+  readonly #options: CacheLevelsOptions
+  readonly #memory: ResponseCache
+  readonly #shared: SharedCache | undefined
+
+  constructor (options: CacheLevelsOptions) {
+    this.#options = options
+    this.#memory = options.memory
+    this.#shared = options.shared
+  }
+
+  /** The entry held in memory (fresh or stale); no promise, no I/O. */
+  peek (key: string): CachedResponse | undefined {
+    return this.#memory.peek(key)
+  }
+
+  /** How a miss for a caller that asked for no-cache (or not) would involve the fleet, before the shared level is asked. */
+  fleetUse (noCache: boolean): FleetUse {
+    if (this.#shared === undefined) return 'none'
+    return noCache ? 'share' : 'turns'
+  }
+
+  /** Asks the shared level; keeps what it holds in memory when it is fresher than `local`. */
+  async lookUp (key: string, local: CachedResponse | undefined): Promise<Lookup> {
+    const shared = this.#shared === undefined ? undefined : await this.#shared.get(key)
+    if (shared === 'unavailable') return { entry: local, fleet: 'share' }
+    const fleet = this.fleetUse(false)
+    if (shared === undefined) return { entry: local, fleet }
+    const now = this.#options.now()
+    if (local !== undefined && shared.freshUntil - this.#options.wallNow() <= local.freshUntil - now) return { entry: local, fleet }
+    return { entry: this.keep(key, this.#localForm(shared)) ?? local, fleet }
+  }
+
+  /** Keeps `entry` in memory; the entry as kept, or undefined when it is not (too large, already dead). */
+  keep (key: string, entry: CachedResponse): CachedResponse | undefined {
+    return this.#memory.put(key, entry)
+  }
+
+  /** Shares an entry kept here with the fleet, in the background. */
+  share (key: string, entry: CachedResponse): void {
+    this.#shared?.put(key, this.#sharedForm(entry))
+  }
+
+  /** A turn with the fleet for `key` (alone without a shared level). */
+  async turn (key: string, signal: AbortSignal): Promise<Turn> {
+    if (this.#shared === undefined) return ALONE
+    const asked = this.#options.now()
+    const turn = await this.#shared.turn(key, signal)
+    switch (turn.kind) {
+      case 'landed': {
+        const landed = this.#localForm(turn.entry)
+        // An entry that must be validated before use (no-cache) counts only when it was fetched or confirmed during this turn.
+        if (!isFresh(landed, this.#options.now()) && landed.storedAt <= asked) return ALONE
+        const entry = this.keep(key, landed)
+        return entry === undefined ? ALONE : { kind: 'landed', entry }
+      }
+      case 'lead':
+        return { kind: 'lead', done: (stored, failure) => { turn.done(stored === undefined ? undefined : this.#sharedForm(stored), failure) } }
+      default:
+        return turn
+    }
+  }
+
+  /**
+   * A shared entry on this process's deadline clock, with the defaults of the
+   * fields an instance of an older version did not share (an entry stored
+   * before Age and the stale windows were its own).
+   */
+  #localForm (entry: SharedEntry): CachedResponse {
+    const { storedAt, freshUntil, staleUntil } = entry
+    const lifetimeSeconds = (freshUntil - storedAt) / 1000
+    const filled: CachedResponse = {
+      ...entry,
+      bornAt: typeof entry.bornAt === 'number' ? entry.bornAt : storedAt,
+      revalidateUntil: typeof entry.revalidateUntil === 'number' ? entry.revalidateUntil : freshUntil + this.#options.revalidateSeconds(lifetimeSeconds) * 1000,
+      errorUntil: typeof entry.errorUntil === 'number' ? entry.errorUntil : staleUntil,
+      noCache: entry.noCache === true
+    }
+    return moved(filled, this.#options.now() - this.#options.wallNow())
+  }
+
+  #sharedForm (entry: CachedResponse): SharedEntry {
+    return moved(entry, this.#options.wallNow() - this.#options.now())
+  }
+}
+
+/** The entry with every instant moved by `offset` ms (from one clock onto another). */
+function moved (entry: CachedResponse, offset: number): CachedResponse {
+  return {
+    ...entry,
+    storedAt: entry.storedAt + offset,
+    bornAt: entry.bornAt + offset,
+    freshUntil: entry.freshUntil + offset,
+    revalidateUntil: entry.revalidateUntil + offset,
+    errorUntil: entry.errorUntil + offset,
+    staleUntil: entry.staleUntil + offset
+  }
+}

@@ -1,0 +1,37 @@
+// What the cache needs of a second level shared by a fleet of instances
+// (fleet/shared-cache.ts implements it over the state store). The cache layer
+// knows this interface only: not Redis, not locks, not notices.
+import type { CachedResponse, StaleReason } from './response-cache.js'
+
+/**
+ * An entry as a fleet shares it: the same fields as in memory, but every
+ * instant is wall-clock time (instances share no monotonic clock). The level
+ * stores and returns it as it is; cache-levels.ts converts the instants.
+ */
+export type SharedEntry = CachedResponse
+
+/** Adobe failed the fetch of the instance that asked for the fleet: why, and how long the fleet leaves this report alone. */
+export interface UpstreamFailure { reason: Extract<StaleReason, 'upstream_5xx' | 'upstream_429'>, restMs: number }
+
+export type SharedTurn =
+  /**
+   * Fetch for the fleet, then `done` with what was stored (undefined: nothing;
+   * the others fetch their own) or, when Adobe failed, why (the others do not ask again).
+   */
+  | { kind: 'lead', done: (stored: SharedEntry | undefined, failure?: UpstreamFailure) => void }
+  /** Another instance stored it while this one waited. */
+  | { kind: 'landed', entry: SharedEntry }
+  /** Adobe failed the instance that asked for the fleet a moment ago: do not ask again before `restMs`. */
+  | { kind: 'failed', failure: UpstreamFailure }
+  /** Go upstream alone: the fleet could not be asked, or no word came in time. */
+  | { kind: 'alone' }
+
+/** The fleet's second cache level. Never rejects: trouble is a miss. */
+export interface SharedCache {
+  /** 'unavailable': the store could not be asked; this request does not ask it again. */
+  get: (key: string) => Promise<SharedEntry | undefined | 'unavailable'>
+  /** Share an entry fetched outside a turn (a no-cache refresh, or the fleet unavailable at lookup); in the background. */
+  put: (key: string, entry: SharedEntry) => void
+  /** Identical misses across the fleet take turns: one instance asks Adobe, the others wait for its word. */
+  turn: (key: string, signal: AbortSignal) => Promise<SharedTurn>
+}

@@ -1,0 +1,65 @@
+// The origin as the cache sees it: one exchange with Adobe for a caller's
+// request, with the header policy (which request headers cross, which
+// encodings a caller may get) and the token policy (authorized-fetch.ts)
+// applied. The cache holds an Origin and asks it; it never builds the call.
+import type { Readable } from 'node:stream'
+import type { Tracer } from '@opentelemetry/api'
+import { upstreamBadEncoding } from '../kernel/errors.js'
+import { withTokenRetry, type TokenSource } from './authorized-fetch.js'
+import { encodingAcceptable, upstreamRequestHeaders, type CallerRequest, type Validators } from './header-policy.js'
+import type { UpstreamTarget } from './target.js'
+import { UNAUTHORIZED, wasRetried, type Upstream } from './upstream.js'
+
+export interface OriginRequest extends CallerRequest {
+  target: UpstreamTarget
+}
+
+/** Adobe's answer: status and headers as received, the body still to be read. */
+export interface OriginResponse {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: Readable
+  /** The exchange was retried after a dropped connection (for the request log line). */
+  retried: boolean
+}
+
+export interface Origin {
+  /**
+   * Resolves when Adobe's headers arrive; rejects with a ProxyError
+   * (UpstreamUnavailable when no answer could be had). With `validators`, the
+   * request is conditional on them (a stored answer's), not on the caller's.
+   */
+  fetch: (request: OriginRequest, signal: AbortSignal, validators?: Validators) => Promise<OriginResponse>
+}
+
+export interface AuthorizedOriginOptions {
+  tokens: TokenSource
+  upstream: Pick<Upstream, 'request'>
+  /** When tracing is on: the token wait becomes a span. */
+  tracer?: Tracer | undefined
+}
+
+/** Adobe with our token: a 401 invalidates it and is tried once more with a fresh one. */
+export class AuthorizedOrigin implements Origin {
+  readonly #options: AuthorizedOriginOptions
+
+  constructor (options: AuthorizedOriginOptions) {
+    this.#options = options
+  }
+
+  async fetch (request: OriginRequest, signal: AbortSignal, validators?: Validators): Promise<OriginResponse> {
+    const { tokens, upstream, tracer } = this.#options
+    const headers = upstreamRequestHeaders(request, validators)
+    const response = await withTokenRetry(tokens, async (authorization) => {
+      const response = await upstream.request({ path: request.target.path, query: request.target.query, headers: { ...headers, authorization }, signal })
+      if (response.statusCode !== 401) return response
+      await response.body.dump()
+      return UNAUTHORIZED
+    }, tracer)
+    if (!encodingAcceptable(response.headers['content-encoding'], request.gzipAccepted)) {
+      response.body.on('error', () => {}).destroy()
+      throw upstreamBadEncoding()
+    }
+    return { status: response.statusCode, headers: response.headers, body: response.body, retried: wasRetried(response) }
+  }
+}
