@@ -10,6 +10,7 @@ import { CacheLayer } from './cache/cache-layer.js'
 import { ResponseCache } from './cache/response-cache.js'
 import { monotonicNow } from './kernel/clock.js'
 import { cleartextAdobeUrls, type Config } from './config/load.js'
+import { usesRedis } from './config/redis-settings.js'
 import { PROBLEM_HEADERS, ProxyError, badPath, describeCause, internalError, notFound, problemBody, unauthorized } from './kernel/errors.js'
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
@@ -83,9 +84,9 @@ export async function buildApp (config: Config, deps: AppDependencies): Promise<
   const wallNow = deps.now ?? Date.now
   const dcr = new DcrClient({ authUrl: config.ADOBE_AUTH_URL, dispatcher: authDispatcher, timeoutMs: config.AUTH_TIMEOUT_MS, userAgent: USER_AGENT, now: wallNow, retry })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
-  // Fleet mode (REDIS_URL): the same modules, with the fleet's side plugged in; the metrics observe its store.
+  // Fleet mode (REDIS_URL or REDIS_SENTINELS): the same modules, with the fleet's side plugged in; the metrics observe its store.
   // Loaded only then: a lone instance does not carry the Redis client.
-  const fleet = config.REDIS_URL === undefined ? undefined : (await import('./fleet/fleet.js')).createFleet(config, {
+  const fleet = !usesRedis(config) ? undefined : (await import('./fleet/fleet.js')).createFleet(config, {
     logger: deps.logger,
     wallNow,
     onOperation: (operation, seconds, ok) => { metrics.observeStoreOperation(operation, seconds, ok) },

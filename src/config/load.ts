@@ -11,6 +11,7 @@ import { parseKeyValueList } from './key-value-list.js'
 import { isLoopbackHost } from '../kernel/loopback.js'
 import { RATE_LIMIT_PATTERN, parseRateLimitOverrides } from './rate-limit-rules.js'
 import { decodeStateKeys } from './state-key-list.js'
+import { redisProblems, redisVariable, usesRedis } from './redis-settings.js'
 
 // Durations end up in setTimeout, which fires after 1 ms when given more than
 // 2^31-1 ms: every one has a ceiling far below that (an hour).
@@ -84,6 +85,20 @@ export const configSchema = {
     REDIS_URL: { type: 'string', pattern: '^rediss?://' },
     REDIS_PASSWORD: { type: 'string', minLength: 1 },
     REDIS_PASSWORD_FILE: { type: 'string', minLength: 1 },
+    // An ACL user; wins over the one in REDIS_URL (Sentinel has no URL to hold one).
+    REDIS_USERNAME: { type: 'string', minLength: 1 },
+    // Redis behind Sentinel, instead of REDIS_URL: sentinels as host:port,host:port and the monitored master's name.
+    REDIS_SENTINELS: { type: 'string', minLength: 1 },
+    REDIS_SENTINEL_NAME: { type: 'string', minLength: 1 },
+    // REDIS_URL names one node of a Redis Cluster; every key of the application goes to one hash slot.
+    REDIS_CLUSTER: { type: 'boolean', default: false },
+    // TLS to Redis (rediss://, or Sentinel with a CA): PEM, each also from a _FILE (read at start).
+    REDIS_TLS_CA: { type: 'string', minLength: 1 },
+    REDIS_TLS_CA_FILE: { type: 'string', minLength: 1 },
+    REDIS_TLS_CERT: { type: 'string', minLength: 1 },
+    REDIS_TLS_CERT_FILE: { type: 'string', minLength: 1 },
+    REDIS_TLS_KEY: { type: 'string', minLength: 1 },
+    REDIS_TLS_KEY_FILE: { type: 'string', minLength: 1 },
     // Every key starts with this, then the statement's fingerprint (or the client id's): applications never share state.
     REDIS_KEY_PREFIX: { type: 'string', pattern: '^[^\\s]*$', maxLength: 64, default: 'cmu-proxy:' },
     // The longest any caller waits on one Redis command; past it, Redis counts as unavailable for that call.
@@ -153,7 +168,7 @@ export class ConfigError extends Error {
 
 // Values of these are never echoed in an error message.
 // The proxy URLs and REDIS_URL may hold a password.
-const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'HTTPS_PROXY', 'HTTP_PROXY', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'REDIS_URL', 'REDIS_PASSWORD', 'STATE_ENCRYPTION_KEY'])
+const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'HTTPS_PROXY', 'HTTP_PROXY', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'REDIS_URL', 'REDIS_PASSWORD', 'REDIS_TLS_KEY', 'STATE_ENCRYPTION_KEY'])
 /** Read in either case, lower case first (as curl and undici do); an empty value means unset. */
 const PROXY_VARIABLES = ['HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY'] as const
 const MIN_KEY_LENGTH = 16
@@ -185,6 +200,7 @@ export function loadConfig ({ env = process.env, cwd = process.cwd() }: LoadConf
   readSecretFile(merged, problems, 'ADMIN_API_KEY')
   readSecretFile(merged, problems, 'RATE_LIMIT_KEYS')
   readSecretFile(merged, problems, 'REDIS_PASSWORD')
+  for (const name of ['REDIS_TLS_CA', 'REDIS_TLS_CERT', 'REDIS_TLS_KEY']) readSecretFile(merged, problems, name)
   readSecretFile(merged, problems, 'STATE_ENCRYPTION_KEY')
   // A variable whose file could not be read is not reported again as missing.
   const bad = new Set(problems.flatMap(({ variable }) => [variable, variable.replace(/_FILE$/, '')]))
@@ -207,7 +223,8 @@ export function loadConfig ({ env = process.env, cwd = process.cwd() }: LoadConf
   for (const rule of CROSS_FIELD_RULES) {
     if (rule.uses.some((name) => bad.has(name))) continue
     const problem = rule.check(config)
-    if (problem !== undefined) problems.push(problem)
+    if (Array.isArray(problem)) problems.push(...problem)
+    else if (problem !== undefined) problems.push(problem as ConfigProblem)
   }
   if (problems.length > 0) throw new ConfigError(problems)
   return config
@@ -294,7 +311,7 @@ function toProblems (err: unknown, merged: Env): ConfigProblem[] {
 interface CrossFieldRule {
   /** Not checked when one of these already has a problem: it would only repeat it. */
   uses: ReadonlyArray<keyof Props>
-  check: (config: Config) => ConfigProblem | undefined
+  check: (config: Config) => ConfigProblem | readonly ConfigProblem[] | undefined
 }
 
 const problemOf = (variable: string, text: string): ConfigProblem => ({ variable, problem: text })
@@ -381,15 +398,19 @@ const CROSS_FIELD_RULES: readonly CrossFieldRule[] = [
     }
   },
   {
-    uses: ['STATE_ENCRYPTION_KEY', 'STATE_ENCRYPTION_KEY_FILE', 'REDIS_URL'],
+    uses: ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_SENTINEL_NAME', 'REDIS_CLUSTER', 'REDIS_TLS_CA', 'REDIS_TLS_CA_FILE', 'REDIS_TLS_CERT', 'REDIS_TLS_CERT_FILE', 'REDIS_TLS_KEY', 'REDIS_TLS_KEY_FILE'],
+    check: (config) => redisProblems(config)
+  },
+  {
+    uses: ['STATE_ENCRYPTION_KEY', 'STATE_ENCRYPTION_KEY_FILE', 'REDIS_URL', 'REDIS_SENTINELS'],
     check: stateEncryptionKeyProblem
   },
   {
     // A lock holder's few commands (read, write, publish) must fit in
     // its lock even when each one takes its full timeout; a shorter lock would
     // expire mid-work and let a second instance register or fetch.
-    uses: ['REDIS_LOCK_TTL_MS', 'REDIS_COMMAND_TIMEOUT_MS', 'REDIS_URL'],
-    check: (config) => config.REDIS_URL !== undefined && config.REDIS_LOCK_TTL_MS < 3 * config.REDIS_COMMAND_TIMEOUT_MS
+    uses: ['REDIS_LOCK_TTL_MS', 'REDIS_COMMAND_TIMEOUT_MS', 'REDIS_URL', 'REDIS_SENTINELS'],
+    check: (config) => usesRedis(config) && config.REDIS_LOCK_TTL_MS < 3 * config.REDIS_COMMAND_TIMEOUT_MS
       ? problemOf('REDIS_LOCK_TTL_MS', `must be at least 3 × REDIS_COMMAND_TIMEOUT_MS (${3 * config.REDIS_COMMAND_TIMEOUT_MS} ms)`)
       : undefined
   },
@@ -407,11 +428,11 @@ export function cleartextAdobeUrls (config: Config): Array<'ADOBE_AUTH_URL' | 'A
   })
 }
 
-/** Required with REDIS_URL (nothing is written to Redis unsealed) and, when set, well-formed. */
+/** Required in fleet mode (nothing is written to Redis unsealed) and, when set, well-formed. */
 function stateEncryptionKeyProblem (config: Config): ConfigProblem | undefined {
   const variable = config.STATE_ENCRYPTION_KEY_FILE === undefined ? 'STATE_ENCRYPTION_KEY' : 'STATE_ENCRYPTION_KEY_FILE'
   if (config.STATE_ENCRYPTION_KEY === undefined) {
-    return config.REDIS_URL === undefined ? undefined : problemOf(variable, 'is required with REDIS_URL (or STATE_ENCRYPTION_KEY_FILE): nothing is written to Redis unsealed; generate a key with: openssl rand -base64 32')
+    return usesRedis(config) ? problemOf(variable, `is required with ${redisVariable(config)} (or STATE_ENCRYPTION_KEY_FILE): nothing is written to Redis unsealed; generate a key with: openssl rand -base64 32`) : undefined
   }
   const decoded = decodeStateKeys(config.STATE_ENCRYPTION_KEY)
   if ('problem' in decoded) return problemOf(variable, decoded.problem)

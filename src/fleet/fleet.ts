@@ -7,6 +7,7 @@ import type { FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { Logger } from 'pino'
 import { CredentialStore } from '../adobe/credential-store.js'
 import type { Config } from '../config/load.js'
+import { redisSettings } from '../config/redis-settings.js'
 import { createStore } from '../store/create-store.js'
 import { parseStateEncryptionKeys } from '../store/encryption-keys.js'
 import { stateNamespace } from '../store/namespace.js'
@@ -49,22 +50,22 @@ export interface FleetDependencies {
   readOnly?: boolean
 }
 
-/** Undefined without REDIS_URL: one instance, file and memory. */
+/** Undefined without Redis (REDIS_URL or REDIS_SENTINELS): one instance, file and memory. */
 export function createFleet (config: Config, deps: FleetDependencies): Fleet | undefined {
-  if (config.REDIS_URL === undefined) return undefined
+  const redis = redisSettings(config)
+  if (redis === undefined) return undefined
   const logger = deps.logger.child({ component: 'fleet' })
   const statement = config.ADOBE_SOFTWARE_STATEMENT
   const store = createStore({
-    redisUrl: config.REDIS_URL,
-    redisPassword: config.REDIS_PASSWORD,
+    redis,
     // Validated by loadConfig: this does not throw.
     encryptionKeys: parseStateEncryptionKeys(config.STATE_ENCRYPTION_KEY ?? ''),
-    redis: { commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS },
     logger,
     onOperation: deps.onOperation,
     readOnly: deps.readOnly
   })
-  const namespace = stateNamespace(config.REDIS_KEY_PREFIX, statement !== undefined ? { softwareStatement: statement } : { clientId: config.ADOBE_CLIENT_ID ?? '' })
+  const identity = statement !== undefined ? { softwareStatement: statement } : { clientId: config.ADOBE_CLIENT_ID ?? '' }
+  const namespace = stateNamespace(config.REDIS_KEY_PREFIX, identity, { hashTag: redis.topology.kind === 'cluster' })
   const channel = new FleetChannel(store, namespace.channel('events'), logger)
   const wallNow = deps.wallNow ?? Date.now
   const credentials = statement === undefined
@@ -85,7 +86,6 @@ export function createFleet (config: Config, deps: FleetDependencies): Fleet | u
   // Shared by the two calls on a caller's path (its rate-limit count, its cache lookup).
   const trouble = new RecentTrouble(config.REDIS_COMMAND_TIMEOUT_MS)
   const cache = new FleetCache({ store, namespace, channel, lockTtlMs: config.REDIS_LOCK_TTL_MS, maxWaitMs: 2 * config.UPSTREAM_HEADERS_TIMEOUT_MS, maxEntryBytes: config.CACHE_MAX_ENTRY_BYTES, trouble, logger, wallNow })
-  const url = new URL(config.REDIS_URL)
   return {
     store,
     coordination,
@@ -93,7 +93,7 @@ export function createFleet (config: Config, deps: FleetDependencies): Fleet | u
     cache,
     rateLimitStore: fleetRateLimitStore(store, namespace, trouble, logger),
     start: async () => {
-      if (!await store.waitUntilUp(FIRST_CONNECTION_WAIT_MS)) logger.warn({ redis: `${url.protocol}//${url.host}` }, 'redis is not reachable yet: serving on this instance\'s own state until it is')
+      if (!await store.waitUntilUp(FIRST_CONNECTION_WAIT_MS)) logger.warn({ redis: redis.target }, 'redis is not reachable yet: serving on this instance\'s own state until it is')
       await channel.start()
     },
     close: async () => {
@@ -101,6 +101,6 @@ export function createFleet (config: Config, deps: FleetDependencies): Fleet | u
       await channel.close()
       await store.close()
     },
-    status: () => ({ redis: `${url.protocol}//${url.host}`, keyPrefix: namespace.base, ...store.stats() })
+    status: () => ({ redis: redis.target, keyPrefix: namespace.base, ...store.stats() })
   }
 }

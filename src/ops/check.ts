@@ -2,7 +2,7 @@
 // (config, credentials, token, one CMU call) and prints one line per step
 // with PASS/FAIL and the reason; exits non-zero on the first failure (78, as
 // serve does, when the configuration is bad: one line per bad variable).
-// In fleet mode (REDIS_URL) it reads the fleet's credentials and never registers.
+// In fleet mode (REDIS_URL or REDIS_SENTINELS) it reads the fleet's credentials and never registers.
 import { resolve } from 'node:path'
 import pino from 'pino'
 import type { Dispatcher } from 'undici'
@@ -11,6 +11,7 @@ import { DcrClient, DcrError, type ClientCredentials } from '../adobe/dcr-client
 import { publicStatementInfo } from '../adobe/software-statement.js'
 import { maskClientId } from '../adobe/token-broker.js'
 import { ConfigError, EXIT_CONFIG, loadConfig, type Config } from '../config/load.js'
+import { redisVariable, usesRedis } from '../config/redis-settings.js'
 import { ProxyError } from '../kernel/errors.js'
 import { createFleet } from '../fleet/fleet.js'
 import { StateSealError } from '../store/errors.js'
@@ -85,7 +86,7 @@ async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boo
   const statement = config.ADOBE_SOFTWARE_STATEMENT ?? ''
   const info = publicStatementInfo(statement)
   step(true, 'statement', `fingerprint ${String(info.fingerprint)}${info.sub === undefined ? '' : `, sub ${String(info.sub)}`}`)
-  if (config.REDIS_URL !== undefined) return await fleetCredentials(config, step, fail)
+  if (usesRedis(config)) return await fleetCredentials(config, step, fail)
   const store = new CredentialStore(resolve(config.CREDENTIALS_FILE), statement)
   const loaded = await store.load()
   if (loaded.status === 'found') {
@@ -117,11 +118,16 @@ async function obtainCredentials (config: Config, dcr: DcrClient, step: (ok: boo
  */
 async function fleetCredentials (config: Config, step: (ok: boolean, name: string, detail: string) => void, fail: (name: string, detail: string) => never): Promise<ClientCredentials> {
   const fleet = createFleet(config, { logger: pino({ level: 'silent' }), readOnly: true })
-  if (fleet === undefined) throw new Error('unreachable: REDIS_URL is set')
+  if (fleet === undefined) throw new Error('unreachable: Redis is configured')
   try {
     const { redis } = fleet.status()
-    if (!await fleet.store.waitUntilUp(config.AUTH_TIMEOUT_MS)) fail('fleet', `${redis} (REDIS_URL) did not answer within ${config.AUTH_TIMEOUT_MS} ms`)
-    step(true, 'fleet', `${redis} (REDIS_URL) answered`)
+    const where = `${redis} (${redisVariable(config)})`
+    // What Redis said (WRONGPASS, NOAUTH, a Cluster node, a TLS failure), not only that it did not become ready.
+    if (!await fleet.store.waitUntilUp(config.AUTH_TIMEOUT_MS)) {
+      const problem = fleet.store.stats().lastProblem
+      fail('fleet', problem === undefined ? `${where} did not answer within ${config.AUTH_TIMEOUT_MS} ms` : `${where}: ${problem.reason}`)
+    }
+    step(true, 'fleet', `${where} answered`)
     let found: ClientCredentials | undefined
     try {
       found = await fleet.credentials?.readShared()
@@ -140,7 +146,7 @@ async function fleetCredentials (config: Config, step: (ok: boolean, name: strin
 }
 
 function revokedAdvice (config: Config): string {
-  return config.REDIS_URL === undefined
+  return !usesRedis(config)
     ? ' (credentials revoked: delete CREDENTIALS_FILE to register again)'
     : ' (credentials revoked: a running proxy instance re-registers once for the fleet; or POST /admin/credentials/reregister)'
 }
