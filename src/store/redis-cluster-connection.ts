@@ -7,7 +7,7 @@
 // https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/
 import { createCluster, type RedisClusterType } from '@redis/client'
 import type { RedisNodeAddress } from '../config/redis-settings.js'
-import { backoff, BUFFERS, commandOptions, nodeClientOptions, type ConnectionOptions, type Message, type RedisConnection } from './redis-connection.js'
+import { backoff, BUFFERS, COMMAND_OPTIONS, nodeClientOptions, type ConnectionOptions, type Message, type RedisConnection } from './redis-connection.js'
 import { describeProblem, errorReplyCode } from './redis-problems.js'
 
 type Cluster = RedisClusterType<{}, {}, {}, 2, {}>
@@ -75,7 +75,7 @@ export class ClusterConnection implements RedisConnection {
       RESP: 2,
       // Connections only to the nodes the proxy uses: its keys share one slot.
       minimizeConnections: true,
-      commandOptions: commandOptions(this.#options)
+      commandOptions: COMMAND_OPTIONS
     })
     const describe = (err: unknown): ReturnType<typeof describeProblem> => describeProblem(err, settings.commandTimeoutMs)
     cluster.on('error', (err: unknown) => { if (cluster === this.#cluster) health.failed(describe(err)) })

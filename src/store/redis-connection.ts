@@ -46,10 +46,12 @@ export function backoff (options: ConnectionOptions): (retries: number) => numbe
   return (retries) => Math.ceil(Math.min(reconnectMaxMs, reconnectBaseMs * 2 ** Math.min(retries, 20)) * (0.5 + random() / 2))
 }
 
-/** node-redis's own timeout ends when a command is written; redis-deadline.ts times the answer. */
-export function commandOptions (options: ConnectionOptions): { timeout: number } {
-  return { timeout: options.settings.commandTimeoutMs }
-}
+/**
+ * No node-redis timeout (0: off; its default is 5 s): it only times the wait
+ * for the write, on a timer that fires after a stalled loop before the write
+ * gets its turn. redis-deadline.ts times the whole command, on Redis's time.
+ */
+export const COMMAND_OPTIONS = { timeout: 0 }
 
 /** What every connection to a data node shares: no offline queue, a bounded queue, credentials, TLS. */
 export function nodeClientOptions (options: ConnectionOptions, node?: RedisNodeAddress): RedisClientOptions<{}, {}, {}, 2, {}> {
@@ -133,7 +135,7 @@ export class StandaloneConnection implements RedisConnection {
   }
 
   #newClient (): Client {
-    const options = { ...nodeClientOptions(this.#options, this.#node), RESP: 2 as const, commandOptions: commandOptions(this.#options) }
+    const options = { ...nodeClientOptions(this.#options, this.#node), RESP: 2 as const, commandOptions: COMMAND_OPTIONS }
     return createClient(this.#database === 0 ? options : { ...options, database: this.#database })
   }
 

@@ -105,10 +105,11 @@ export class RedisHealth {
   /** A command sent at `startedAt` got no answer within its deadline. */
   timedOut (startedAt: number, problem: StoreProblem): void {
     this.lastProblem = problem
-    this.#countFailure()
     this.#troubleSince ??= Math.max(startedAt, this.#lastAnswerAt)
     if (!this.#hung && this.#now() - this.#troubleSince >= this.#downAfterMs) this.#hung = true
     this.#update(`${problem.reason}, and none for ${Math.round(this.#now() - this.#troubleSince)} ms`)
+    // Counted once the outage is known, so the timeout that revealed it is one of its failures.
+    this.#countFailure()
   }
 
   /** A command failed without an answer (offline, the connection dropped under it). */

@@ -8,7 +8,7 @@
 // https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/
 import { createSentinel, type RedisSentinelType } from '@redis/client'
 import type { RedisNodeAddress } from '../config/redis-settings.js'
-import { backoff, BUFFERS, commandOptions, nodeClientOptions, type ConnectionOptions, type Message, type RedisConnection } from './redis-connection.js'
+import { backoff, BUFFERS, COMMAND_OPTIONS, nodeClientOptions, type ConnectionOptions, type Message, type RedisConnection } from './redis-connection.js'
 import { describeProblem } from './redis-problems.js'
 
 type Sentinel = RedisSentinelType<{}, {}, {}, 2, {}>
@@ -88,7 +88,7 @@ export class SentinelConnection implements RedisConnection {
       sentinelClientOptions: { socket: client.socket ?? {} },
       maxCommandRediscovers: REDISCOVERIES,
       scanInterval: TOPOLOGY_SCAN_MS,
-      commandOptions: commandOptions(this.#options)
+      commandOptions: COMMAND_OPTIONS
     })
     const describe = (err: unknown): ReturnType<typeof describeProblem> => describeProblem(err, settings.commandTimeoutMs)
     sentinel.on('error', (err: unknown) => { if (sentinel === this.#sentinel) health.failed(describe(err)) })
