@@ -26,6 +26,7 @@ export class ClusterConnection implements RedisConnection {
   readonly #subscriberReady = new Set<() => void>()
   #cluster: Cluster
   #attempts = 0
+  #everReady = false
   #retry: NodeJS.Timeout | undefined
   #closed = false
 
@@ -78,20 +79,21 @@ export class ClusterConnection implements RedisConnection {
       commandOptions: COMMAND_OPTIONS
     })
     const describe = (err: unknown): ReturnType<typeof describeProblem> => describeProblem(err, settings.commandTimeoutMs)
-    cluster.on('error', (err: unknown) => { if (cluster === this.#cluster) health.failed(describe(err)) })
+    cluster.on('error', (err: unknown) => {
+      if (cluster !== this.#cluster) return
+      // Discovery (CLUSTER SHARDS) refused with a plain ERR: settings to fix, not a moment to wait out.
+      if (!this.#everReady && errorReplyCode(err) === 'ERR') health.misconfigured({ reason: 'REDIS_CLUSTER=true, but REDIS_URL is not a node of a Redis Cluster (it refused the CLUSTER commands): unset REDIS_CLUSTER', configuration: true })
+      else health.failed(describe(err))
+    })
     cluster.on('node-error', (err: unknown) => { if (cluster === this.#cluster) health.failed(describe(err)) })
     cluster.connect().then(() => {
       if (cluster !== this.#cluster) return
+      this.#everReady = true
       this.#attempts = 0
       health.connected()
       for (const listener of this.#subscriberReady) listener()
     }, (err: unknown) => {
-      if (this.#closed || cluster !== this.#cluster) return
-      // REDIS_CLUSTER=true, and the node says it is no cluster: settings to fix, not a moment to wait out.
-      if (errorReplyCode(err) === 'ERR') {
-        health.misconfigured({ reason: 'REDIS_CLUSTER=true, but REDIS_URL is not a node of a Redis Cluster (it refused CLUSTER SLOTS): unset REDIS_CLUSTER', configuration: true })
-        return
-      }
+      if (this.#closed || cluster !== this.#cluster || health.needsOperator) return
       health.lost(describe(err))
       this.#retry = setTimeout(() => { this.#cluster = this.#start() }, backoff(this.#options)(this.#attempts++))
       this.#retry.unref()

@@ -14,7 +14,8 @@ const EXPLAINED: Record<string, { meaning: string, configuration: boolean }> = {
   NOPERM: { meaning: 'the ACL user may not run a command the proxy needs (GET, SET, DEL, EVAL, PUBLISH, SUBSCRIBE, PING, CLIENT SETNAME)', configuration: true },
   MOVED: { meaning: 'REDIS_URL is a node of a Redis Cluster: set REDIS_CLUSTER=true', configuration: true },
   ASK: { meaning: 'REDIS_URL is a node of a Redis Cluster: set REDIS_CLUSTER=true', configuration: true },
-  READONLY: { meaning: 'this node is a read-only replica: point REDIS_URL at the master, or use REDIS_SENTINELS', configuration: true },
+  // Transient during a Sentinel failover (node-redis asks the sentinels again); for good when REDIS_URL names a replica.
+  READONLY: { meaning: 'this node is a read-only replica (a failover under way, or REDIS_URL names a replica: point it at the master, or use REDIS_SENTINELS)', configuration: false },
   CLUSTERDOWN: { meaning: 'the Redis Cluster does not serve every hash slot right now', configuration: false },
   MASTERDOWN: { meaning: 'this replica has lost its master', configuration: false },
   LOADING: { meaning: 'Redis is loading its data set into memory', configuration: false },
