@@ -121,7 +121,8 @@ function tlsProblems (config: RedisValues): RedisProblem[] {
   // Never echoed: it is a private key.
   if (key !== undefined && !isPrivateKey(key)) problems.push({ variable: name('REDIS_TLS_KEY'), problem: 'does not hold an unencrypted PEM private key (a key with a passphrase is not supported)' })
   if ((cert === undefined) !== (key === undefined)) {
-    problems.push({ variable: cert === undefined ? name('REDIS_TLS_CERT') : name('REDIS_TLS_KEY'), problem: `is required with ${cert === undefined ? name('REDIS_TLS_KEY') : name('REDIS_TLS_CERT')}: a client certificate needs its key` })
+    // The missing one by its file variable, which is what operators set.
+    problems.push({ variable: cert === undefined ? 'REDIS_TLS_CERT_FILE' : 'REDIS_TLS_KEY_FILE', problem: `is required with ${cert === undefined ? name('REDIS_TLS_KEY') : name('REDIS_TLS_CERT')}: a client certificate needs its key` })
   } else if (cert !== undefined && key !== undefined && isCertificate(cert) && isPrivateKey(key) && !new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) {
     problems.push({ variable: name('REDIS_TLS_KEY'), problem: `is not the key of the certificate in ${name('REDIS_TLS_CERT')}` })
   }

@@ -125,7 +125,7 @@ async function fleetCredentials (config: Config, step: (ok: boolean, name: strin
     // What Redis said (WRONGPASS, NOAUTH, a Cluster node, a TLS failure), not only that it did not become ready.
     if (!await fleet.store.waitUntilUp(config.AUTH_TIMEOUT_MS)) {
       const problem = fleet.store.stats().lastProblem
-      fail('fleet', problem === undefined ? `${where} did not answer within ${config.AUTH_TIMEOUT_MS} ms` : `${where}: ${problem.reason}`)
+      fail('fleet', problem?.configuration === true ? `${where}: ${problem.reason}` : `${where} did not answer within ${config.AUTH_TIMEOUT_MS} ms${problem === undefined ? '' : `: ${problem.reason}`}`)
     }
     step(true, 'fleet', `${where} answered`)
     let found: ClientCredentials | undefined

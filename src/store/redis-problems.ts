@@ -22,8 +22,22 @@ const EXPLAINED: Record<string, { meaning: string, configuration: boolean }> = {
   OOM: { meaning: 'Redis is out of memory (maxmemory)', configuration: false }
 }
 
-/** Node's TLS verification failures (err.code), all fixed by settings, not by waiting. */
-const TLS_CODES = new Set(['DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'ERR_TLS_CERT_ALTNAME_INVALID', 'ERR_SSL_WRONG_VERSION_NUMBER', 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE'])
+const CA_HINT = 'REDIS_TLS_CA_FILE must hold the CA that signed Redis\'s certificate'
+const CLIENT_HINT = 'Redis asks for a client certificate: set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE to one its CA signed'
+/** Node's TLS failures (err.code): all fixed by settings, not by waiting. */
+const TLS_HINTS: Record<string, string> = {
+  DEPTH_ZERO_SELF_SIGNED_CERT: CA_HINT,
+  SELF_SIGNED_CERT_IN_CHAIN: CA_HINT,
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: CA_HINT,
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: CA_HINT,
+  CERT_HAS_EXPIRED: 'Redis\'s certificate has expired',
+  CERT_NOT_YET_VALID: 'Redis\'s certificate is not valid yet',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'Redis\'s certificate does not name the host in the settings',
+  ERR_SSL_WRONG_VERSION_NUMBER: 'that port does not speak TLS (rediss:// to a plain port?)',
+  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: CLIENT_HINT,
+  ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE: CLIENT_HINT,
+  ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: 'Redis refused the client certificate (REDIS_TLS_CERT_FILE): not signed by a CA it trusts?'
+}
 
 /** Redis's error code (the first word of an error reply), or undefined when `err` is no error reply. */
 export function errorReplyCode (err: unknown): string | undefined {
@@ -39,9 +53,8 @@ export function describeProblem (err: unknown, timeoutMs: number): StoreProblem 
     return explained === undefined ? { reason: `Redis answered ${code}`, configuration: false } : { reason: `Redis answered ${code}: ${explained.meaning}`, configuration: explained.configuration }
   }
   const { code: systemCode, message } = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown, message?: unknown }
-  if (typeof systemCode === 'string' && TLS_CODES.has(systemCode)) {
-    return { reason: `TLS: ${systemCode} (REDIS_TLS_CA_FILE must hold the CA that signed Redis's certificate; REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE a client certificate when Redis asks for one)`, configuration: true }
-  }
+  const hint = typeof systemCode === 'string' ? TLS_HINTS[systemCode] : undefined
+  if (hint !== undefined) return { reason: `TLS: ${String(systemCode)} (${hint})`, configuration: true }
   if (typeof systemCode === 'string') return { reason: systemCode, configuration: false }
   if (typeof message === 'string') return { reason: message, configuration: false }
   return { reason: typeof err === 'string' ? err : 'unknown error', configuration: false }
