@@ -8,8 +8,9 @@
 //   a setImmediate; ours is queued after it), not while it waited for a turn;
 // - when the timer fires, the verdict waits one more setImmediate: the poll
 //   phase in between reads whatever arrived meanwhile;
-// - a timer that fires much later than asked (the loop was stalled right then)
-//   grants one more full timeout: a long reply may still be half read.
+// - a timer that fires more than a whole timeout late (the loop was stalled
+//   that long right then) grants one more timeout: a long reply may still be
+//   half read. A loaded machine's usual lateness grants nothing.
 // https://nodejs.org/en/learn/asynchronous-work/event-loop-timers-and-nexttick
 
 /** The command had no answer within its deadline, counted on Redis's time. */
@@ -24,7 +25,7 @@ export class DeadlineError extends Error {
 
 /** A timer this late means our loop, not Redis, was busy when it was due. */
 export function stalledLoop (timeoutMs: number, lateMs: number): boolean {
-  return lateMs > Math.max(50, timeoutMs / 2)
+  return lateMs > timeoutMs
 }
 
 /** `sent`'s outcome, or a DeadlineError once Redis has had `timeoutMs` of our attention without answering. */

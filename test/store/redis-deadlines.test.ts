@@ -66,7 +66,8 @@ t.test('a large reply half read when a stall ends is not a timeout either', asyn
     const reading = store.get('large')
     await nextTurn()
     await nextTurn()
-    blockLoop(300)
+    // Longer than two timeouts: the deadline timer fires more than a whole timeout late.
+    blockLoop(500)
     t.same(await reading, value, `round ${round + 1}: read whole`)
   }
   t.equal(store.stats().timeouts, 0)
