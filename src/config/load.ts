@@ -15,7 +15,7 @@ import { settingsFrom, type Settings } from './settings.js'
 
 // Values of these are never echoed in an error message.
 // The proxy URLs and REDIS_URL may hold a password.
-const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'HTTPS_PROXY', 'HTTP_PROXY', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'REDIS_URL', 'REDIS_PASSWORD', 'STATE_ENCRYPTION_KEY'])
+const SECRET_VARIABLES = new Set(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'HTTPS_PROXY', 'HTTP_PROXY', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'REDIS_URL', 'REDIS_PASSWORD', 'REDIS_TLS_KEY', 'STATE_ENCRYPTION_KEY'])
 /** Read in either case, lower case first (as curl and undici do); an empty value means unset. */
 const PROXY_VARIABLES = ['HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY'] as const
 type Env = Record<string, string | undefined>
@@ -40,7 +40,7 @@ export function loadSettings ({ env = process.env, cwd = process.cwd() }: LoadOp
     else merged[name] = value
   }
   readSecretFile(merged, problems, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
-  for (const name of ['ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'REDIS_PASSWORD', 'STATE_ENCRYPTION_KEY']) readSecretFile(merged, problems, name)
+  for (const name of ['ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'REDIS_PASSWORD', 'REDIS_TLS_CA', 'REDIS_TLS_CERT', 'REDIS_TLS_KEY', 'STATE_ENCRYPTION_KEY']) readSecretFile(merged, problems, name)
 
   let config: Config
   try {

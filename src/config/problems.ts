@@ -45,10 +45,12 @@ export class ProblemList {
   isBad (variable: string): boolean { return this.#bad.has(variable) }
 
   /** Records what `rule` finds, unless one of the variables it `uses` is bad already. */
-  check (uses: readonly Variable[], rule: () => ConfigProblem | undefined): void {
+  check (uses: readonly Variable[], rule: () => ConfigProblem | readonly ConfigProblem[] | undefined): void {
     if (uses.some((name) => this.#bad.has(name))) return
-    const problem = rule()
-    if (problem !== undefined) this.#problems.push(problem)
+    const found = rule()
+    if (found === undefined) return
+    if ('variable' in found) this.#problems.push(found)
+    else this.#problems.push(...found)
   }
 
   get size (): number { return this.#problems.length }

@@ -79,6 +79,20 @@ export const configSchema = {
     REDIS_URL: { type: 'string', pattern: '^rediss?://' },
     REDIS_PASSWORD: { type: 'string', minLength: 1 },
     REDIS_PASSWORD_FILE: { type: 'string', minLength: 1 },
+    // An ACL user; wins over the one in REDIS_URL (Sentinel has no URL to hold one).
+    REDIS_USERNAME: { type: 'string', minLength: 1 },
+    // Redis behind Sentinel, instead of REDIS_URL: sentinels as host:port,host:port and the monitored master's name.
+    REDIS_SENTINELS: { type: 'string', minLength: 1 },
+    REDIS_SENTINEL_NAME: { type: 'string', minLength: 1 },
+    // REDIS_URL names one node of a Redis Cluster; every key of the application goes to one hash slot.
+    REDIS_CLUSTER: { type: 'boolean', default: false },
+    // TLS to Redis (rediss://, or Sentinel with a CA): PEM, each also from a _FILE (read at start).
+    REDIS_TLS_CA: { type: 'string', minLength: 1 },
+    REDIS_TLS_CA_FILE: { type: 'string', minLength: 1 },
+    REDIS_TLS_CERT: { type: 'string', minLength: 1 },
+    REDIS_TLS_CERT_FILE: { type: 'string', minLength: 1 },
+    REDIS_TLS_KEY: { type: 'string', minLength: 1 },
+    REDIS_TLS_KEY_FILE: { type: 'string', minLength: 1 },
     // Every key starts with this, then the statement's fingerprint (or the client id's): applications never share state.
     REDIS_KEY_PREFIX: { type: 'string', pattern: '^[^\\s]*$', maxLength: 64, default: 'cmu-proxy:' },
     // The longest any caller waits on one Redis command; past it, Redis counts as unavailable for that call.
@@ -86,7 +100,7 @@ export const configSchema = {
     // Fleet-wide locks (one registration, one token call, one upstream call per report) expire after this
     // unless their holder is alive to extend them: how long a crashed holder delays the others.
     REDIS_LOCK_TTL_MS: ms(5_000, 100),
-    // Required with REDIS_URL: 32-byte keys, base64 or hex, comma-separated; the first seals, all open.
+    // Required in fleet mode: 32-byte keys, base64 or hex, comma-separated; the first seals, all open.
     STATE_ENCRYPTION_KEY: { type: 'string' },
     STATE_ENCRYPTION_KEY_FILE: { type: 'string', minLength: 1 },
 

@@ -5,20 +5,21 @@
 // variable are checked here, next to the section they shape. What cannot be
 // used is a problem (load.ts then exits 78), never a silent default. app.ts
 // hands each module its section.
-import { createSecretKey, type KeyObject } from 'node:crypto'
 import { resolve } from 'node:path'
 import { isLoopbackHost } from '../kernel/loopback.js'
 import { egressProxyFor } from './egress-proxy.js'
+import { fleetSettings, type FleetSettings } from './fleet-settings.js'
 import { parseKeyList } from './key-list.js'
 import { parseKeyValueList } from './key-value-list.js'
 import { echo, problemOf, type ConfigProblem, type ProblemList } from './problems.js'
 import { RATE_LIMIT_FORMAT, parseRateLimitOverrides, parseRateLimitRule, type RateLimitRule } from './rate-limit-rules.js'
 import type { Config } from './schema.js'
-import { decodeStateKeys } from './state-key-list.js'
 import { tracingSettings, type TracingSettings } from './tracing-settings.js'
 
 export type { RateLimitRule }
 export type { SamplerName, TracingSettings } from './tracing-settings.js'
+export type { FleetSettings } from './fleet-settings.js'
+export type { RedisSettings } from './redis-settings.js'
 
 export interface Settings {
   readonly server: ServerSettings
@@ -29,7 +30,7 @@ export interface Settings {
   readonly inbound: InboundSettings
   /** Undefined without RATE_LIMIT: no limit. */
   readonly rateLimit: RateLimitSettings | undefined
-  /** Undefined without REDIS_URL: one instance, file and memory. */
+  /** Undefined without Redis (REDIS_URL or REDIS_SENTINELS): one instance, file and memory. */
   readonly fleet: FleetSettings | undefined
   /** Undefined when tracing is off (the default). */
   readonly tracing: TracingSettings | undefined
@@ -134,23 +135,6 @@ export interface RateLimitSettings {
   readonly rule: RateLimitRule
   /** Per-key rules, by API key (each one of inbound.apiKeys). */
   readonly overrides: ReadonlyMap<string, RateLimitRule>
-}
-
-/** Fleet mode: the state shared through Redis (fleet/, store/). */
-export interface FleetSettings {
-  /** REDIS_URL (it may hold a password: never log it; log redisAddress). */
-  readonly redisUrl: string
-  /** Where Redis is, without credentials: protocol, host and port. */
-  readonly redisAddress: string
-  /** REDIS_PASSWORD (or its file) */
-  readonly redisPassword: string | undefined
-  /** REDIS_KEY_PREFIX */
-  readonly keyPrefix: string
-  /** REDIS_COMMAND_TIMEOUT_MS, REDIS_LOCK_TTL_MS */
-  readonly commandTimeoutMs: number
-  readonly lockTtlMs: number
-  /** STATE_ENCRYPTION_KEY (or its file), decoded: AES-256 keys, the first seals. A KeyObject never prints its bytes. */
-  readonly stateKeys: readonly KeyObject[]
 }
 
 /** Keys shorter than this are refused: a key is all that stands between a caller and the reports. */
@@ -283,53 +267,4 @@ function rateLimitSettings (config: Config, apiKeys: readonly string[], problems
     if (!('badLine' in parsed)) overrides = parsed
   }
   return rule === undefined ? undefined : { rule, overrides }
-}
-
-function fleetSettings (config: Config, problems: ProblemList): FleetSettings | undefined {
-  const { REDIS_URL: redisUrl } = config
-  // Never echoed: it may hold a password.
-  problems.check(['REDIS_URL'], () => {
-    if (redisUrl === undefined) return undefined
-    if (!URL.canParse(redisUrl)) return problemOf('REDIS_URL', 'is not a valid URL')
-    return new URL(redisUrl).hostname === '' ? problemOf('REDIS_URL', 'names no host') : undefined
-  })
-  const stateKeys = stateKeySettings(config, problems)
-  // A lock holder's few commands (read, write, publish) must fit in
-  // its lock even when each one takes its full timeout; a shorter lock would
-  // expire mid-work and let a second instance register or fetch.
-  problems.check(['REDIS_LOCK_TTL_MS', 'REDIS_COMMAND_TIMEOUT_MS', 'REDIS_URL'], () => redisUrl !== undefined && config.REDIS_LOCK_TTL_MS < 3 * config.REDIS_COMMAND_TIMEOUT_MS
-    ? problemOf('REDIS_LOCK_TTL_MS', `must be at least 3 × REDIS_COMMAND_TIMEOUT_MS (${3 * config.REDIS_COMMAND_TIMEOUT_MS} ms)`)
-    : undefined)
-  if (redisUrl === undefined || !URL.canParse(redisUrl)) return undefined
-  const url = new URL(redisUrl)
-  return {
-    redisUrl,
-    redisAddress: `${url.protocol}//${url.host}`,
-    redisPassword: config.REDIS_PASSWORD,
-    keyPrefix: config.REDIS_KEY_PREFIX,
-    commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
-    lockTtlMs: config.REDIS_LOCK_TTL_MS,
-    stateKeys
-  }
-}
-
-/** Required with REDIS_URL (nothing is written to Redis unsealed) and, when set, well-formed. */
-function stateKeySettings (config: Config, problems: ProblemList): KeyObject[] {
-  const variable = config.STATE_ENCRYPTION_KEY_FILE === undefined ? 'STATE_ENCRYPTION_KEY' : 'STATE_ENCRYPTION_KEY_FILE'
-  const uses = ['STATE_ENCRYPTION_KEY', 'STATE_ENCRYPTION_KEY_FILE', 'REDIS_URL'] as const
-  if (config.STATE_ENCRYPTION_KEY === undefined) {
-    problems.check(uses, () => config.REDIS_URL === undefined
-      ? undefined
-      : problemOf(variable, 'is required with REDIS_URL (or STATE_ENCRYPTION_KEY_FILE): nothing is written to Redis unsealed; generate a key with: openssl rand -base64 32'))
-    return []
-  }
-  const decoded = decodeStateKeys(config.STATE_ENCRYPTION_KEY)
-  if ('problem' in decoded) {
-    problems.check(uses, () => problemOf(variable, decoded.problem))
-    return []
-  }
-  // Secret KeyObjects hold their own copy; the decoded bytes are wiped.
-  const keys = config.REDIS_URL === undefined ? [] : decoded.keys.map((bytes) => createSecretKey(bytes))
-  for (const bytes of decoded.keys) bytes.fill(0)
-  return keys
 }

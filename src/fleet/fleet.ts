@@ -60,15 +60,15 @@ export function createFleet ({ fleet: settings, adobe, upstream, cache: cacheSet
   const logger = deps.logger.child({ component: 'fleet' })
   const statement = adobe.softwareStatement
   const store = createStore({
-    redisUrl: settings.redisUrl,
-    redisPassword: settings.redisPassword,
+    redis: settings.redis,
     encryptionKeys: settings.stateKeys.map(stateKey),
-    redis: { commandTimeoutMs: settings.commandTimeoutMs },
     logger,
     onOperation: deps.onOperation,
     readOnly: deps.readOnly
   })
-  const namespace = stateNamespace(settings.keyPrefix, statement !== undefined ? { softwareStatement: statement } : { clientId: adobe.staticCredentials?.client_id ?? '' })
+  const identity = statement !== undefined ? { softwareStatement: statement } : { clientId: adobe.staticCredentials?.client_id ?? '' }
+  // A Cluster keeps the application's keys in one hash slot, so its multi-key commands stay legal.
+  const namespace = stateNamespace(settings.keyPrefix, identity, { hashTag: settings.redis.topology.kind === 'cluster' })
   const channel = new FleetChannel(store, namespace.channel('events'), logger)
   const wallNow = deps.wallNow ?? Date.now
   const credentials = statement === undefined
@@ -96,7 +96,7 @@ export function createFleet ({ fleet: settings, adobe, upstream, cache: cacheSet
     cache,
     rateLimitStore: fleetRateLimitStore(store, namespace, trouble, logger),
     start: async () => {
-      if (!await store.waitUntilUp(FIRST_CONNECTION_WAIT_MS)) logger.warn({ redis: settings.redisAddress }, 'redis is not reachable yet: serving on this instance\'s own state until it is')
+      if (!await store.waitUntilUp(FIRST_CONNECTION_WAIT_MS)) logger.warn({ redis: settings.redis.target }, 'redis is not reachable yet: serving on this instance\'s own state until it is')
       await channel.start()
     },
     close: async () => {
@@ -104,6 +104,6 @@ export function createFleet ({ fleet: settings, adobe, upstream, cache: cacheSet
       await channel.close()
       await store.close()
     },
-    status: () => ({ redis: settings.redisAddress, keyPrefix: namespace.base, ...store.stats() })
+    status: () => ({ redis: settings.redis.target, keyPrefix: namespace.base, ...store.stats() })
   }
 }

@@ -1,7 +1,7 @@
 // The steps of `cmu-proxy check` (check.ts) after the configuration: egress,
 // credentials, token, one CMU call, each printed as PASS or FAIL with the
 // reason; the first failure ends the walk (exit 1). Loaded only once the
-// settings are valid. In fleet mode (REDIS_URL) it reads the fleet's
+// settings are valid. In fleet mode (REDIS_URL or REDIS_SENTINELS) it reads the fleet's
 // credentials and never registers.
 import pino from 'pino'
 import type { Dispatcher } from 'undici'
@@ -127,9 +127,13 @@ async function fleetCredentials (sections: FleetSections, step: Step, fail: Fail
   const fleet = createFleet(sections, { logger: pino({ level: 'silent' }), readOnly: true })
   const { authTimeoutMs } = sections.adobe
   try {
-    const { redis } = fleet.status()
-    if (!await fleet.store.waitUntilUp(authTimeoutMs)) fail('fleet', `${redis} (REDIS_URL) did not answer within ${authTimeoutMs} ms`)
-    step(true, 'fleet', `${redis} (REDIS_URL) answered`)
+    const where = `${sections.fleet.redis.target} (${sections.fleet.redis.variable})`
+    // What Redis said (WRONGPASS, NOAUTH, a Cluster node, a TLS failure), not only that it did not become ready.
+    if (!await fleet.store.waitUntilUp(authTimeoutMs)) {
+      const problem = fleet.store.stats().lastProblem
+      fail('fleet', problem?.configuration === true ? `${where}: ${problem.reason}` : `${where} did not answer within ${authTimeoutMs} ms${problem === undefined ? '' : `: ${problem.reason}`}`)
+    }
+    step(true, 'fleet', `${where} answered`)
     let found: ClientCredentials | undefined
     try {
       found = await fleet.credentials?.readShared()

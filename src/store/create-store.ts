@@ -1,10 +1,11 @@
 // Picks the store, the way @fastify/rate-limit picks its own: Redis (sealed)
-// when a URL is configured, else memory. There is no file-backed store: the one
+// when Redis is configured, else memory. There is no file-backed store: the one
 // thing that must outlive the process without Redis, the client credentials,
 // already has its file (adobe/credential-store.ts), which stays the durable
 // copy in fleet mode too; everything else (token, cache, counters) is cheap to
 // rebuild and is kept in memory.
 import type { Logger } from 'pino'
+import type { RedisSettings } from '../config/redis-settings.js'
 import type { StateKey } from './encryption-keys.js'
 import { StateKeyError } from './errors.js'
 import { MemoryStore } from './memory-store.js'
@@ -13,24 +14,23 @@ import { SealedStore } from './sealed-store.js'
 import type { OperationObserver, StateStore } from './state-store.js'
 
 export interface StoreSettings {
-  /** REDIS_URL; absent: one process, memory only. */
-  redisUrl?: string | undefined
-  /** REDIS_PASSWORD_FILE's content. */
-  redisPassword?: string | undefined
-  /** STATE_ENCRYPTION_KEY, parsed (encryption-keys.ts); required with a Redis URL. */
+  /** The Redis section of the settings (config/redis-settings.ts); absent: one process, memory only. */
+  redis?: RedisSettings | undefined
+  /** STATE_ENCRYPTION_KEY, parsed (encryption-keys.ts); required with Redis. */
   encryptionKeys?: readonly StateKey[] | undefined
-  redis?: Omit<RedisStoreOptions, 'url' | 'password' | 'logger' | 'onOperation'>
-  logger?: Pick<Logger, 'info' | 'warn'> | undefined
+  /** Timings beyond the settings (tests shorten reconnects). */
+  tuning?: Omit<RedisStoreOptions, 'redis' | 'logger' | 'onOperation'>
+  logger?: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'> | undefined
   onOperation?: OperationObserver | undefined
   /** Reads only: nothing read is re-sealed (`cmu-proxy check`). */
   readOnly?: boolean | undefined
 }
 
 export function createStore (settings: StoreSettings): StateStore {
-  const { redisUrl, logger, onOperation } = settings
-  if (redisUrl === undefined) return new MemoryStore({ logger, onOperation })
+  const { redis, logger, onOperation } = settings
+  if (redis === undefined) return new MemoryStore({ logger, onOperation })
   const keys = settings.encryptionKeys ?? []
-  if (keys.length === 0) throw new StateKeyError('STATE_ENCRYPTION_KEY', 'is required with REDIS_URL (or STATE_ENCRYPTION_KEY_FILE): nothing is written to Redis unsealed')
-  const redis = new RedisStore({ ...settings.redis, url: redisUrl, password: settings.redisPassword, logger, onOperation })
-  return new SealedStore(redis, keys, { logger, readOnly: settings.readOnly })
+  if (keys.length === 0) throw new StateKeyError('STATE_ENCRYPTION_KEY', `is required with ${redis.variable} (or STATE_ENCRYPTION_KEY_FILE): nothing is written to Redis unsealed`)
+  const store = new RedisStore({ commandTimeoutMs: redis.commandTimeoutMs, ...settings.tuning, redis, logger, onOperation })
+  return new SealedStore(store, keys, { logger, readOnly: settings.readOnly })
 }

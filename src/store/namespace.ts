@@ -20,12 +20,22 @@ export interface StateNamespace {
 
 const PART = /^[A-Za-z0-9._-]{1,128}$/
 
-export function stateNamespace (prefix: string, identity: StateIdentity): StateNamespace {
+export interface NamespaceOptions {
+  /**
+   * Redis Cluster: the fingerprint in braces, a hash tag, so that every key and
+   * channel of the application maps to one hash slot, as on a single Redis.
+   * https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags
+   */
+  hashTag?: boolean
+}
+
+export function stateNamespace (prefix: string, identity: StateIdentity, options: NamespaceOptions = {}): StateNamespace {
   if (/[\0\s]/.test(prefix)) throw new RangeError('the key prefix must not contain whitespace or NUL')
   // The statement's SHA-256 is its fingerprint in the credentials file and /admin/status too.
-  const base = 'softwareStatement' in identity
-    ? `${prefix}s-${sha256Hex(identity.softwareStatement).slice(0, 16)}:`
-    : `${prefix}c-${sha256Hex(identity.clientId).slice(0, 16)}:`
+  const fingerprint = 'softwareStatement' in identity
+    ? `s-${sha256Hex(identity.softwareStatement).slice(0, 16)}`
+    : `c-${sha256Hex(identity.clientId).slice(0, 16)}`
+  const base = options.hashTag === true ? `${prefix}{${fingerprint}}:` : `${prefix}${fingerprint}:`
   const key = (...parts: string[]): string => {
     if (parts.length === 0) throw new RangeError('a state key needs at least one part')
     for (const part of parts) if (!PART.test(part)) throw new RangeError(`a state key part must match ${String(PART)}: hash it with digest()`)

@@ -3,34 +3,39 @@
 // (ioredis is maintained on a best-effort basis). The `redis` package adds
 // only the Redis Stack modules (JSON, search, Bloom, time series), which the
 // proxy does not use; @redis/client has no dependencies and supports Node 20.
+// One node, Sentinel or a Cluster (redis-connection.ts and its siblings).
 //
 // Redis trouble never blocks or crashes the proxy:
-// - every command carries a short timeout, and commands are refused at once
-//   while disconnected (no offline queue), so no caller waits on Redis longer
-//   than `commandTimeoutMs`;
+// - every command has a deadline measured on Redis, not on our event loop
+//   (redis-deadline.ts), and commands are refused at once while disconnected
+//   (no offline queue), so no caller waits on Redis longer than `commandTimeoutMs`;
 // - a hung server (the socket open, nothing answering) costs each command one
-//   timeout only until three in a row have timed out: from then on commands
-//   are refused at once while a background PING probes for its return (one
-//   at a time: unanswered probes must not fill the client's queue, whose
-//   "queue is full" is no answer either); after ten, the socket is dropped
-//   and made anew, since a dead peer behind a partition or a failed-over
-//   master never answers on the old one;
+//   timeout only until timeouts have spanned `downAfterMs` without an answer:
+//   from then on commands are refused at once while a background PING probes
+//   for its return (one at a time: unanswered probes must not fill the
+//   client's queue, whose "queue is full" is no answer either); the socket is
+//   made anew every `reconnectAfterMs` of that (redis-health.ts);
 // - the client reconnects by itself with capped exponential backoff and
 //   jitter; 'error' events are always handled (an unhandled one would kill
-//   the process) and logged once per outage, not once per retry;
+//   the process), and an outage is logged when it starts and when it ends;
 // - failures reject with StoreUnavailableError, never resolve as "absent".
 import { randomBytes } from 'node:crypto'
-import { createClient, ErrorReply, RESP_TYPES, TimeoutError, type RedisClientType } from '@redis/client'
+import { ClientClosedError, ClientOfflineError, ErrorReply } from '@redis/client'
 import type { Logger } from 'pino'
+import type { RedisSettings } from '../config/redis-settings.js'
 import { StateValueTooLargeError, StoreUnavailableError } from './errors.js'
+import { ClusterConnection, ClusterNotReadyError } from './redis-cluster-connection.js'
+import { StandaloneConnection, type ConnectionOptions, type RedisConnection } from './redis-connection.js'
+import { DeadlineError, withinDeadline } from './redis-deadline.js'
+import { RedisHealth } from './redis-health.js'
+import { describeProblem } from './redis-problems.js'
+import { SentinelConnection, SentinelNotReadyError } from './redis-sentinel-connection.js'
 import { OperationStats, validTtl, type OperationObserver, type StateStore, type StoreLock, type StoreStats } from './state-store.js'
 
 export interface RedisStoreOptions {
-  /** redis:// or rediss:// (TLS), optionally with ACL user and password. */
-  url: string
-  /** REDIS_PASSWORD_FILE's content; wins over a password in the URL. */
-  password?: string | undefined
-  /** Longest wait for any one command. */
+  /** Which Redis and how to reach it (config/redis-settings.ts). */
+  redis: Pick<RedisSettings, 'topology' | 'username' | 'password' | 'tls' | 'target'>
+  /** Longest wait for any one command (REDIS_COMMAND_TIMEOUT_MS). */
   commandTimeoutMs?: number
   connectTimeoutMs?: number
   /** Reconnect backoff: base * 2^attempt with jitter, capped. */
@@ -38,20 +43,16 @@ export interface RedisStoreOptions {
   reconnectMaxMs?: number
   /** Commands waiting for an answer beyond this are refused (bounded memory). */
   maxPendingCommands?: number
-  logger?: Pick<Logger, 'info' | 'warn'> | undefined
+  /** Timeouts with no answer for this long: down (default 3 × commandTimeoutMs). */
+  downAfterMs?: number
+  /** Down this long: the connection is made anew (default 10 × commandTimeoutMs). */
+  reconnectAfterMs?: number
+  logger?: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'> | undefined
   onOperation?: OperationObserver | undefined
   random?: () => number
 }
 
-/** RESP2: understood by every Redis and Valkey version the proxy may meet. */
-type Client = RedisClientType<{}, {}, {}, 2, {}>
 type Handler = (message: Buffer) => void
-
-const BUFFERS = { typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } }
-/** After this many timeouts in a row the connection counts as down even though the socket is open (a hung server). */
-const TIMEOUTS_BEFORE_DOWN = 3
-/** After this many (the probe counts one per interval it stays unanswered) the connection is dropped and made anew, and again after as many more. */
-const TIMEOUTS_BEFORE_RECONNECT = 10
 
 // Compare-and-delete and compare-and-extend, atomic in Redis. Sent with EVAL:
 // the scripts are tiny and Redis caches their compiled form, and EVALSHA's
@@ -68,64 +69,64 @@ const GET_AT_MOST = "local n = redis.call('STRLEN', KEYS[1]) if n > tonumber(ARG
 const INCREMENT = "local n = redis.call('INCR', KEYS[1]) local ttl = redis.call('PTTL', KEYS[1]) if n == 1 or ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) ttl = tonumber(ARGV[1]) end return {n, ttl}"
 
 export class RedisStore implements StateStore {
-  readonly #client: Client
-  #subscriber: Client | undefined
+  readonly #connection: RedisConnection
+  readonly #health: RedisHealth
   readonly #channels = new Map<string, Set<Handler>>()
-  readonly #options: RedisStoreOptions & { commandTimeoutMs: number }
+  readonly #timeoutMs: number
   readonly #stats: OperationStats
   readonly #logger: RedisStoreOptions['logger']
-  /** Where to, for log lines: scheme, host and port, never the credentials. */
-  readonly #target: string
-  readonly #url: string
-  #consecutiveTimeouts = 0
-  /** performance.now() of the last answer (a reply or an error reply): a full queue soon after one is a burst, not a hang. */
-  #lastAnswerAt = performance.now()
   #probe: NodeJS.Timeout | undefined
   /** The last probe is still in the client's queue: the server has not answered it, nor has the connection dropped. */
   #probeInFlight = false
-  #everReady = false
-  #outageLogged = false
   #closed = false
 
   constructor (options: RedisStoreOptions) {
-    this.#options = { ...options, commandTimeoutMs: options.commandTimeoutMs ?? 250 }
+    const timeoutMs = this.#timeoutMs = options.commandTimeoutMs ?? 250
     this.#stats = new OperationStats(options.onOperation)
     this.#logger = options.logger
-    const url = new URL(options.url)
-    this.#target = `${url.protocol}//${url.host}`
-    // A password from REDIS_PASSWORD_FILE wins; node-redis would let the URL's win.
-    if (options.password !== undefined) url.password = ''
-    this.#url = url.href
-    this.#client = this.#newClient('main')
-    this.#client.on('ready', () => {
-      this.#answering()
-      if (this.#everReady) this.#stats.reconnects++
-      this.#logger?.info({ redis: this.#target }, this.#everReady ? 'redis connection restored' : 'redis connected')
-      this.#everReady = true
-      this.#outageLogged = false
+    this.#health = new RedisHealth({ target: options.redis.target, commandTimeoutMs: timeoutMs, downAfterMs: options.downAfterMs, reconnectAfterMs: options.reconnectAfterMs, logger: options.logger })
+    const connection: ConnectionOptions = {
+      settings: { ...options.redis, commandTimeoutMs: timeoutMs },
+      health: this.#health,
+      connectTimeoutMs: options.connectTimeoutMs ?? 2_000,
+      reconnectBaseMs: options.reconnectBaseMs ?? 50,
+      reconnectMaxMs: options.reconnectMaxMs ?? 2_000,
+      maxPendingCommands: options.maxPendingCommands ?? 1_000,
+      random: options.random ?? Math.random
+    }
+    const { topology } = options.redis
+    this.#connection = topology.kind === 'sentinel'
+      ? new SentinelConnection(connection, topology.sentinels, topology.masterName)
+      : topology.kind === 'cluster' ? new ClusterConnection(connection, topology.seeds) : new StandaloneConnection(connection, topology.node, topology.database)
+    // Subscriptions never confirmed (made while down) are made when a subscriber connection comes (back).
+    this.#connection.onSubscriberReady(() => {
+      for (const channel of this.#channels.keys()) this.#connection.subscribe(channel, this.#dispatch).catch(() => {})
     })
-    this.#connect(this.#client)
+    this.#health.onUp(() => { this.#stopProbing() })
   }
 
-  /** Resolves true once connected (at once if already), false if `timeoutMs` passes first. */
+  /** Resolves true once connected (at once if already), false if `timeoutMs` passes first or the settings were refused. */
   async waitUntilUp (timeoutMs: number): Promise<boolean> {
-    if (this.#client.isReady) return true
-    if (this.#closed) return false
+    if (this.#health.up) return true
+    if (this.#closed || this.#health.needsOperator) return false
     return await new Promise((resolve) => {
       const done = (up: boolean): void => {
         clearTimeout(timer)
-        this.#client.off('ready', onReady)
+        clearInterval(watch)
+        stop()
         resolve(up)
       }
-      const onReady = (): void => { done(true) }
+      const stop = this.#health.onUp(() => { done(true) })
       const timer = setTimeout(done, timeoutMs, false)
+      // A wrong password will not fix itself: say so now rather than at the end of the wait.
+      const watch = setInterval(() => { if (this.#health.needsOperator || this.#closed) done(false) }, 20)
       timer.unref()
-      this.#client.on('ready', onReady)
+      watch.unref()
     })
   }
 
   async get (key: string, maxBytes?: number): Promise<Buffer | undefined> {
-    const reply = await this.#command('get', maxBytes === undefined ? ['GET', key] : ['EVAL', GET_AT_MOST, '1', key, String(maxBytes)])
+    const reply = await this.#command('get', key, maxBytes === undefined ? ['GET', key] : ['EVAL', GET_AT_MOST, '1', key, String(maxBytes)])
     if (reply === null) return undefined
     if (Buffer.isBuffer(reply)) return reply
     // The script answers a number instead of the value: its length, over the bound.
@@ -135,36 +136,36 @@ export class RedisStore implements StateStore {
 
   async set (key: string, value: Buffer, ttlMs?: number): Promise<void> {
     const ttl = validTtl(ttlMs)
-    await this.#command('set', ttl === undefined ? ['SET', key, value] : ['SET', key, value, 'PX', String(ttl)])
+    await this.#command('set', key, ttl === undefined ? ['SET', key, value] : ['SET', key, value, 'PX', String(ttl)])
   }
 
   async setIfAbsent (key: string, value: Buffer, ttlMs?: number): Promise<boolean> {
     const ttl = validTtl(ttlMs)
-    return await this.#command('setIfAbsent', ttl === undefined ? ['SET', key, value, 'NX'] : ['SET', key, value, 'NX', 'PX', String(ttl)]) !== null
+    return await this.#command('setIfAbsent', key, ttl === undefined ? ['SET', key, value, 'NX'] : ['SET', key, value, 'NX', 'PX', String(ttl)]) !== null
   }
 
   async delete (key: string): Promise<boolean> {
-    return await this.#command('delete', ['DEL', key]) === 1
+    return await this.#command('delete', key, ['DEL', key]) === 1
   }
 
   async deleteIf (key: string, expected: Buffer): Promise<boolean> {
-    return await this.#command('deleteIf', ['EVAL', COMPARE_AND_DELETE, '1', key, expected]) === 1
+    return await this.#command('deleteIf', key, ['EVAL', COMPARE_AND_DELETE, '1', key, expected]) === 1
   }
 
   async replaceIf (key: string, expected: Buffer, value: Buffer): Promise<boolean> {
-    return await this.#command('replaceIf', ['EVAL', COMPARE_AND_SWAP, '1', key, expected, value]) === 1
+    return await this.#command('replaceIf', key, ['EVAL', COMPARE_AND_SWAP, '1', key, expected, value]) === 1
   }
 
   async increment (key: string, windowMs: number): Promise<{ count: number, ttlMs: number }> {
     const window = String(validTtl(windowMs))
-    const reply = await this.#command('increment', ['EVAL', INCREMENT, '1', key, window])
+    const reply = await this.#command('increment', key, ['EVAL', INCREMENT, '1', key, window])
     if (!Array.isArray(reply) || typeof reply[0] !== 'number' || typeof reply[1] !== 'number') throw unexpected('increment', reply)
     return { count: reply[0], ttlMs: reply[1] }
   }
 
+  /** Runs on the first connection and on every return after an outage (notifications sent meanwhile are lost). */
   onUp (listener: () => void): () => void {
-    this.#client.on('ready', listener)
-    return () => { this.#client.off('ready', listener) }
+    return this.#health.onUp(listener)
   }
 
   lock (key: string): StoreLock {
@@ -173,21 +174,19 @@ export class RedisStore implements StateStore {
       key,
       obtain: async (ttlMs) => {
         const ttl = String(validTtl(ttlMs))
-        return await this.#command('lock.obtain', ['SET', key, token, 'NX', 'PX', ttl]) !== null
+        return await this.#command('lock.obtain', key, ['SET', key, token, 'NX', 'PX', ttl]) !== null
       },
       refresh: async (ttlMs) => {
         const ttl = String(validTtl(ttlMs))
-        return await this.#command('lock.refresh', ['EVAL', COMPARE_AND_EXTEND, '1', key, token, ttl]) === 1
+        return await this.#command('lock.refresh', key, ['EVAL', COMPARE_AND_EXTEND, '1', key, token, ttl]) === 1
       },
-      release: async () => await this.#command('lock.release', ['EVAL', COMPARE_AND_DELETE, '1', key, token]) === 1
+      release: async () => await this.#command('lock.release', key, ['EVAL', COMPARE_AND_DELETE, '1', key, token]) === 1
     }
   }
 
   /**
-   * Subscriptions live on a second connection (a subscribed RESP2 connection
-   * takes no other commands). They outlast outages: one that cannot be
-   * confirmed now is made when the connection comes (back), so this rejects
-   * only when the store is closed.
+   * Subscriptions outlast outages: one that cannot be confirmed now is made
+   * when the connection comes (back), so this rejects only when the store is closed.
    */
   async subscribe (channel: string, handler: Handler): Promise<() => Promise<void>> {
     const startedAt = performance.now()
@@ -195,80 +194,39 @@ export class RedisStore implements StateStore {
       this.#stats.record('subscribe', startedAt, false)
       throw new StoreUnavailableError('subscribe', 'the store is closed')
     }
-    const subscriber = this.#subscriberClient()
     let handlers = this.#channels.get(channel)
     if (handlers === undefined) this.#channels.set(channel, handlers = new Set())
     const subscription: Handler = (message) => { handler(message) }
     handlers.add(subscription)
-    const confirmed = await this.#within(subscriber.subscribe(channel, this.#dispatch, true))
+    const confirmed = await this.#bounded(this.#connection.subscribe(channel, this.#dispatch))
     this.#stats.record('subscribe', startedAt, confirmed)
     return async () => {
       handlers.delete(subscription)
       if (handlers.size > 0 || this.#channels.get(channel) !== handlers) return
       this.#channels.delete(channel)
-      if (!this.#closed) await this.#within(subscriber.unsubscribe(channel, this.#dispatch, true))
+      if (!this.#closed) await this.#bounded(this.#connection.unsubscribe(channel, this.#dispatch))
     }
   }
 
   async publish (channel: string, message: Buffer): Promise<void> {
-    await this.#command('publish', ['PUBLISH', channel, message])
+    await this.#command('publish', undefined, ['PUBLISH', channel, message])
   }
 
   async ping (): Promise<void> {
-    await this.#command('ping', ['PING'])
+    await this.#command('ping', undefined, ['PING'])
   }
 
   stats (): StoreStats {
-    const up = !this.#closed && this.#client.isReady && this.#consecutiveTimeouts < TIMEOUTS_BEFORE_DOWN
-    return this.#stats.snapshot('redis', up)
+    const health = this.#health
+    return this.#stats.snapshot('redis', !this.#closed && health.up, { reconnects: health.returns, outages: health.outages, refused: health.refused, lastProblem: health.lastProblem })
   }
 
   async close (): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    this.#answering()
-    await Promise.all([this.#shutdown(this.#client), this.#subscriber === undefined ? undefined : this.#shutdown(this.#subscriber)])
-  }
-
-  #newClient (role: string): Client {
-    const { commandTimeoutMs, connectTimeoutMs = 2_000, reconnectBaseMs = 50, reconnectMaxMs = 2_000, maxPendingCommands = 1_000, random = Math.random } = this.#options
-    const client: Client = createClient({
-      url: this.#url,
-      ...(this.#options.password === undefined ? {} : { password: this.#options.password }),
-      RESP: 2,
-      name: 'cmu-proxy',
-      disableOfflineQueue: true,
-      commandsQueueMaxLength: maxPendingCommands,
-      commandOptions: { timeout: commandTimeoutMs },
-      socket: {
-        connectTimeout: connectTimeoutMs,
-        // Never give up; half to all of base * 2^n, capped, so a fleet does not reconnect in step.
-        reconnectStrategy: (retries) => Math.ceil(Math.min(reconnectMaxMs, reconnectBaseMs * 2 ** Math.min(retries, 20)) * (0.5 + random() / 2))
-      }
-    })
-    client.on('error', (err: unknown) => {
-      // Once per outage: the client emits an error on every failed reconnect attempt.
-      if (this.#outageLogged || this.#closed) return
-      this.#outageLogged = true
-      this.#logger?.warn({ redis: this.#target, connection: role, reason: describe(err, commandTimeoutMs) }, 'redis unavailable; serving from local state and retrying')
-    })
-    return client
-  }
-
-  #connect (client: Client): void {
-    // Settles when connected or closed; until then commands are refused at once.
-    client.connect().catch(() => {})
-  }
-
-  #subscriberClient (): Client {
-    if (this.#subscriber !== undefined) return this.#subscriber
-    const subscriber = this.#subscriber = this.#newClient('subscriber')
-    // node-redis re-subscribes confirmed channels after a reconnect; this catches those never confirmed.
-    subscriber.on('ready', () => {
-      for (const channel of this.#channels.keys()) subscriber.subscribe(channel, this.#dispatch, true).catch(() => {})
-    })
-    this.#connect(subscriber)
-    return subscriber
+    this.#health.close()
+    this.#stopProbing()
+    await this.#connection.close(async (closing) => await this.#bounded(closing))
   }
 
   readonly #dispatch = (message: Buffer, channel: Buffer): void => {
@@ -282,117 +240,74 @@ export class RedisStore implements StateStore {
   }
 
   /** True when `promise` settled successfully within the command timeout. */
-  async #within (promise: Promise<unknown>): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<boolean>((resolve) => {
-      timer = setTimeout(resolve, this.#options.commandTimeoutMs, false)
-      timer.unref()
-    })
-    try {
-      return await Promise.race([promise.then(() => true, () => false), timeout])
-    } finally {
-      clearTimeout(timer)
-    }
+  async #bounded (promise: Promise<unknown>): Promise<boolean> {
+    return await withinDeadline(promise, this.#timeoutMs).then(() => true, () => false)
   }
 
-  async #command (operation: string, args: Array<string | Buffer>, probing = false): Promise<unknown> {
+  async #command (operation: string, key: string | undefined, args: Array<string | Buffer>, probing = false): Promise<unknown> {
     const startedAt = performance.now()
-    if (this.#closed) {
+    const refusal = this.#closed ? 'the store is closed' : probing ? undefined : this.#health.refusal()
+    if (refusal !== undefined) {
+      // Hung or closed: refuse at once rather than make every caller wait a timeout.
+      if (!this.#closed) this.#health.refusedOne(undefined)
       this.#stats.record(operation, startedAt, false)
-      throw new StoreUnavailableError(operation, 'the store is closed')
+      throw new StoreUnavailableError(operation, refusal)
     }
-    if (!probing && this.#consecutiveTimeouts >= TIMEOUTS_BEFORE_DOWN) {
-      // Hung: refuse at once rather than make every caller wait a timeout.
-      this.#stats.record(operation, startedAt, false)
-      throw new StoreUnavailableError(operation, `not answering (${this.#consecutiveTimeouts} timeouts in a row); probing in the background`)
+    const sent = this.#connection.send(key, args)
+    if (probing) {
+      this.#probeInFlight = true
+      const settled = (): void => { this.#probeInFlight = false }
+      sent.then(settled, settled)
     }
-    let timer: NodeJS.Timeout | undefined
     try {
-      // node-redis's own `timeout` ends when the command is written, not when the
-      // answer comes: a server that accepts and never answers needs this deadline.
-      const deadline = new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(() => { reject(new DeadlineError()) }, this.#options.commandTimeoutMs)
-        timer.unref()
-      })
-      const sent = this.#client.sendCommand(args, BUFFERS)
-      if (probing) {
-        this.#probeInFlight = true
-        const settled = (): void => { this.#probeInFlight = false }
-        sent.then(settled, settled)
-      }
-      const reply: unknown = await Promise.race([sent, deadline])
-      this.#answering()
+      const reply = await withinDeadline(sent, this.#timeoutMs)
+      this.#health.answered()
       this.#stats.record(operation, startedAt, true)
       return reply
     } catch (err) {
-      const timedOut = err instanceof DeadlineError || err instanceof TimeoutError
+      const problem = describeProblem(err, this.#timeoutMs)
+      const timedOut = err instanceof DeadlineError
+      // An error reply is an answer: Redis is there.
+      if (err instanceof ErrorReply) this.#health.answered()
+      // Not sent: refused while disconnected.
+      else if (isOffline(err)) this.#health.refusedOne(problem)
       // A full queue with no answer for a whole timeout is commands a hung server never answered: no
       // answer either. Soon after an answer it is a burst on a server that answers: this command is shed only.
-      if (timedOut || (isQueueFull(err) && performance.now() - this.#lastAnswerAt > this.#options.commandTimeoutMs)) this.#timedOut()
-      // An error reply is an answer. Other failures (offline, closed) leave the count to the
-      // connection's own state: 'ready' resets it once connected again.
-      else if (err instanceof ErrorReply) this.#answering()
+      else if (timedOut || (isQueueFull(err) && performance.now() - this.#health.lastAnswerAt > this.#timeoutMs)) this.#timedOut(startedAt, problem)
+      else if (isQueueFull(err)) this.#health.failed(problem)
+      // Offline, or the connection dropped under it.
+      else this.#health.lost(problem)
       this.#stats.record(operation, startedAt, false, timedOut)
-      throw new StoreUnavailableError(operation, describe(err, this.#options.commandTimeoutMs), { cause: err })
-    } finally {
-      clearTimeout(timer)
+      throw new StoreUnavailableError(operation, problem.reason, { cause: err })
     }
   }
 
-  #answering (): void {
-    this.#lastAnswerAt = performance.now()
-    this.#consecutiveTimeouts = 0
+  #timedOut (startedAt: number, problem: ReturnType<typeof describeProblem>): void {
+    if (this.#closed) return
+    this.#health.timedOut(startedAt, problem)
+    if (!this.#health.hung || this.#probe !== undefined) return
+    this.#probe = setInterval(() => {
+      if (this.#health.reconnectDue()) this.#reconnect()
+      // Still no answer to the last one: no second PING behind it.
+      else if (!this.#probeInFlight) this.#command('ping', undefined, ['PING'], true).catch(() => {})
+    }, Math.max(this.#timeoutMs, 100))
+    this.#probe.unref()
+  }
+
+  #stopProbing (): void {
     clearInterval(this.#probe)
     this.#probe = undefined
   }
 
-  #timedOut (): void {
-    if (this.#closed) return
-    // Every so many: a new socket may land on a peer that hangs too.
-    if (++this.#consecutiveTimeouts % TIMEOUTS_BEFORE_RECONNECT === 0) this.#reconnect()
-    if (this.#consecutiveTimeouts < TIMEOUTS_BEFORE_DOWN || this.#probe !== undefined) return
-    const interval = Math.max(this.#options.commandTimeoutMs, 100)
-    this.#probe = setInterval(() => {
-      // Still no answer to the last one: one more timeout, and no second PING behind it. A new socket
-      // whose handshake gets no answer (a hung server still accepts connections) is no answer either.
-      if (this.#probeInFlight || !this.#client.isReady) this.#timedOut()
-      else this.#command('ping', ['PING'], true).catch(() => {})
-    }, interval)
-    this.#probe.unref()
-  }
-
-  /** Drops a connection that stopped answering (its queued commands fail) and connects again; 'ready' ends the hang. */
+  /** Drops a connection that stopped answering (its queued commands fail) and connects again; an answer ends the hang. */
   #reconnect (): void {
-    this.#logger?.warn({ redis: this.#target, timeouts: this.#consecutiveTimeouts }, 'redis is not answering on this connection: connecting again')
-    this.#client.destroy()
-    this.#connect(this.#client)
-    // The subscriber sends no commands, so nothing times out on it; it sits on the same dead peer.
-    // Its 'ready' handler subscribes to every channel again.
-    const subscriber = this.#subscriber
-    if (subscriber !== undefined) {
-      subscriber.destroy()
-      this.#connect(subscriber)
-    }
-  }
-
-  /** Close gracefully, but never wait on a hung server longer than one command timeout. */
-  async #shutdown (client: Client): Promise<void> {
-    if (client.isOpen) {
-      await this.#within(client.close())
-    }
-    client.destroy()
+    this.#probeInFlight = false
+    this.#connection.reconnect()
   }
 }
 
-/** A reason for logs and errors: what went wrong, without Redis's echo of our arguments. */
-class DeadlineError extends Error {}
-
-function describe (err: unknown, timeoutMs: number): string {
-  if (err instanceof DeadlineError || err instanceof TimeoutError) return `no answer within ${timeoutMs} ms`
-  // Error replies start with a code word (NOAUTH, WRONGPASS, READONLY, OOM, WRONGTYPE, ...).
-  if (err instanceof ErrorReply) return `Redis answered ${err.message.split(' ', 1)[0] ?? 'an error'}`
-  const { code, message } = err as { code?: unknown, message?: unknown }
-  return typeof code === 'string' ? code : typeof message === 'string' ? message : 'unknown error'
+function isOffline (err: unknown): boolean {
+  return err instanceof ClientOfflineError || err instanceof ClientClosedError || err instanceof SentinelNotReadyError || err instanceof ClusterNotReadyError
 }
 
 /** node-redis refuses a command with this when `commandsQueueMaxLength` commands already wait. */
@@ -403,4 +318,3 @@ function isQueueFull (err: unknown): boolean {
 function unexpected (operation: string, reply: unknown): StoreUnavailableError {
   return new StoreUnavailableError(operation, `unexpected reply of type ${typeof reply}`)
 }
-

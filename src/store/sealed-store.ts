@@ -12,7 +12,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { KEY_ID_BYTES, type StateKey } from './encryption-keys.js'
-import { StateSealError, StateValueTooLargeError } from './errors.js'
+import { StateSealError, StateValueTooLargeError, type SealFailure } from './errors.js'
 import type { StateStore, StoreLock, StoreStats } from './state-store.js'
 
 const VERSION = 1
@@ -21,10 +21,15 @@ const TAG_BYTES = 16
 const HEADER_BYTES = 1 + KEY_ID_BYTES + IV_BYTES + TAG_BYTES
 
 export interface SealedStoreOptions {
-  logger?: Pick<Logger, 'warn'> | undefined
+  logger?: Pick<Logger, 'info' | 'warn'> | undefined
   /** Never re-seal what is read (`cmu-proxy check`: it may run with a key list the fleet does not use yet). */
   readOnly?: boolean | undefined
+  /** Notifications that do not open: one line when they start, one when none came for this long (default a minute). */
+  quietAfterMs?: number
 }
+
+/** Notifications dropped since the first of a run of them. */
+interface DroppedRun { since: number, dropped: number, reasons: Set<SealFailure>, quiet: NodeJS.Timeout | undefined }
 
 export class SealedStore implements StateStore {
   readonly #inner: StateStore
@@ -32,6 +37,8 @@ export class SealedStore implements StateStore {
   readonly #sealingKey: StateKey
   readonly #logger: SealedStoreOptions['logger']
   readonly #reseal: boolean
+  readonly #quietAfterMs: number
+  #dropped: DroppedRun | undefined
   #unsealFailures = 0
   #resealed = 0
 
@@ -44,6 +51,7 @@ export class SealedStore implements StateStore {
     this.#sealingKey = first
     this.#logger = options.logger
     this.#reseal = options.readOnly !== true
+    this.#quietAfterMs = options.quietAfterMs ?? 60_000
   }
 
   /**
@@ -107,8 +115,8 @@ export class SealedStore implements StateStore {
       try {
         message = this.#open(sealed, channel, aad)
       } catch (err) {
-        // Another key list, or someone else publishing on our channel: drop it, say so.
-        this.#logger?.warn({ channel, reason: (err as StateSealError).reason }, 'dropped a state notification that does not open with STATE_ENCRYPTION_KEY')
+        // Another key list, or someone else publishing on our channel: drop it, say so once per run of them.
+        this.#droppedNotification(channel, (err as StateSealError).reason)
         return
       }
       handler(message)
@@ -136,7 +144,24 @@ export class SealedStore implements StateStore {
   }
 
   async close (): Promise<void> {
+    clearTimeout(this.#dropped?.quiet)
     await this.#inner.close()
+  }
+
+  /** One warning when notifications start failing to open, one line with the count once they have stopped. */
+  #droppedNotification (channel: string, reason: SealFailure): void {
+    const run = this.#dropped ??= { since: Date.now(), dropped: 0, reasons: new Set(), quiet: undefined }
+    run.dropped++
+    if (!run.reasons.has(reason)) {
+      run.reasons.add(reason)
+      this.#logger?.warn({ channel, reason, code: 'CMU_PROXY_STATE_UNSEALABLE' }, 'dropped a state notification that does not open with STATE_ENCRYPTION_KEY (an instance with another key list?); further ones are counted, not logged')
+    }
+    clearTimeout(run.quiet)
+    run.quiet = setTimeout(() => {
+      this.#dropped = undefined
+      this.#logger?.info({ dropped: run.dropped, reasons: [...run.reasons], forMs: Date.now() - run.since }, 'no more state notifications that do not open')
+    }, this.#quietAfterMs)
+    run.quiet.unref()
   }
 
   /** The ciphertext at `key` while it opens to `expected`; a longer one cannot, and is not read. */

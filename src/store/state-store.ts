@@ -57,7 +57,11 @@ export interface StateStore {
   publish: (channel: string, message: Buffer) => Promise<void>
   /** Resolves when the backend answers; rejects with StoreUnavailableError otherwise. */
   ping: () => Promise<void>
-  /** True once connected (at once if already), false when `timeoutMs` passes first or the store is closed. */
+  /**
+   * True once connected (at once if already); false when `timeoutMs` passes
+   * first, when the store is closed, or as soon as the backend refused the
+   * settings (a wrong password: `stats().lastProblem` says what it answered).
+   */
   waitUntilUp: (timeoutMs: number) => Promise<boolean>
   /**
    * `listener` runs each time the backend becomes available: the first
@@ -95,14 +99,27 @@ export interface StoreStats {
   errors: number
   /** Operations that failed because no answer came within the command timeout. */
   timeouts: number
-  /** Connections re-established after a loss. */
+  /** Returns to "up" after an outage (a reconnection, or a hung server answering again). */
   reconnects: number
+  /** Times the backend became unavailable; each outage is logged once when it starts and once when it ends. */
+  outages: number
+  /** Operations refused at once, never sent, because the backend was known to be unavailable. */
+  refused: number
+  /** The most recent failure, in words for operators (never a secret); absent until one happens. */
+  lastProblem?: StoreProblem | undefined
   /** Wall time of operations, answered or failed. */
   latencyMs: { count: number, total: number, max: number }
   /** Values that could not be unsealed (sealed stores only). */
   unsealFailures?: number
   /** Values read under an older key and re-sealed under the first one (sealed stores only). */
   resealed?: number
+}
+
+export interface StoreProblem {
+  /** What the backend answered (WRONGPASS, MOVED, ...) and what it means, a socket or TLS error code, or a timeout. */
+  reason: string
+  /** Retrying with the same settings gets the same answer: an operator must act. */
+  configuration: boolean
 }
 
 /** Called after every operation; metrics feed a latency histogram from it. */
@@ -119,7 +136,6 @@ export class OperationStats {
   operations = 0
   errors = 0
   timeouts = 0
-  reconnects = 0
   readonly latencyMs = { count: 0, total: 0, max: 0 }
   readonly #observer: OperationObserver | undefined
 
@@ -138,7 +154,7 @@ export class OperationStats {
     this.#observer?.(operation, elapsed / 1000, ok)
   }
 
-  snapshot (backend: StoreStats['backend'], up: boolean): StoreStats {
-    return { backend, up, operations: this.operations, errors: this.errors, timeouts: this.timeouts, reconnects: this.reconnects, latencyMs: { ...this.latencyMs } }
+  snapshot (backend: StoreStats['backend'], up: boolean, availability: Pick<StoreStats, 'reconnects' | 'outages' | 'refused' | 'lastProblem'> = { reconnects: 0, outages: 0, refused: 0 }): StoreStats {
+    return { backend, up, operations: this.operations, errors: this.errors, timeouts: this.timeouts, latencyMs: { ...this.latencyMs }, ...availability }
   }
 }

@@ -116,7 +116,7 @@ t.test('fleet mode: REDIS_URL needs a well-formed STATE_ENCRYPTION_KEY; one line
   const key = randomBytes(32).toString('base64')
   const dir = t.testdir({ 'state.key': `${key}\n`, 'redis-password': 'pw-from-file\n', 'short.key': randomBytes(16).toString('hex') })
   const { fleet } = loadSettings({ env: { ...base, REDIS_URL: 'rediss://user:pw@redis.internal:6380/0', STATE_ENCRYPTION_KEY_FILE: join(dir, 'state.key'), REDIS_PASSWORD_FILE: join(dir, 'redis-password') }, cwd: dir })
-  t.match(fleet, { redisUrl: 'rediss://user:pw@redis.internal:6380/0', redisAddress: 'rediss://redis.internal:6380', redisPassword: 'pw-from-file', keyPrefix: 'cmu-proxy:', commandTimeoutMs: 250, lockTtlMs: 5000 })
+  t.match(fleet, { redis: { target: 'rediss://redis.internal:6380', username: 'user', password: 'pw-from-file' }, keyPrefix: 'cmu-proxy:', commandTimeoutMs: 250, lockTtlMs: 5000 })
   t.same(fleet?.stateKeys.map((k) => k.export().toString('base64')), [key], 'the key, decoded')
   t.equal(loadSettings({ env: base, cwd: dir }).fleet, undefined, 'no Redis by default: one process, file and memory')
 

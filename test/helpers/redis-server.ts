@@ -6,6 +6,7 @@ import { once } from 'node:events'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { createClient, RESP_TYPES } from '@redis/client'
 import type { Test } from 'tap'
+import type { RedisStoreOptions } from '../../src/store/redis-store.js'
 import { temporaryDirectory } from './app.js'
 
 export interface RedisServer {
@@ -20,37 +21,67 @@ export interface RedisServer {
   resume: () => void
 }
 
-const BINARY = 'redis-server'
-const START_TIMEOUT_MS = 5_000
+const START_TIMEOUT_MS = 15_000
+/** The Debian package that has each binary (.ci/run installs them). */
+const PACKAGES: Record<string, string> = { 'redis-server': 'redis-server', 'redis-sentinel': 'redis-sentinel', 'redis-cli': 'redis-tools' }
 
-let found = false
-/** Fails with the name of the Debian package to install when there is no redis-server. */
-export function requireRedisServer (): void {
-  if (found) return
-  const probe = spawnSync(BINARY, ['--version'], { encoding: 'utf8', timeout: 5_000 })
+const found = new Set<string>()
+/** Fails with the name of the Debian package to install when `binary` is not on PATH. */
+export function requireRedisBinary (binary = 'redis-server'): void {
+  if (found.has(binary)) return
+  const probe = spawnSync(binary, ['--version'], { encoding: 'utf8', timeout: 5_000 })
   if (probe.error !== undefined || probe.status !== 0) {
-    throw new Error(`${BINARY} is needed by the fleet tests and was not found on PATH (${probe.error?.message ?? `exit ${String(probe.status)}`}). ` +
-      'Install the Debian package redis-server: apt-get install -y redis-server (.ci/run does this when it is missing).')
+    const pkg = PACKAGES[binary] ?? 'redis-server'
+    throw new Error(`${binary} is needed by the fleet tests and was not found on PATH (${probe.error?.message ?? `exit ${String(probe.status)}`}). ` +
+      `Install the Debian package ${pkg}: apt-get install -y ${pkg} (.ci/run does this when it is missing).`)
   }
-  found = true
+  found.add(binary)
 }
 
-export async function startRedisServer (t: Test): Promise<RedisServer> {
-  requireRedisServer()
+export function requireRedisServer (): void {
+  requireRedisBinary('redis-server')
+}
+
+export interface RedisProcessOptions {
+  /** redis-server (default), redis-sentinel, ... */
+  binary?: string
+  /** Its arguments, for the port it gets and a directory of its own (removed after the test). */
+  args: (port: number, dir: string) => string[]
+}
+
+/** A real redis-server on a free loopback port, nothing persisted; `extra` arguments follow the defaults. */
+export async function startRedisServer (t: Test, extra: (port: number, dir: string) => string[] = () => []): Promise<RedisServer> {
+  return await startRedisProcess(t, {
+    args: (port, dir) => [
+      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+      '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning', '--databases', '1', ...extra(port, dir)
+    ]
+  })
+}
+
+/**
+ * Any Redis binary on a free loopback port, in its own process group (killed
+ * as a group when `t` ends, or when this process exits), ready once it answers PING.
+ */
+export async function startRedisProcess (t: Test, options: RedisProcessOptions): Promise<RedisServer> {
+  const binary = options.binary ?? 'redis-server'
+  requireRedisBinary(binary)
   const dir = temporaryDirectory(t)
   let child: ChildProcess | undefined
   let port = 0
   let paused = false
+  const signal = (proc: ChildProcess, name: NodeJS.Signals): void => {
+    try {
+      if (proc.pid !== undefined) process.kill(-proc.pid, name)
+    } catch {}
+  }
 
   const launch = async (): Promise<void> => {
-    const proc = spawn(BINARY, [
-      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning', '--databases', '1'
-    ], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const proc = spawn(binary, options.args(port, dir), { stdio: ['ignore', 'ignore', 'pipe'], detached: true })
     let stderr = ''
     proc.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
     child = proc
-    const exited = once(proc, 'exit').then(() => { throw new Error(`redis-server exited at start: ${stderr.trim()}`) })
+    const exited = once(proc, 'exit').then(() => { throw new Error(`${binary} exited at start: ${stderr.trim()}`) })
     exited.catch(() => {})
     await Promise.race([waitForPong(port, START_TIMEOUT_MS), exited])
   }
@@ -60,7 +91,7 @@ export async function startRedisServer (t: Test): Promise<RedisServer> {
     child = undefined
     if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return
     const exited = once(proc, 'exit')
-    proc.kill('SIGKILL')
+    signal(proc, 'SIGKILL')
     await exited
   }
 
@@ -77,7 +108,7 @@ export async function startRedisServer (t: Test): Promise<RedisServer> {
   }
   t.teardown(stop)
   // A test process that dies early (tap's timeout) must not leave a server behind.
-  const onExit = (): void => { child?.kill('SIGKILL') }
+  const onExit = (): void => { if (child !== undefined) signal(child, 'SIGKILL') }
   process.once('exit', onExit)
   t.teardown(() => { process.off('exit', onExit) })
 
@@ -91,15 +122,15 @@ export async function startRedisServer (t: Test): Promise<RedisServer> {
       await launch()
     },
     pause: () => {
-      if (child !== undefined && !paused) { child.kill('SIGSTOP'); paused = true }
+      if (child !== undefined && !paused) { signal(child, 'SIGSTOP'); paused = true }
     },
     resume: () => {
-      if (child !== undefined && paused) { child.kill('SIGCONT'); paused = false }
+      if (child !== undefined && paused) { signal(child, 'SIGCONT'); paused = false }
     }
   }
 }
 
-async function freePort (): Promise<number> {
+export async function freePort (): Promise<number> {
   const server = createServer()
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as AddressInfo
@@ -126,6 +157,11 @@ async function pingOnce (port: number): Promise<boolean> {
     socket.once('connect', () => socket.write('PING\r\n'))
     socket.once('data', (data) => { finish(data.toString().startsWith('+PONG')) })
   })
+}
+
+/** A store's view of `redis`: one node, no credentials (config/redis-settings.ts builds the same from REDIS_URL). */
+export function standalone (redis: Pick<RedisServer, 'port'>, extra: Partial<RedisStoreOptions['redis']> = {}): RedisStoreOptions['redis'] {
+  return { topology: { kind: 'standalone', node: { host: '127.0.0.1', port: redis.port }, database: 0 }, target: `redis://127.0.0.1:${redis.port}`, ...extra }
 }
 
 /** A plain node-redis client, so what the tests read from Redis does not pass through the code under test. */

@@ -31,6 +31,8 @@ export interface StoreFixture {
   backend: (t: Test) => Promise<Backend>
   /** Seal with these keys (a SealedStore over the backend's stores); absent: plain. */
   sealed: boolean
+  /** Keys in one hash slot, as on a Redis Cluster (namespace.ts). */
+  hashTag?: boolean
 }
 
 const quickly = { timeout: 10_000 }
@@ -42,7 +44,7 @@ export function storeContract (t: Test, fixture: StoreFixture): void {
   async function open (t: Test, keys: readonly StateKey[] = [stateKey(randomBytes(32))]) {
     const backend = await fixture.backend(t)
     const wrap = (inner: StateStore, withKeys = keys): StateStore => fixture.sealed ? new SealedStore(inner, withKeys) : inner
-    const ns = stateNamespace('test:', { clientId: randomUUID() })
+    const ns = stateNamespace('test:', { clientId: randomUUID() }, { hashTag: fixture.hashTag === true })
     return { backend, store: wrap(await backend.connect()), peer: wrap(await backend.connect()), wrap, keys, ns }
   }
 

@@ -7,6 +7,7 @@ import { StateKeyError } from '../../src/store/errors.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
 import { DEFAULT_KEY_PREFIX, digest, stateNamespace } from '../../src/store/namespace.js'
 import { SealedStore } from '../../src/store/sealed-store.js'
+import { standalone } from '../helpers/redis-server.js'
 
 t.test('stateKey: the same key and id from raw bytes and from a secret KeyObject (the settings); 32 bytes only', async (t) => {
   const bytes = randomBytes(32)
@@ -35,6 +36,9 @@ t.test('namespace: prefix, then the application\'s fingerprint, then the name', 
   t.notOk(byClient.base.includes('client-1'))
   t.not(stateNamespace('team-a:', { clientId: statement }).base, stateNamespace('team-a:', { softwareStatement: statement }).base, 'a statement and a client id with the same text never collide')
   t.match(stateNamespace('', { clientId: 'x' }).base, /^c-/, 'an empty prefix is allowed')
+  const tagged = stateNamespace(DEFAULT_KEY_PREFIX, { softwareStatement: statement }, { hashTag: true })
+  t.equal(tagged.base, ns.base.replace(/(s-[0-9a-f]{16})/, '{$1}'), 'Redis Cluster: the fingerprint is a hash tag')
+  t.equal(tagged.channel('token'), `${tagged.base}channel:token`, 'channels too: one slot for everything')
 
   t.throws(() => ns.key(), RangeError)
   t.throws(() => ns.key('cache', '/cmu/v2/year?x=1'), { message: /hash it with digest\(\)/ })
@@ -48,13 +52,15 @@ t.test('namespace: prefix, then the application\'s fingerprint, then the name', 
   t.equal(ns.key('cache', cacheKey), `${ns.base}cache:${cacheKey}`, 'digests are valid key parts')
 })
 
-t.test('createStore: memory without REDIS_URL; sealed Redis with it, and only with a key', async (t) => {
+t.test('createStore: memory without Redis; sealed Redis with it, and only with a key', async (t) => {
   const memory = createStore({})
   t.type(memory, MemoryStore)
   await memory.close()
-  t.throws(() => createStore({ redisUrl: 'redis://127.0.0.1:1' }), { name: 'StateKeyError', variable: 'STATE_ENCRYPTION_KEY', message: /required with REDIS_URL/ })
-  t.throws(() => createStore({ redisUrl: 'redis://127.0.0.1:1', encryptionKeys: [] }), StateKeyError)
-  const sealed = createStore({ redisUrl: 'redis://127.0.0.1:1', redisPassword: 'p', encryptionKeys: [stateKey(randomBytes(32))], redis: { commandTimeoutMs: 100, reconnectMaxMs: 50 } })
+  const redis = { ...standalone({ port: 1 }), password: 'p', commandTimeoutMs: 100, variable: 'REDIS_URL' as const }
+  t.throws(() => createStore({ redis }), { name: 'StateKeyError', variable: 'STATE_ENCRYPTION_KEY', message: /required with REDIS_URL/ })
+  t.throws(() => createStore({ redis: { ...redis, variable: 'REDIS_SENTINELS' }, encryptionKeys: [] }), StateKeyError)
+  t.throws(() => createStore({ redis: { ...redis, variable: 'REDIS_SENTINELS' } }), { message: /required with REDIS_SENTINELS/ })
+  const sealed = createStore({ redis, encryptionKeys: [stateKey(randomBytes(32))], tuning: { reconnectMaxMs: 50 } })
   t.type(sealed, SealedStore)
   t.match(sealed.stats(), { backend: 'redis', up: false, unsealFailures: 0 })
   await t.rejects(sealed.get('k'), { name: 'StoreUnavailableError' }, 'nothing listens on port 1: unavailable, not absent')

@@ -10,12 +10,12 @@ import { RedisStore, type RedisStoreOptions } from '../../src/store/redis-store.
 import { SealedStore } from '../../src/store/sealed-store.js'
 import type { StateStore } from '../../src/store/state-store.js'
 import { capturedLogger, eventually } from '../helpers/app.js'
-import { rawRedisClient, startRedisServer, type RedisServer } from '../helpers/redis-server.js'
+import { rawRedisClient, standalone, startRedisServer, type RedisServer } from '../helpers/redis-server.js'
 import { storeContract, type Backend } from '../helpers/store-contract.js'
 
 const COMMAND_TIMEOUT_MS = 200
 /** Quick reconnects keep the restart tests short. */
-const FAST: Omit<RedisStoreOptions, 'url'> = { commandTimeoutMs: COMMAND_TIMEOUT_MS, reconnectBaseMs: 10, reconnectMaxMs: 100, connectTimeoutMs: 500 }
+const FAST: Omit<RedisStoreOptions, 'redis'> = { commandTimeoutMs: COMMAND_TIMEOUT_MS, reconnectBaseMs: 10, reconnectMaxMs: 100, connectTimeoutMs: 500 }
 
 function memoryBackend (t: Test): Backend {
   const memory = new MemoryStore()
@@ -31,7 +31,7 @@ function memoryBackend (t: Test): Backend {
 const rawClient = rawRedisClient
 
 async function openRedisStore (t: Test, redis: RedisServer, options: Partial<RedisStoreOptions> = {}): Promise<RedisStore> {
-  const store = new RedisStore({ url: redis.url, ...FAST, ...options })
+  const store = new RedisStore({ redis: standalone(redis), ...FAST, ...options })
   t.teardown(async () => { await store.close() })
   return store
 }
@@ -127,7 +127,7 @@ t.test('redis: close does not wait on a hung server; subscriptions end with the 
 
 t.test('redis: a hung server stays down (background probes neither fill the queue nor count as answers) and the socket is made anew', async (t) => {
   const redis = await startRedisServer(t)
-  const { logger, lines } = capturedLogger()
+  const { logger, lines } = capturedLogger('debug')
   // A small queue, so that unanswered probes would fill it within the test.
   const store = await openRedisStore(t, redis, { commandTimeoutMs: 100, maxPendingCommands: 3, logger })
   t.ok(await store.waitUntilUp(2_000))
@@ -164,19 +164,22 @@ t.test('redis: a burst that overfills the queue of a server that answers sheds c
   t.equal(await store.get('k'), undefined, 'it answers the next command')
 })
 
-t.test('redis: the password option authenticates (REDIS_PASSWORD_FILE)', async (t) => {
+t.test('redis: the password authenticates (REDIS_PASSWORD_FILE); a wrong one is said at once, never shown', async (t) => {
   const redis = await startRedisServer(t)
   const raw = await rawClient(t, redis)
   await raw.configSet('requirepass', 'a-test-password')
   const { logger, lines } = capturedLogger()
-  const refused = await openRedisStore(t, redis, { url: redis.url.replace('redis://', 'redis://:wrong-password-in-url@'), logger })
-  const accepted = await openRedisStore(t, redis, { url: redis.url.replace('redis://', 'redis://:wrong-password-in-url@'), password: 'a-test-password' })
-  t.ok(await accepted.waitUntilUp(2_000), 'the password option wins over the one in the URL')
+  const refused = await openRedisStore(t, redis, { redis: standalone(redis, { password: 'wrong-password' }), logger })
+  const accepted = await openRedisStore(t, redis, { redis: standalone(redis, { password: 'a-test-password' }) })
+  t.ok(await accepted.waitUntilUp(2_000))
   await accepted.set('k', Buffer.from('v'))
-  t.equal(await refused.waitUntilUp(200), false, 'a wrong password: the connection never becomes ready')
+  const started = performance.now()
+  t.equal(await refused.waitUntilUp(5_000), false, 'a wrong password: the connection never becomes ready')
+  t.ok(performance.now() - started < 2_000, 'and waitUntilUp says so without waiting out its budget')
+  t.match(refused.stats().lastProblem, { reason: /^Redis answered WRONGPASS: wrong user name or password/, configuration: true })
   await t.rejects(refused.get('k'), { name: 'StoreUnavailableError' })
-  t.match(lines.map((l) => JSON.parse(l)), [{ msg: /^redis unavailable/, redis: `redis://127.0.0.1:${redis.port}`, reason: /WRONGPASS/ }], 'logged with the reason')
-  t.notOk(lines.join('\n').includes('wrong-password-in-url'), 'never the password')
+  t.match(lines.map((l) => JSON.parse(l)), [{ msg: /^redis unavailable/, redis: `redis://127.0.0.1:${redis.port}`, reason: /WRONGPASS/ }], 'logged once, with the reason')
+  t.notOk(lines.join('\n').includes('wrong-password'), 'never the password')
 })
 
 t.test('memory: bounded by entries; TTLs follow the injected clock', async (t) => {
