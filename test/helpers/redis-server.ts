@@ -1,12 +1,12 @@
 // A real redis-server for tests: its own process on a free loopback port,
 // nothing persisted (--save "" --appendonly no), so a test can kill it under
 // traffic, freeze it, and bring it back empty on the same port.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
+import { spawnSync } from 'node:child_process'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { createClient, RESP_TYPES } from '@redis/client'
 import type { Test } from 'tap'
 import { temporaryDirectory } from './app.js'
+import { startChild, STARTUP_DEADLINE_MS, type ProcessGroup } from './processes.js'
 
 export interface RedisServer {
   url: string
@@ -20,48 +20,61 @@ export interface RedisServer {
   resume: () => void
 }
 
-const BINARY = 'redis-server'
-const START_TIMEOUT_MS = 5_000
-
-let found = false
-/** Fails with the name of the Debian package to install when there is no redis-server. */
-export function requireRedisServer (): void {
-  if (found) return
-  const probe = spawnSync(BINARY, ['--version'], { encoding: 'utf8', timeout: 5_000 })
+const found = new Set<string>()
+/** Fails with the name of the Debian package to install when `binary` is not on PATH. */
+export function requireRedisBinary (binary = 'redis-server'): void {
+  if (found.has(binary)) return
+  const probe = spawnSync(binary, ['--version'], { encoding: 'utf8', timeout: STARTUP_DEADLINE_MS })
   if (probe.error !== undefined || probe.status !== 0) {
-    throw new Error(`${BINARY} is needed by the fleet tests and was not found on PATH (${probe.error?.message ?? `exit ${String(probe.status)}`}). ` +
+    throw new Error(`${binary} is needed by the fleet tests and was not found on PATH (${probe.error?.message ?? `exit ${String(probe.status)}`}). ` +
       'Install the Debian package redis-server: apt-get install -y redis-server (.ci/run does this when it is missing).')
   }
-  found = true
+  found.add(binary)
 }
 
+export function requireRedisServer (): void {
+  requireRedisBinary('redis-server')
+}
+
+export interface RedisProcessOptions {
+  /** redis-server (default), redis-sentinel, ... */
+  binary?: string
+  /** Its arguments, for the port it gets and a directory of its own (removed after the test). */
+  args: (port: number, dir: string) => string[]
+}
+
+/** A real redis-server on a free loopback port, nothing persisted. */
 export async function startRedisServer (t: Test): Promise<RedisServer> {
-  requireRedisServer()
+  return await startRedisProcess(t, {
+    args: (port, dir) => [
+      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+      '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning', '--databases', '1'
+    ]
+  })
+}
+
+/**
+ * Any Redis binary on a free loopback port, in its own process group (killed
+ * as a group when `t` ends), ready once it answers PING.
+ */
+export async function startRedisProcess (t: Test, options: RedisProcessOptions): Promise<RedisServer> {
+  const binary = options.binary ?? 'redis-server'
+  requireRedisBinary(binary)
   const dir = temporaryDirectory(t)
-  let child: ChildProcess | undefined
+  let child: ProcessGroup | undefined
   let port = 0
   let paused = false
 
   const launch = async (): Promise<void> => {
-    const proc = spawn(BINARY, [
-      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning', '--databases', '1'
-    ], { stdio: ['ignore', 'ignore', 'pipe'] })
-    let stderr = ''
-    proc.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    const proc = startChild(t, binary, options.args(port, dir), { stdout: 'ignore', name: `${binary} :${port}` })
     child = proc
-    const exited = once(proc, 'exit').then(() => { throw new Error(`redis-server exited at start: ${stderr.trim()}`) })
-    exited.catch(() => {})
-    await Promise.race([waitForPong(port, START_TIMEOUT_MS), exited])
+    await waitForPong(proc, port)
   }
 
   const stop = async (): Promise<void> => {
     const proc = child
     child = undefined
-    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return
-    const exited = once(proc, 'exit')
-    proc.kill('SIGKILL')
-    await exited
+    await proc?.stop('SIGKILL')
   }
 
   // A free port can be taken between probing and binding: try a few.
@@ -75,11 +88,6 @@ export async function startRedisServer (t: Test): Promise<RedisServer> {
       if (attempt === 3) throw err
     }
   }
-  t.teardown(stop)
-  // A test process that dies early (tap's timeout) must not leave a server behind.
-  const onExit = (): void => { child?.kill('SIGKILL') }
-  process.once('exit', onExit)
-  t.teardown(() => { process.off('exit', onExit) })
 
   return {
     url: `redis://127.0.0.1:${port}`,
@@ -91,10 +99,10 @@ export async function startRedisServer (t: Test): Promise<RedisServer> {
       await launch()
     },
     pause: () => {
-      if (child !== undefined && !paused) { child.kill('SIGSTOP'); paused = true }
+      if (child !== undefined && !paused) { child.signal('SIGSTOP'); paused = true }
     },
     resume: () => {
-      if (child !== undefined && paused) { child.kill('SIGCONT'); paused = false }
+      if (child !== undefined && paused) { child.signal('SIGCONT'); paused = false }
     }
   }
 }
@@ -107,21 +115,28 @@ async function freePort (): Promise<number> {
   return port
 }
 
-/** Polls with a raw PING until the server answers +PONG. */
-async function waitForPong (port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await pingOnce(port)) return
-    await new Promise((resolve) => setTimeout(resolve, 20))
+/** Polls with a raw PING until the server answers +PONG (it prints nothing on stdout at loglevel warning). */
+async function waitForPong (proc: ProcessGroup, port: number): Promise<void> {
+  let polling = true
+  const poll = async (): Promise<true> => {
+    while (polling) {
+      if (await pingOnce(port)) return true
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    return true
   }
-  throw new Error(`redis-server did not answer PING on 127.0.0.1:${port} within ${timeoutMs} ms`)
+  try {
+    await proc.waitUntil(poll(), `answered PING on 127.0.0.1:${port}`)
+  } finally {
+    polling = false
+  }
 }
 
 async function pingOnce (port: number): Promise<boolean> {
   return await new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1')
     const finish = (ok: boolean): void => { socket.destroy(); resolve(ok) }
-    socket.setTimeout(500, () => { finish(false) })
+    socket.setTimeout(5_000, () => { finish(false) })
     socket.once('error', () => { finish(false) })
     socket.once('connect', () => socket.write('PING\r\n'))
     socket.once('data', (data) => { finish(data.toString().startsWith('+PONG')) })
