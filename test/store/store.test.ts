@@ -10,6 +10,7 @@ import { RedisStore, type RedisStoreOptions } from '../../src/store/redis-store.
 import { SealedStore } from '../../src/store/sealed-store.js'
 import type { StateStore } from '../../src/store/state-store.js'
 import { capturedLogger, eventually } from '../helpers/app.js'
+import { STARTUP_DEADLINE_MS } from '../helpers/processes.js'
 import { rawRedisClient, startRedisServer, type RedisServer } from '../helpers/redis-server.js'
 import { storeContract, type Backend } from '../helpers/store-contract.js'
 
@@ -45,7 +46,7 @@ async function redisBackend (t: Test, redis: RedisServer): Promise<Backend> {
   return {
     connect: async () => {
       const store = await openRedisStore(t, redis)
-      t.ok(await store.waitUntilUp(2_000), 'connected')
+      t.ok(await store.waitUntilUp(STARTUP_DEADLINE_MS), 'connected')
       return store
     },
     raw: async (key) => (await raw.get(key)) ?? undefined,
@@ -84,7 +85,7 @@ t.test('redis: down at start, operations reject at once; it connects when Redis 
   t.equal(store.stats().up, false)
 
   await redis.restart()
-  t.ok(await store.waitUntilUp(3_000), 'connected once Redis is there')
+  t.ok(await store.waitUntilUp(STARTUP_DEADLINE_MS), 'connected once Redis is there')
   t.equal(await store.waitUntilUp(10), true, 'at once when already up')
   await store.set(ns.key('a'), Buffer.from('v'))
   t.equal((await store.get(ns.key('a')))?.toString(), 'v')
@@ -101,7 +102,7 @@ t.test('redis: an error reply (wrong type) is unavailability with the reply\'s c
   const raw = await rawClient(t, redis)
   await raw.lPush('a-list', 'x')
   const store = await openRedisStore(t, redis)
-  t.ok(await store.waitUntilUp(2_000))
+  t.ok(await store.waitUntilUp(STARTUP_DEADLINE_MS))
   await t.rejects(store.get('a-list'), { name: 'StoreUnavailableError', message: /Redis answered WRONGTYPE$/ })
   t.equal(store.stats().errors, 1)
   t.equal(store.stats().up, true, 'an error reply is not an outage')
@@ -110,7 +111,7 @@ t.test('redis: an error reply (wrong type) is unavailability with the reply\'s c
 t.test('redis: close does not wait on a hung server; subscriptions end with the store', async (t) => {
   const redis = await startRedisServer(t)
   const store = await openRedisStore(t, redis)
-  t.ok(await store.waitUntilUp(2_000))
+  t.ok(await store.waitUntilUp(STARTUP_DEADLINE_MS))
   await store.subscribe('c', () => {})
   const pending = store.get('k').catch((err: unknown) => err)
   redis.pause()
@@ -131,7 +132,7 @@ t.test('redis: a hung server stays down (background probes neither fill the queu
   const { logger, lines } = capturedLogger()
   // A small queue, so that unanswered probes would fill it within the test.
   const store = await openRedisStore(t, redis, { commandTimeoutMs: 100, maxPendingCommands: 3, logger })
-  t.ok(await store.waitUntilUp(2_000))
+  t.ok(await store.waitUntilUp(STARTUP_DEADLINE_MS))
   redis.pause()
   t.teardown(() => { redis.resume() })
   for (let i = 0; i < 3; i++) await t.rejects(store.get('k'), { message: /no answer within 100 ms/ })
@@ -155,7 +156,7 @@ t.test('redis: a burst that overfills the queue of a server that answers sheds c
   const redis = await startRedisServer(t)
   const { logger, lines } = capturedLogger()
   const store = await openRedisStore(t, redis, { commandTimeoutMs: 1_000, maxPendingCommands: 3, logger })
-  t.ok(await store.waitUntilUp(2_000))
+  t.ok(await store.waitUntilUp(STARTUP_DEADLINE_MS))
   await store.get('k')
   const results = await Promise.all(Array.from({ length: 200 }, async () => await store.get('k').then(() => 'answered', () => 'shed')))
   t.ok(results.includes('shed'), 'the queue overflowed')
@@ -173,7 +174,7 @@ t.test('redis: the password option authenticates (REDIS_PASSWORD_FILE)', async (
   // A connect timeout a loaded machine cannot run into: the reason logged must be the password.
   const refused = await openRedisStore(t, redis, { url: redis.url.replace('redis://', 'redis://:wrong-password-in-url@'), logger, connectTimeoutMs: 30_000 })
   const accepted = await openRedisStore(t, redis, { url: redis.url.replace('redis://', 'redis://:wrong-password-in-url@'), password: 'a-test-password' })
-  t.ok(await accepted.waitUntilUp(2_000), 'the password option wins over the one in the URL')
+  t.ok(await accepted.waitUntilUp(STARTUP_DEADLINE_MS), 'the password option wins over the one in the URL')
   await accepted.set('k', Buffer.from('v'))
   t.equal(await refused.waitUntilUp(200), false, 'a wrong password: the connection never becomes ready')
   await t.rejects(refused.get('k'), { name: 'StoreUnavailableError' })
