@@ -6,7 +6,7 @@ import { CacheLayer, type CacheOutcome } from '../../src/cache/cache-layer.js'
 import { ResponseCache } from '../../src/cache/response-cache.js'
 import { createLogger } from '../../src/kernel/logger.js'
 import { heldAnswer } from '../../src/sandbox/faults.js'
-import { assertProblem, call, eventually, startProxy, startSandbox, startScriptedServer } from '../helpers/app.js'
+import { assertProblem, call, startProxy, startSandbox, startScriptedServer, whenInFlight } from '../helpers/app.js'
 
 const CACHE_ON = { CACHE_ENABLED: 'true' }
 const RANGE = 'start=2026-11-01&end=2026-11-03'
@@ -26,8 +26,7 @@ t.test('100 identical concurrent misses make one upstream request; the next 100 
   sandbox.faults.failNext('cmu', 1, { until: adobe.until })
   const path = `/cmu/v2/year/month/day?${RANGE}`
   const asking = Promise.all(Array.from({ length: 100 }, async () => await call(proxy.url, path)))
-  const inFlight = async (): Promise<number> => Number(/^cmu_proxy_requests_in_flight (\d+)$/m.exec((await call(proxy.url, '/metrics')).text)?.[1])
-  t.ok(await eventually(async () => await inFlight() === 101), 'all 100 are waiting (and this /metrics call)')
+  t.ok(await whenInFlight(proxy.url, 100), 'all 100 are waiting')
   const released = Date.now()
   adobe.release()
   const first = await asking
@@ -240,8 +239,12 @@ t.test('no-cache bypasses and refreshes; errors are not cached and every waiter 
   t.equal((await call(proxy.url, path)).headers['x-cache'], 'HIT', 'the refreshed entry serves')
 
   const failing = `/cmu/v2/tenant?${RANGE}`
-  sandbox.faults.failNext('cmu', 1, { status: 500, body: 'Internal error', afterMs: 500 })
-  const waiters = await Promise.all(Array.from({ length: 10 }, async () => await call(proxy.url, failing)))
+  const failure = heldAnswer()
+  sandbox.faults.failNext('cmu', 1, { status: 500, body: 'Internal error', until: failure.until })
+  const waiting = Promise.all(Array.from({ length: 10 }, async () => await call(proxy.url, failing)))
+  t.ok(await whenInFlight(proxy.url, 10), 'ten waiters')
+  failure.release()
+  const waiters = await waiting
   t.same(new Set(waiters.map((w) => w.status)), new Set([500]), 'every waiter got the 500')
   t.same(new Set(waiters.map((w) => w.text)), new Set(['Internal error']))
   const countAfterError = sandbox.calls.cmu

@@ -143,6 +143,17 @@ export async function eventually (condition: () => boolean | Promise<boolean>, t
   return await condition()
 }
 
+/**
+ * True once `n` requests are being answered by the proxy at `baseUrl` (its
+ * cmu_proxy_requests_in_flight, less the /metrics call that reads it). Hold
+ * Adobe's answer (heldAnswer) until then to know callers overlap: a delay
+ * does not tell on a loaded machine, where late callers arrive after it.
+ */
+export async function whenInFlight (baseUrl: string, n: number): Promise<boolean> {
+  const inFlight = async (): Promise<number> => Number(/^cmu_proxy_requests_in_flight (\d+)$/m.exec((await call(baseUrl, '/metrics')).text)?.[1]) - 1
+  return await eventually(async () => await inFlight() >= n)
+}
+
 /** Asserts a problem+json answer with the given status and code. */
 export function assertProblem (t: Test, response: RawResponse, status: number, code: string): void {
   t.equal(response.status, status, `status ${status}`)
