@@ -103,6 +103,8 @@ export class ProcessGroup {
     this.exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
         this.#status = { code, signal }
+        // Nothing left of the group: the exit hook has nothing to kill (and no pgid to reach once reused).
+        if (groupMembers(this.pid) === 0) live.delete(this)
         resolve(this.#status)
       })
     })
