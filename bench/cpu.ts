@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { commandExists, projectRoot, spawnProxy, startPeer, startProcess, stopProcess } from './processes.js'
+import { commandExists, projectRoot, spawnProxy, startPeer, startProcess } from './processes.js'
 import { LARGE_PATH, SMALL_PATH } from './upstream-server.js'
 import { runNodeLoad } from './node-load.js'
 import { runWrk } from './wrk.js'
@@ -55,7 +55,7 @@ async function main (): Promise<void> {
     const results: Array<{ scenario: string, microsecondsPerRequest: number[], errors: number }> = scenarios.map((s) => ({ scenario: s.name, microsecondsPerRequest: [], errors: 0 }))
     for (let round = 0; round < ROUNDS; round++) {
       for (const [i, { target, path }] of scenarios.entries()) {
-        const pid = target.child.pid ?? 0
+        const pid = target.child.pid
         const before = cpuSeconds(pid)
         const { requestsPerSecond, errors } = await load(`${target.base}${path}`, CONNECTIONS, SECONDS)
         const spent = cpuSeconds(pid) - before
@@ -70,7 +70,7 @@ async function main (): Promise<void> {
       process.stdout.write(`${scenario.padEnd(18)} ${String(median(microsecondsPerRequest)).padStart(5)} µs   (${microsecondsPerRequest.join(', ')})${errors > 0 ? `   ${errors} FAILED REQUESTS: not comparable` : ''}\n`)
     }
   } finally {
-    for (const child of [peer.child, traced.child, cached.child, proxy.child, upstream.child]) await stopProcess(child)
+    for (const child of [peer.child, traced.child, cached.child, proxy.child, upstream.child]) await child.stop()
     sink.close()
   }
 }

@@ -14,7 +14,7 @@ import { Pool } from 'undici'
 import { Sandbox } from '../src/sandbox/server.js'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
 import { askAndTally, callerFailures, scheduleFaults, type Tally } from './fault-schedule.js'
-import { freePort, spawnProxy, startProcess, stopProcess, type Started } from './processes.js'
+import { freePort, spawnProxy, startProcess, type Started } from './processes.js'
 
 export interface FleetSoakOptions {
   durationMs: number
@@ -118,7 +118,7 @@ export async function runFleetSoak (options: FleetSoakOptions): Promise<FleetSoa
   } finally {
     for (const timer of timers) clearTimeout(timer)
     await Promise.all(pools.map(async (pool) => { await pool.close() }))
-    await Promise.all(proxies.map(async ({ child }) => await stopProcess(child)))
+    await Promise.all(proxies.map(async ({ child }) => await child.stop()))
     await redis?.dispose()
     await sandbox.close()
   }
@@ -133,7 +133,7 @@ async function startRedis (): Promise<{ url: string, stop: () => Promise<void>, 
     server = await startProcess('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { ready: /Ready to accept connections/ })
   }
   await start()
-  const stop = async (): Promise<void> => { if (server !== undefined) await stopProcess(server.child, 'SIGKILL') }
+  const stop = async (): Promise<void> => { await server?.child.stop('SIGKILL') }
   return {
     url: `redis://127.0.0.1:${port}`,
     start,

@@ -1,12 +1,12 @@
 // nginx doing the proxy's job as plainly as it can: proxy_pass over keep-alive
 // with a static Authorization header, one worker, no logging. The yardstick.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { waitForHttp } from './processes.js'
+import type { ProcessGroup } from './process-group.js'
+import { startServer } from './processes.js'
 
-export async function startNginx (port: number, upstreamPort: number, token: string): Promise<ChildProcess> {
+export async function startNginx (port: number, upstreamPort: number, token: string): Promise<ProcessGroup> {
   const dir = mkdtempSync(join(tmpdir(), 'cmu-bench-nginx-'))
   const config = `
 worker_processes 1;
@@ -32,8 +32,6 @@ http {
 }
 `
   writeFileSync(join(dir, 'nginx.conf'), config)
-  const child = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'inherit'] })
   // nginx says nothing when it is up: wait until it answers.
-  await waitForHttp(child, `http://127.0.0.1:${port}/ready`)
-  return child
+  return await startServer('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], `http://127.0.0.1:${port}/ready`)
 }

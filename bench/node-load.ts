@@ -5,12 +5,13 @@
 import { fileURLToPath } from 'node:url'
 import { Pool } from 'undici'
 import type { LoadResult } from './wrk.js'
-import { startProcess, stopProcess } from './processes.js'
+import { STARTUP_DEADLINE_MS } from './process-group.js'
+import { startProcess } from './processes.js'
 
 /** Runs this file as a child process and reads its line (the same shape wrk gives, latency not measured). */
 export async function runNodeLoad (url: string, connections: number, seconds: number): Promise<LoadResult> {
-  const started = await startProcess(process.execPath, [fileURLToPath(import.meta.url), url, String(connections), String(seconds)], { ready: /^(\{.*\})\n/m, timeoutMs: (seconds + 30) * 1000 })
-  await stopProcess(started.child)
+  const started = await startProcess(process.execPath, [fileURLToPath(import.meta.url), url, String(connections), String(seconds)], { ready: /^(\{.*\})\n/m, deadlineMs: seconds * 1000 + STARTUP_DEADLINE_MS })
+  await started.child.stop()
   const result = JSON.parse(started.match[1] ?? '{}') as { requests: number, errors: number, seconds: number }
   return { requestsPerSecond: result.requests / result.seconds, p50Ms: Number.NaN, p99Ms: Number.NaN, errors: result.errors }
 }

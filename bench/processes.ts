@@ -1,18 +1,17 @@
 // Child processes for the benchmark and the soak: start, wait for a line that
-// says they are up, sample their memory, stop them.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
+// says they are up, sample their memory, stop them. Each is a process group
+// (process-group.ts), so none outlives the run, even one cut short by Ctrl-C.
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { makeSoftwareStatement } from '../src/sandbox/statement.js'
+import { CHECKOUT, spawnGroup, STARTUP_DEADLINE_MS, type ProcessGroup } from './process-group.js'
 
 /** The folder with package.json, whether this runs from bench/ (tap) or dist-bench/bench/. */
 export function projectRoot (): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir)
-  return dir
+  return CHECKOUT
 }
 
 export async function freePort (): Promise<number> {
@@ -34,11 +33,12 @@ export function npmNodeOptions (): string {
  * the node-options of .npmrc, and nothing else to remember; logs to a
  * discarded stdout. Resolves once /readyz is 200.
  */
-export async function spawnProxy (env: Record<string, string>): Promise<{ child: ChildProcess, base: string }> {
+export async function spawnProxy (env: Record<string, string>): Promise<{ child: ProcessGroup, base: string }> {
   const port = await freePort()
   // Its own working directory (credentials file, config/), removed when it exits.
   const cwd = mkdtempSync(join(tmpdir(), 'cmu-proxy-bench-'))
-  const child = spawn(process.execPath, [join(projectRoot(), 'dist/main.js')], {
+  const child = spawnGroup(process.execPath, [join(projectRoot(), 'dist/main.js')], {
+    name: 'node dist/main.js',
     cwd,
     env: {
       PATH: process.env.PATH,
@@ -48,63 +48,35 @@ export async function spawnProxy (env: Record<string, string>): Promise<{ child:
       ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),
       ...env
     },
-    stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit']
+    stdout: 'ignore'
   })
-  const removeCwd = (): void => {
+  void child.exited.then(() => {
     try {
       rmSync(cwd, { recursive: true, force: true })
     } catch {}
-  }
-  child.once('exit', removeCwd)
-  child.once('error', removeCwd)
+  })
   const base = `http://127.0.0.1:${port}`
-  await waitForHttp(child, `${base}/readyz`)
+  await startedOrStopped(child, child.waitForHttp(`${base}/readyz`))
   return { child, base }
 }
 
-/** Polls `url` until it answers 2xx; kills `child` and throws if it never does. */
-export async function waitForHttp (child: ChildProcess, url: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline && child.exitCode === null) {
-    if (await fetch(url).then((r) => r.ok, () => false)) return
-    await new Promise((resolve) => setTimeout(resolve, 50))
+/** Resolves with `ready`; if it rejects, stops `child` first. */
+async function startedOrStopped<T> (child: ProcessGroup, ready: Promise<T>): Promise<T> {
+  try {
+    return await ready
+  } catch (err) {
+    await child.stop('SIGKILL')
+    throw err
   }
-  child.kill('SIGKILL')
-  throw new Error(`${url} never answered`)
 }
 
-export interface Started { child: ChildProcess, match: RegExpExecArray, output: () => string }
+export interface Started { child: ProcessGroup, match: RegExpExecArray }
 
-/** Spawns `command` and resolves once its output matches `ready`. */
-export async function startProcess (command: string, args: string[], options: { env?: Record<string, string | undefined>, cwd?: string, ready: RegExp, timeoutMs?: number }): Promise<Started> {
-  const child = spawn(command, args, { env: options.env ?? process.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  const tail = (chunk: Buffer): void => { output = (output + chunk.toString()).slice(-20_000) }
-  child.stdout?.on('data', tail)
-  child.stderr?.on('data', tail)
-  const deadline = Date.now() + (options.timeoutMs ?? 15_000)
-  while (Date.now() < deadline) {
-    const match = options.ready.exec(output)
-    if (match !== null) {
-      // From here on only keep draining, so a chatty child never blocks on a full pipe.
-      return { child, match, output: () => output }
-    }
-    if (child.exitCode !== null) break
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-  child.kill('SIGKILL')
-  throw new Error(`${command} did not start:\n${output}`)
-}
-
-export async function stopProcess (child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-  // A child killed by a signal has a null exitCode but a signalCode: it will not exit again.
-  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { resolve(code) }))
-  child.kill(signal)
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000)
-  const code = await exited
-  clearTimeout(timer)
-  return code
+/** Spawns `command` in its own process group and resolves once its output matches `ready`. */
+export async function startProcess (command: string, args: string[], options: { env?: Record<string, string | undefined>, cwd?: string, ready: RegExp, deadlineMs?: number }): Promise<Started> {
+  const child = spawnGroup(command, args, { ...(options.env === undefined ? {} : { env: options.env }), ...(options.cwd === undefined ? {} : { cwd: options.cwd }) })
+  const match = await startedOrStopped(child, child.waitForOutput(options.ready, options.deadlineMs ?? STARTUP_DEADLINE_MS))
+  return { child, match }
 }
 
 /** Resident set size in bytes (Linux /proc), or undefined elsewhere. */
@@ -123,10 +95,17 @@ export function commandExists (command: string): boolean {
 }
 
 /** The Node peer (peer.ts) as its own process; its info log (a line per request) goes to a discarded stdout, as ours does. */
-export async function startPeer (upstreamPort: number, token: string): Promise<{ child: ChildProcess, base: string }> {
+export async function startPeer (upstreamPort: number, token: string): Promise<{ child: ProcessGroup, base: string }> {
   const port = await freePort()
-  const child = spawn(process.execPath, [join(projectRoot(), 'dist-bench/bench/peer.js'), String(port), `http://127.0.0.1:${upstreamPort}`, token], { stdio: ['ignore', openSync('/dev/null', 'w'), 'inherit'] })
+  const child = spawnGroup(process.execPath, [join(projectRoot(), 'dist-bench/bench/peer.js'), String(port), `http://127.0.0.1:${upstreamPort}`, token], { name: 'node peer.js', stdout: 'ignore' })
   const base = `http://127.0.0.1:${port}`
-  await waitForHttp(child, `${base}/ready`)
+  await startedOrStopped(child, child.waitForHttp(`${base}/ready`))
   return { child, base }
+}
+
+/** nginx, or any server that says nothing when it is up: resolves once `url` answers 2xx. */
+export async function startServer (command: string, args: string[], url: string): Promise<ProcessGroup> {
+  const child = spawnGroup(command, args, { stdout: 'ignore' })
+  await startedOrStopped(child, child.waitForHttp(url))
+  return child
 }

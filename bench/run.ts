@@ -5,11 +5,11 @@
 // (@fastify/http-proxy with a static token, bench/peer.ts) and nginx when
 // installed; loads each with wrk in alternating rounds; prints the table and
 // the issue #11 targets, and writes both to bench/results/latest.json.
-import type { ChildProcess } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startNginx } from './nginx.js'
-import { commandExists, freePort, projectRoot, rssBytes, spawnProxy, startPeer, startProcess, stopProcess } from './processes.js'
+import type { ProcessGroup } from './process-group.js'
+import { commandExists, freePort, projectRoot, rssBytes, spawnProxy, startPeer, startProcess } from './processes.js'
 import { LARGE_PATH, SMALL_PATH } from './upstream-server.js'
 import { runWrk, type LoadResult } from './wrk.js'
 
@@ -44,7 +44,7 @@ async function main (): Promise<void> {
   const upstream = await startProcess(process.execPath, [join(ROOT, 'dist-bench/bench/upstream-server.js'), '--serve'], { ready: /listening (\d+) (\S+)\n/ })
   const upstreamPort = Number(upstream.match[1])
   const token = upstream.match[2] ?? ''
-  const children: ChildProcess[] = [upstream.child]
+  const children: ProcessGroup[] = [upstream.child]
   try {
     const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${upstreamPort}`, ADOBE_CMU_URL: `http://127.0.0.1:${upstreamPort}/cmu` }
     const proxy = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false' })
@@ -103,7 +103,7 @@ async function main (): Promise<void> {
     const atLeast = (measure: string, value: number | null, target: number): Goal => ({ measure, value, target: `>= ${target}`, met: value === null ? null : value >= target })
     const below = (measure: string, value: number | null, target: number): Goal => ({ measure, value, target: `< ${target}`, met: value === null ? null : value < target })
     const addedP50 = p50At1('proxy') === undefined || p50At1('direct') === undefined ? null : Math.round(((p50At1('proxy') ?? 0) - (p50At1('direct') ?? 0)) * 1000) / 1000
-    const peakProxyRss = Math.max(peakRss.get(proxy.child.pid ?? -1) ?? 0, peakRss.get(cached.child.pid ?? -1) ?? 0)
+    const peakProxyRss = Math.max(peakRss.get(proxy.child.pid) ?? 0, peakRss.get(cached.child.pid) ?? 0)
     // The issue #11 targets: ratios within this one run.
     const goals: Goal[] = [
       atLeast('2 KB, proxy / nginx', ratio(rps('2 KB JSON', 'proxy'), rps('2 KB JSON', 'nginx')), 0.45),
@@ -125,13 +125,13 @@ async function main (): Promise<void> {
       '',
       `${'measure'.padEnd(44)}${'value'.padStart(8)}  target    `,
       ...goals.map((g) => `${g.measure.padEnd(44)}${String(g.value ?? 'n/a').padStart(8)}  ${g.target.padEnd(8)}  ${g.met === null ? '' : g.met ? 'met' : 'NOT MET'}`),
-      `(node peer peak RSS ${megabytes(peakRss.get(peer.child.pid ?? -1) ?? 0)} MiB)`
+      `(node peer peak RSS ${megabytes(peakRss.get(peer.child.pid) ?? 0)} MiB)`
     ]
     process.stdout.write(`${lines.join('\n')}\n`)
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
     writeFileSync(join(ROOT, 'bench/results/latest.json'), `${JSON.stringify({ date: new Date().toISOString(), rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, rows, goals, idleRssMb: megabytes(idleRss), peakProxyRssMb: megabytes(peakProxyRss) }, null, 2)}\n`)
   } finally {
-    for (const child of children.reverse()) await stopProcess(child)
+    for (const child of children.reverse()) await child.stop()
   }
 }
 

@@ -7,7 +7,7 @@
 import { Pool } from 'undici'
 import { Sandbox } from '../src/sandbox/server.js'
 import { askAndTally, callerFailures, scheduleFaults, type Tally } from './fault-schedule.js'
-import { rssBytes, spawnProxy, stopProcess } from './processes.js'
+import { rssBytes, spawnProxy } from './processes.js'
 
 export interface SoakOptions {
   durationMs: number
@@ -102,7 +102,7 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
   } finally {
     for (const timer of timers) clearTimeout(timer)
     await client.close()
-    await stopProcess(child)
+    await child.stop()
     await sandbox.close()
   }
 }

@@ -1,18 +1,13 @@
 // Runs wrk against one URL and reads its summary.
-import { spawn } from 'node:child_process'
+import { runToEnd, STARTUP_DEADLINE_MS } from './process-group.js'
 
 export interface LoadResult { requestsPerSecond: number, p50Ms: number, p99Ms: number, errors: number }
 
 export async function runWrk (url: string, connections: number, seconds: number, headers: Record<string, string> = {}): Promise<LoadResult> {
   const args = ['-t', connections === 1 ? '1' : '2', '-c', String(connections), '-d', `${seconds}s`, '--latency', ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]), url]
-  const output = await new Promise<string>((resolve, reject) => {
-    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'inherit'] })
-    let text = ''
-    child.stdout.on('data', (chunk: Buffer) => { text += chunk.toString() })
-    child.once('error', reject)
-    child.once('exit', (code) => { code === 0 ? resolve(text) : reject(new Error(`wrk exited ${String(code)}:\n${text}`)) })
-  })
-  return parseWrk(output)
+  const { code, stdout, stderr } = await runToEnd('wrk', args, { deadlineMs: seconds * 1000 + STARTUP_DEADLINE_MS })
+  if (code !== 0) throw new Error(`wrk exited ${String(code)}:\n${stdout}${stderr}`)
+  return parseWrk(stdout)
 }
 
 export function parseWrk (output: string): LoadResult {

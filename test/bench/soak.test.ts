@@ -1,12 +1,16 @@
-// The short soak: 10 s of steady load on the real process through every
-// injected fault, 1% of upstream connections dropped included; callers must
-// see none of it.
+// The short soak: 20 s of steady load on the real process through every
+// injected fault, 3% of upstream connections dropped included; callers must
+// see none of it. On a loaded machine (four test files at a time beside other
+// work, issue 18) the proxy answers a few hundred requests rather than
+// thousands: 3% (the full soak drops 1%) still drops some of them, within the
+// retry budget; and 20 s keep the revocations 3 s apart, so that one slow
+// request (a 401, a new token, its retry) does not run into the next one.
 import t from 'tap'
 import { runSoak } from '../../bench/soak.js'
 
-t.test('10 s soak with revocations, a token outage and 1% dropped connections', async (t) => {
-  const report = await runSoak({ durationMs: 10_000, concurrency: 8, outageMs: 2_000, dropRate: 0.01 })
-  t.ok(report.requests > 500, `${report.requests} requests`)
+t.test('20 s soak with revocations, a token outage and 3% dropped connections', async (t) => {
+  const report = await runSoak({ durationMs: 20_000, concurrency: 8, outageMs: 2_000, dropRate: 0.03 })
+  t.ok(report.requests > 200, `${report.requests} requests`)
   t.equal(report.callerFailures, 0, `no caller-visible failures: ${JSON.stringify(report.failures)}`)
   t.ok(report.droppedUpstream > 0, `connections were dropped (${report.droppedUpstream})`)
   t.equal(Object.values(report.retries).reduce((n, v) => n + v, 0), report.droppedUpstream, 'each drop retried once')

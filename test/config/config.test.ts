@@ -1,12 +1,11 @@
-import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { loadSettings } from '../../src/config/load.js'
 import { ConfigError } from '../../src/config/problems.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
+import { runNode } from '../helpers/processes.js'
 
 const NO_ENV_FILE = { CMU_PROXY_ENV_FILE: '/dev/null' }
 
@@ -141,7 +140,6 @@ t.test('fleet mode: REDIS_URL needs a well-formed STATE_ENCRYPTION_KEY; one line
 })
 
 t.test('the real entry point exits 78 with one line on a bad setting', async (t) => {
-  const main = fileURLToPath(new URL('../../dist/main.js', import.meta.url))
   const dir = t.testdir()
   writeFileSync(join(dir, 'statement.jwt'), makeSoftwareStatement())
   const cases: Array<[Record<string, string>, RegExp]> = [
@@ -152,8 +150,8 @@ t.test('the real entry point exits 78 with one line on a bad setting', async (t)
     [{ ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), PORT: 'x', LOG_LEVEL: 'loud' }, /^cmu-proxy: configuration error: PORT must be integer \(got "x"\)\ncmu-proxy: configuration error: LOG_LEVEL must be equal to one of the allowed values: [^\n]+\n$/]
   ]
   for (const [env, stderr] of cases) {
-    const result = spawnSync(process.execPath, [main], { cwd: dir, env: { PATH: process.env.PATH, CMU_PROXY_ENV_FILE: '/dev/null', ...env }, encoding: 'utf8', timeout: 10_000 })
-    t.equal(result.status, 78, `exit 78 for ${Object.keys(env).join(', ')}`)
+    const result = await runNode('main', [], { cwd: dir, env: { PATH: process.env.PATH, CMU_PROXY_ENV_FILE: '/dev/null', ...env } })
+    t.equal(result.code, 78, `exit 78 for ${Object.keys(env).join(', ')}`)
     t.match(result.stderr, stderr)
     t.equal(result.stdout, '')
   }

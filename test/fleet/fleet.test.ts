@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import t from 'tap'
-import { spawnProxy, stopProcess } from '../../bench/processes.js'
+import { spawnProxy } from '../../bench/processes.js'
 import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { stateKey } from '../../src/store/encryption-keys.js'
@@ -163,7 +163,7 @@ t.test('the lock holder is killed mid-refresh: another instance takes over after
   const redis = await startRedisServer(t)
   const statement = makeSoftwareStatement()
   const holder = await spawnProxy({ ...fleetEnv(redis, SHORT_TIMINGS), ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, CACHE_ENABLED: 'false' })
-  t.teardown(async () => { await stopProcess(holder.child, 'SIGKILL') })
+  t.teardown(async () => { await holder.child.stop('SIGKILL') })
   const [b, c] = await fleetOf(t, sandbox, redis, 2, SHORT_TIMINGS, statement)
   t.ok(await eventually(() => b?.app.broker.status().ready === true && c?.app.broker.status().ready === true, 2_000), 'the others took its token')
   t.equal(sandbox.calls.token, 1)
@@ -171,7 +171,7 @@ t.test('the lock holder is killed mid-refresh: another instance takes over after
   sandbox.faults.failNext('token', 1, { hang: true })
   void fetch(`${holder.base}/admin/token/refresh`, { method: 'POST', headers: { 'x-api-key': ADMIN } }).catch(() => {})
   t.ok(await eventually(() => sandbox.calls.token === 2, 2_000), 'the holder is in its token call, holding the lock')
-  await stopProcess(holder.child, 'SIGKILL')
+  await holder.child.stop('SIGKILL')
 
   const started = performance.now()
   await b?.app.broker.refreshNow()

@@ -16,8 +16,8 @@ export const KEY = randomBytes(32)
  * time) rightly acts alone, and would make a second token call the test did
  * not expect. The lock TTL stays at least three command timeouts (config.ts).
  */
-export const LOCK_TTL_MS = 3_000
-export const COMMAND_TIMEOUT_MS = 1_000
+export const LOCK_TTL_MS = 9_000
+export const COMMAND_TIMEOUT_MS = 3_000
 /**
  * Shorter timings, for the tests that measure waits on a dead holder or a
  * frozen Redis: short enough to tell one wait from two, long enough that a

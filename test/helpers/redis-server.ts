@@ -1,13 +1,13 @@
 // A real redis-server for tests: its own process on a free loopback port,
 // nothing persisted (--save "" --appendonly no), so a test can kill it under
 // traffic, freeze it, and bring it back empty on the same port.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
+import { spawnSync } from 'node:child_process'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { createClient, RESP_TYPES } from '@redis/client'
 import type { Test } from 'tap'
 import type { RedisStoreOptions } from '../../src/store/redis-store.js'
 import { temporaryDirectory } from './app.js'
+import { startChild, STARTUP_DEADLINE_MS, type ProcessGroup } from './processes.js'
 
 export interface RedisServer {
   url: string
@@ -21,7 +21,6 @@ export interface RedisServer {
   resume: () => void
 }
 
-const START_TIMEOUT_MS = 15_000
 /** The Debian package that has each binary (.ci/run installs them). */
 const PACKAGES: Record<string, string> = { 'redis-server': 'redis-server', 'redis-sentinel': 'redis-sentinel', 'redis-cli': 'redis-tools' }
 
@@ -29,7 +28,7 @@ const found = new Set<string>()
 /** Fails with the name of the Debian package to install when `binary` is not on PATH. */
 export function requireRedisBinary (binary = 'redis-server'): void {
   if (found.has(binary)) return
-  const probe = spawnSync(binary, ['--version'], { encoding: 'utf8', timeout: 5_000 })
+  const probe = spawnSync(binary, ['--version'], { encoding: 'utf8', timeout: STARTUP_DEADLINE_MS })
   if (probe.error !== undefined || probe.status !== 0) {
     const pkg = PACKAGES[binary] ?? 'redis-server'
     throw new Error(`${binary} is needed by the fleet tests and was not found on PATH (${probe.error?.message ?? `exit ${String(probe.status)}`}). ` +
@@ -61,38 +60,26 @@ export async function startRedisServer (t: Test, extra: (port: number, dir: stri
 
 /**
  * Any Redis binary on a free loopback port, in its own process group (killed
- * as a group when `t` ends, or when this process exits), ready once it answers PING.
+ * as a group when `t` ends), ready once it answers PING.
  */
 export async function startRedisProcess (t: Test, options: RedisProcessOptions): Promise<RedisServer> {
   const binary = options.binary ?? 'redis-server'
   requireRedisBinary(binary)
   const dir = temporaryDirectory(t)
-  let child: ChildProcess | undefined
+  let child: ProcessGroup | undefined
   let port = 0
   let paused = false
-  const signal = (proc: ChildProcess, name: NodeJS.Signals): void => {
-    try {
-      if (proc.pid !== undefined) process.kill(-proc.pid, name)
-    } catch {}
-  }
 
   const launch = async (): Promise<void> => {
-    const proc = spawn(binary, options.args(port, dir), { stdio: ['ignore', 'ignore', 'pipe'], detached: true })
-    let stderr = ''
-    proc.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    const proc = startChild(t, binary, options.args(port, dir), { stdout: 'ignore', name: `${binary} :${port}` })
     child = proc
-    const exited = once(proc, 'exit').then(() => { throw new Error(`${binary} exited at start: ${stderr.trim()}`) })
-    exited.catch(() => {})
-    await Promise.race([waitForPong(port, START_TIMEOUT_MS), exited])
+    await waitForPong(proc, port)
   }
 
   const stop = async (): Promise<void> => {
     const proc = child
     child = undefined
-    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return
-    const exited = once(proc, 'exit')
-    signal(proc, 'SIGKILL')
-    await exited
+    await proc?.stop('SIGKILL')
   }
 
   // A free port can be taken between probing and binding: try a few.
@@ -106,11 +93,6 @@ export async function startRedisProcess (t: Test, options: RedisProcessOptions):
       if (attempt === 3) throw err
     }
   }
-  t.teardown(stop)
-  // A test process that dies early (tap's timeout) must not leave a server behind.
-  const onExit = (): void => { if (child !== undefined) signal(child, 'SIGKILL') }
-  process.once('exit', onExit)
-  t.teardown(() => { process.off('exit', onExit) })
 
   return {
     url: `redis://127.0.0.1:${port}`,
@@ -122,10 +104,10 @@ export async function startRedisProcess (t: Test, options: RedisProcessOptions):
       await launch()
     },
     pause: () => {
-      if (child !== undefined && !paused) { signal(child, 'SIGSTOP'); paused = true }
+      if (child !== undefined && !paused) { child.signal('SIGSTOP'); paused = true }
     },
     resume: () => {
-      if (child !== undefined && paused) { signal(child, 'SIGCONT'); paused = false }
+      if (child !== undefined && paused) { child.signal('SIGCONT'); paused = false }
     }
   }
 }
@@ -138,21 +120,28 @@ export async function freePort (): Promise<number> {
   return port
 }
 
-/** Polls with a raw PING until the server answers +PONG. */
-async function waitForPong (port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await pingOnce(port)) return
-    await new Promise((resolve) => setTimeout(resolve, 20))
+/** Polls with a raw PING until the server answers +PONG (it prints nothing on stdout at loglevel warning). */
+async function waitForPong (proc: ProcessGroup, port: number): Promise<void> {
+  let polling = true
+  const poll = async (): Promise<true> => {
+    while (polling) {
+      if (await pingOnce(port)) return true
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    return true
   }
-  throw new Error(`redis-server did not answer PING on 127.0.0.1:${port} within ${timeoutMs} ms`)
+  try {
+    await proc.waitUntil(poll(), `answered PING on 127.0.0.1:${port}`)
+  } finally {
+    polling = false
+  }
 }
 
 async function pingOnce (port: number): Promise<boolean> {
   return await new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1')
     const finish = (ok: boolean): void => { socket.destroy(); resolve(ok) }
-    socket.setTimeout(500, () => { finish(false) })
+    socket.setTimeout(5_000, () => { finish(false) })
     socket.once('error', () => { finish(false) })
     socket.once('connect', () => socket.write('PING\r\n'))
     socket.once('data', (data) => { finish(data.toString().startsWith('+PONG')) })

@@ -4,8 +4,7 @@
 // create` (offline, no network), and a redis-server speaking TLS with
 // certificates made by openssl for the test (never committed). Every process
 // runs in its own process group, killed with the test (redis-server.ts).
-import { spawn, spawnSync } from 'node:child_process'
-import { once } from 'node:events'
+import { spawnSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createClient, RESP_TYPES } from '@redis/client'
@@ -13,6 +12,7 @@ import type { Test } from 'tap'
 import type { RedisNodeAddress } from '../../src/config/redis-settings.js'
 import type { RedisStoreOptions } from '../../src/store/redis-store.js'
 import { eventually, temporaryDirectory } from './app.js'
+import { runToEnd } from './processes.js'
 import { freePort, requireRedisBinary, startRedisProcess, startRedisServer, type RedisServer } from './redis-server.js'
 
 const LOCALHOST = '127.0.0.1'
@@ -20,18 +20,6 @@ const LOCALHOST = '127.0.0.1'
 const DOWN_AFTER_MS = 500
 /** The Cluster's: how long a node may be silent before it counts as failing. */
 const NODE_TIMEOUT_MS = 1_000
-
-/** `command` to its end, in its own process group (killed as a group if it overruns). */
-export async function runToEnd (command: string, args: string[], timeoutMs = 30_000): Promise<{ code: number | null, output: string }> {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-  let output = ''
-  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  const timer = setTimeout(() => { if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL') }, timeoutMs)
-  const [code] = await once(child, 'exit') as [number | null]
-  clearTimeout(timer)
-  return { code, output }
-}
 
 /** A plain client to one node, outside the code under test. */
 export async function rawNodeClient (t: Test, node: RedisNodeAddress, options: { tls?: { ca: string } } = {}) {
@@ -147,7 +135,7 @@ export async function startCluster (t: Test, masters = 3): Promise<ClusterSetup>
     ]))
   }
   const created = await runToEnd('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `${LOCALHOST}:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'])
-  if (created.code !== 0) throw new Error(`redis-cli --cluster create failed: ${created.output}`)
+  if (created.code !== 0) throw new Error(`redis-cli --cluster create failed: ${created.stdout}${created.stderr}`)
   const clients = await Promise.all(nodes.map(async (node) => await rawNodeClient(t, nodeOf(node))))
   const ok = async (): Promise<boolean> => (await Promise.all(clients.map(async (c) => String(await c.sendCommand(['CLUSTER', 'INFO']))))).every((info) => /cluster_state:ok/.test(info))
   if (!await eventually(ok, 15_000)) throw new Error('the cluster did not reach cluster_state:ok')
@@ -189,7 +177,7 @@ export async function makeTlsFiles (t: Test, subject = 'cmu-proxy-test-ca'): Pro
   const at = (name: string): string => join(dir, name)
   const openssl = async (...args: string[]): Promise<void> => {
     const result = await runToEnd('openssl', args)
-    if (result.code !== 0) throw new Error(`openssl ${args[0] ?? ''} failed: ${result.output}`)
+    if (result.code !== 0) throw new Error(`openssl ${args[0] ?? ''} failed: ${result.stderr}`)
   }
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
   await openssl('req', '-x509', ...ec, '-keyout', at('ca.key'), '-out', at('ca.crt'), '-days', '2', '-subj', `/CN=${subject}`)

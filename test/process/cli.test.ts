@@ -1,26 +1,24 @@
 // The `cmu-proxy` command as a new user meets it: --version, --help on every
 // subcommand (without running it), usage errors for unknown options.
-import { spawn, spawnSync } from 'node:child_process'
-import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { call, eventually } from '../helpers/app.js'
+import { runNode, startChild } from '../helpers/processes.js'
 
-const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
 
-function cli (cwd: string, ...args: string[]): { status: number | null, stdout: string, stderr: string } {
+async function cli (cwd: string, ...args: string[]): Promise<{ status: number | null, stdout: string, stderr: string }> {
   // A configuration that would let serve start and check run, so running instead of helping shows.
   const env = { PATH: process.env.PATH, CMU_PROXY_ENV_FILE: '/dev/null', PORT: '0', ADOBE_CLIENT_ID: 'client', ADOBE_CLIENT_SECRET: 'secret', ADOBE_AUTH_URL: 'http://127.0.0.1:1', ADOBE_CMU_URL: 'http://127.0.0.1:1/cmu', AUTH_TIMEOUT_MS: '200' }
-  const result = spawnSync(process.execPath, [CLI, ...args], { cwd, env, encoding: 'utf8', timeout: 10_000 })
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr }
+  const result = await runNode('cli', args, { cwd, env })
+  return { status: result.code, stdout: result.stdout, stderr: result.stderr }
 }
 
 t.test('--version, -v and version print the version', async (t) => {
   const dir = t.testdir()
   for (const arg of ['--version', '-v', 'version']) {
-    const result = cli(dir, arg)
+    const result = await cli(dir, arg)
     t.equal(result.status, 0, `${arg} exits 0`)
     t.equal(result.stdout, `${version}\n`, `${arg} prints ${version}`)
     t.equal(result.stderr, '')
@@ -39,7 +37,7 @@ t.test('every command takes --help or -h and prints usage naming the env files, 
     [['check', '-h'], /^usage: cmu-proxy check/]
   ]
   for (const [args, usage] of cases) {
-    const result = cli(dir, ...args)
+    const result = await cli(dir, ...args)
     const name = args.join(' ')
     t.equal(result.status, 0, `${name} exits 0`)
     t.match(result.stdout, usage, `${name} prints its usage`)
@@ -49,13 +47,13 @@ t.test('every command takes --help or -h and prints usage naming the env files, 
     t.notMatch(result.stdout, /^(PASS|FAIL) |Server listening/m, `${name} did not run the command`)
     t.equal(result.stderr, '')
   }
-  t.match(cli(dir, 'sandbox', '--help').stdout, /^usage: cmu-proxy sandbox/, 'sandbox --help as before')
+  t.match((await cli(dir, 'sandbox', '--help')).stdout, /^usage: cmu-proxy sandbox/, 'sandbox --help as before')
 })
 
 t.test('unknown options and commands are usage errors (exit 64)', async (t) => {
   const dir = t.testdir()
   for (const args of [['serve', '--port', '9000'], ['serve', 'extra'], ['check', '--bogus'], ['bogus'], ['--bogus']]) {
-    const result = cli(dir, ...args)
+    const result = await cli(dir, ...args)
     t.equal(result.status, 64, `${args.join(' ')} exits 64`)
     t.match(result.stderr, /^cmu-proxy: .+\nusage: cmu-proxy/, 'says what is wrong, then the usage')
     t.equal(result.stdout, '')
@@ -65,16 +63,14 @@ t.test('unknown options and commands are usage errors (exit 64)', async (t) => {
 t.test('npm run demo: SIGTERM to the npm process stops the server', async (t) => {
   // npm forwards the signal to its child; the script execs node, so that child is the server
   // (with 'npm run build && node ...' it was a shell that died and left node serving).
+  // npm and the node it runs are one process group, killed as one when the test ends, whatever happened.
   const root = fileURLToPath(new URL('../..', import.meta.url))
-  const npm = spawn('npm', ['run', 'demo', '--ignore-scripts', '--silent'], { cwd: root, env: { ...process.env, PORT: '0', LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { if (npm.exitCode === null) npm.kill('SIGKILL') })
-  let output = ''
-  npm.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  t.ok(await eventually(() => /Server listening at http:\/\/127\.0\.0\.1:\d+/.test(output), 15_000), 'the demo is listening')
-  const url = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1] ?? ''
+  const npm = startChild(t, 'npm', ['run', 'demo', '--ignore-scripts', '--silent'], { cwd: root, env: { ...process.env, PORT: '0', LOG_LEVEL: 'info' } })
+  const [, url = ''] = await npm.waitForOutput(/Server listening at (http:\/\/127\.0\.0\.1:\d+)/)
   t.equal((await call(url, '/healthz')).status, 200)
-  npm.kill('SIGTERM')
-  await once(npm, 'exit')
+  // To npm alone (not the group): that npm passes it on is what this checks.
+  npm.child.kill('SIGTERM')
+  await npm.exitedWithin()
   t.ok(await eventually(async () => await call(url, '/healthz').then(() => false, () => true), 5_000), 'nothing serves the port any more')
-  t.match(output, /"signal":"SIGTERM","msg":"shutting down"/, 'the server itself got the signal')
+  t.match(npm.stdout(), /"signal":"SIGTERM","msg":"shutting down"/, 'the server itself got the signal')
 })

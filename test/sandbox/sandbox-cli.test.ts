@@ -1,13 +1,9 @@
 // `cmu-proxy sandbox` as another team would run it: a separate process,
 // scripted over HTTP.
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { call } from '../helpers/app.js'
-
-const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
+import { runNode, startNode } from '../helpers/processes.js'
 
 async function post (url: string, body: unknown, method = 'POST'): Promise<{ status: number, json: any }> {
   const response = await fetch(url, { method, body: body === undefined ? undefined : JSON.stringify(body), headers: { 'content-type': 'application/json' } })
@@ -15,13 +11,10 @@ async function post (url: string, body: unknown, method = 'POST'): Promise<{ sta
 }
 
 t.test('cmu-proxy sandbox --port 0: DCR, CMU and the /_sandbox control API', async (t) => {
-  const child = spawn(process.execPath, [CLI, 'sandbox', '--port', '0', '--token-lifetime', '600'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { child.kill('SIGKILL') })
-  let output = ''
-  child.stdout.setEncoding('utf8')
-  while (!/ADOBE_CMU_URL=\S+\n/.test(output)) output += String((await once(child.stdout, 'data'))[0])
-  const base = /listening on (http:\/\/\S+)/.exec(output)?.[1] ?? ''
-  t.match(output, new RegExp(`ADOBE_CMU_URL=${base}/cmu`))
+  const child = startNode(t, 'cli', ['sandbox', '--port', '0', '--token-lifetime', '600'])
+  await child.waitForOutput(/ADOBE_CMU_URL=\S+\n/)
+  const base = /listening on (http:\/\/\S+)/.exec(child.stdout())?.[1] ?? ''
+  t.match(child.stdout(), new RegExp(`ADOBE_CMU_URL=${base}/cmu`))
 
   const client = await post(`${base}/o/client/register`, { software_statement: makeSoftwareStatement() })
   t.equal(client.status, 201)
@@ -71,23 +64,16 @@ t.test('cmu-proxy sandbox --port 0: DCR, CMU and the /_sandbox control API', asy
   const notJson = await fetch(`${base}/_sandbox/faults`, { method: 'POST', body: '{' })
   t.equal(notJson.status, 400)
 
-  child.kill('SIGTERM')
-  const [code] = await once(child, 'exit')
-  t.equal(code, 0, 'stops cleanly on SIGTERM')
+  t.equal((await child.stop('SIGTERM')).code, 0, 'stops cleanly on SIGTERM')
 })
 
 t.test('bad arguments are a usage error', async (t) => {
   for (const args of [['--port', 'abc'], ['--bogus']]) {
-    const child = spawn(process.execPath, [CLI, 'sandbox', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
-    let stderr = ''
-    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-    const [code] = await once(child, 'exit')
+    const { code, stderr } = await runNode('cli', ['sandbox', ...args])
     t.equal(code, 64, args.join(' '))
     t.match(stderr, /^cmu-proxy sandbox: /)
   }
-  const help = spawn(process.execPath, [CLI, 'sandbox', '--help'], { stdio: ['ignore', 'pipe', 'ignore'] })
-  let stdout = ''
-  help.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
-  t.equal((await once(help, 'exit'))[0], 0)
-  t.match(stdout, /^usage: cmu-proxy sandbox/)
+  const help = await runNode('cli', ['sandbox', '--help'])
+  t.equal(help.code, 0)
+  t.match(help.stdout, /^usage: cmu-proxy sandbox/)
 })

@@ -9,7 +9,7 @@ import t, { type Test } from 'tap'
 import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { COMMAND_TIMEOUT_MS, lockAttempts, member, waitingOnLock } from '../helpers/fleet.js'
-import { call, eventually, json, startProxy, startSandbox, startScriptedServer, type RunningProxy } from '../helpers/app.js'
+import { call, eventually, json, startProxy, startSandbox, startScriptedServer, whenInFlight, type RunningProxy } from '../helpers/app.js'
 import { startRedisServer } from '../helpers/redis-server.js'
 
 interface OtlpSpan { traceId: string, spanId: string, parentSpanId?: string, name: string, kind: number, startTimeUnixNano: string, endTimeUnixNano: string, attributes: Array<{ key: string, value: Record<string, unknown> }> }
@@ -140,9 +140,14 @@ t.test('with tracing off nothing is exported and lines carry no ids', async (t) 
 t.test('cache spans: the lookup says hit or miss, coalescing says leader or waiter', async (t) => {
   const { proxy, receiver, sandbox } = await tracedProxy(t, { CACHE_ENABLED: 'true' })
   await call(proxy.url, '/readyz')
-  sandbox.faults.failNext('cmu', 1, { delayMs: 300 })
+  const adobe = heldAnswer()
+  t.teardown(adobe.release)
+  sandbox.faults.failNext('cmu', 1, { until: adobe.until })
   const ids = ['0af7651916cd43dd8448eb211c800001', '0af7651916cd43dd8448eb211c800002']
-  await Promise.all(ids.map(async (id) => await call(proxy.url, '/cmu/v2/year', { headers: { traceparent: `00-${id}-b7ad6b7169203331-01` } })))
+  const both = Promise.all(ids.map(async (id) => await call(proxy.url, '/cmu/v2/year', { headers: { traceparent: `00-${id}-b7ad6b7169203331-01` } })))
+  t.ok(await whenInFlight(proxy.url, 2), 'both callers wait for Adobe')
+  adobe.release()
+  await both
   const hitId = '0af7651916cd43dd8448eb211c800003'
   await call(proxy.url, '/cmu/v2/year', { headers: { traceparent: `00-${hitId}-b7ad6b7169203331-01` } })
   await proxy.close()
