@@ -53,6 +53,10 @@ t.test('every src/ and test/ path the documentation names exists', async (t) => 
     for (const [, path = ''] of text.matchAll(/`((?:src|test)\/[^`\s*]+)`/g)) {
       t.ok(existsSync(join(ROOT, path.replace(/[:.,]$/, ''))), `${page} names ${path}`)
     }
+    // Source files named by their folder, as the walk of a request does (`upstream/target.ts`).
+    for (const [, path = ''] of text.matchAll(/`((?:config|kernel|telemetry|adobe|upstream|cache|proxy|fleet|store|ops|sandbox)\/[a-z-]+\.ts)`/g)) {
+      t.ok(SOURCES.includes(`src/${path}`), `${page} names src/${path}`)
+    }
   }
   // And the docs pages src/ points readers to.
   for (const [, page = ''] of SOURCE_TEXT.matchAll(/\b(docs\/[a-z-]+\.md)\b/g)) t.ok(existsSync(join(ROOT, page)), `src/ names ${page}`)
