@@ -7,7 +7,7 @@ const USAGE = `usage: cmu-proxy sandbox [--port N] [--host ADDR] [--seed N] [--t
 Serves Adobe Pass DCR (/o/client/register, /o/client/token) and the CMU API
 (/cmu/v2/...) on loopback. Point your code (or cmu-proxy) at it with
   ADOBE_AUTH_URL=http://HOST:PORT  ADOBE_CMU_URL=http://HOST:PORT/cmu
-Faults are scripted over HTTP under /_sandbox/ (see README, "Sandbox").
+Faults are scripted over HTTP under /_sandbox/ (see docs/development.md, "The sandbox").
 `
 
 export async function runSandbox (args: string[]): Promise<Sandbox | undefined> {
