@@ -19,7 +19,7 @@ import { tracingSettings, type TracingSettings } from './tracing-settings.js'
 export type { RateLimitRule }
 export type { SamplerName, TracingSettings } from './tracing-settings.js'
 export type { FleetSettings } from './fleet-settings.js'
-export type { RedisSettings } from './redis-settings.js'
+export type { RedisNodeAddress, RedisSettings } from './redis-settings.js'
 
 export interface Settings {
   readonly server: ServerSettings

@@ -5,7 +5,7 @@
 // copy in fleet mode too; everything else (token, cache, counters) is cheap to
 // rebuild and is kept in memory.
 import type { Logger } from 'pino'
-import type { RedisSettings } from '../config/redis-settings.js'
+import type { RedisSettings } from '../config/settings.js'
 import type { StateKey } from './encryption-keys.js'
 import { StateKeyError } from './errors.js'
 import { MemoryStore } from './memory-store.js'

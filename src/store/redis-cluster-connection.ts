@@ -6,7 +6,7 @@
 // subscribers through the cluster bus.
 // https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/
 import { createCluster, type RedisClusterType } from '@redis/client'
-import type { RedisNodeAddress } from '../config/redis-settings.js'
+import type { RedisNodeAddress } from '../config/settings.js'
 import { backoff, BUFFERS, COMMAND_OPTIONS, nodeClientOptions, type ConnectionOptions, type Message, type RedisConnection } from './redis-connection.js'
 import { describeProblem, errorReplyCode } from './redis-problems.js'
 

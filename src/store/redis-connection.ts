@@ -5,7 +5,7 @@
 // Each presents the same few operations and reports to the store's health
 // (redis-health.ts): ready, lost, or not what the settings say.
 import { createClient, RESP_TYPES, type RedisClientOptions, type RedisClientType } from '@redis/client'
-import type { RedisNodeAddress, RedisSettings } from '../config/redis-settings.js'
+import type { RedisNodeAddress, RedisSettings } from '../config/settings.js'
 import type { RedisHealth } from './redis-health.js'
 import { describeProblem, errorReplyCode } from './redis-problems.js'
 

@@ -7,7 +7,7 @@
 // is reconnecting instead of queueing them, and report to the store's health.
 // https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/
 import { createSentinel, type RedisSentinelType } from '@redis/client'
-import type { RedisNodeAddress } from '../config/redis-settings.js'
+import type { RedisNodeAddress } from '../config/settings.js'
 import { backoff, BUFFERS, COMMAND_OPTIONS, nodeClientOptions, type ConnectionOptions, type Message, type RedisConnection } from './redis-connection.js'
 import { describeProblem } from './redis-problems.js'
 

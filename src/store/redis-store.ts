@@ -22,7 +22,7 @@
 import { randomBytes } from 'node:crypto'
 import { ClientClosedError, ClientOfflineError, ErrorReply } from '@redis/client'
 import type { Logger } from 'pino'
-import type { RedisSettings } from '../config/redis-settings.js'
+import type { RedisSettings } from '../config/settings.js'
 import { StateValueTooLargeError, StoreUnavailableError } from './errors.js'
 import { ClusterConnection, ClusterNotReadyError } from './redis-cluster-connection.js'
 import { StandaloneConnection, type ConnectionOptions, type RedisConnection } from './redis-connection.js'
