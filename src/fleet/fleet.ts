@@ -18,7 +18,7 @@ import { fleetRateLimitStore } from './rate-limit-store.js'
 import { FleetCache } from './shared-cache.js'
 import { SharedCredentials } from './shared-credentials.js'
 import { SupersededClients, type SupersededClient } from './superseded-clients.js'
-import { CREDENTIALS_TOPIC, FleetTokenCoordination } from './token-coordination.js'
+import { FleetTokenCoordination } from './token-coordination.js'
 import { Turns, type TurnCounts } from './turns.js'
 import { RebuildableValues } from './unusable-values.js'
 
@@ -98,10 +98,9 @@ export function createFleet ({ fleet: settings, adobe, upstream, cache: cacheSet
   const turns = new Turns({ store, channel, membership, logger })
   const values = new RebuildableValues(store, logger, deps.unusableQuietAfterMs === undefined ? {} : { quietAfterMs: deps.unusableQuietAfterMs })
   const superseded = new SupersededClients({ store, key: namespace.key('superseded-clients'), logger, wallNow })
-  const tellCredentials = (credentials: unknown): void => { void turns.tell(CREDENTIALS_TOPIC, { credentials }) }
   const credentials = statement === undefined
     ? undefined
-    : new SharedCredentials({ file: new CredentialStore(adobe.credentialsFile, statement), store, key: namespace.key('credentials'), logger, onPutBack: tellCredentials })
+    : new SharedCredentials({ file: new CredentialStore(adobe.credentialsFile, statement), store, key: namespace.key('credentials'), logger, onPutBack: (put) => { coordination.credentialsPutBack(put) } })
   const coordination = new FleetTokenCoordination({
     store,
     namespace,

@@ -45,7 +45,9 @@ export interface TokenCoordinationOptions {
 }
 
 const TOKEN = 'token'
-export const CREDENTIALS_TOPIC = 'credentials'
+const CREDENTIALS_TOPIC = 'credentials'
+/** After this member replaced the fleet's credentials, it looks again this soon: others may have replaced them too meanwhile. */
+const FOLLOW_UP_MS = 1_000
 
 export class FleetTokenCoordination implements TokenCoordination {
   readonly #options: TokenCoordinationOptions
@@ -56,6 +58,7 @@ export class FleetTokenCoordination implements TokenCoordination {
   readonly #registration: FleetRegistration | undefined
   #broker: CoordinatedBroker | undefined
   #timer: NodeJS.Timeout | undefined
+  #followUp: NodeJS.Timeout | undefined
   #stopOnUp: (() => void) | undefined
 
   constructor (options: TokenCoordinationOptions) {
@@ -86,7 +89,22 @@ export class FleetTokenCoordination implements TokenCoordination {
     void this.reconcile()
   }
 
+  /**
+   * This member put its file's credentials into the fleet's copy (a store that
+   * lost them, or held older ones: instances that registered apart). The others
+   * are told; and since notices sent while subscriptions come back after an
+   * outage are lost, and several members may replace the copy in turn, it
+   * looks again shortly, and converges on the newest.
+   */
+  credentialsPutBack (credentials: ClientCredentials): void {
+    void this.#options.turns.tell(CREDENTIALS_TOPIC, { credentials })
+    clearTimeout(this.#followUp)
+    this.#followUp = setTimeout(() => { void this.reconcile() }, FOLLOW_UP_MS)
+    this.#followUp.unref()
+  }
+
   close (): void {
+    clearTimeout(this.#followUp)
     clearInterval(this.#timer)
     this.#stopOnUp?.()
     this.#broker = undefined

@@ -9,7 +9,7 @@ import { Membership } from '../../src/fleet/membership.js'
 import { FleetCache } from '../../src/fleet/shared-cache.js'
 import { SharedCredentials } from '../../src/fleet/shared-credentials.js'
 import { SupersededClients } from '../../src/fleet/superseded-clients.js'
-import { CREDENTIALS_TOPIC, FleetTokenCoordination } from '../../src/fleet/token-coordination.js'
+import { FleetTokenCoordination } from '../../src/fleet/token-coordination.js'
 import { Turns } from '../../src/fleet/turns.js'
 import { RebuildableValues } from '../../src/fleet/unusable-values.js'
 import { stateNamespace, type StateNamespace } from '../../src/store/namespace.js'
@@ -56,7 +56,7 @@ export async function memberParts (t: Test, store: StateStore, options: PartsOpt
     store,
     key: namespace.key('credentials'),
     logger,
-    onPutBack: (credentials) => { void turns.tell(CREDENTIALS_TOPIC, { credentials }) }
+    onPutBack: (credentials) => { coordination.credentialsPutBack(credentials) }
   })
   const superseded = new SupersededClients({ store, key: namespace.key('superseded-clients'), logger, wallNow })
   const coordination = new FleetTokenCoordination({ store, namespace, channel, turns, membership, credentials: shared, superseded, values, lockTtlMs, maxWaitMs, logger, wallNow })
