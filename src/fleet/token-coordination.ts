@@ -201,5 +201,5 @@ export class FleetTokenCoordination implements TokenCoordination {
 }
 
 function notAMember (membership: Membership): CoordinationUnavailable {
-  return new CoordinationUnavailable(`this instance cannot open the fleet's sealed values (${membership.mismatch ?? 'another STATE_ENCRYPTION_KEY list'}): not a member of the fleet`)
+  return new CoordinationUnavailable(`this instance cannot open the fleet's sealed values (${membership.mismatch ?? 'another STATE_ENCRYPTION_KEY list'}): not a member of the fleet`, true)
 }

@@ -111,7 +111,11 @@ export class Turns {
         const step = await this.#lockOrWait(rules, Math.min(rules.lockTtlMs, left))
         if (step.kind === 'lead') {
           // Someone may have finished between our look and our lock.
-          const again = await rules.look().catch((err: unknown) => { if (isStoreTrouble(err)) return undefined; throw err })
+          const again = await rules.look().catch(async (err: unknown) => {
+            if (isStoreTrouble(err)) return undefined
+            await step.finish()
+            throw err
+          })
           if (again === undefined) return step
           await step.finish(rules.tell(again))
           return again
@@ -168,8 +172,11 @@ export class Turns {
     }
     if (!obtained) return await waiter.heard
     waiter.cancel()
-    // A slow call (a token endpoint at its timeout) must not outlive the lock: extend it while working.
+    // A slow call (a token endpoint at its timeout) must not outlive the lock: extend it while working,
+    // but not past the longest anyone waits on it (a holder that never finishes must not hold it for good).
+    const keepUntil = performance.now() + rules.maxWaitMs
     const keepAlive = setInterval(() => {
+      if (performance.now() > keepUntil) { clearInterval(keepAlive); return }
       lock.refresh(lockTtlMs).then((held) => {
         if (!held) this.#log.warn({ lock: lock.key }, 'a fleet lock expired while its work was still running; another instance may repeat it')
       }, () => {})
