@@ -24,7 +24,7 @@ export const STARTUP_DEADLINE_MS = 90_000
 export const STOP_GRACE_MS = 15_000
 /**
  * Every child carries this variable (the checkout it was started from), so
- * the suite's last check (test/leftovers.ts) can find what it left behind,
+ * the suite's last check (test/no-leftover-processes.ts) can find what it left behind,
  * and tell it from what other checkouts on the machine are running.
  */
 export const MARKER = 'CMU_PROXY_SPAWNED_BY'

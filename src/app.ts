@@ -43,7 +43,7 @@ declare module 'fastify' {
     responseCache: ResponseCache | undefined
   }
   interface FastifyRequest {
-    /** The CMU_PROXY_* code of the problem answered, for the request log line (request-log.ts). */
+    /** The CMU_PROXY_* code of the problem answered, for the request log line (kernel/request-log.ts). */
     problemCode: string | null
     /** How the cache answered, for metrics and the request log. */
     cacheResult: CacheResult | null
@@ -85,7 +85,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   const wallNow = deps.now ?? Date.now
   const dcr = new DcrClient({ authUrl: adobe.authUrl, dispatcher: authDispatcher, timeoutMs: adobe.authTimeoutMs, userAgent: USER_AGENT, now: wallNow, retry })
   const statement = adobe.softwareStatement
-  // Fleet mode (REDIS_URL): the same modules, with the fleet's side plugged in; the metrics observe its store.
+  // Fleet mode (REDIS_URL or REDIS_SENTINELS): the same modules, with the fleet's side plugged in; the metrics observe its store.
   // Loaded only then: a lone instance does not carry the Redis client.
   const fleet = settings.fleet === undefined ? undefined : (await import('./fleet/fleet.js')).createFleet({ fleet: settings.fleet, adobe, upstream: upstreamSettings, cache: cacheSettings }, {
     logger: deps.logger,

@@ -24,7 +24,7 @@ import {
 
 /** The credentials' options (credentials.ts) and the token policy's settings (token-policy.ts), and the clocks. */
 export interface TokenBrokerOptions extends CredentialsOptions, TokenPolicySettings {
-  /** Deadline clock; defaults to monotonicNow (clock.ts). */
+  /** Deadline clock; defaults to monotonicNow (kernel/clock.ts). */
   now?: () => number
   /** Wall clock, for tokens shared with other instances and credential generations; defaults to `now` when that is given, else Date.now. */
   wallNow?: () => number

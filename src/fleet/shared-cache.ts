@@ -39,7 +39,7 @@ export interface FleetCacheOptions {
 /** An entry's header: its full cache key and every field of the entry but the body, as the cache layer gave them. */
 type Header = Omit<SharedEntry, 'body'> & { key: string }
 
-/** Room for an entry's header: its cache key (at most 4 KB, cache-layer.ts) and the caller-facing headers. */
+/** Room for an entry's header: its cache key (at most 4 KB, cache/cache-layer.ts) and the caller-facing headers. */
 const MAX_HEADER_BYTES = 64 * 1024
 /** A rest marker: the reason and until when, a few dozen bytes. */
 const MAX_REST_BYTES = 1024

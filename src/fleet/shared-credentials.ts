@@ -6,7 +6,7 @@
 // anyone register while credentials may exist. Every copy carries its
 // generation (when it was registered), so newer credentials are never traded
 // for older ones: sealing stops reading and forging, not an old sealed value
-// written back by someone with access to Redis (README, "Running a fleet").
+// written back by someone with access to Redis (docs/fleet.md, "What sealing does not stop").
 import type { Logger } from 'pino'
 import { newerThan, sameClient, type CredentialSource, type CredentialStore, type LoadResult } from '../adobe/credential-store.js'
 import type { ClientCredentials } from '../adobe/dcr-client.js'

@@ -3,7 +3,7 @@
 // know whether state lives in memory or in Redis; sealing is a decorator
 // (sealed-store.ts) around any implementation.
 //
-// Contract, the same for every implementation (test/store-contract.ts):
+// Contract, the same for every implementation (test/helpers/store-contract.ts):
 // - a resolved `undefined` means absent; a rejection means backend trouble
 //   (StoreUnavailableError), never "absent";
 // - values are opaque bytes; a TTL is in milliseconds and `set` without one

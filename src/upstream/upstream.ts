@@ -41,7 +41,7 @@ export interface UpstreamOptions {
   retry?: RetryPolicy | undefined
   /** Called with the time to response headers, for metrics. */
   onResponse?: ((seconds: number, status: number) => void) | undefined
-  /** One span per attempt, when tracing is on (proxy/upstream-spans.ts, loaded only then). */
+  /** One span per attempt, when tracing is on (telemetry/upstream-spans.ts, loaded only then). */
   spans?: AttemptSpans | undefined
 }
 

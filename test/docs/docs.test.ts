@@ -5,7 +5,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, posix, relative } from 'node:path'
 import t from 'tap'
-import { configSchema } from '../../src/config/load.js'
+import { configSchema } from '../../src/config/schema.js'
 import { ROOT, anchors, docPages, links, readPage, section, tableRows } from './markdown.js'
 
 const VARIABLES = new Set(Object.keys(configSchema.properties))

@@ -2,7 +2,7 @@
 // group when its test ends (passed or failed) and when the test file's
 // process dies (tap's timeout included); start-up waits on readiness with a
 // deadline meant for a loaded machine, and fails with the child's output.
-// test/leftovers.ts, run by tap after every file, fails if any is left.
+// test/no-leftover-processes.ts, run by tap after every file, fails if any is left.
 //
 //   const proxy = startNode(t, 'main', [], { env })
 //   const [, url] = await proxy.waitForOutput(/Server listening at (\S+)/)
