@@ -83,13 +83,18 @@ export class SupersededClients {
   }
 }
 
+/** The list's well-formed entries, with only their known fields (they reach /admin/status). */
 function parse (raw: Buffer): SupersededClient[] {
+  let value: unknown
   try {
-    const value: unknown = JSON.parse(raw.toString('utf8'))
-    if (!Array.isArray(value)) return []
-    return value.filter((e): e is SupersededClient => typeof e === 'object' && e !== null &&
-      typeof (e as SupersededClient).clientId === 'string' && typeof (e as SupersededClient).supersededAt === 'string' && typeof (e as SupersededClient).replacedBy === 'string').slice(-MAX_ENTRIES)
+    value = JSON.parse(raw.toString('utf8'))
   } catch {
     return []
   }
+  if (!Array.isArray(value)) return []
+  return value.slice(-MAX_ENTRIES).flatMap((item: unknown) => {
+    const e = item as Partial<Record<keyof SupersededClient, unknown>> | null
+    if (typeof e?.clientId !== 'string' || typeof e.supersededAt !== 'string' || typeof e.replacedBy !== 'string') return []
+    return [{ clientId: e.clientId, registeredAt: typeof e.registeredAt === 'string' ? e.registeredAt : null, supersededAt: e.supersededAt, replacedBy: e.replacedBy }]
+  })
 }

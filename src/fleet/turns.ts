@@ -81,6 +81,8 @@ export interface TurnsOptions {
 type Step = { kind: 'lead', finish: Finish } | Heard
 
 const RELEASED: Notice = { released: true }
+/** A holder keeps its lock alive for at most this many times the longest wait on it. */
+const KEEP_ALIVE_WAITS = 4
 
 export class Turns {
   readonly counts: TurnCounts = { alone: 0, unknownLocks: 0, skipped: 0 }
@@ -172,9 +174,9 @@ export class Turns {
     }
     if (!obtained) return await waiter.heard
     waiter.cancel()
-    // A slow call (a token endpoint at its timeout) must not outlive the lock: extend it while working,
-    // but not past the longest anyone waits on it (a holder that never finishes must not hold it for good).
-    const keepUntil = performance.now() + rules.maxWaitMs
+    // A slow call (a token endpoint at its timeout, a long report body) must not outlive the lock: extend
+    // it while working, but not for good should a holder never finish (a safety net: every user finishes).
+    const keepUntil = performance.now() + KEEP_ALIVE_WAITS * rules.maxWaitMs
     const keepAlive = setInterval(() => {
       if (performance.now() > keepUntil) { clearInterval(keepAlive); return }
       lock.refresh(lockTtlMs).then((held) => {
