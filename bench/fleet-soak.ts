@@ -30,6 +30,10 @@ export interface FleetSoakOptions {
   dropRate: number
   /** False: the same instances without Redis, each on its own. */
   redis: boolean
+  /** The sandbox's token lifetime (2 s under the fault schedule). */
+  tokenLifetimeSeconds?: number
+  /** False: no fault schedule, no Redis outage (the token-sharing measure of issue 20). */
+  faults?: boolean
   progress?: (line: string) => void
 }
 
@@ -43,6 +47,8 @@ export interface FleetSoakReport extends Tally {
   droppedUpstream: number
   registrations: number
   tokenCalls: number
+  /** One token call per two thirds of a token's lifetime, for the whole run: what a fleet sharing one token needs. */
+  tokenCallsForOneToken: number
   upstreamCalls: number
   /** Upstream calls per report per cache TTL: 1 when the fleet shares one cache, up to `instances` when not. */
   upstreamCallsPerReportPerTtl: number
@@ -53,7 +59,9 @@ const ADMIN_KEY = 'fleet-soak-admin-key-0123456789'
 
 export async function runFleetSoak (options: FleetSoakOptions): Promise<FleetSoakReport> {
   const progress = options.progress ?? (() => {})
-  const sandbox = new Sandbox({ tokenLifetimeSeconds: 2 })
+  const tokenLifetimeSeconds = options.tokenLifetimeSeconds ?? 2
+  const faults = options.faults ?? true
+  const sandbox = new Sandbox({ tokenLifetimeSeconds })
   await sandbox.listen(0, '127.0.0.1')
   const redis = options.redis ? await startRedis() : undefined
   const statement = makeSoftwareStatement()
@@ -83,7 +91,9 @@ export async function runFleetSoak (options: FleetSoakOptions): Promise<FleetSoa
       await response?.body.dump()
     }
     sandbox.dropRate = options.dropRate
-    const { started, at } = scheduleFaults({ sandbox, durationMs: options.durationMs, outageMs: options.outageMs, refreshToken: async () => { await admin('/admin/token/refresh').catch(() => {}) }, progress, timers })
+    const { started, at } = faults
+      ? scheduleFaults({ sandbox, durationMs: options.durationMs, outageMs: options.outageMs, refreshToken: async () => { await admin('/admin/token/refresh').catch(() => {}) }, progress, timers })
+      : { started: Date.now(), at: () => {} }
     if (redis !== undefined) {
       at(0.75, `redis killed for ${options.redisOutageMs / 1000} s`, async () => {
         await redis.stop()
@@ -111,6 +121,7 @@ export async function runFleetSoak (options: FleetSoakOptions): Promise<FleetSoa
       droppedUpstream,
       registrations: sandbox.calls.register,
       tokenCalls: sandbox.calls.token,
+      tokenCallsForOneToken: Math.round(durationMs / (tokenLifetimeSeconds * 1000 * 2 / 3) * 10) / 10,
       upstreamCalls: sandbox.calls.cmu,
       upstreamCallsPerReportPerTtl: Math.round(sandbox.calls.cmu / (options.reports * windows) * 100) / 100,
       stats: { requestsPerSecond: Math.round(tally.requests / (durationMs / 1000)) }

@@ -206,7 +206,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   app.setErrorHandler(sendProblem)
   app.setNotFoundHandler(async (request, reply) => await sendProblem(notFound(), request, reply))
 
-  await app.register(healthRoutes, { broker })
+  await app.register(healthRoutes, { broker, gate: fleet })
   await app.register(metricsRoute, { metrics })
   if (inbound.adminKey !== undefined) {
     await app.register(adminRoutes, {
@@ -229,6 +229,13 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
           reply.header('www-authenticate', 'Bearer realm="cmu-proxy"')
           throw unauthorized()
         }
+      })
+    }
+    // Fleet mode: an instance that cannot open the fleet's sealed values answers 503 at once (fleet/membership.ts).
+    if (fleet !== undefined) {
+      cmu.addHook('onRequest', async () => {
+        const refusal = fleet.refusal()
+        if (refusal !== undefined) throw refusal
       })
     }
     const { rateLimit } = settings

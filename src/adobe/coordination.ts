@@ -44,6 +44,13 @@ export interface CoordinatedBroker {
   adopt: (token: FleetToken) => void
   /** The token this instance holds, to put back into a store that lost it. */
   held: () => FleetToken | undefined
+  /**
+   * The fleet's client credentials, read when the store answers again: used
+   * from now on unless the ones held here are known to be newer (instances
+   * that registered apart converge on one client). Returns the credentials
+   * they replace, if any.
+   */
+  adoptCredentials: (credentials: ClientCredentials) => ClientCredentials | undefined
 }
 
 export interface TokenCoordination {

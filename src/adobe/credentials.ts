@@ -8,7 +8,7 @@ import type { Tracer } from '@opentelemetry/api'
 import type { Logger } from 'pino'
 import { inSpan } from '../telemetry/tracing.js'
 import { soloCoordination, type TokenCoordination } from './coordination.js'
-import { proveWritable, type CredentialSource } from './credential-store.js'
+import { newerThan, proveWritable, sameClient, type CredentialSource } from './credential-store.js'
 import type { ClientCredentials, DcrClient } from './dcr-client.js'
 import { CoordinationUnavailable, CredentialsNotWritable, NoSoftwareStatement, TokenStepFailed } from './errors.js'
 import { classifyFailure } from './token-policy.js'
@@ -110,6 +110,19 @@ export class Credentials {
       this.#log.warn({ credentialsFile: store?.path, reason: loaded.reason }, 'stored client credentials are unreadable; registering')
     }
     return await this.register()
+  }
+
+  /**
+   * The fleet settled on `credentials` (after instances registered apart): use
+   * them, unless those held here are known to be newer, or are the ones being
+   * replaced; returns the credentials they replace, if any.
+   */
+  adopt (credentials: ClientCredentials): ClientCredentials | undefined {
+    const held = this.#held
+    if (held === undefined || sameClient(held, credentials) || newerThan(held, credentials)) return undefined
+    if (this.#rejected !== undefined && sameClient(this.#rejected, credentials)) return undefined
+    this.#held = credentials
+    return held
   }
 
   /** Adobe refused `credentials` (invalid_client), or an admin dropped them: forget them, and never take them back. */

@@ -67,10 +67,14 @@ export class FleetAttemptFailed extends Error {
   }
 }
 
-/** The fleet's state is unreachable and acting alone could register a second client: wait and retry instead. */
+/**
+ * The fleet's state is unreachable and acting alone could register a second
+ * client: wait and retry instead. `untilFixed`: only an operator can fix it
+ * (this instance cannot open the fleet's values): retry at the slowest pace.
+ */
 export class CoordinationUnavailable extends Error {
   readonly code = 'CMU_PROXY_STATE_UNAVAILABLE'
-  constructor (detail: string) {
+  constructor (detail: string, readonly untilFixed = false) {
     super(detail)
     this.name = 'CoordinationUnavailable'
   }

@@ -77,7 +77,7 @@ export class TokenBroker implements TokenSource, TokenLevers {
   async start (): Promise<void> {
     await this.#credentials.proveDurable()
     if (this.#closed) return
-    this.#coordination.start({ adopt: (token) => { this.#adopt(token) }, held: () => this.#fleetForm(this.#usableToken()) })
+    this.#coordination.start({ adopt: (token) => { this.#adopt(token) }, held: () => this.#fleetForm(this.#usableToken()), adoptCredentials: (credentials) => this.#credentials.adopt(credentials) })
     this.#attempts.join().catch(() => {})
   }
 

@@ -128,7 +128,7 @@ export function classifyFailure (err: unknown, canRegister: boolean): FailureNot
   const step = err instanceof TokenStepFailed ? err.step : 'token'
   const cause = err instanceof TokenStepFailed ? err.cause : err
   if (cause instanceof FleetAttemptFailed) return cause.notice
-  if (cause instanceof CoordinationUnavailable) return { code: CODES.notRegistered, detail: cause.message, minDelayMs: 0, slow: false }
+  if (cause instanceof CoordinationUnavailable) return { code: CODES.notRegistered, detail: cause.message, minDelayMs: 0, slow: cause.untilFixed }
   if (cause instanceof NoSoftwareStatement) return clientRejected(false)
   const dcrError = cause instanceof DcrError ? cause : undefined
   const detail = dcrError?.message ?? 'unexpected failure'

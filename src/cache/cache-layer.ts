@@ -233,7 +233,7 @@ export class CacheLayer {
       work = await this.#fetchFromOrigin(key, request, signal, stale)
       return work
     } finally {
-      if (turn.kind === 'lead') turn.done(work === undefined ? undefined : keptBy(work), work?.kind === 'answered' ? this.#failureToShare(key, work.failed) : undefined)
+      turn.done(work === undefined ? undefined : keptBy(work), work?.kind === 'answered' ? this.#failureToShare(key, work.failed) : undefined)
     }
   }
 

@@ -18,16 +18,14 @@ export type FleetUse = 'none' | 'share' | 'turns'
 export interface Lookup { entry: CachedResponse | undefined, fleet: FleetUse }
 
 export type Turn =
-  /** Fetch for the fleet, then call `done` with what was stored here, or why Adobe failed. */
-  | { kind: 'lead', done: (stored: CachedResponse | undefined, failure: UpstreamFailure | undefined) => void }
+  /** Fetch (for the fleet, or alone), then call `done` with what was stored here, or why Adobe failed. */
+  | { kind: 'lead' | 'alone', done: (stored: CachedResponse | undefined, failure: UpstreamFailure | undefined) => void }
   /** Another instance stored it while this one waited; now kept in memory too. */
   | { kind: 'landed', entry: CachedResponse }
-  /** Adobe failed the instance that asked for the fleet a moment ago. */
+  /** Adobe failed this report for the fleet a moment ago. */
   | { kind: 'failed', failure: UpstreamFailure }
-  /** Fetch alone. */
-  | { kind: 'alone' }
 
-const ALONE: Turn = { kind: 'alone' }
+const ALONE: Turn = { kind: 'alone', done: () => {} }
 
 export interface CacheLevelsOptions {
   memory: ResponseCache
@@ -96,10 +94,10 @@ export class CacheLevels {
         const entry = this.keep(key, landed)
         return entry === undefined ? ALONE : { kind: 'landed', entry }
       }
-      case 'lead':
-        return { kind: 'lead', done: (stored, failure) => { turn.done(stored === undefined ? undefined : this.#sharedForm(stored), failure) } }
-      default:
+      case 'failed':
         return turn
+      default:
+        return { kind: turn.kind, done: (stored, failure) => { turn.done(stored === undefined ? undefined : this.#sharedForm(stored), failure) } }
     }
   }
 

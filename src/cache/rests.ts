@@ -1,7 +1,9 @@
 // Keys whose fetch failed a moment ago, and until when they rest: callers
 // get a stale copy (or, when the fleet said so and there is none, a 503)
 // rather than another call to Adobe. A key rests for Adobe's Retry-After (or
-// Expires) when it sent one, else a few seconds.
+// Expires) when it sent one, else a few seconds. In a fleet the rest is also
+// the fleet's (a marker in Redis, fleet/shared-cache.ts): a member told of it
+// rests for what is left of it.
 import { LRUCache } from 'lru-cache'
 import { retryAfter } from '../kernel/retry-after.js'
 import type { StaleReason } from './response-cache.js'
@@ -49,9 +51,13 @@ export class Rests {
     this.#refusals.delete(key)
   }
 
-  /** The fleet said Adobe failed `key` a moment ago: rest as the one that asked does; the refusal for callers with no copy. */
+  /**
+   * The fleet said Adobe failed `key` (a notice, or the report's rest marker):
+   * rest for what is left of the fleet's rest, no longer, so this instance
+   * does not outlast it; the refusal for callers with no copy.
+   */
   told (key: string, failure: UpstreamFailure, now: number): Rest {
-    const restFor = clamp(failure.restMs)
+    const restFor = Math.min(MAX_REST_MS, Math.max(0, failure.restMs))
     this.#rests.set(key, { until: now + restFor, reason: failure.reason })
     const refusal = { until: now + Math.min(restFor, MAX_TOLD_NO_COPY_MS), reason: failure.reason }
     this.#refusals.set(key, refusal)

@@ -15,16 +15,17 @@ export interface UpstreamFailure { reason: Extract<StaleReason, 'upstream_5xx' |
 
 export type SharedTurn =
   /**
-   * Fetch for the fleet, then `done` with what was stored (undefined: nothing;
-   * the others fetch their own) or, when Adobe failed, why (the others do not ask again).
+   * Fetch, then `done` with what was stored (undefined: nothing; the others
+   * fetch their own) or, when Adobe failed, why (the others leave the report
+   * alone for `restMs`). 'lead': for the fleet, which waits on it; 'alone':
+   * without it (the fleet could not be asked, or no word came in time), yet
+   * what it got is still shared.
    */
-  | { kind: 'lead', done: (stored: SharedEntry | undefined, failure?: UpstreamFailure) => void }
+  | { kind: 'lead' | 'alone', done: (stored: SharedEntry | undefined, failure?: UpstreamFailure) => void }
   /** Another instance stored it while this one waited. */
   | { kind: 'landed', entry: SharedEntry }
-  /** Adobe failed the instance that asked for the fleet a moment ago: do not ask again before `restMs`. */
+  /** Adobe failed this report for the fleet a moment ago: do not ask again before `restMs`. */
   | { kind: 'failed', failure: UpstreamFailure }
-  /** Go upstream alone: the fleet could not be asked, or no word came in time. */
-  | { kind: 'alone' }
 
 /** The fleet's second cache level. Never rejects: trouble is a miss. */
 export interface SharedCache {
@@ -32,6 +33,10 @@ export interface SharedCache {
   get: (key: string) => Promise<SharedEntry | undefined | 'unavailable'>
   /** Share an entry fetched outside a turn (a no-cache refresh, or the fleet unavailable at lookup); in the background. */
   put: (key: string, entry: SharedEntry) => void
-  /** Identical misses across the fleet take turns: one instance asks Adobe, the others wait for its word. */
+  /**
+   * Identical misses across the fleet take turns: one instance asks Adobe, the
+   * others wait for its word; a report Adobe failed a moment ago rests
+   * fleet-wide ('failed'), whoever asked.
+   */
   turn: (key: string, signal: AbortSignal) => Promise<SharedTurn>
 }

@@ -1,29 +1,24 @@
-// The fleet's notices and turns. One pub/sub channel per application carries
-// every notice ("a token landed", "this report is stored", "that attempt
-// failed"), each under a topic; this process subscribes once, so a waiter
-// never misses a notice between asking for a lock and subscribing.
-//
-// A turn is the fleet half of two-level single-flight (nginx's
-// proxy_cache_lock, Kong's shared token): take a small lock (SET NX PX) and
-// lead, or wait for the leader's notice. The leader keeps its lock alive
-// while it works (compare-and-extend every third of the TTL), then releases
-// it and publishes, in that order: a waiter is registered before it tries
-// the lock, so a lock it found held means a notice still to come. Notices
-// are lost while disconnected, so waiters also wake after a TTL and look
-// again; a crashed leader's lock simply expires.
+// The fleet's notices. One pub/sub channel per application carries every
+// notice ("a token landed", "this report is stored", "that attempt failed",
+// "the lock is free"), each under a topic; this process subscribes once, so
+// a waiter never misses a notice between asking for a lock and subscribing
+// (turns.ts registers the waiter before it tries the lock). A notice that
+// does not open here (sealed with another key list) cannot say whom it is
+// for: every waiter is woken to look at the shared state again, so nobody
+// waits on a notice that will never be read.
 import type { Logger } from 'pino'
 import { StoreUnavailableError } from '../store/errors.js'
-import type { StateStore, StoreLock } from '../store/state-store.js'
+import type { StateStore } from '../store/state-store.js'
 
 export type Notice = Record<string, unknown>
 
-export type Turn =
-  /** This instance holds the lock: do the work, then `finish` (never throws) releases it and tells the others. */
-  | { kind: 'lead', finish: (notice?: Notice) => Promise<void> }
-  /** The leader's notice. */
-  | { kind: 'notice', notice: Notice }
-  /** No word within the wait (or the caller left): look at the shared state again. */
-  | { kind: 'timeout' }
+/** What a waiter heard: a notice on its topic, one that could not be opened, or nothing within its wait. */
+export type Heard = { kind: 'notice', notice: Notice } | { kind: 'unreadable' } | { kind: 'timeout' }
+
+export interface Waiter {
+  heard: Promise<Heard>
+  cancel: () => void
+}
 
 /**
  * Store trouble (down, slow, refusing): the fleet cannot be asked, act on your
@@ -47,13 +42,17 @@ export class RecentTrouble {
   get recent (): boolean { return performance.now() - this.#at < this.windowMs }
 }
 
+const TIMEOUT: Heard = { kind: 'timeout' }
+const UNREADABLE: Heard = { kind: 'unreadable' }
+
 export class FleetChannel {
   readonly #store: StateStore
   readonly #channel: string
   readonly #log: Logger
-  readonly #waiters = new Map<string, Set<(notice: Notice) => void>>()
+  readonly #waiters = new Map<string, Set<(heard: Heard) => void>>()
   readonly #listeners = new Map<string, (notice: Notice) => void>()
-  #unsubscribe: (() => Promise<void>) | undefined
+  #subscription: Promise<() => Promise<void>> | undefined
+  #unreadable = 0
 
   constructor (store: StateStore, channel: string, logger: Logger) {
     this.#store = store
@@ -61,14 +60,22 @@ export class FleetChannel {
     this.#log = logger
   }
 
-  /** Subscribe (kept across outages by the store); idempotent. */
+  /** Notices heard that did not open here (the sealed store logs them once per run). */
+  get unreadable (): number { return this.#unreadable }
+
+  /** Subscribe (kept across outages by the store); idempotent, also when called concurrently. */
   async start (): Promise<void> {
-    this.#unsubscribe ??= await this.#store.subscribe(this.#channel, (message) => { this.#dispatch(message) })
+    const subscription = this.#subscription ??= this.#store.subscribe(this.#channel, (message) => { this.#dispatch(message) }, () => { this.#wakeAll() })
+    await subscription.catch((err: unknown) => {
+      if (this.#subscription === subscription) this.#subscription = undefined
+      throw err
+    })
   }
 
   async close (): Promise<void> {
-    const unsubscribe = this.#unsubscribe
-    this.#unsubscribe = undefined
+    const subscription = this.#subscription
+    this.#subscription = undefined
+    const unsubscribe = await subscription?.catch(() => undefined)
     await unsubscribe?.().catch(() => {})
   }
 
@@ -77,78 +84,53 @@ export class FleetChannel {
     this.#listeners.set(topic, listener)
   }
 
+  /** Rejects on store trouble; callers say what that means for them. */
   async publish (topic: string, notice: Notice): Promise<void> {
     await this.#store.publish(this.#channel, Buffer.from(JSON.stringify({ ...notice, topic })))
   }
 
-  /** Lead with `lock`, or wait up to `waitMs` for the leader's notice on `topic`. Store trouble rejects. */
-  async turn (topic: string, lock: StoreLock, ttlMs: number, waitMs: number, signal?: AbortSignal): Promise<Turn> {
-    const waiter = this.#next(topic, waitMs, signal)
-    let obtained: boolean
-    try {
-      obtained = await lock.obtain(ttlMs)
-    } catch (err) {
-      waiter.cancel()
-      throw err
-    }
-    if (!obtained) {
-      const notice = await waiter.promise
-      return notice === undefined ? { kind: 'timeout' } : { kind: 'notice', notice }
-    }
-    waiter.cancel()
-    // A slow call (a token endpoint at its timeout) must not outlive the lock: extend it while working.
-    const keepAlive = setInterval(() => {
-      lock.refresh(ttlMs).then((held) => {
-        if (!held) this.#log.warn({ lock: lock.key }, 'a fleet lock expired while its work was still running; another instance may repeat it')
-      }, () => {})
-    }, Math.max(10, ttlMs / 3))
-    keepAlive.unref()
-    return {
-      kind: 'lead',
-      finish: async (notice) => {
-        clearInterval(keepAlive)
-        await lock.release().catch(() => {})
-        if (notice !== undefined) {
-          await this.publish(topic, notice).catch((err: unknown) => {
-            this.#log.debug({ topic, reason: (err as Error).message }, 'could not notify the fleet; the others look again when their wait ends')
-          })
-        }
-      }
-    }
-  }
-
-  #next (topic: string, waitMs: number, signal?: AbortSignal): { promise: Promise<Notice | undefined>, cancel: () => void } {
-    let settle: (notice: Notice | undefined) => void = () => {}
-    const promise = new Promise<Notice | undefined>((resolve) => { settle = resolve })
+  /** Waits up to `waitMs` for the next notice on `topic` (registered now, before the caller tries its lock). */
+  waitFor (topic: string, waitMs: number, signal?: AbortSignal): Waiter {
+    let settle: (heard: Heard) => void = () => {}
+    const heard = new Promise<Heard>((resolve) => { settle = resolve })
     let waiters = this.#waiters.get(topic)
     if (waiters === undefined) this.#waiters.set(topic, waiters = new Set())
     const set = waiters
-    const done = (notice: Notice | undefined): void => {
+    const done = (result: Heard): void => {
       clearTimeout(timer)
       signal?.removeEventListener('abort', onAbort)
       set.delete(done)
       if (set.size === 0 && this.#waiters.get(topic) === set) this.#waiters.delete(topic)
-      settle(notice)
+      settle(result)
     }
-    const onAbort = (): void => { done(undefined) }
-    const timer = setTimeout(done, Math.max(0, waitMs), undefined)
+    const onAbort = (): void => { done(TIMEOUT) }
+    const timer = setTimeout(done, Math.max(0, waitMs), TIMEOUT)
     timer.unref()
     signal?.addEventListener('abort', onAbort, { once: true })
     set.add(done)
-    if (signal?.aborted === true) done(undefined)
-    return { promise, cancel: () => { done(undefined) } }
+    if (signal?.aborted === true) done(TIMEOUT)
+    return { heard, cancel: () => { done(TIMEOUT) } }
+  }
+
+  #wakeAll (): void {
+    this.#unreadable++
+    for (const waiters of [...this.#waiters.values()]) for (const waiter of [...waiters]) waiter(UNREADABLE)
   }
 
   #dispatch (message: Buffer): void {
-    let notice: Notice
+    let parsed: unknown
     try {
-      notice = JSON.parse(message.toString('utf8')) as Notice
+      parsed = JSON.parse(message.toString('utf8'))
     } catch {
+      parsed = undefined
+    }
+    const notice = typeof parsed === 'object' && parsed !== null ? parsed as Notice : undefined
+    const topic = notice?.topic
+    if (notice === undefined || typeof topic !== 'string') {
+      this.#log.debug('a fleet notice that opened but names no topic: ignored')
       return
     }
-    const topic = notice.topic
-    if (typeof topic !== 'string') return
-    for (const waiter of [...(this.#waiters.get(topic) ?? [])]) waiter(notice)
+    for (const waiter of [...(this.#waiters.get(topic) ?? [])]) waiter({ kind: 'notice', notice })
     this.#listeners.get(topic)?.(notice)
   }
 }

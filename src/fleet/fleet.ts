@@ -6,22 +6,40 @@ import type { FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { Logger } from 'pino'
 import { CredentialStore } from '../adobe/credential-store.js'
 import type { AdobeSettings, CacheSettings, FleetSettings, UpstreamSettings } from '../config/settings.js'
+import type { ProxyError } from '../kernel/errors.js'
 import { createStore } from '../store/create-store.js'
 import { stateKey } from '../store/encryption-keys.js'
 import { stateNamespace } from '../store/namespace.js'
 import type { OperationObserver, StateStore, StoreStats } from '../store/state-store.js'
+import { FLEET_KEY_MISMATCH, fleetKeyMismatch } from './errors.js'
 import { FleetChannel, RecentTrouble } from './fleet-channel.js'
+import { Membership, type MembershipState } from './membership.js'
 import { fleetRateLimitStore } from './rate-limit-store.js'
 import { FleetCache } from './shared-cache.js'
 import { SharedCredentials } from './shared-credentials.js'
+import { SupersededClients, type SupersededClient } from './superseded-clients.js'
 import { FleetTokenCoordination } from './token-coordination.js'
+import { Turns, type TurnCounts } from './turns.js'
+import { RebuildableValues } from './unusable-values.js'
 
 export interface FleetStatus extends StoreStats {
   /** Where, without credentials. */
   redis: string
   /** This application's keys start with this (the prefix and a fingerprint: nothing secret). */
   keyPrefix: string
+  /** 'not-member': this instance cannot open the fleet's sealed values (membership.ts). */
+  membership: MembershipState
+  /** Turns taken alone, lock attempts released after no answer, notices and writes skipped. */
+  turns: TurnCounts
+  /** Values in the store that could not be used here, and notices that did not open. */
+  unusableValues: number
+  unreadableNotices: number
+  /** Clients registered apart from the fleet and no longer used: revoke them at Adobe. */
+  supersededClients: SupersededClient[]
 }
+
+/** Why /readyz says no, when the fleet is the reason. */
+export interface FleetNotReady { code: string, reason: 'fleet_key_mismatch', detail: string }
 
 export interface Fleet {
   readonly store: StateStore
@@ -29,10 +47,13 @@ export interface Fleet {
   readonly credentials: SharedCredentials | undefined
   readonly cache: FleetCache
   readonly rateLimitStore: FastifyRateLimitStoreCtor
-  /** Waits briefly for the first connection (until then every call is refused as unavailable) and subscribes. */
+  /** Waits briefly for the first connection (until then every call is refused as unavailable), checks membership, and subscribes. */
   start: () => Promise<void>
   close: () => Promise<void>
   status: () => FleetStatus
+  /** The answer for a caller when this instance may not serve (not a member), at once and without I/O. */
+  refusal: () => ProxyError | undefined
+  notReady: () => FleetNotReady | undefined
 }
 
 /** How long start-up waits for Redis before serving on its own (it connects later by itself). */
@@ -46,6 +67,8 @@ export interface FleetDependencies {
   reconcileIntervalMs?: number
   /** `cmu-proxy check`: read the fleet's state, never write it (not even a re-seal). */
   readOnly?: boolean
+  /** Tests shorten the quiet span that ends a run of unusable values (and its log line). */
+  unusableQuietAfterMs?: number
 }
 
 /** What the fleet needs from the other sections: whose state it shares, and how long each turn may take. */
@@ -71,14 +94,22 @@ export function createFleet ({ fleet: settings, adobe, upstream, cache: cacheSet
   const namespace = stateNamespace(settings.keyPrefix, identity, { hashTag: settings.redis.topology.kind === 'cluster' })
   const channel = new FleetChannel(store, namespace.channel('events'), logger)
   const wallNow = deps.wallNow ?? Date.now
+  const membership = new Membership({ store, probeKey: namespace.key('member-check'), credentialsKey: statement === undefined ? undefined : namespace.key('credentials'), logger, readOnly: deps.readOnly })
+  const turns = new Turns({ store, channel, membership, logger })
+  const values = new RebuildableValues(store, logger, deps.unusableQuietAfterMs === undefined ? {} : { quietAfterMs: deps.unusableQuietAfterMs })
+  const superseded = new SupersededClients({ store, key: namespace.key('superseded-clients'), logger, wallNow })
   const credentials = statement === undefined
     ? undefined
-    : new SharedCredentials({ file: new CredentialStore(adobe.credentialsFile, statement), store, key: namespace.key('credentials'), logger })
+    : new SharedCredentials({ file: new CredentialStore(adobe.credentialsFile, statement), store, key: namespace.key('credentials'), logger, onPutBack: (put) => { coordination.credentialsPutBack(put) } })
   const coordination = new FleetTokenCoordination({
     store,
     namespace,
     channel,
+    turns,
+    membership,
     credentials,
+    superseded,
+    values,
     lockTtlMs: settings.lockTtlMs,
     // A registration and a token call, each up to its timeout, and a crashed holder's lock.
     maxWaitMs: 2 * adobe.authTimeoutMs + settings.lockTtlMs,
@@ -88,22 +119,38 @@ export function createFleet ({ fleet: settings, adobe, upstream, cache: cacheSet
   })
   // Shared by the two calls on a caller's path (its rate-limit count, its cache lookup).
   const trouble = new RecentTrouble(settings.commandTimeoutMs)
-  const cache = new FleetCache({ store, namespace, channel, lockTtlMs: settings.lockTtlMs, maxWaitMs: 2 * upstream.headersTimeoutMs, maxEntryBytes: cacheSettings.maxEntryBytes, trouble, logger, wallNow })
+  const cache = new FleetCache({ store, namespace, turns, membership, lockTtlMs: settings.lockTtlMs, maxWaitMs: 2 * upstream.headersTimeoutMs, maxEntryBytes: cacheSettings.maxEntryBytes, trouble, values, logger, wallNow })
+  // A member hears the fleet's notices; one that is not, does not even listen (nothing it could open).
+  membership.onChange((state) => { void (state === 'not-member' ? channel.close() : channel.start().catch(() => {})) })
   return {
     store,
     coordination,
     credentials,
     cache,
-    rateLimitStore: fleetRateLimitStore(store, namespace, trouble, logger),
+    rateLimitStore: fleetRateLimitStore(store, namespace, trouble, membership, logger),
     start: async () => {
       if (!await store.waitUntilUp(FIRST_CONNECTION_WAIT_MS)) logger.warn({ redis: settings.redis.target }, 'redis is not reachable yet: serving on this instance\'s own state until it is')
-      await channel.start()
+      if (await membership.check() !== 'not-member') await channel.start()
     },
     close: async () => {
       coordination.close()
+      values.close()
       await channel.close()
       await store.close()
     },
-    status: () => ({ redis: settings.redis.target, keyPrefix: namespace.base, ...store.stats() })
+    status: () => ({
+      redis: settings.redis.target,
+      keyPrefix: namespace.base,
+      ...store.stats(),
+      membership: membership.state,
+      turns: { ...turns.counts },
+      unusableValues: values.total,
+      unreadableNotices: channel.unreadable,
+      supersededClients: superseded.list()
+    }),
+    refusal: () => membership.state === 'not-member' ? fleetKeyMismatch() : undefined,
+    notReady: () => membership.state === 'not-member'
+      ? { code: FLEET_KEY_MISMATCH, reason: 'fleet_key_mismatch', detail: membership.mismatch ?? 'this instance cannot open the fleet\'s sealed values' }
+      : undefined
   }
 }

@@ -13,6 +13,7 @@ import type { Logger } from 'pino'
 import { digest, type StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
 import type { RecentTrouble } from './fleet-channel.js'
+import type { Membership } from './membership.js'
 
 type Callback = Parameters<FastifyRateLimitStore['incr']>[1]
 type LocalStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, cache?: number) => FastifyRateLimitStore
@@ -20,7 +21,7 @@ type LocalStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boole
 // Not exported by name: the plugin's in-memory store, the one it uses without a `store` option.
 const LocalStore = createRequire(import.meta.url)('@fastify/rate-limit/store/LocalStore.js') as LocalStoreCtor
 
-export function fleetRateLimitStore (store: StateStore, namespace: StateNamespace, trouble: RecentTrouble, logger: Logger): FastifyRateLimitStoreCtor {
+export function fleetRateLimitStore (store: StateStore, namespace: StateNamespace, trouble: RecentTrouble, membership: Membership, logger: Logger): FastifyRateLimitStoreCtor {
   let outage = false
   return class FleetRateLimitStore implements FastifyRateLimitStore {
     readonly #local: FastifyRateLimitStore
@@ -32,7 +33,8 @@ export function fleetRateLimitStore (store: StateStore, namespace: StateNamespac
     }
 
     incr (key: string, callback: Callback, timeWindow: number, max: number): void {
-      if (trouble.recent) {
+      // Not a member: it writes nothing to the fleet's store, counters included.
+      if (trouble.recent || membership.state === 'not-member') {
         this.#local.incr(key, callback, timeWindow, max)
         return
       }

@@ -1,29 +1,37 @@
 // The response cache's second level in fleet mode: the exact bytes and
 // headers of each stored representation, sealed, under a digest of its cache
 // key, for as long as it may still be served (fresh or stale). Identical
-// misses across the fleet take turns (nginx's proxy_cache_lock): one
-// instance fetches while the others wait for its notice, at most
+// misses across the fleet take turns (turns.ts; nginx's proxy_cache_lock):
+// one member fetches while the others wait for its notice, at most
 // `maxWaitMs` (twice the upstream headers timeout), then go upstream
-// themselves. When Adobe fails the one that asked, the notice says so and the
-// others leave the report alone for the same rest (stale copy, or a 503). Every failure here is a miss, never an error a caller sees;
-// an entry that cannot be used (another key list, oversized) is a miss that
-// the next fetch overwrites, not store trouble.
+// themselves. When Adobe fails the one that asked (a 5xx or a 429), it sets
+// a rest marker for the report (`…:rest:<digest>`, SET PX for Adobe's
+// Retry-After, clamped) that every member reads before it asks Adobe for that
+// report: one call per rest for the whole fleet, and callers get the stale
+// copy (or a 503 with Retry-After when there is none). Every failure here is
+// a miss, never an error a caller sees; an entry that cannot be used
+// (another key list, oversized) is a miss that the next fetch overwrites.
 import type { Logger } from 'pino'
 import type { SharedCache, SharedEntry, SharedTurn, UpstreamFailure } from '../cache/shared-cache.js'
 import { digest, type StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
-import type { FleetChannel, RecentTrouble } from './fleet-channel.js'
-import { RebuildableValues, UNUSABLE } from './unusable-values.js'
+import type { RecentTrouble } from './fleet-channel.js'
+import type { Membership } from './membership.js'
+import { readUpstreamFailure, reportStored, upstreamFailed } from './notices.js'
+import { writeKnown, type Found, type Turns } from './turns.js'
+import { UNUSABLE, type RebuildableValues } from './unusable-values.js'
 
 export interface FleetCacheOptions {
   store: StateStore
   namespace: StateNamespace
-  channel: FleetChannel
+  turns: Turns
+  membership: Membership
   lockTtlMs: number
   maxWaitMs: number
   /** CACHE_MAX_ENTRY_BYTES: no larger body is shared, so no larger entry is read. */
   maxEntryBytes: number
   trouble: RecentTrouble
+  values: RebuildableValues
   logger: Logger
   wallNow?: () => number
 }
@@ -33,6 +41,10 @@ type Header = Omit<SharedEntry, 'body'> & { key: string }
 
 /** Room for an entry's header: its cache key (at most 4 KB, cache/cache-layer.ts) and the caller-facing headers. */
 const MAX_HEADER_BYTES = 64 * 1024
+/** A rest marker: the reason and until when, a few dozen bytes. */
+const MAX_REST_BYTES = 1024
+/** The longest rest the fleet keeps (rests.ts clamps the one it asks for the same way). */
+const MAX_REST_MS = 3_600_000
 
 export class FleetCache implements SharedCache {
   readonly #options: FleetCacheOptions
@@ -46,14 +58,13 @@ export class FleetCache implements SharedCache {
     this.#store = options.store
     this.#log = options.logger
     this.#wallNow = options.wallNow ?? Date.now
-    this.#values = new RebuildableValues(options.store, options.logger, 'a shared cached report')
+    this.#values = options.values
   }
 
   async get (key: string): Promise<SharedEntry | undefined | 'unavailable'> {
-    if (this.#options.trouble.recent) return 'unavailable'
+    if (this.#options.trouble.recent || this.#options.membership.state === 'not-member') return 'unavailable'
     try {
-      const raw = await this.#values.read(this.#key(key), 4 + MAX_HEADER_BYTES + this.#options.maxEntryBytes)
-      return raw === undefined || raw === UNUSABLE ? undefined : decode(raw, key, this.#wallNow())
+      return await this.#read(key)
     } catch (err) {
       this.#options.trouble.seen()
       this.#log.debug({ reason: (err as Error).message }, 'shared cache unavailable: a miss')
@@ -66,79 +77,107 @@ export class FleetCache implements SharedCache {
   }
 
   async turn (key: string, signal: AbortSignal): Promise<SharedTurn> {
-    const { namespace, channel, lockTtlMs, maxWaitMs } = this.#options
+    const { namespace, turns, lockTtlMs, maxWaitMs } = this.#options
     const id = digest(key)
     const topic = `cache:${id}`
-    const deadline = performance.now() + maxWaitMs
-    try {
-      for (;;) {
-        const left = deadline - performance.now()
-        if (left <= 0 || signal.aborted) return { kind: 'alone' }
-        const turn = await channel.turn(topic, this.#store.lock(namespace.key('lock', 'cache', id)), lockTtlMs, Math.min(lockTtlMs, left), signal)
-        if (turn.kind === 'lead') {
-          // Someone may have stored it between our look and our lock.
-          const again = await this.get(key)
-          if (typeof again === 'object' && again.freshUntil > this.#wallNow()) {
-            await turn.finish()
-            return { kind: 'landed', entry: again }
-          }
-          return {
-            kind: 'lead',
-            done: (stored, failure) => {
-              void (async () => {
-                // "Stored" only when the fleet's copy was written, with until when it is fresh.
-                const shared = stored !== undefined && await this.#put(key, stored)
-                await turn.finish({ stored: shared, ...(shared ? { freshUntil: stored.freshUntil } : {}), ...(stored === undefined && failure !== undefined ? { failure } : {}) })
-              })()
-            }
-          }
-        }
-        // Told Adobe failed: leave it alone for a while, as the lock holder does. Told it is stored, or tired
-        // of waiting: look. Told it could not be stored (too large, not cacheable, the write failed): fetch
-        // your own, all at once.
-        const failure = turn.kind === 'notice' ? parseFailure(turn.notice.failure) : undefined
+    const turn = await turns.take<SharedEntry, UpstreamFailure>({
+      topic,
+      lockKey: namespace.key('lock', 'cache', id),
+      lockTtlMs,
+      maxWaitMs,
+      // The cache layer looked a moment ago; the holder looks again, and so does a waiter when told to.
+      looked: true,
+      look: async () => await this.#look(key),
+      read: (notice) => {
+        // Told Adobe failed: leave it alone for a while, as the lock holder does.
+        const failure = readUpstreamFailure(notice.failure)
         if (failure !== undefined) return { kind: 'failed', failure }
-        if (turn.kind === 'notice' && turn.notice.stored !== true) return { kind: 'alone' }
-        // Stored, but already past its freshness: a late notice from an earlier round (a holder releases and
-        // publishes after its caller has the answer). Not this round's: take a turn again.
-        if (turn.kind === 'notice' && typeof turn.notice.freshUntil === 'number' && turn.notice.freshUntil <= this.#wallNow()) continue
-        const entry = await this.get(key)
-        if (entry === 'unavailable') return { kind: 'alone' }
-        if (entry !== undefined && entry.freshUntil > this.#wallNow()) return { kind: 'landed', entry }
-        if (turn.kind === 'notice') return { kind: 'alone' }
+        // Told it could not be stored (too large, not cacheable, refused): fetch your own, all at once.
+        if (notice.stored === false) return { kind: 'alone' }
+        // Stored, not known, released, or a late notice from an earlier round (a holder releases and
+        // publishes after its caller has the answer): look, and take a turn again if it is not there.
+        return { kind: 'look' }
+      },
+      tell: (found) => found.kind === 'failed' ? upstreamFailed(found.failure) : reportStored(true, found.value.freshUntil),
+      signal
+    })
+    if (turn.kind === 'found') return { kind: 'landed', entry: turn.value }
+    if (turn.kind === 'failed') return turn
+    const member = turn.kind === 'lead' || turn.why !== 'not-member'
+    return {
+      kind: turn.kind,
+      done: (stored, failure) => {
+        if (!member) return
+        void (async () => {
+          if (stored === undefined && failure !== undefined) {
+            await this.#rest(key, failure)
+            await turn.finish(upstreamFailed(failure))
+            return
+          }
+          const shared = stored === undefined ? false : await this.#put(key, stored)
+          // A member that acted alone says nothing when it has nothing to say.
+          if (turn.kind === 'alone' && stored === undefined) return
+          await turn.finish(reportStored(shared, shared === false ? undefined : stored?.freshUntil))
+        })()
       }
-    } catch (err) {
-      this.#log.debug({ reason: (err as Error).message }, 'shared cache lock unavailable: fetching alone')
-      return { kind: 'alone' }
     }
   }
 
-  /** True when the fleet's copy was written. */
-  async #put (key: string, entry: SharedEntry): Promise<boolean> {
+  /** A fresh entry, else the report's rest marker. Store trouble rejects. */
+  async #look (key: string): Promise<Found<SharedEntry, UpstreamFailure> | undefined> {
+    const entry = await this.#read(key)
+    const now = this.#wallNow()
+    if (entry !== undefined && entry.freshUntil > now) return { kind: 'found', value: entry }
+    const rest = await this.#values.read(this.#restKey(key), MAX_REST_BYTES, 'a report\'s rest marker')
+    if (rest === undefined || rest === UNUSABLE) return undefined
+    const marker = parseRest(rest)
+    return marker === undefined || marker.until <= now ? undefined : { kind: 'failed', failure: { reason: marker.reason, restMs: marker.until - now } }
+  }
+
+  async #read (key: string): Promise<SharedEntry | undefined> {
+    const raw = await this.#values.read(this.#key(key), 4 + MAX_HEADER_BYTES + this.#options.maxEntryBytes, 'a shared cached report')
+    return raw === undefined || raw === UNUSABLE ? undefined : decode(raw, key, this.#wallNow())
+  }
+
+  /**
+   * The fleet's copy of `entry`: true when written, false when not, undefined
+   * when not known. Never throws; a store that cannot be asked is counted, not logged per write.
+   */
+  async #put (key: string, entry: SharedEntry): Promise<boolean | undefined> {
     const ttlMs = entry.staleUntil - this.#wallNow()
-    if (ttlMs <= 0) return false
-    try {
-      await this.#store.set(this.#key(key), encode(key, entry), ttlMs)
-      return true
-    } catch (err) {
-      this.#log.warn({ reason: (err as Error).message }, 'could not share a cached report with the fleet')
-      return false
-    }
+    if (ttlMs <= 0 || this.#options.membership.state === 'not-member') return false
+    const value = encode(key, entry)
+    const stored = await writeKnown(this.#store, this.#key(key), value, ttlMs, value.length)
+    if (stored !== true) this.#options.turns.counts.skipped++
+    return stored
+  }
+
+  /** Adobe failed `key` for this member: every member leaves it alone for the rest (SET PX: the store forgets it after). */
+  async #rest (key: string, failure: UpstreamFailure): Promise<void> {
+    const restMs = Math.min(MAX_REST_MS, Math.ceil(failure.restMs))
+    if (!(restMs > 0)) return
+    const marker = { reason: failure.reason, until: this.#wallNow() + restMs }
+    await this.#store.set(this.#restKey(key), Buffer.from(JSON.stringify(marker)), restMs).catch(() => { this.#options.turns.counts.skipped++ })
   }
 
   #key (key: string): string {
     return this.#options.namespace.key('cache', digest(key))
   }
+
+  #restKey (key: string): string {
+    return this.#options.namespace.key('rest', digest(key))
+  }
 }
 
-/** Only Adobe's own answers are shared as failures (cache/cache-layer.ts, #failureToShare). */
-const FAILURE_REASONS: ReadonlySet<string> = new Set<UpstreamFailure['reason']>(['upstream_5xx', 'upstream_429'])
-
-/** A failure told by the lock holder, if well-formed (notices are sealed, but a bad one must not throw here). */
-function parseFailure (value: unknown): UpstreamFailure | undefined {
-  const failure = value as { reason?: unknown, restMs?: unknown } | undefined
-  if (typeof failure?.reason !== 'string' || !FAILURE_REASONS.has(failure.reason) || typeof failure.restMs !== 'number' || !Number.isFinite(failure.restMs)) return undefined
-  return { reason: failure.reason as UpstreamFailure['reason'], restMs: failure.restMs }
+/** A rest marker: why, and until when (wall clock; the store's PX only forgets it). */
+function parseRest (raw: Buffer): { reason: UpstreamFailure['reason'], until: number } | undefined {
+  try {
+    const value = JSON.parse(raw.toString('utf8')) as { reason?: unknown, until?: unknown }
+    const failure = readUpstreamFailure({ reason: value.reason, restMs: 0 })
+    return failure === undefined || typeof value.until !== 'number' || !Number.isFinite(value.until) ? undefined : { reason: failure.reason, until: value.until }
+  } catch {
+    return undefined
+  }
 }
 
 /** A 4-byte header length, the header as JSON (with the full cache key), then the body's exact bytes. */

@@ -22,6 +22,8 @@ export interface SharedCredentialsOptions {
   /** The store key (namespaced by the statement's fingerprint). */
   key: string
   logger: Logger
+  /** The file's credentials went (back) into the fleet's copy: the others should look (token-coordination.ts tells them). */
+  onPutBack?: (credentials: ClientCredentials) => void
 }
 
 export class SharedCredentials implements CredentialSource {
@@ -29,12 +31,14 @@ export class SharedCredentials implements CredentialSource {
   readonly #store: StateStore
   readonly #key: string
   readonly #log: Logger
+  readonly #onPutBack: (credentials: ClientCredentials) => void
 
   constructor (options: SharedCredentialsOptions) {
     this.#file = options.file
     this.#store = options.store
     this.#key = options.key
     this.#log = options.logger
+    this.#onPutBack = options.onPutBack ?? (() => {})
   }
 
   get path (): string { return this.#file.path }
@@ -151,10 +155,13 @@ export class SharedCredentials implements CredentialSource {
   async #putBack (credentials: ClientCredentials, older: SharedCopy | undefined): Promise<void> {
     try {
       if (older === undefined) {
-        if (await this.#store.setIfAbsent(this.#key, encode(credentials))) this.#log.info('the fleet\'s store had no client credentials: put back the ones from CREDENTIALS_FILE')
-      } else if (await this.#store.replaceIf(this.#key, older.raw, encode(credentials))) {
-        this.#log.warn('the fleet\'s store held older client credentials than CREDENTIALS_FILE (rolled back, or an old value written back): replaced them with the newer ones')
+        if (!await this.#store.setIfAbsent(this.#key, encode(credentials))) return
+        this.#log.info('the fleet\'s store had no client credentials: put back the ones from CREDENTIALS_FILE')
+      } else {
+        if (!await this.#store.replaceIf(this.#key, older.raw, encode(credentials))) return
+        this.#log.warn('the fleet\'s store held older client credentials than CREDENTIALS_FILE (rolled back, an old value written back, or registered by another instance while apart): replaced them with the newer ones')
       }
+      this.#onPutBack(credentials)
     } catch (err) {
       this.#log.warn({ reason: (err as Error).message }, 'could not share the client credentials with the fleet; instances put them back once the store answers')
     }

@@ -108,7 +108,7 @@ export class SealedStore implements StateStore {
     return this.#inner.lock(key)
   }
 
-  async subscribe (channel: string, handler: (message: Buffer) => void): Promise<() => Promise<void>> {
+  async subscribe (channel: string, handler: (message: Buffer) => void, unreadable?: () => void): Promise<() => Promise<void>> {
     const aad = channelAad(channel)
     return await this.#inner.subscribe(channel, (sealed) => {
       let message: Buffer
@@ -117,6 +117,7 @@ export class SealedStore implements StateStore {
       } catch (err) {
         // Another key list, or someone else publishing on our channel: drop it, say so once per run of them.
         this.#droppedNotification(channel, (err as StateSealError).reason)
+        unreadable?.()
         return
       }
       handler(message)

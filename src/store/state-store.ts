@@ -52,8 +52,10 @@ export interface StateStore {
    * returned function is called. Delivery is at most once: a message sent
    * while this instance is disconnected is lost, so subscribers re-read state
    * after a reconnect instead of relying on notifications alone.
+   * `unreadable` (sealed stores only): a message arrived that does not open
+   * here; whoever waits on one of the channel's messages should not wait on it.
    */
-  subscribe: (channel: string, handler: (message: Buffer) => void) => Promise<() => Promise<void>>
+  subscribe: (channel: string, handler: (message: Buffer) => void, unreadable?: () => void) => Promise<() => Promise<void>>
   publish: (channel: string, message: Buffer) => Promise<void>
   /** Resolves when the backend answers; rejects with StoreUnavailableError otherwise. */
   ping: () => Promise<void>

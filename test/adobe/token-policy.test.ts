@@ -112,7 +112,8 @@ t.test('failure classes: what each failure means for the caller, /readyz and the
     ['a registration needed with no statement: client rejected', atRegister(new NoSoftwareStatement()), false, { code: 'CMU_PROXY_CLIENT_REJECTED', slow: true }],
     ['token endpoint unreachable', atToken(new DcrError('unreachable', 'token endpoint unreachable (ETIMEDOUT)')), true, { code: 'CMU_PROXY_TOKEN_ENDPOINT_UNREACHABLE', detail: 'token endpoint unreachable (ETIMEDOUT)' }],
     ['an answer that cannot be trusted', atToken(new DcrError('protocol', 'token answer lacks a usable access_token')), true, { code: 'CMU_PROXY_TOKEN_ENDPOINT_ERROR' }],
-    ['the fleet\'s state unreadable with no credentials held: not registered, never a second client', atRegister(new CoordinationUnavailable('the fleet\'s store cannot be read')), true, { code: 'CMU_PROXY_NOT_REGISTERED', detail: 'the fleet\'s store cannot be read' }],
+    ['the fleet\'s state unreadable with no credentials held: not registered, never a second client', atRegister(new CoordinationUnavailable('the fleet\'s store cannot be read')), true, { code: 'CMU_PROXY_NOT_REGISTERED', detail: 'the fleet\'s store cannot be read', slow: false }],
+    ['not a member of the fleet (another key list): not registered, at the slowest pace (an operator must act)', atToken(new CoordinationUnavailable('not a member', true)), true, { code: 'CMU_PROXY_NOT_REGISTERED', slow: true }],
     ['another instance\'s attempt failed: its notice, as told', new FleetAttemptFailed(fleetNotice), true, fleetNotice],
     ['another instance\'s registration failed: its notice, as told', atRegister(new FleetAttemptFailed(fleetNotice)), true, fleetNotice],
     ['anything else: a token endpoint error that names no secret', new Error('boom: secret'), true, { code: 'CMU_PROXY_TOKEN_ENDPOINT_ERROR', detail: 'unexpected failure' }]

@@ -1,17 +1,14 @@
 // The fleet's cache turns at unit level, on the memory store (the Redis
 // paths are in fleet.test.ts): what a waiter does with a notice for an
 // entry that is not fresh, or that the holder could not write.
-import pino from 'pino'
 import t, { type Test } from 'tap'
 import type { SharedEntry, SharedTurn } from '../../src/cache/shared-cache.js'
-import { FleetChannel, RecentTrouble } from '../../src/fleet/fleet-channel.js'
-import { FleetCache } from '../../src/fleet/shared-cache.js'
+import type { FleetCache } from '../../src/fleet/shared-cache.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
-import { stateNamespace } from '../../src/store/namespace.js'
+import { memberParts } from '../helpers/fleet-parts.js'
 
 const KEY = 'identity\n\n\n/v2/year?'
 
-/** One member's shared cache: its own channel on the shared store, on a wall clock the test sets. */
 /** A store that refuses writes, as a Redis out of memory or read-only after a failover does. */
 class RefusingStore extends MemoryStore {
   refuse = false
@@ -22,12 +19,7 @@ class RefusingStore extends MemoryStore {
 }
 
 async function member (t: Test, store: MemoryStore, wallNow: () => number): Promise<FleetCache> {
-  const logger = pino({ level: 'silent' })
-  const namespace = stateNamespace('test:', { softwareStatement: 'h.p.s' })
-  const channel = new FleetChannel(store, namespace.channel('events'), logger)
-  await channel.start()
-  t.teardown(async () => { await channel.close() })
-  return new FleetCache({ store, namespace, channel, lockTtlMs: 5_000, maxWaitMs: 10_000, maxEntryBytes: 1024, trouble: new RecentTrouble(100), logger, wallNow })
+  return (await memberParts(t, store, { wallNow })).cache
 }
 
 function entry (storedAt: number, freshForMs: number): SharedEntry {

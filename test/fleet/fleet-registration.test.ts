@@ -1,17 +1,12 @@
 // The registration lock holder and a store that blinks: unit level, on the
 // memory store (the Redis paths are in fleet.test.ts).
-import { join } from 'node:path'
-import pino from 'pino'
 import t, { type Test } from 'tap'
-import { CredentialStore } from '../../src/adobe/credential-store.js'
 import type { FailureNotice } from '../../src/adobe/coordination.js'
 import type { ClientCredentials } from '../../src/adobe/dcr-client.js'
-import { FleetChannel } from '../../src/fleet/fleet-channel.js'
-import { SharedCredentials } from '../../src/fleet/shared-credentials.js'
-import { FleetTokenCoordination } from '../../src/fleet/token-coordination.js'
+import type { SharedCredentials } from '../../src/fleet/shared-credentials.js'
+import type { FleetTokenCoordination } from '../../src/fleet/token-coordination.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
-import { stateNamespace } from '../../src/store/namespace.js'
-import { temporaryDirectory } from '../helpers/app.js'
+import { memberParts } from '../helpers/fleet-parts.js'
 
 /** A memory store whose first `failSets` writes fail, as a Redis that blinked would. */
 class BlinkingStore extends MemoryStore {
@@ -26,16 +21,8 @@ class BlinkingStore extends MemoryStore {
 }
 
 async function fleetParts (t: Test, store: MemoryStore): Promise<{ coordination: FleetTokenCoordination, shared: SharedCredentials, key: string }> {
-  const logger = pino({ level: 'silent' })
-  const namespace = stateNamespace('test:', { softwareStatement: 'h.p.s' })
-  const dir = temporaryDirectory(t)
-  const key = namespace.key('credentials')
-  const shared = new SharedCredentials({ file: new CredentialStore(join(dir, 'credentials.json'), 'h.p.s'), store, key, logger })
-  const channel = new FleetChannel(store, namespace.channel('events'), logger)
-  await channel.start()
-  t.teardown(async () => { await channel.close() })
-  const coordination = new FleetTokenCoordination({ store, namespace, channel, credentials: shared, lockTtlMs: 200, maxWaitMs: 1_000, logger })
-  return { coordination, shared, key }
+  const { coordination, shared, namespace } = await memberParts(t, store, { lockTtlMs: 200, maxWaitMs: 1_000 })
+  return { coordination, shared, key: namespace.key('credentials') }
 }
 
 const describeFailure = (err: unknown): FailureNotice => ({ code: 'CMU_PROXY_NOT_REGISTERED', detail: (err as Error).message, minDelayMs: 0, slow: false })

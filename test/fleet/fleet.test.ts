@@ -282,19 +282,23 @@ t.test('what reaches Redis is sealed: no client secret, token, statement or repo
   t.match(metrics, /^cmu_proxy_redis_errors_total 0$/m)
 })
 
-t.test('the wrong encryption key: a clear error, and no registration', async (t) => {
+t.test('the wrong encryption key: not a member, a clear error at once, and no registration', async (t) => {
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const [first] = await fleetOf(t, sandbox, redis, 1)
   t.equal((await call(first?.url ?? '', '/cmu/v2')).status, 200)
   const stranger = await member(t, sandbox, redis, { statement: first?.statement ?? '', env: { STATE_ENCRYPTION_KEY: randomBytes(32).toString('hex') } })
   const refused = await call(stranger.url, '/cmu/v2')
-  assertProblem(t, refused, 503, 'CMU_PROXY_NOT_REGISTERED')
-  const ready = (await call(stranger.url, '/readyz')).json()
-  t.equal(ready.code, 'CMU_PROXY_NOT_REGISTERED')
-  t.match(ready.reason, /sealed with a key that is not in STATE_ENCRYPTION_KEY \(key id [0-9a-f]{16}\)/, 'says which variable and which key')
-  t.ok(stranger.logs.some((l) => /do not open with STATE_ENCRYPTION_KEY/.test(l)), 'and logs it')
+  assertProblem(t, refused, 503, 'CMU_PROXY_FLEET_KEY_MISMATCH')
+  t.ok(Number(refused.headers['retry-after']) > 0, 'with Retry-After')
+  const ready = await call(stranger.url, '/readyz')
+  t.equal(ready.status, 503)
+  t.match(ready.json(), { status: 'not_ready', code: 'CMU_PROXY_FLEET_KEY_MISMATCH', reason: 'fleet_key_mismatch' })
+  t.match(ready.json().detail, /sealed with a key that is not in STATE_ENCRYPTION_KEY \(key id [0-9a-f]{16}\)/, 'says which variable and which key')
+  const unsealable = stranger.logs.filter((l) => l.includes('"code":"CMU_PROXY_STATE_UNSEALABLE"'))
+  t.equal(unsealable.length, 1, 'and logs it once, with its code')
   t.equal(sandbox.calls.register, 1, 'it did not register a second client')
+  t.equal(sandbox.calls.token, 1, 'nor fetch a token')
 })
 
 t.test('a two-phase key rotation during rolling restarts: old and new instances coexist without a registration or a token call', async (t) => {

@@ -72,10 +72,16 @@ export async function allAnswerOk (fleet: RunningProxy[], path: string, timeoutM
   return await eventually(async () => (await Promise.all(fleet.map(async (p) => (await call(p.url, path)).status))).every((s) => s === 200), timeoutMs)
 }
 
+/** How many times `member` has sent `operation` (e.g. 'publish') to Redis, from its /metrics. */
+export async function storeOperations (member: RunningProxy, operation: string): Promise<number> {
+  const metrics = (await call(member.url, '/metrics')).text
+  const line = metrics.split('\n').find((l) => l.startsWith(`cmu_proxy_redis_operation_duration_seconds_count{operation="${operation}"} `))
+  return Number(line?.split(' ')[1] ?? 0)
+}
+
 /** How many times `member` has tried to take a fleet lock (its Redis `lock.obtain` count in /metrics). */
 export async function lockAttempts (member: RunningProxy): Promise<number> {
-  const metrics = (await call(member.url, '/metrics')).text
-  return Number(/^cmu_proxy_redis_operation_duration_seconds_count\{operation="lock\.obtain"\} (\d+)$/m.exec(metrics)?.[1] ?? 0)
+  return await storeOperations(member, 'lock.obtain')
 }
 
 /**
