@@ -33,6 +33,8 @@ type Header = Omit<SharedEntry, 'body'> & { key: string }
 
 /** Room for an entry's header: its cache key (at most 4 KB, cache/cache-layer.ts) and the caller-facing headers. */
 const MAX_HEADER_BYTES = 64 * 1024
+/** The longest an entry is kept in Redis (PX): two years, CACHE_TTL_MAX_SECONDS plus the longest stale window. */
+const MAX_SHARED_TTL_MS = 2 * 366 * 86_400_000
 
 export class FleetCache implements SharedCache {
   readonly #options: FleetCacheOptions
@@ -115,8 +117,9 @@ export class FleetCache implements SharedCache {
 
   /** True when the fleet's copy was written. */
   async #put (key: string, entry: SharedEntry): Promise<boolean> {
-    const ttlMs = entry.staleUntil - this.#wallNow()
-    if (ttlMs <= 0) return false
+    // At most a lifetime and a stale window of a year each (config/schema.ts); NaN from a broken entry is no PX either.
+    const ttlMs = Math.min(entry.staleUntil - this.#wallNow(), MAX_SHARED_TTL_MS)
+    if (!(ttlMs > 0)) return false
     try {
       await this.#store.set(this.#key(key), encode(key, entry), ttlMs)
       return true
