@@ -34,4 +34,6 @@ export interface SharedCache {
   put: (key: string, entry: SharedEntry) => void
   /** Identical misses across the fleet take turns: one instance asks Adobe, the others wait for its word. */
   turn: (key: string, signal: AbortSignal) => Promise<SharedTurn>
+  /** Drop the fleet's copy (a 304 now forbids keeping it, or described another answer); in the background. */
+  forget: (key: string) => void
 }

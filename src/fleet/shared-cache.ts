@@ -67,6 +67,12 @@ export class FleetCache implements SharedCache {
     void this.#put(key, entry)
   }
 
+  forget (key: string): void {
+    this.#store.delete(this.#key(key)).catch((err: unknown) => {
+      this.#log.warn({ reason: (err as Error).message }, 'could not drop a shared cached report that may no longer be kept')
+    })
+  }
+
   async turn (key: string, signal: AbortSignal): Promise<SharedTurn> {
     const { namespace, channel, lockTtlMs, maxWaitMs } = this.#options
     const id = digest(key)

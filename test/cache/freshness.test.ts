@@ -34,7 +34,16 @@ t.test('§5.2: Cache-Control response directives', async (t) => {
     ['max-age="60"', { maxAge: 60 }],
     ['max-age=60, max-age=10', { maxAge: 60 }],
     [['max-age=60', 's-maxage=5'], { maxAge: 60, sMaxage: 5 }],
-    ['max-age=abc', { maxAge: undefined }],
+    // Present but invalid is the most restrictive reading (§4.2.1), never "absent" (which would let the heuristic decide).
+    ['max-age=abc', { maxAge: 0 }],
+    ['max-age=-1', { maxAge: 0 }],
+    ['max-age=1.5', { maxAge: 0 }],
+    ['max-age', { maxAge: 0 }],
+    ['max-age=, public', { maxAge: 0 }],
+    ['max-age=abc, max-age=60', { maxAge: 0 }],
+    ['s-maxage=soon, max-age=60', { sMaxage: 0, maxAge: 60, mustRevalidate: true }],
+    ['s-maxage=60', { sMaxage: 60, mustRevalidate: true }],
+    ['stale-while-revalidate=-1, stale-if-error=x', { staleWhileRevalidate: 0, staleIfError: 0 }],
     ['max-age=99999999999', { maxAge: 2_147_483_648 }],
     ['no-store', { noStore: true }],
     ['private="set-cookie"', { private: true }],
@@ -72,7 +81,10 @@ t.test('§4.2.1: explicit freshness is s-maxage, else max-age, else Expires − 
     [{ expires: at(3600) }, 3600],
     [{ expires: at(-60), date: DATE }, 0],
     [{ expires: '0', date: DATE }, 0],
-    [{ 'cache-control': 'no-cache' }, undefined]
+    [{ 'cache-control': 'no-cache' }, undefined],
+    [{ 'cache-control': 'max-age=abc' }, 0],
+    [{ 'cache-control': 's-maxage=1.5, max-age=600' }, 0],
+    [{ 'cache-control': 'max-age=-1', expires: at(3600), date: DATE }, 0]
   ]
   for (const [headers, expected] of rows) t.equal(explicitLifetimeSeconds(headers, responseDirectives(headers['cache-control']), NOW), expected, JSON.stringify(headers))
 })
@@ -86,7 +98,11 @@ t.test('§4.2.3: the corrected initial age is Age plus the response delay (the a
     [{ date: new Date(NOW - 100_000).toUTCString() }, AT_NOW, 0],
     [{ date: new Date(NOW - 100_000).toUTCString(), age: '2000' }, AT_NOW, 2000],
     [{ date: new Date(NOW + 100_000).toUTCString() }, AT_NOW, 0],
-    [{ age: 'soon' }, AT_NOW, 0]
+    [{ age: 'soon' }, AT_NOW, 0],
+    [{ age: '-5' }, AT_NOW, 0],
+    [{ age: '30, 40' }, AT_NOW, 30],
+    [{ age: '99999999999' }, AT_NOW, 2_147_483_648],
+    [{ age: '2147483648' }, { requestedAt: NOW - 10_000, respondedAt: NOW, respondedAtWall: NOW }, 2_147_483_648]
   ]
   for (const [headers, times, expected] of rows) t.equal(correctedInitialAgeSeconds(headers, times), expected, JSON.stringify(headers))
 })
@@ -106,7 +122,10 @@ t.test('§4.2: the instants an answer is stored under', async (t) => {
     { headers: { 'cache-control': 'max-age=999999' }, fresh: 2 * DAY, revalidate: 190080, onError: 3 * DAY, why: 'capped by CACHE_TTL_MAX_SECONDS' },
     { headers: { 'cache-control': 'max-age=1500', age: '2000' }, fresh: -500, revalidate: -350, onError: DAY - 500, why: 'already stale on arrival (Age past max-age)' },
     { headers: { 'cache-control': 'max-age=600, age=x', age: '30' }, fresh: 570, revalidate: 630, onError: DAY + 570, why: 'Age counts against the lifetime' },
-    { headers: { 'cache-control': 'max-age=10000, no-cache' }, fresh: 10000, revalidate: -Infinity, onError: -Infinity, noCache: true, why: 'no-cache: never served without validation (§5.2.2.4)' },
+    { headers: { 'cache-control': 'max-age=10000, no-cache' }, fresh: 10000, revalidate: 0, onError: 0, noCache: true, why: 'no-cache: never served without validation (§5.2.2.4): both windows closed at arrival' },
+    { headers: { 'cache-control': 'max-age=abc' }, fresh: 0, revalidate: 30, onError: DAY, why: 'an invalid max-age is stale at once, not the schedule' },
+    { headers: { 'cache-control': 'max-age=abc, max-age=600' }, fresh: 0, revalidate: 30, onError: DAY, why: 'the first of a repeated directive wins, even when invalid' },
+    { headers: { 'cache-control': 's-maxage=x, max-age=600' }, fresh: 0, revalidate: 0, onError: 0, why: 'an invalid s-maxage: stale at once, and never served stale (proxy-revalidate)' },
     { headers: { 'cache-control': 'max-age=60, must-revalidate' }, fresh: 60, revalidate: 60, onError: 60, why: 'must-revalidate: never stale (§4.2.4)' },
     { headers: { 'cache-control': 'max-age=60, proxy-revalidate' }, fresh: 60, revalidate: 60, onError: 60, why: 'proxy-revalidate: never stale' },
     { headers: { 'cache-control': 's-maxage=60' }, fresh: 60, revalidate: 60, onError: 60, why: 's-maxage implies proxy-revalidate (§5.2.2.10)' },
@@ -120,8 +139,8 @@ t.test('§4.2: the instants an answer is stored under', async (t) => {
     const times = entryTimes(row.headers, 3600, AT_NOW, { ...SETTINGS, ...row.settings })
     const seconds = (at: number): number => (at - NOW) / 1000
     t.same({ fresh: seconds(times.freshUntil), noCache: times.noCache }, { fresh: row.fresh, noCache: row.noCache ?? false }, `${row.why}: lifetime`)
-    if (row.revalidate !== -Infinity) t.equal(seconds(times.revalidateUntil), row.revalidate, `${row.why}: stale-while-revalidate`)
-    if (row.onError !== -Infinity) t.equal(seconds(times.errorUntil), row.onError, `${row.why}: stale-if-error`)
+    t.equal(seconds(times.revalidateUntil), row.revalidate, `${row.why}: stale-while-revalidate`)
+    t.equal(seconds(times.errorUntil), row.onError, `${row.why}: stale-if-error`)
     t.ok(times.staleUntil >= Math.max(times.revalidateUntil, times.errorUntil), `${row.why}: kept at least as long as it may be served`)
   }
 })
@@ -146,6 +165,7 @@ t.test('an entry is fresh, then served while revalidating, then only on error, t
   const noCache = times({ 'cache-control': 'no-cache' })
   t.same([isFresh(noCache, 0), mayServeWhileRevalidating(noCache, 0), mayServeOnError(noCache, 0), isKept(noCache, 0)], [false, false, false, true], 'no-cache: kept to be revalidated, never served as it is')
   t.equal(ageSeconds(times({ age: '30' }), 5_000), 35, 'Age: the initial age plus the resident time')
+  t.equal(ageSeconds(times({ age: '2147483648' }), 86_400_000), 2_147_483_648, 'Age never past 2^31 (§1.2.2)')
 })
 
 t.test('§3: what may be stored at all, and what is not worth storing', async (t) => {
