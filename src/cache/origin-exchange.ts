@@ -5,6 +5,7 @@
 // copy it is about (RFC 9111 §4.3.4) before it refreshes it, and a failure
 // recorded as a rest for the key.
 import { UpstreamUnavailable, upstreamUnusableAnswer, type ProxyError, type UnavailableReason } from '../kernel/errors.js'
+import { originAgeSeconds } from '../upstream/header-policy.js'
 import type { Origin, OriginRequest } from '../upstream/origin.js'
 import { readAnswer, type Answer, type BufferedAnswer, type ByteBudget, type HeaderFilter } from './buffered-fetch.js'
 import type { CacheLevels } from './cache-levels.js'
@@ -98,8 +99,8 @@ export class OriginExchange {
     }
     this.#rests.clear(key)
     if (answer.kind === 'streamed') return { kind: 'answered', answer }
-    // Age on a miss only when Adobe sent one: our own is the response delay, which callers need not see (§4.2.3).
-    const age = answer.upstreamHeaders.age === undefined ? undefined : Math.floor(correctedInitialAgeSeconds(answer.upstreamHeaders, times))
+    // Age on a miss only when Adobe sent a valid one: our own is the response delay, which callers need not see (§4.2.3).
+    const age = originAgeSeconds(answer.upstreamHeaders.age) === undefined ? undefined : Math.floor(correctedInitialAgeSeconds(answer.upstreamHeaders, times))
     if (answer.status !== 200) return { kind: 'answered', answer, age }
     return { kind: 'answered', answer, age, ...this.#store(key, request, answer, times) }
   }

@@ -2,8 +2,8 @@
 // table per RFC clause, one row per case.
 import t from 'tap'
 import { ageSeconds, boundedWindowSeconds, correctedInitialAgeSeconds, entryTimes, explicitLifetimeSeconds, freshnessLeftSeconds, httpDate, isFresh, isKept, mayServeOnError, mayServeWhileRevalidating, responseDirectives, revalidateWindowSeconds, scheduleSeconds, type ExchangeTimes, type FreshnessSettings } from '../../src/cache/freshness.js'
-import { refusedStorage, staleOnArrival } from '../../src/cache/cache-policy.js'
-import { notModifiedFor, notModifiedHeaders, updatedHeaders, validatorsOf } from '../../src/cache/validation.js'
+import { MAX_ENTRY_HEADER_BYTES, headerBytes, oversizedHeaders, refusedStorage, requestDirectives, staleOnArrival } from '../../src/cache/cache-policy.js'
+import { confirms, notModifiedFor, notModifiedHeaders, updatedHeaders, validatorsOf } from '../../src/cache/validation.js'
 
 const NOW = Date.parse('2026-11-27T10:00:00Z')
 const DATE = new Date(NOW).toUTCString()
@@ -204,7 +204,51 @@ t.test('RFC 9110 §13.1, RFC 9111 §4.3.2: a conditional request answered from a
   for (const [request, expected] of rows) t.equal(notModifiedFor(request, stored), expected, JSON.stringify(request))
   t.equal(notModifiedFor({ 'if-none-match': '"v1"' }, { 'content-type': 'text/csv' }), false, 'no ETag stored: no match')
   t.same(notModifiedHeaders(stored), { 'cache-control': 'max-age=60', etag: '"v1"', vary: 'Accept' }, 'a 304 carries the fields of RFC 9110 §15.4.5')
+  t.same(notModifiedHeaders({ ...stored, date: DATE }), { 'cache-control': 'max-age=60', date: DATE, etag: '"v1"', vary: 'Accept' }, "Date too: Adobe's, as stored")
   t.same(validatorsOf(stored), { etag: '"v1"', lastModified: 'Tue, 24 Nov 2026 10:00:00 GMT' })
   t.equal(validatorsOf({ 'content-type': 'text/csv' }), undefined)
   t.same(updatedHeaders(stored, { 'cache-control': 'max-age=600', etag: '"v1"', 'content-length': '0', 'content-type': 'text/plain' }), { ...stored, 'cache-control': 'max-age=600' }, '§4.3.4: a 304 updates the stored fields, never those of the body')
+})
+
+t.test('RFC 9111 §4.3.4: a 304 updates the stored answer only when its validator is that answer\'s', async (t) => {
+  const LM = 'Tue, 24 Nov 2026 10:00:00 GMT'
+  const rows: Array<[Record<string, string>, Record<string, string>, boolean, string]> = [
+    [{ etag: '"v1"', 'last-modified': LM }, { etag: '"v1"' }, true, 'the same strong ETag'],
+    [{ etag: '"v1"', 'last-modified': LM }, { etag: 'W/"v1"' }, true, 'a weak ETag that matches weakly'],
+    [{ etag: '"v1"', 'last-modified': LM }, { etag: '"v2"' }, false, 'another strong ETag'],
+    [{ etag: '"v1"', 'last-modified': LM }, { etag: 'W/"v2"' }, false, 'another weak ETag'],
+    [{ etag: '"v1"', 'last-modified': LM }, { etag: '"v1"', 'last-modified': 'Wed, 25 Nov 2026 10:00:00 GMT' }, true, 'the strong ETag decides'],
+    [{ etag: 'W/"v1"' }, { etag: '"v1"' }, false, 'a strong ETag is not a weak stored one (strong comparison)'],
+    [{ etag: 'W/"v1"' }, { etag: 'W/"v1"' }, true, 'weak and weak'],
+    [{ 'last-modified': LM }, { etag: '"v1"' }, false, 'an ETag where none was stored'],
+    [{ 'last-modified': LM }, { 'last-modified': LM }, true, 'the same Last-Modified'],
+    [{ 'last-modified': LM }, { 'last-modified': 'Tuesday, 24-Nov-26 10:00:00 GMT' }, true, 'the same date in another form'],
+    [{ 'last-modified': LM }, { 'last-modified': 'Wed, 25 Nov 2026 10:00:00 GMT' }, false, 'another Last-Modified'],
+    [{ etag: '"v1"' }, { 'last-modified': LM }, false, 'a Last-Modified where none was stored'],
+    [{ etag: '"v1"' }, {}, true, 'no validator at all: the answer to the one stored answer asked about']
+  ]
+  for (const [stored, notModified, expected, why] of rows) t.equal(confirms(stored, notModified), expected, why)
+})
+
+t.test('RFC 9111 §5.2.1: what a caller\'s request asks of the cache', async (t) => {
+  const rows: Array<[Record<string, string>, { noCache: boolean, noStore: boolean }]> = [
+    [{}, { noCache: false, noStore: false }],
+    [{ 'cache-control': 'no-cache' }, { noCache: true, noStore: false }],
+    [{ 'cache-control': 'No-Cache, max-stale=5' }, { noCache: true, noStore: false }],
+    [{ 'cache-control': 'max-age=0' }, { noCache: true, noStore: false }],
+    [{ 'cache-control': 'max-age="0"' }, { noCache: true, noStore: false }],
+    [{ 'cache-control': 'max-age=60' }, { noCache: false, noStore: false }],
+    [{ 'cache-control': 'no-store' }, { noCache: false, noStore: true }],
+    [{ 'cache-control': 'no-cache, no-store' }, { noCache: true, noStore: true }],
+    [{ 'cache-control': 'no-cachex' }, { noCache: false, noStore: false }],
+    [{ pragma: 'no-cache' }, { noCache: true, noStore: false }],
+    [{ pragma: 'no-cache', 'cache-control': 'max-age=60' }, { noCache: false, noStore: false }]
+  ]
+  for (const [headers, expected] of rows) t.same(requestDirectives(headers), expected, JSON.stringify(headers))
+})
+
+t.test('the header bytes an entry keeps, and the bound on them', async (t) => {
+  t.equal(headerBytes({ etag: '"v1"', vary: ['Accept', 'Accept-Encoding'] }), 'etag'.length + 4 + 4 + 2 * ('vary'.length + 4) + 'Accept'.length + 'Accept-Encoding'.length)
+  t.equal(oversizedHeaders({ 'content-disposition': 'x'.repeat(MAX_ENTRY_HEADER_BYTES) }), 'large-headers')
+  t.equal(oversizedHeaders({ 'content-disposition': 'x'.repeat(1_000) }), undefined)
 })
