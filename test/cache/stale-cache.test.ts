@@ -219,8 +219,12 @@ t.test('a no-cache request whose refresh fails gets the fresh entry, marked, not
 t.test('the revalidate window is 10% of the TTL (at least 30 s) by default, and 0 turns it off', async (t) => {
   // An hour report: 6 minutes of stale-while-revalidate.
   const inside = await expiredEntry(t, {}, 5 * 60_000)
-  inside.sandbox.faults.failNext('cmu', 1, { delayMs: 300 })
+  // The refresh behind it waits for Adobe until the stale answer is out: the caller cannot have waited for it.
+  const adobe = heldAnswer()
+  t.teardown(adobe.release)
+  inside.sandbox.faults.failNext('cmu', 1, { until: adobe.until })
   t.equal((await call(inside.proxy.url, REPORT)).headers['x-cache'], 'STALE', '5 min past a 1 h TTL')
+  adobe.release()
   const outside = await expiredEntry(t, {}, 7 * 60_000)
   t.equal((await call(outside.proxy.url, REPORT)).headers['x-cache'], 'MISS', '7 min past it: a blocking refresh')
   const off = await expiredEntry(t, { CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0' }, 1_000)
