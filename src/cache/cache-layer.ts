@@ -12,7 +12,7 @@
 // all the layer knows of the fleet.
 import type { Tracer } from '@opentelemetry/api'
 import type { Logger } from 'pino'
-import { UpstreamFailingInFleet, upstreamResting } from '../kernel/errors.js'
+import { UpstreamFailingInFleet, upstreamResting, type ProxyError } from '../kernel/errors.js'
 import type { Origin, OriginRequest } from '../upstream/origin.js'
 import { inSpan } from '../telemetry/tracing.js'
 import { ByteBudget, type Answer, type HeaderFilter } from './buffered-fetch.js'
@@ -142,9 +142,8 @@ export class CacheLayer {
     const standIn = entry !== undefined && mayServeOnError(entry, now) ? entry : undefined
     const rest = this.#rests.resting(key, now)
     if (rest !== undefined && standIn !== undefined) return this.#stale(standIn, rest.reason, started)
-    const refusal = standIn === undefined ? this.#rests.refusing(key, now) : undefined
-    if (refusal !== undefined) throw new UpstreamFailingInFleet(refusal.reason, refusal.until - now)
-    if (rest?.local === true && !OWN_FAILURES.has(rest.reason)) throw upstreamResting(rest.reason, rest.until - now)
+    const resting = standIn === undefined ? this.#restingProblem(key, now) : undefined
+    if (resting !== undefined) throw resting
     // no-store (RFC 9111 §5.2.1.5): nothing Adobe answers to it is kept, so it is its own exchange.
     if (asked.noStore) { this.#looked('bypass', started); return PASS_BYPASS }
     if (entry !== undefined && !noCache && mayServeWhileRevalidating(entry, now)) {
@@ -163,21 +162,32 @@ export class CacheLayer {
 
   /**
    * A caller's conditional request: 304 from a fresh entry whose validator
-   * matches (RFC 9111 §4.3.2), else Adobe answers it; always Adobe when the
-   * caller asked for no-cache.
+   * matches (RFC 9111 §4.3.2), else Adobe answers it (always, when the caller
+   * asked for no-cache), unless the report rests.
    */
   async #conditional (request: OriginRequest, asked: RequestDirectives, started: LookupStart | undefined): Promise<CacheOutcome> {
     const key = cacheKey(request)
-    if (asked.noCache) { this.#looked('bypass', started); return PASS_BYPASS }
-    let entry = key.length > MAX_KEY_LENGTH ? undefined : this.#levels.peek(key)
-    if (entry === undefined && key.length <= MAX_KEY_LENGTH && this.#levels.fleetUse(false) === 'turns') entry = (await this.#levels.lookUp(key, undefined)).entry
+    const fromCache = key.length <= MAX_KEY_LENGTH && !asked.noCache
+    let entry = fromCache ? this.#levels.peek(key) : undefined
+    if (entry === undefined && fromCache && this.#levels.fleetUse(false) === 'turns') entry = (await this.#levels.lookUp(key, undefined)).entry
     const now = this.#options.now()
-    if (entry === undefined || !isFresh(entry, now) || !notModifiedFor(request.headers, entry.headers)) {
-      this.#looked('bypass', started)
-      return PASS_BYPASS
+    if (entry !== undefined && isFresh(entry, now) && notModifiedFor(request.headers, entry.headers)) {
+      this.#looked('hit', started)
+      return { kind: 'not-modified', headers: notModifiedHeaders(entry.headers), age: ageSeconds(entry, now) }
     }
-    this.#looked('hit', started)
-    return { kind: 'not-modified', headers: notModifiedHeaders(entry.headers), age: ageSeconds(entry, now) }
+    // Passed to Adobe as it is, unless Adobe is having a rest from this report.
+    const resting = key.length > MAX_KEY_LENGTH ? undefined : this.#restingProblem(key, now)
+    if (resting !== undefined) throw resting
+    this.#looked('bypass', started)
+    return PASS_BYPASS
+  }
+
+  /** What a caller with no copy to stand in hears while `key` rests: the fleet's word, or this instance's own rest (not for its own failures). */
+  #restingProblem (key: string, now: number): ProxyError | undefined {
+    const refusal = this.#rests.refusing(key, now)
+    if (refusal !== undefined) return new UpstreamFailingInFleet(refusal.reason, refusal.until - now)
+    const rest = this.#rests.resting(key, now)
+    return rest?.local === true && !OWN_FAILURES.has(rest.reason) ? upstreamResting(rest.reason, rest.until - now) : undefined
   }
 
   /** What a caller gets from the shared fetch `work`; `entry`: the copy it had, if any. */

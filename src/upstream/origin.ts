@@ -4,7 +4,6 @@
 // applied. The cache holds an Origin and asks it; it never builds the call.
 import type { Readable } from 'node:stream'
 import type { Tracer } from '@opentelemetry/api'
-import { monotonicNow } from '../kernel/clock.js'
 import { upstreamBadEncoding } from '../kernel/errors.js'
 import { withTokenRetry, type TokenSource } from './authorized-fetch.js'
 import { encodingAcceptable, upstreamRequestHeaders, type CallerRequest, type Validators } from './header-policy.js'
@@ -46,8 +45,8 @@ export interface AuthorizedOriginOptions {
   upstream: Pick<Upstream, 'request'>
   /** When tracing is on: the token wait becomes a span. */
   tracer?: Tracer | undefined
-  /** The deadline clock of dispatchedAt: the cache layer's. */
-  now?: () => number
+  /** The deadline clock of dispatchedAt: the cache layer's (required: an instant on another clock would make every answer look ages old). */
+  now: () => number
 }
 
 /** Adobe with our token: a 401 invalidates it and is tried once more with a fresh one. */
@@ -59,7 +58,7 @@ export class AuthorizedOrigin implements Origin {
   }
 
   async fetch (request: OriginRequest, signal: AbortSignal, validators?: Validators): Promise<OriginResponse> {
-    const { tokens, upstream, tracer, now = monotonicNow } = this.#options
+    const { tokens, upstream, tracer, now } = this.#options
     const headers = upstreamRequestHeaders(request, validators)
     let dispatchedAt = now()
     const response = await withTokenRetry(tokens, async (authorization) => {

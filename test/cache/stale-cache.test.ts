@@ -128,6 +128,8 @@ t.test('a resting key with no copy that may stand in: 503 with Retry-After, and 
   }
   assertProblem(t, await call(proxy.url, REPORT, { headers: { 'cache-control': 'no-cache' } }), 503, 'CMU_PROXY_UPSTREAM_FAILING')
   t.pass('no-cache does not end a rest either')
+  assertProblem(t, await call(proxy.url, REPORT, { headers: { 'if-none-match': '"x"' } }), 503, 'CMU_PROXY_UPSTREAM_FAILING')
+  t.pass('nor does a conditional request')
   t.equal(sandbox.calls.cmu, asked, 'Adobe was not asked while the key rests')
   clock.advance(1_000)
   const after = await call(proxy.url, REPORT)
