@@ -132,7 +132,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     : new CacheLayer({
       cache,
       shared: fleet?.cache,
-      origin: new AuthorizedOrigin({ tokens: broker, upstream, tracer: tracing?.tracer }),
+      origin: new AuthorizedOrigin({ tokens: broker, upstream, tracer: tracing?.tracer, now }),
       callerHeaders: callerResponseHeaders,
       ttlMaxSeconds: cacheSettings.ttlMaxSeconds,
       staleIfErrorSeconds: cacheSettings.staleIfErrorSeconds,

@@ -98,7 +98,12 @@ export class TokenBroker implements TokenSource, TokenLevers {
       // Backing off: answer at once instead of sending Adobe another call per caller.
       throw this.#unavailable(this.#failure)
     }
-    return (await this.#attempts.join()).value
+    const obtained = await this.#attempts.join()
+    // The attempt may end with a token already past its usable life (Adobe took longer than its lifetime to answer, or an old one from the fleet): never handed out.
+    if (isUsable(obtained, this.#now())) return obtained.value
+    if (this.#failure !== undefined) throw this.#unavailable(this.#failure)
+    const refreshInMs = Math.max(0, (this.#timerAt ?? this.#now()) - this.#now())
+    throw tokenUnavailable(CODES.tokenEndpointError, 'the token obtained was already past its usable life; a new one is being requested', refreshInMs / 1000)
   }
 
   invalidate (token: string): void {

@@ -12,20 +12,21 @@
 // all the layer knows of the fleet.
 import type { Tracer } from '@opentelemetry/api'
 import type { Logger } from 'pino'
-import { UpstreamFailingInFleet, UpstreamUnavailable, type ProxyError, type UnavailableReason } from '../kernel/errors.js'
+import { UpstreamFailingInFleet, upstreamResting, type ProxyError } from '../kernel/errors.js'
 import type { Origin, OriginRequest } from '../upstream/origin.js'
 import { inSpan } from '../telemetry/tracing.js'
-import { ByteBudget, readAnswer, type Answer, type BufferedAnswer, type HeaderFilter } from './buffered-fetch.js'
+import { ByteBudget, type Answer, type HeaderFilter } from './buffered-fetch.js'
 import { CacheLevels, type FleetUse } from './cache-levels.js'
-import { cacheKey, callerSaysNoCache, isConditional, refusedStorage, staleOnArrival, type UncacheableReason } from './cache-policy.js'
+import { cacheKey, isConditional, requestDirectives, type RequestDirectives } from './cache-policy.js'
 import { Coalescer } from './coalescer.js'
-import { ageSeconds, correctedInitialAgeSeconds, entryTimes, freshnessLeftSeconds, isFresh, mayServeOnError, mayServeWhileRevalidating, revalidateWindowSeconds, scheduleSeconds, type EntryTimes, type ExchangeTimes } from './freshness.js'
+import { ageSeconds, freshnessLeftSeconds, isFresh, mayServeOnError, mayServeWhileRevalidating, revalidateWindowSeconds } from './freshness.js'
+import { OriginExchange, type Exchanged } from './origin-exchange.js'
 import type { CachedResponse, ResponseCache, StaleReason } from './response-cache.js'
 import { Rests, type Rest } from './rests.js'
 import type { SharedCache, UpstreamFailure } from './shared-cache.js'
 import { lookupStart, traceLookup, type LookupStart } from './lookup-trace.js'
 import { UncacheableNotices } from './uncacheable.js'
-import { notModifiedFor, notModifiedHeaders, updatedHeaders, validatorsOf } from './validation.js'
+import { notModifiedFor, notModifiedHeaders } from './validation.js'
 
 /** How the cache answered (X-Cache): REVALIDATED is a stored copy Adobe confirmed with a 304 (nginx's word for it). */
 export type CacheResult = 'HIT' | 'MISS' | 'BYPASS' | 'STALE' | 'REVALIDATED'
@@ -76,14 +77,9 @@ export type CacheOutcome =
    */
   | { kind: 'fetched', answer: Answer, result: 'MISS' | 'BYPASS', age?: number | undefined, cacheStatus?: string | undefined }
 
-/** What one shared fetch gives every caller that joined it. */
+/** What one shared fetch gives every caller that joined it: an exchange with Adobe (origin-exchange.ts), or the fleet's word. */
 type Work =
-  /** Adobe answered (`stored`: kept in memory; `failed`: a 5xx or 429, the key now rests; `age`: when it sent an Age). */
-  | { kind: 'answered', answer: Answer, stored?: CachedResponse | undefined, failed?: StaleReason | undefined, age?: number | undefined, uncacheable?: UncacheableReason | undefined }
-  /** Adobe confirmed the stored copy (304): refreshed (RFC 9111 §4.3.4) and kept. */
-  | { kind: 'revalidated', entry: CachedResponse }
-  /** No answer could be had (unreachable, slow, no token, overloaded); the key now rests. */
-  | { kind: 'unavailable', reason: UnavailableReason, error: ProxyError }
+  | Exchanged
   /** Another instance of the fleet stored it. */
   | { kind: 'landed', entry: CachedResponse }
   /** The fleet said Adobe failed this report a moment ago: not asked again before `refusal.until`. */
@@ -94,6 +90,8 @@ const PASS_BYPASS: CacheOutcome = { kind: 'pass', result: 'BYPASS' }
 const MAX_KEY_LENGTH = 4_096
 /** Reasons for which the request reached Adobe (RFC 9211 fwd); the others never left the proxy. */
 const FORWARDED: ReadonlySet<StaleReason> = new Set(['upstream_5xx', 'upstream_429', 'unreachable', 'timeout'])
+/** This instance's own failures (no token, its queue full): they have answers of their own, so a rest for them refuses no caller. */
+const OWN_FAILURES: ReadonlySet<StaleReason> = new Set(['no_token', 'overloaded'])
 
 export class CacheLayer {
   readonly #options: CacheLayerOptions
@@ -102,7 +100,7 @@ export class CacheLayer {
   readonly #coalescer = new Coalescer<Work>()
   readonly #buffering: ByteBudget
   readonly #rests = new Rests()
-  readonly #uncacheable: UncacheableNotices
+  readonly #exchange: OriginExchange
   /** Background refreshes belong to no caller: only shutdown (or the upstream timeouts) ends them. */
   readonly #closing = new AbortController()
 
@@ -110,8 +108,9 @@ export class CacheLayer {
     this.#options = options
     this.#cache = options.cache
     this.#buffering = new ByteBudget(options.bufferingMaxBytes)
-    this.#uncacheable = new UncacheableNotices(options.cache, options.logger)
     this.#levels = new CacheLevels({ memory: options.cache, shared: options.shared, now: options.now, wallNow: options.wallNow, revalidateSeconds: (lifetime) => revalidateWindowSeconds(lifetime, options.staleWhileRevalidateSeconds) })
+    const uncacheable = new UncacheableNotices(options.cache, options.logger)
+    this.#exchange = new OriginExchange(options, { cache: options.cache, levels: this.#levels, rests: this.#rests, buffering: this.#buffering, uncacheable })
   }
 
   /** Bytes held now by answers read into memory and not yet sent or stored (metrics). */
@@ -125,31 +124,31 @@ export class CacheLayer {
   async answer (request: OriginRequest, caller: Caller): Promise<CacheOutcome> {
     // The lookup span covers the look in memory and, in a fleet, in Redis; only read when tracing.
     const started = lookupStart(this.#options.tracer)
-    if (isConditional(request.headers)) return await this.#conditional(request, started)
+    const asked = requestDirectives(request.headers)
+    if (isConditional(request.headers)) return await this.#conditional(request, asked, started)
     const key = cacheKey(request)
     if (key.length > MAX_KEY_LENGTH) { this.#looked('bypass', started); return PASS_BYPASS }
-    const noCache = callerSaysNoCache(request.headers)
+    const { noCache } = asked
     const now = this.#options.now()
     let entry = this.#levels.peek(key)
     let fleet = this.#levels.fleetUse(noCache)
     // In a fleet, ask the shared level when memory has nothing to answer with at once.
     if (fleet === 'turns' && (entry === undefined || !mayServeWhileRevalidating(entry, now))) ({ entry, fleet } = await this.#levels.lookUp(key, entry))
-    if (entry !== undefined) {
-      if (!noCache && isFresh(entry, now)) {
-        this.#looked('hit', started)
-        return { kind: 'cached', entry, result: 'HIT', age: ageSeconds(entry, now) }
-      }
-      // Adobe failed this key a moment ago: do not ask again before it said we may (when the copy may stand in).
-      const rest = this.#rests.resting(key, now)
-      if (rest !== undefined && mayServeOnError(entry, now)) return this.#stale(entry, rest.reason, started)
-      if (!noCache && mayServeWhileRevalidating(entry, now)) {
-        this.#refreshInBackground(key, request, entry)
-        return this.#stale(entry, 'revalidating', started)
-      }
-    } else {
-      // The fleet was told a moment ago that Adobe failed this report: with no copy to serve, say so rather than ask again.
-      const refusal = this.#rests.refusing(key, now)
-      if (refusal !== undefined) throw new UpstreamFailingInFleet(refusal.reason, refusal.until - now)
+    if (entry !== undefined && !noCache && isFresh(entry, now)) {
+      this.#looked('hit', started)
+      return { kind: 'cached', entry, result: 'HIT', age: ageSeconds(entry, now) }
+    }
+    // Adobe failed this key a moment ago: not asked again before it said we may. A copy that may stand in does; else the caller hears when to come back.
+    const standIn = entry !== undefined && mayServeOnError(entry, now) ? entry : undefined
+    const rest = this.#rests.resting(key, now)
+    if (rest !== undefined && standIn !== undefined) return this.#stale(standIn, rest.reason, started)
+    const resting = standIn === undefined ? this.#restingProblem(key, now) : undefined
+    if (resting !== undefined) throw resting
+    // no-store (RFC 9111 §5.2.1.5): nothing Adobe answers to it is kept, so it is its own exchange.
+    if (asked.noStore) { this.#looked('bypass', started); return PASS_BYPASS }
+    if (entry !== undefined && !noCache && mayServeWhileRevalidating(entry, now)) {
+      this.#refreshInBackground(key, request, entry)
+      return this.#stale(entry, 'revalidating', started)
     }
     this.#looked(noCache ? 'bypass' : 'miss', started)
 
@@ -161,18 +160,34 @@ export class CacheLayer {
     return this.#outcome(work, entry, joined, noCache)
   }
 
-  /** A caller's conditional request: 304 from a fresh entry whose validator matches (RFC 9111 §4.3.2), else Adobe answers it. */
-  async #conditional (request: OriginRequest, started: LookupStart | undefined): Promise<CacheOutcome> {
+  /**
+   * A caller's conditional request: 304 from a fresh entry whose validator
+   * matches (RFC 9111 §4.3.2), else Adobe answers it (always, when the caller
+   * asked for no-cache), unless the report rests.
+   */
+  async #conditional (request: OriginRequest, asked: RequestDirectives, started: LookupStart | undefined): Promise<CacheOutcome> {
     const key = cacheKey(request)
-    let entry = key.length > MAX_KEY_LENGTH ? undefined : this.#levels.peek(key)
-    if (entry === undefined && key.length <= MAX_KEY_LENGTH && this.#levels.fleetUse(false) === 'turns') entry = (await this.#levels.lookUp(key, undefined)).entry
+    const fromCache = key.length <= MAX_KEY_LENGTH && !asked.noCache
+    let entry = fromCache ? this.#levels.peek(key) : undefined
+    if (entry === undefined && fromCache && this.#levels.fleetUse(false) === 'turns') entry = (await this.#levels.lookUp(key, undefined)).entry
     const now = this.#options.now()
-    if (entry === undefined || !isFresh(entry, now) || !notModifiedFor(request.headers, entry.headers)) {
-      this.#looked('bypass', started)
-      return PASS_BYPASS
+    if (entry !== undefined && isFresh(entry, now) && notModifiedFor(request.headers, entry.headers)) {
+      this.#looked('hit', started)
+      return { kind: 'not-modified', headers: notModifiedHeaders(entry.headers), age: ageSeconds(entry, now) }
     }
-    this.#looked('hit', started)
-    return { kind: 'not-modified', headers: notModifiedHeaders(entry.headers), age: ageSeconds(entry, now) }
+    // Passed to Adobe as it is, unless Adobe is having a rest from this report.
+    const resting = key.length > MAX_KEY_LENGTH ? undefined : this.#restingProblem(key, now)
+    if (resting !== undefined) throw resting
+    this.#looked('bypass', started)
+    return PASS_BYPASS
+  }
+
+  /** What a caller with no copy to stand in hears while `key` rests: the fleet's word, or this instance's own rest (not for its own failures). */
+  #restingProblem (key: string, now: number): ProxyError | undefined {
+    const refusal = this.#rests.refusing(key, now)
+    if (refusal !== undefined) return new UpstreamFailingInFleet(refusal.reason, refusal.until - now)
+    const rest = this.#rests.resting(key, now)
+    return rest?.local === true && !OWN_FAILURES.has(rest.reason) ? upstreamResting(rest.reason, rest.until - now) : undefined
   }
 
   /** What a caller gets from the shared fetch `work`; `entry`: the copy it had, if any. */
@@ -185,9 +200,12 @@ export class CacheLayer {
         this.#cache.countHit()
         return { kind: 'cached', entry: work.entry, result: 'HIT', age: ageSeconds(work.entry, now) }
       case 'revalidated': {
+        // Like an answer that varies on a header outside the key: for the leader only.
+        if (joined && !work.shareable) return { kind: 'pass', result: noCache ? 'BYPASS' : 'MISS' }
         this.#cache.countHit()
         const { entry: confirmed } = work
-        const cacheStatus = `cmu-proxy; fwd=${noCache ? 'request' : 'stale'}; fwd-status=304; ttl=${freshnessLeftSeconds(confirmed, now)}${confirmed.noCache ? '; detail=no-cache' : ''}`
+        const detail = work.refused ?? (confirmed.noCache ? 'no-cache' : undefined)
+        const cacheStatus = `cmu-proxy; fwd=${noCache ? 'request' : 'stale'}; fwd-status=304; ttl=${freshnessLeftSeconds(confirmed, now)}${detail === undefined ? '' : `; detail=${detail}`}`
         return { kind: 'cached', entry: confirmed, result: 'REVALIDATED', age: ageSeconds(confirmed, now), cacheStatus }
       }
       case 'told':
@@ -214,7 +232,7 @@ export class CacheLayer {
   /** Adobe's answer, kept when storable; in a fleet, only one instance asks Adobe and the others take what it stored. */
   async #fetch (key: string, request: OriginRequest, signal: AbortSignal, fleet: FleetUse, stale: CachedResponse | undefined): Promise<Work> {
     if (fleet !== 'turns') {
-      const work = await this.#fetchFromOrigin(key, request, signal, stale)
+      const work = await this.#exchange.fetch(key, request, signal, stale)
       const kept = keptBy(work)
       if (fleet === 'share' && kept !== undefined) this.#levels.share(key, kept)
       return work
@@ -230,7 +248,7 @@ export class CacheLayer {
     if (turn.kind === 'failed') return { kind: 'told', refusal: this.#rests.told(key, turn.failure, this.#options.now()) }
     let work: Work | undefined
     try {
-      work = await this.#fetchFromOrigin(key, request, signal, stale)
+      work = await this.#exchange.fetch(key, request, signal, stale)
       return work
     } finally {
       turn.done(work === undefined ? undefined : keptBy(work), work?.kind === 'answered' ? this.#failureToShare(key, work.failed) : undefined)
@@ -247,73 +265,6 @@ export class CacheLayer {
     if (failed !== 'upstream_5xx' && failed !== 'upstream_429') return undefined
     const restMs = this.#rests.remainingMs(key, this.#options.now())
     return restMs <= 0 ? undefined : { reason: failed, restMs }
-  }
-
-  /**
-   * Adobe's answer (conditional on the validators of `stale`, when it has
-   * any), whether it was stored, and, for a 5xx or 429, that it failed; a
-   * confirmed copy; or why no answer could be had.
-   */
-  async #fetchFromOrigin (key: string, request: OriginRequest, signal: AbortSignal, stale: CachedResponse | undefined): Promise<Work> {
-    const { origin, callerHeaders, now, wallNow } = this.#options
-    const validators = stale === undefined ? undefined : validatorsOf(stale.headers)
-    const requestedAt = now()
-    let answer: Answer
-    let times: ExchangeTimes
-    try {
-      const response = await origin.fetch(request, signal, validators)
-      times = { requestedAt, respondedAt: now(), respondedAtWall: wallNow() }
-      answer = await readAnswer(response, this.#cache.maxEntryBytes, this.#buffering, callerHeaders)
-    } catch (err) {
-      // A caller who left, an encoding nobody accepted: not a failure a stale copy may hide.
-      if (!(err instanceof UpstreamUnavailable)) throw err
-      this.#rests.failed(key, err.reason, undefined, now(), wallNow())
-      return { kind: 'unavailable', reason: err.reason, error: err }
-    }
-    const failed = failureReason(answer.status)
-    if (failed !== undefined) {
-      this.#rests.failed(key, failed, answer.kind === 'buffered' ? answer.upstreamHeaders : undefined, now(), wallNow())
-      return { kind: 'answered', answer, failed }
-    }
-    this.#rests.clear(key)
-    if (answer.kind === 'streamed') return { kind: 'answered', answer }
-    if (answer.status === 304 && stale !== undefined && validators !== undefined) return this.#confirmed(key, request, stale, answer, times)
-    // Age on a miss only when Adobe sent one: our own is the response delay, which callers need not see (§4.2.3).
-    const age = answer.upstreamHeaders.age === undefined ? undefined : Math.floor(correctedInitialAgeSeconds(answer.upstreamHeaders, times))
-    if (answer.status !== 200) return { kind: 'answered', answer, age }
-    return { kind: 'answered', answer, age, ...this.#store(key, request, answer, times) }
-  }
-
-  /** A 200 kept under the freshness rules, or why Adobe's directives keep it out (or make every use ask again). */
-  #store (key: string, request: OriginRequest, answer: BufferedAnswer, times: ExchangeTimes): { stored?: CachedResponse | undefined, uncacheable?: UncacheableReason | undefined } {
-    const entry = this.#entry(request, answer.upstreamHeaders, times)
-    const validated = validatorsOf(answer.headers) !== undefined
-    const refused = refusedStorage(answer.upstreamHeaders) ?? (entry === undefined ? undefined : staleOnArrival(entry, validated, times.respondedAt))
-    if (refused !== undefined) this.#uncacheable.seen(refused, request.target.path)
-    // A no-cache answer is kept only to be revalidated: without a validator that would be a full fetch anyway.
-    if (entry === undefined || (refused !== undefined && !(refused === 'no-cache' && validated))) return { uncacheable: refused }
-    const stored = this.#levels.keep(key, { status: answer.status, headers: answer.headers, body: answer.body, ...entry })
-    // From here the cache's own byte bound accounts for the body.
-    if (stored !== undefined) answer.uncharge()
-    return { stored, uncacheable: refused }
-  }
-
-  /** Adobe confirmed `stale` (304): its fields and freshness refreshed from the 304's (RFC 9111 §4.3.4), kept and shared. */
-  #confirmed (key: string, request: OriginRequest, stale: CachedResponse, notModified: BufferedAnswer, times: ExchangeTimes): Work {
-    const headers = updatedHeaders(stale.headers, notModified.headers)
-    // Freshness from the fields as they stand now, with the 304's own Date and Age (not the stored answer's).
-    const entry = this.#entry(request, { ...headers, date: notModified.upstreamHeaders.date, age: notModified.upstreamHeaders.age }, times)
-    const confirmed: CachedResponse = { ...stale, headers, ...(entry ?? {}) }
-    if (confirmed.noCache) this.#uncacheable.seen('no-cache', request.target.path)
-    return { kind: 'revalidated', entry: this.#levels.keep(key, confirmed) ?? confirmed }
-  }
-
-  /** The freshness of an answer that arrived at `times`; undefined when CACHE_TTL_MAX_SECONDS=0 keeps nothing. */
-  #entry (request: OriginRequest, headers: Record<string, string | string[] | undefined>, times: ExchangeTimes): EntryTimes | undefined {
-    const { ttlMaxSeconds, staleIfErrorSeconds, staleWhileRevalidateSeconds, ignoreOriginFreshness = false } = this.#options
-    if (ttlMaxSeconds === 0) return undefined
-    const heuristic = scheduleSeconds(request.target, times.respondedAtWall, ttlMaxSeconds)
-    return entryTimes(headers, heuristic, times, { ttlMaxSeconds, staleIfErrorSeconds, staleWhileRevalidateSeconds, ignoreOriginFreshness })
   }
 
   #refreshInBackground (key: string, request: OriginRequest, stale: CachedResponse): void {
@@ -363,13 +314,7 @@ function forwardedAs (reason: StaleReason, noCache: boolean): 'stale' | 'request
   return noCache ? 'request' : 'stale'
 }
 
-/** Adobe's answers a stale copy may hide: 5xx and 429. Other 4xx are the caller's business and pass through. */
-function failureReason (status: number): StaleReason | undefined {
-  return status >= 500 ? 'upstream_5xx' : status === 429 ? 'upstream_429' : undefined
-}
-
 /** The entry a fetch left in memory: stored, or confirmed by a 304. */
 function keptBy (work: Work): CachedResponse | undefined {
-  if (work.kind === 'revalidated') return work.entry
-  return work.kind === 'answered' ? work.stored : undefined
+  return work.kind === 'revalidated' || work.kind === 'answered' ? work.stored : undefined
 }

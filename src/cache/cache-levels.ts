@@ -76,6 +76,21 @@ export class CacheLevels {
     return this.#memory.put(key, entry)
   }
 
+  /** Whether memory still holds `entry` for `key`: nothing newer replaced it (in a fleet, another instance's answer brought in). */
+  holds (key: string, entry: CachedResponse): boolean {
+    return this.#memory.holds(key, entry)
+  }
+
+  /**
+   * Drops `stale` at both levels: Adobe said it may not be kept, or that it is
+   * not the current answer. A newer entry memory took in meanwhile stays; the
+   * fleet's copy goes in the background (the next fetch shares its own).
+   */
+  forget (key: string, stale: CachedResponse): void {
+    if (this.#memory.holds(key, stale)) this.#memory.delete(key)
+    this.#shared?.forget(key)
+  }
+
   /** Shares an entry kept here with the fleet, in the background. */
   share (key: string, entry: CachedResponse): void {
     this.#shared?.put(key, this.#sharedForm(entry))

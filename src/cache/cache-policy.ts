@@ -9,10 +9,27 @@ import { isFresh, responseDirectives, type EntryTimes } from './freshness.js'
  * cmu_proxy_cache_uncacheable_total). CACHE_IGNORE_ORIGIN_FRESHNESS lifts
  * the last two only.
  */
-export type UncacheableReason = 'no-store' | 'private' | 'set-cookie' | 'vary' | 'no-cache' | 'stale-on-arrival'
+export type UncacheableReason = 'no-store' | 'private' | 'set-cookie' | 'vary' | 'large-headers' | 'no-cache' | 'stale-on-arrival'
 
-/** The reasons the switch does not lift: an answer meant for one caller, or never to be kept. */
-export const ALWAYS_REFUSED: ReadonlySet<UncacheableReason> = new Set(['no-store', 'private', 'set-cookie', 'vary'])
+/** The reasons the switch does not lift: an answer meant for one caller, never to be kept, or too large to keep. */
+export const ALWAYS_REFUSED: ReadonlySet<UncacheableReason> = new Set(['no-store', 'private', 'set-cookie', 'vary', 'large-headers'])
+
+/**
+ * The most header bytes one entry keeps: the byte bound counts them, and an
+ * answer with more (a huge Content-Disposition or ETag) is not kept at all
+ * rather than crowding out reports.
+ */
+export const MAX_ENTRY_HEADER_BYTES = 16 * 1024
+
+/** The bytes of `headers` as sent (name, value, ": " and CRLF per line). */
+export function headerBytes (headers: Record<string, string | string[]>): number {
+  let bytes = 0
+  for (const name in headers) {
+    const value = headers[name]
+    for (const line of typeof value === 'string' ? [value] : value ?? []) bytes += name.length + line.length + 4
+  }
+  return bytes
+}
 
 /**
  * The request headers that choose a representation, and so are part of the
@@ -52,9 +69,31 @@ export function isConditional (headers: IncomingHttpHeaders): boolean {
   return headers['if-none-match'] !== undefined || headers['if-modified-since'] !== undefined
 }
 
-export function callerSaysNoCache (headers: IncomingHttpHeaders): boolean {
-  const cacheControl = headers['cache-control'] ?? ''
-  return /(^|,)\s*no-cache\b/i.test(cacheControl) || /\bno-cache\b/i.test(String(headers.pragma ?? ''))
+/** What a caller's request asks of the cache (RFC 9111 §5.2.1). */
+export interface RequestDirectives {
+  /** An answer fresh from Adobe (a stored one only once Adobe confirms it). */
+  noCache: boolean
+  /** Nothing Adobe answers to this request is stored (§5.2.1.5); a fresh stored answer may still serve it. */
+  noStore: boolean
+}
+
+/**
+ * The request directives the cache acts on. no-cache; max-age=0, which asks
+ * for the same (an answer no older than 0 s: what a browser's reload sends);
+ * Pragma: no-cache only without Cache-Control (§5.4); no-store. Other
+ * request directives (max-age above 0, max-stale, min-fresh, only-if-cached)
+ * are not acted on: the answer is what the origin's freshness allows.
+ */
+export function requestDirectives (headers: IncomingHttpHeaders): RequestDirectives {
+  const cacheControl = headers['cache-control']
+  if (cacheControl === undefined) return { noCache: /(^|,)\s*no-cache\s*(,|$)/i.test(String(headers.pragma ?? '')), noStore: false }
+  const directives: RequestDirectives = { noCache: false, noStore: false }
+  for (const part of cacheControl.split(',')) {
+    const [name = '', value] = part.split('=').map((s) => s.trim().toLowerCase())
+    if (name === 'no-cache' || (name === 'max-age' && value !== undefined && /^"?0+"?$/.test(value))) directives.noCache = true
+    else if (name === 'no-store') directives.noStore = true
+  }
+  return directives
 }
 
 /** Why a 200 must not be kept at all, whatever the switch says: per-user markers, no-store, private (RFC 9111 §3). */
@@ -65,6 +104,11 @@ export function refusedStorage (headers: Record<string, string | string[] | unde
   if (directives.noStore) return 'no-store'
   if (directives.private) return 'private'
   return undefined
+}
+
+/** Why `headers` (as a caller would see them) are not kept: more than MAX_ENTRY_HEADER_BYTES. */
+export function oversizedHeaders (headers: Record<string, string | string[]>): UncacheableReason | undefined {
+  return headerBytes(headers) > MAX_ENTRY_HEADER_BYTES ? 'large-headers' : undefined
 }
 
 /**

@@ -7,6 +7,7 @@
 // CACHE_TTL_MAX_SECONDS; Adobe's recompute schedule ("Data freshness" in
 // shared/adobe-api.md) is the heuristic for answers without one (§4.2.2), or
 // for every answer when the operator says so (CACHE_IGNORE_ORIGIN_FRESHNESS).
+import { MAX_DELTA_SECONDS, originAgeSeconds } from '../upstream/header-policy.js'
 import type { UpstreamTarget } from '../upstream/target.js'
 
 type Headers = Record<string, string | string[] | undefined>
@@ -70,8 +71,6 @@ const SCHEDULE: Array<[string, number]> = [
 const NO_TIME_DIMENSION = DAY
 /** The default stale-while-revalidate window: a tenth of the lifetime, at least this. */
 const MIN_REVALIDATE_SECONDS = 30
-/** §1.2.2: delta-seconds past 2^31 are taken as 2^31. */
-const MAX_DELTA_SECONDS = 2_147_483_648
 const NO_DIRECTIVES: Directives = { noStore: false, private: false, noCache: false, mustRevalidate: false }
 
 /** Seconds a report stays fresh by Adobe's recompute schedule, capped by `maxSeconds`. */
@@ -90,9 +89,13 @@ export function scheduleSeconds (target: UpstreamTarget, wallNow: number, maxSec
 
 /**
  * The directives of a Cache-Control field (RFC 9111 §5.2): names compare
- * case-insensitively, the first of a repeated directive wins (§4.2.1), a
- * value that is not delta-seconds leaves its directive out, and a qualified
- * no-cache or private ("=field-names") counts as the unqualified one (§5.2.2.4: allowed).
+ * case-insensitively, the first of a repeated directive wins (§4.2.1), and a
+ * qualified no-cache or private ("=field-names") counts as the unqualified
+ * one (§5.2.2.4: allowed). A value that is not delta-seconds (`-1`, `abc`,
+ * `1.5`, none) is present but invalid, never absent: the most restrictive
+ * reading (§4.2.1: "consider responses that have invalid freshness
+ * information to be stale"): max-age and s-maxage 0, s-maxage's
+ * proxy-revalidate kept, and no stale window granted.
  */
 export function responseDirectives (cacheControl: string | string[] | undefined): Directives {
   if (cacheControl === undefined) return NO_DIRECTIVES
@@ -103,13 +106,14 @@ export function responseDirectives (cacheControl: string | string[] | undefined)
     const name = rawName.trim().toLowerCase()
     if (name === '' || seen.has(name)) continue
     seen.add(name)
-    const seconds = deltaSeconds(rest.join('='))
+    const seconds = deltaSeconds(rest.join('=')) ?? 0
     switch (name) {
       case 'no-store': directives.noStore = true; break
       case 'private': directives.private = true; break
       case 'no-cache': directives.noCache = true; break
       case 'must-revalidate': case 'proxy-revalidate': directives.mustRevalidate = true; break
-      case 's-maxage': directives.sMaxage = seconds; break
+      // s-maxage implies proxy-revalidate (§5.2.2.10), valid or not.
+      case 's-maxage': directives.sMaxage = seconds; directives.mustRevalidate = true; break
       case 'max-age': directives.maxAge = seconds; break
       case 'stale-while-revalidate': directives.staleWhileRevalidate = seconds; break
       case 'stale-if-error': directives.staleIfError = seconds; break
@@ -156,9 +160,9 @@ export function explicitLifetimeSeconds (headers: Headers, directives: Directive
  * its copy is in Age.
  */
 export function correctedInitialAgeSeconds (headers: Headers, times: ExchangeTimes): number {
-  const ageValue = deltaSeconds(Array.isArray(headers.age) ? headers.age[0] : headers.age) ?? 0
+  const ageValue = originAgeSeconds(headers.age) ?? 0
   const responseDelay = Math.max(0, (times.respondedAt - times.requestedAt) / 1000)
-  return ageValue + responseDelay
+  return Math.min(ageValue + responseDelay, MAX_DELTA_SECONDS)
 }
 
 /** CACHE_STALE_WHILE_REVALIDATE_SECONDS, or by default a tenth of the lifetime, at least 30 s. */
@@ -221,9 +225,9 @@ export function isKept (entry: EntryTimes, now: number): boolean {
   return entry.staleUntil > now
 }
 
-/** Age header value (RFC 9111 §4.2.3, §5.1): whole seconds since the answer's age was 0. */
+/** Age header value (RFC 9111 §4.2.3, §5.1): whole seconds since the answer's age was 0, at most 2^31 (§1.2.2). */
 export function ageSeconds (entry: EntryTimes, now: number): number {
-  return Math.max(0, Math.floor((now - entry.bornAt) / 1000))
+  return Math.min(MAX_DELTA_SECONDS, Math.max(0, Math.floor((now - entry.bornAt) / 1000)))
 }
 
 /** Whole seconds of freshness left; negative once stale (RFC 9211 `ttl`). */

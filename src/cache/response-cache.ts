@@ -6,7 +6,7 @@
 // injectable clock so tests can move it.
 import { LRUCache } from 'lru-cache'
 import { monotonicNow } from '../kernel/clock.js'
-import type { UncacheableReason } from './cache-policy.js'
+import { MAX_ENTRY_HEADER_BYTES, headerBytes, type UncacheableReason } from './cache-policy.js'
 import { isFresh, isKept, type EntryTimes } from './freshness.js'
 
 export interface CachedResponse extends EntryTimes {
@@ -37,7 +37,7 @@ export interface CacheStats {
   uncacheable: Partial<Record<UncacheableReason, number>>
 }
 
-/** Headers and key count too, roughly: a cache of tiny bodies must stay bounded as well. */
+/** The entry's own fields count too, roughly (the key and headers are counted exactly): a cache of tiny bodies must stay bounded as well. */
 const OVERHEAD_BYTES = 512
 /** Room for the key in an entry's size (the cache layer keeps longer keys out). */
 const MAX_KEY_BYTES = 4_096
@@ -62,8 +62,8 @@ export class ResponseCache {
     this.#maxEntryBytes = maxEntryBytes
     this.#lru = new LRUCache<string, CachedResponse>({
       maxSize: this.#maxBytes,
-      maxEntrySize: Math.max(1, maxEntryBytes + MAX_KEY_BYTES + OVERHEAD_BYTES),
-      sizeCalculation: (entry, key) => entrySize(key, entry.body),
+      maxEntrySize: Math.max(1, maxEntryBytes + MAX_KEY_BYTES + MAX_ENTRY_HEADER_BYTES + OVERHEAD_BYTES),
+      sizeCalculation: (entry, key) => entrySize(key, entry),
       dispose: (_value, _key, reason) => { if (reason === 'evict') this.#evictions++ }
     })
   }
@@ -82,10 +82,21 @@ export class ResponseCache {
 
   /** Keep a complete entry (its instants on this cache's clock); the entry as kept, or undefined when it is not (too large, already dead). */
   put (key: string, entry: CachedResponse): CachedResponse | undefined {
-    if (entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES || !isKept(entry, this.#now())) return undefined
-    this.#makeRoom(entrySize(key, entry.body))
-    this.#lru.set(key, entry)
+    if (entry.body.length > this.#maxEntryBytes || key.length > MAX_KEY_BYTES || headerBytes(entry.headers) > MAX_ENTRY_HEADER_BYTES || !isKept(entry, this.#now())) return undefined
+    const size = entrySize(key, entry)
+    this.#makeRoom(size)
+    this.#lru.set(key, entry, { size })
     return this.#lru.has(key) ? entry : undefined
+  }
+
+  /** Whether `entry` is what is kept for `key` now (nothing newer replaced it, nothing evicted it). */
+  holds (key: string, entry: CachedResponse): boolean {
+    return this.#lru.peek(key) === entry
+  }
+
+  /** Drops `key`. Counts nothing. */
+  delete (key: string): void {
+    this.#lru.delete(key)
   }
 
   countHit (): void { this.#hits++ }
@@ -121,6 +132,6 @@ export class ResponseCache {
   }
 }
 
-function entrySize (key: string, body: Buffer): number {
-  return body.length + key.length + OVERHEAD_BYTES
+function entrySize (key: string, entry: CachedResponse): number {
+  return entry.body.length + headerBytes(entry.headers) + key.length + OVERHEAD_BYTES
 }

@@ -13,6 +13,8 @@ export interface Rest {
   /** Not asked again before this instant (deadline clock). */
   until: number
   reason: StaleReason
+  /** This instance's own call failed (not a rest the fleet told of). */
+  local?: true
 }
 
 /** After a failure, the key rests at least this long (longer when Adobe's Retry-After says so). */
@@ -47,7 +49,7 @@ export class Rests {
   /** The fetch of `key` failed here; `headers`: Adobe's answer, when it sent one (its Retry-After or Expires is honoured). */
   failed (key: string, reason: StaleReason, headers: Record<string, string | string[] | undefined> | undefined, now: number, wallNow: number): void {
     const wait = clamp((headers === undefined ? undefined : retryAfter(headers, wallNow)) ?? 0)
-    this.#rests.set(key, { until: now + wait, reason })
+    this.#rests.set(key, { until: now + wait, reason, local: true })
     this.#refusals.delete(key)
   }
 

@@ -39,4 +39,6 @@ export interface SharedCache {
    * fleet-wide ('failed'), whoever asked.
    */
   turn: (key: string, signal: AbortSignal) => Promise<SharedTurn>
+  /** Drop the fleet's copy (a 304 now forbids keeping it, or described another answer); in the background. */
+  forget: (key: string) => void
 }

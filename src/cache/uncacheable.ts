@@ -11,6 +11,7 @@ const WHAT_IT_MEANS: Record<UncacheableReason, string> = {
   private: 'Cache-Control: private: such reports are never cached',
   'set-cookie': 'a per-caller field (Set-Cookie or Authorization): such reports are never cached',
   vary: 'Vary on a field the cache does not key on: such reports are never cached',
+  'large-headers': 'more than 16 KiB of header fields: such reports are never cached',
   'no-cache': 'Cache-Control: no-cache: every use of a cached report asks Adobe first (a 304 keeps the copy)',
   'stale-on-arrival': 'freshness already spent on arrival (max-age=0, an Expires in the past, or an Age past the lifetime): such reports are not cached'
 }

@@ -35,8 +35,8 @@ export function notModifiedFor (request: IncomingHttpHeaders, stored: StoredHead
   return since !== undefined && lastModified !== undefined && lastModified <= since
 }
 
-/** RFC 9110 §15.4.5: the fields a 304 carries that its 200 would have. */
-const NOT_MODIFIED_FIELDS = ['cache-control', 'content-location', 'etag', 'expires', 'vary'] as const
+/** RFC 9110 §15.4.5: the fields a 304 carries that its 200 would have (Date: Adobe's, stored with it). */
+const NOT_MODIFIED_FIELDS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary'] as const
 
 export function notModifiedHeaders (stored: StoredHeaders): StoredHeaders {
   const headers: StoredHeaders = {}
@@ -45,6 +45,28 @@ export function notModifiedHeaders (stored: StoredHeaders): StoredHeaders {
     if (value !== undefined) headers[name] = value
   }
   return headers
+}
+
+/**
+ * Whether Adobe's 304 describes the stored answer whose validators were sent
+ * (RFC 9111 §4.3.4): a strong ETag must be the stored one (strong
+ * comparison), a weak one must match it weakly; without an ETag, a
+ * Last-Modified must be the stored date. A 304 that carries no validator at
+ * all answers the only stored answer for the key, the one asked about, and
+ * confirms it (as nginx and browsers take it). Anything else is another
+ * representation's 304: it must not relabel the stored body.
+ */
+export function confirms (stored: StoredHeaders, notModified: Record<string, string | string[] | undefined>): boolean {
+  const etag = single(notModified.etag)?.trim()
+  if (etag !== undefined) {
+    const kept = single(stored.etag)
+    if (kept === undefined) return false
+    return etag.startsWith('W/') ? weakly(etag) === weakly(kept) : !kept.startsWith('W/') && etag === kept
+  }
+  const lastModified = notModified['last-modified']
+  if (lastModified === undefined) return true
+  const keptDate = httpDate(single(stored['last-modified']))
+  return keptDate !== undefined && keptDate === httpDate(lastModified)
 }
 
 /** Fields a 304 never replaces: they describe the stored body, which the 304 does not carry (RFC 9111 §3.2). */

@@ -41,6 +41,7 @@ export function loadSettings ({ env = process.env, cwd = process.cwd() }: LoadOp
   }
   readSecretFile(merged, problems, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
   for (const name of ['ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'REDIS_PASSWORD', 'REDIS_TLS_CA', 'REDIS_TLS_CERT', 'REDIS_TLS_KEY', 'STATE_ENCRYPTION_KEY']) readSecretFile(merged, problems, name)
+  refuseNonDecimalIntegers(merged, problems)
 
   let config: Config
   try {
@@ -66,6 +67,24 @@ const SCHEMA = structuredClone(configSchema) as object
 
 function validate (data: Env): Config {
   return envSchema({ schema: SCHEMA, data, env: false }) as unknown as Config
+}
+
+const INTEGER_VARIABLES = Object.entries(configSchema.properties).filter(([, property]) => property.type === 'integer').map(([name]) => name)
+
+/**
+ * Whole numbers in decimal digits only: ajv's coercion is Number()'s, which
+ * also takes 0x10, 1e3, 10.0 or " 10 ", so a typo would pass as some other
+ * value. A refused value is dropped, and its default stands in for the rules
+ * still to be checked.
+ */
+function refuseNonDecimalIntegers (merged: Env, problems: ProblemList): void {
+  for (const name of INTEGER_VARIABLES) {
+    const value = merged[name]
+    // Not a number at all ("eighty"): the schema's own message says so.
+    if (value === undefined || /^\d+$/.test(value) || value.trim() === '' || Number.isNaN(Number(value))) continue
+    problems.refuse({ variable: name, problem: `must be a whole number written in decimal digits (got ${echo(value)})` })
+    delete merged[name]
+  }
 }
 
 function definedOnly (env: Env): Env {

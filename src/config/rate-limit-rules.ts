@@ -11,13 +11,14 @@ const WINDOWS: Record<string, number> = { second: 1_000, minute: 60_000, hour: 3
 
 const RULE = /^\s*([0-9]{1,9})\s*\/\s*(second|minute|hour)\s*$/
 /** What is wrong with a value that is not a rule (a phrase after the variable's name). */
-export const RATE_LIMIT_FORMAT = 'must be a number of requests per second, minute or hour, e.g. 600/minute'
+export const RATE_LIMIT_FORMAT = 'must be a whole number of requests (1 or more) per second, minute or hour, e.g. 600/minute'
 
-/** "600/minute" -> { max: 600, windowMs: 60000 }; undefined when the text is not such a rule. */
+/** "600/minute" -> { max: 600, windowMs: 60000 }; undefined when the text is not such a rule (0/minute is not: it would refuse every request). */
 export function parseRateLimitRule (text: string): RateLimitRule | undefined {
   const match = RULE.exec(text)
-  if (match === null) return undefined
-  return { max: Number(match[1]), windowMs: WINDOWS[match[2] ?? ''] ?? 0 }
+  const max = Number(match?.[1])
+  if (match === null || max < 1) return undefined
+  return { max, windowMs: WINDOWS[match[2] ?? ''] ?? 0 }
 }
 
 /**

@@ -97,7 +97,10 @@ export function redisProblems (config: RedisValues): RedisProblem[] {
     if (config.REDIS_SENTINEL_NAME !== undefined) problem('REDIS_SENTINEL_NAME', 'is set but REDIS_SENTINELS is not: list the sentinels in REDIS_SENTINELS')
     if (config.REDIS_CLUSTER && config.REDIS_URL === undefined) problem('REDIS_CLUSTER', 'needs REDIS_URL: the address of one node of the cluster')
   }
-  const path = config.REDIS_URL !== undefined && URL.canParse(config.REDIS_URL) ? new URL(config.REDIS_URL).pathname : ''
+  const url = config.REDIS_URL !== undefined && URL.canParse(config.REDIS_URL) ? new URL(config.REDIS_URL) : undefined
+  // Never echoed: it is the password.
+  if (url !== undefined && (percentDecoded(url.username) === undefined || percentDecoded(url.password) === undefined)) problem('REDIS_URL', 'has a user or password that is not valid percent-encoding (write a % in it as %25)')
+  const path = url?.pathname ?? ''
   if (!/^\/?\d{0,5}$/.test(path)) problem('REDIS_URL', 'must end with the host and port, or with /<database number>')
   else if (config.REDIS_CLUSTER && path.length > 1) problem('REDIS_URL', 'names a database, which a Redis Cluster does not have (only database 0): remove the /<number>')
   problems.push(...tlsProblems(config))
@@ -171,11 +174,20 @@ export function redisSettings (config: RedisValues): RedisSettings | undefined {
     ...common,
     topology: config.REDIS_CLUSTER ? { kind: 'cluster', seeds: [node] } : { kind: 'standalone', node, database: url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0 },
     // REDIS_USERNAME and REDIS_PASSWORD(_FILE) win over the URL's.
-    username: config.REDIS_USERNAME ?? (url.username === '' ? undefined : decodeURIComponent(url.username)),
-    password: config.REDIS_PASSWORD ?? (url.password === '' ? undefined : decodeURIComponent(url.password)),
+    username: config.REDIS_USERNAME ?? (url.username === '' ? undefined : percentDecoded(url.username)),
+    password: config.REDIS_PASSWORD ?? (url.password === '' ? undefined : percentDecoded(url.password)),
     tls: secure ? tlsFiles : undefined,
     target: `${config.REDIS_CLUSTER ? 'cluster via ' : ''}${url.protocol}//${url.host}`,
     variable: 'REDIS_URL'
+  }
+}
+
+/** A URL's user or password, decoded; undefined when it is not valid percent-encoding (redisProblems reports that first). */
+function percentDecoded (text: string): string | undefined {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return undefined
   }
 }
 

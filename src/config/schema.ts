@@ -7,6 +7,9 @@
 // 2^31-1 ms: every one has a ceiling far below that (an hour).
 const MAX_DURATION_MS = 3_600_000
 const ms = (defaultValue: number, minimum = 1) => ({ type: 'integer', minimum, maximum: MAX_DURATION_MS, default: defaultValue }) as const
+// Cache lifetimes end up in instants (ms) and in Redis PX values: a year is
+// beyond any report's use, and keeps every sum of them exact and in range.
+const MAX_CACHE_SECONDS = 365 * 24 * 3600
 
 export const configSchema = {
   type: 'object',
@@ -48,15 +51,15 @@ export const configSchema = {
     // What all answers being read into memory for the cache may hold at once; past it they stream uncached.
     CACHE_MAX_INFLIGHT_BYTES: { type: 'integer', minimum: 0, default: 32 * 1024 * 1024 },
     // Caps every TTL: Adobe's explicit freshness (max-age, Expires), else its recompute schedule for the report's granularity.
-    CACHE_TTL_MAX_SECONDS: { type: 'integer', minimum: 0, default: 2 * 24 * 3600 },
+    CACHE_TTL_MAX_SECONDS: { type: 'integer', minimum: 0, maximum: MAX_CACHE_SECONDS, default: 2 * 24 * 3600 },
     // true: the recompute schedule decides freshness even when Adobe sends max-age, Expires or no-cache
     // (nginx's proxy_ignore_headers Cache-Control Expires); no-store and private are never overridden.
     CACHE_IGNORE_ORIGIN_FRESHNESS: { type: 'boolean', default: false },
     // An expired entry is kept this long to be served when Adobe fails (stale-if-error, RFC 5861).
-    CACHE_STALE_IF_ERROR_SECONDS: { type: 'integer', minimum: 0, default: 24 * 3600 },
+    CACHE_STALE_IF_ERROR_SECONDS: { type: 'integer', minimum: 0, maximum: MAX_CACHE_SECONDS, default: 24 * 3600 },
     // Past its TTL, an entry answers at once for this long while one background refresh runs
     // (stale-while-revalidate). Unset: 10% of the entry's TTL, at least 30 s. 0 turns it off.
-    CACHE_STALE_WHILE_REVALIDATE_SECONDS: { type: 'integer', minimum: 0 },
+    CACHE_STALE_WHILE_REVALIDATE_SECONDS: { type: 'integer', minimum: 0, maximum: MAX_CACHE_SECONDS },
 
     // Inbound keys for /cmu (comma-separated, or one per line in the _FILE); unset = open,
     // which is allowed only on a loopback HOST unless PROXY_ALLOW_ANONYMOUS=true.

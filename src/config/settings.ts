@@ -239,8 +239,11 @@ function cacheSettings (config: Config, problems: ProblemList): CacheSettings {
 
 function inboundSettings (config: Config, problems: ProblemList): InboundSettings {
   const apiKeys = parseKeyList(config.PROXY_API_KEYS)
+  const keysVariable = config.PROXY_API_KEYS_FILE === undefined ? 'PROXY_API_KEYS' : 'PROXY_API_KEYS_FILE'
+  // Set but empty (or only comments) would leave /cmu open on a loopback HOST without a word.
+  if (config.PROXY_API_KEYS !== undefined && apiKeys.length === 0) problems.refuse(problemOf(keysVariable, 'holds no key: list keys separated by commas (one per line in a file), or unset it'))
   problems.check(['PROXY_API_KEYS', 'PROXY_API_KEYS_FILE'], () => apiKeys.some((key) => key.length < MIN_KEY_LENGTH)
-    ? problemOf(config.PROXY_API_KEYS_FILE === undefined ? 'PROXY_API_KEYS' : 'PROXY_API_KEYS_FILE', `must hold keys of at least ${MIN_KEY_LENGTH} characters each`)
+    ? problemOf(keysVariable, `must hold keys of at least ${MIN_KEY_LENGTH} characters each`)
     : undefined)
   // Secure by default, like Redis's protected mode: reachable from other
   // machines without keys only when someone said so.

@@ -45,6 +45,8 @@ const MAX_HEADER_BYTES = 64 * 1024
 const MAX_REST_BYTES = 1024
 /** The longest rest the fleet keeps (rests.ts clamps the one it asks for the same way). */
 const MAX_REST_MS = 3_600_000
+/** The longest an entry is kept in Redis (PX): two years, CACHE_TTL_MAX_SECONDS plus the longest stale window. */
+const MAX_SHARED_TTL_MS = 2 * 366 * 86_400_000
 
 export class FleetCache implements SharedCache {
   readonly #options: FleetCacheOptions
@@ -74,6 +76,14 @@ export class FleetCache implements SharedCache {
 
   put (key: string, entry: SharedEntry): void {
     void this.#put(key, entry)
+  }
+
+  forget (key: string): void {
+    // A pod that cannot open the fleet's state (another key list) does not touch it.
+    if (this.#options.membership.state === 'not-member') return
+    this.#store.delete(this.#key(key)).catch((err: unknown) => {
+      this.#log.warn({ reason: (err as Error).message }, 'could not drop a shared cached report that may no longer be kept')
+    })
   }
 
   async turn (key: string, signal: AbortSignal): Promise<SharedTurn> {
@@ -144,8 +154,9 @@ export class FleetCache implements SharedCache {
    * when not known. Never throws; a store that cannot be asked is counted, not logged per write.
    */
   async #put (key: string, entry: SharedEntry): Promise<boolean | undefined> {
-    const ttlMs = entry.staleUntil - this.#wallNow()
-    if (ttlMs <= 0 || this.#options.membership.state === 'not-member') return false
+    // At most a lifetime and a stale window of a year each (config/schema.ts); NaN from a broken entry is no PX either.
+    const ttlMs = Math.min(entry.staleUntil - this.#wallNow(), MAX_SHARED_TTL_MS)
+    if (!(ttlMs > 0) || this.#options.membership.state === 'not-member') return false
     const value = encode(key, entry)
     const stored = await writeKnown(this.#store, this.#key(key), value, ttlMs, value.length)
     if (stored !== true) this.#options.turns.counts.skipped++

@@ -95,6 +95,26 @@ export function tokenUnavailable (code: TokenUnavailableCode, detail: string, re
   return new UpstreamUnavailable('no_token', code, 503, `No access token is available: ${detail}`, { headers })
 }
 
+/**
+ * Adobe failed this report for this instance moments ago, there is no stored
+ * copy that may stand in, and the rest it said (Retry-After, or a few
+ * seconds) is not over: not asked again yet (cache/cache-layer.ts).
+ */
+export function upstreamResting (reason: string, restMs: number): ProxyError {
+  return new ProxyError('CMU_PROXY_UPSTREAM_FAILING', 503, `Adobe failed this report moments ago (${reason}); not asking again yet.`, {
+    headers: { 'retry-after': String(Math.max(1, Math.ceil(restMs / 1000))) }
+  })
+}
+
+/**
+ * An answer that breaks the protocol, such as a 304 to a request that was not
+ * conditional: no usable answer, like a dropped connection, so a stale copy
+ * may stand in for it.
+ */
+export function upstreamUnusableAnswer (): UpstreamUnavailable {
+  return new UpstreamUnavailable('unreachable', 'CMU_PROXY_UPSTREAM_BAD_RESPONSE', 502, 'Adobe sent an answer the proxy cannot use.')
+}
+
 export const internalError = define('CMU_PROXY_INTERNAL', 500, () => 'Internal error.')
 
 /** Headers of every problem answer. */

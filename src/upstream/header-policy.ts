@@ -8,11 +8,38 @@ const FORWARDED_REQUEST_HEADERS = [
   'if-none-match', 'if-modified-since', 'user-agent'
 ] as const
 
-/** Age too: a cache downstream must not take an answer Adobe sent already aged as new (RFC 9111 §5.1). */
+/**
+ * Age too: a cache downstream must not take an answer Adobe sent already aged
+ * as new (RFC 9111 §5.1); it crosses as a valid delta-seconds only (ageField).
+ * Date too: an intermediary forwards the origin's (RFC 9110 §6.6.1), so that
+ * Date and Age downstream describe the same answer; Node adds one only when
+ * Adobe sent none.
+ */
 const FORWARDED_RESPONSE_HEADERS = [
   'content-type', 'content-length', 'content-encoding', 'content-disposition', 'content-language',
-  'cache-control', 'etag', 'last-modified', 'expires', 'vary', 'location', 'retry-after', 'age'
+  'cache-control', 'etag', 'last-modified', 'expires', 'vary', 'location', 'retry-after', 'age', 'date'
 ] as const
+
+/** RFC 9111 §1.2.2: delta-seconds past 2^31 are taken as 2^31, and sent as that. */
+export const MAX_DELTA_SECONDS = 2_147_483_648
+
+/**
+ * The seconds of an Age field (RFC 9111 §5.1): the first member of a list,
+ * digits only, at most 2^31; undefined when invalid (the field is then
+ * ignored, and never passed on as it came).
+ */
+export function originAgeSeconds (value: string | string[] | undefined): number | undefined {
+  const first = (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim()
+  if (first === undefined || !/^\d+$/.test(first)) return undefined
+  return Math.min(Number(first), MAX_DELTA_SECONDS)
+}
+
+/** What crosses of Adobe's `name: value`: Age as checked delta-seconds, any other field when sendable; undefined: nothing. */
+function forwardedValue (name: string, value: string | string[]): string | string[] | undefined {
+  if (name !== 'age') return sendable(name, value) ? value : undefined
+  const seconds = originAgeSeconds(value)
+  return seconds === undefined ? undefined : String(seconds)
+}
 
 /** A caller's request as the header policy forwards it: its headers, and what was read from them once (proxy/routes.ts). */
 export interface CallerRequest {
@@ -121,7 +148,8 @@ export function callerResponseHeaders (upstream: Record<string, string | string[
   const hopByHop = connectionOptions(upstream.connection)
   for (const name of FORWARDED_RESPONSE_HEADERS) {
     const value = upstream[name]
-    if (value !== undefined && hopByHop?.has(name) !== true && sendable(name, value)) headers[name] = value
+    const forwarded = value === undefined || hopByHop?.has(name) === true ? undefined : forwardedValue(name, value)
+    if (forwarded !== undefined) headers[name] = forwarded
   }
   return headers
 }
@@ -137,7 +165,8 @@ export function callerResponseHeaderList (upstream: Record<string, string | stri
   const hopByHop = connectionOptions(upstream.connection)
   for (const name of FORWARDED_RESPONSE_HEADERS) {
     const value = upstream[name]
-    if (value !== undefined && extra[name] === undefined && hopByHop?.has(name) !== true && sendable(name, value)) list.push(name, value)
+    const forwarded = value === undefined || extra[name] !== undefined || hopByHop?.has(name) === true ? undefined : forwardedValue(name, value)
+    if (forwarded !== undefined) list.push(name, forwarded)
   }
   for (const name in extra) {
     const value = extra[name]

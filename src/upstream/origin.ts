@@ -21,6 +21,14 @@ export interface OriginResponse {
   body: Readable
   /** The exchange was retried after a dropped connection (for the request log line). */
   retried: boolean
+  /**
+   * When the request that got this answer was handed to the connection pool,
+   * on the clock the origin was given: after any wait for a token and any
+   * retry after a 401, so the response delay of RFC 9111 §4.2.3 counts this
+   * exchange only (a wait in the pool's queue still counts: it only ever
+   * makes an answer older).
+   */
+  dispatchedAt: number
 }
 
 export interface Origin {
@@ -37,6 +45,8 @@ export interface AuthorizedOriginOptions {
   upstream: Pick<Upstream, 'request'>
   /** When tracing is on: the token wait becomes a span. */
   tracer?: Tracer | undefined
+  /** The deadline clock of dispatchedAt: the cache layer's (required: an instant on another clock would make every answer look ages old). */
+  now: () => number
 }
 
 /** Adobe with our token: a 401 invalidates it and is tried once more with a fresh one. */
@@ -48,9 +58,11 @@ export class AuthorizedOrigin implements Origin {
   }
 
   async fetch (request: OriginRequest, signal: AbortSignal, validators?: Validators): Promise<OriginResponse> {
-    const { tokens, upstream, tracer } = this.#options
+    const { tokens, upstream, tracer, now } = this.#options
     const headers = upstreamRequestHeaders(request, validators)
+    let dispatchedAt = now()
     const response = await withTokenRetry(tokens, async (authorization) => {
+      dispatchedAt = now()
       const response = await upstream.request({ path: request.target.path, query: request.target.query, headers: { ...headers, authorization }, signal })
       if (response.statusCode !== 401) return response
       await response.body.dump()
@@ -60,6 +72,6 @@ export class AuthorizedOrigin implements Origin {
       response.body.on('error', () => {}).destroy()
       throw upstreamBadEncoding()
     }
-    return { status: response.statusCode, headers: response.headers, body: response.body, retried: wasRetried(response) }
+    return { status: response.statusCode, headers: response.headers, body: response.body, retried: wasRetried(response), dispatchedAt }
   }
 }

@@ -151,3 +151,18 @@ t.test('a token that would expire within a second is refused as a protocol error
   t.match(broker.status().lastError?.detail, /expires_in of at least one second/)
   t.equal(requests.filter((r) => r.url === '/o/client/token').length, 1, 'one call, then the back-off')
 })
+
+t.test('a token that arrives past its usable life is never handed out: the caller gets a 503 problem, not an expired token', async (t) => {
+  const dcr = holdableDcr()
+  let now = NOW
+  const { broker } = await brokerFor(t, dcr.handler, () => now)
+  dcr.hold()
+  const asked = broker.getToken()
+  await until(() => dcr.waiting() === 1)
+  // Adobe answers a 6 h token after 7 h: its life counts from the ask, so it is spent on arrival.
+  now += 7 * HOUR
+  dcr.release()
+  await t.rejects(asked, { code: 'CMU_PROXY_TOKEN_ENDPOINT_ERROR', statusCode: 503, message: /past its usable life/ })
+  t.equal(broker.currentToken(), undefined, 'nor is it held as usable')
+  t.equal(await broker.getToken(), 'token-2', 'the next caller gets a fresh one')
+})

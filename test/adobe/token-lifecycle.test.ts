@@ -2,17 +2,23 @@
 // against the sandbox, counting what reached the fake Adobe.
 import { stat } from 'node:fs/promises'
 import t from 'tap'
+import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
-import { assertProblem, call, eventually, startProxy, startSandbox } from '../helpers/app.js'
+import { assertProblem, call, eventually, startProxy, startSandbox, whenInFlight } from '../helpers/app.js'
 
 const FAST_RETRY = { TOKEN_RETRY_BASE_MS: '50', TOKEN_RETRY_MAX_MS: '200' }
 
 t.test('cold start herd: 1,000 concurrent requests make exactly one register and one token call', async (t) => {
   const sandbox = await startSandbox(t)
-  // Slow registration down so every request arrives while the first attempt is still in flight.
-  sandbox.faults.failNext('register', 1, { delayMs: 150 })
+  // Registration waits until every request is at the proxy, so all of them arrive while the first attempt is in flight.
+  const registration = heldAnswer()
+  t.teardown(registration.release)
+  sandbox.faults.failNext('register', 1, { until: registration.until })
   const proxy = await startProxy(t, sandbox)
-  const responses = await Promise.all(Array.from({ length: 1_000 }, async () => await call(proxy.url, '/cmu/v2/year?start=2026-01&end=2026-02')))
+  const asking = Promise.all(Array.from({ length: 1_000 }, async () => await call(proxy.url, '/cmu/v2/year?start=2026-01&end=2026-02')))
+  t.ok(await whenInFlight(proxy.url, 1_000), 'all 1,000 wait for the first token')
+  registration.release()
+  const responses = await asking
   t.same(responses.map((r) => r.status), Array(1_000).fill(200), 'every request answered 200')
   t.equal(sandbox.calls.register, 1, 'one registration')
   t.equal(sandbox.calls.token, 1, 'one token request')

@@ -8,7 +8,8 @@ import { createLogger } from '../../src/kernel/logger.js'
 import { heldAnswer } from '../../src/sandbox/faults.js'
 import { callerResponseHeaders } from '../../src/upstream/header-policy.js'
 import type { Origin } from '../../src/upstream/origin.js'
-import { assertProblem, call, startProxy, startSandbox, startScriptedServer, whenInFlight } from '../helpers/app.js'
+import { request as httpRequest } from 'node:http'
+import { assertProblem, call, eventually, startProxy, startSandbox, startScriptedServer, whenInFlight } from '../helpers/app.js'
 
 const CACHE_ON = { CACHE_ENABLED: 'true' }
 const RANGE = 'start=2026-11-01&end=2026-11-03'
@@ -75,17 +76,24 @@ t.test('representations are cached apart: gzip vs identity, CSV vs JSON', async 
   t.equal(sandbox.calls.cmu, 5)
 })
 
-/** An upstream that negotiates like a CDN would: br when offered, else gzip, else identity; slow enough for callers to coalesce. */
-async function negotiatingUpstream (t: Parameters<typeof startScriptedServer>[0], extraHeaders: Record<string, string> = {}): Promise<{ url: string, requests: Array<{ headers: Record<string, string | string[] | undefined> }> }> {
-  return await startScriptedServer(t, (req, res) => {
+/**
+ * An upstream that negotiates like a CDN would: br when offered, else gzip,
+ * else identity. Its answers wait for `release()` (the test releases them once
+ * the callers it needs overlap are all at the proxy); later ones go at once.
+ */
+async function negotiatingUpstream (t: Parameters<typeof startScriptedServer>[0], extraHeaders: Record<string, string> = {}): Promise<{ url: string, requests: Array<{ headers: Record<string, string | string[] | undefined> }>, release: () => void }> {
+  const adobe = heldAnswer()
+  t.teardown(adobe.release)
+  const server = await startScriptedServer(t, (req, res) => {
     const offered = String(req.headers['accept-encoding'] ?? '')
     const body = JSON.stringify({ report: [{ lang: req.headers['accept-language'] ?? 'none' }] })
     const [encoding, bytes] = /\bbr\b/.test(offered) ? ['br', brotliCompressSync(body)] : /\bgzip\b/.test(offered) ? ['gzip', gzipSync(body)] : [undefined, Buffer.from(body)]
-    setTimeout(() => {
+    void adobe.until.then(() => {
       res.writeHead(200, { 'content-type': 'application/json', vary: 'Accept, Accept-Encoding, Accept-Language', ...(encoding === undefined ? {} : { 'content-encoding': encoding }), ...extraHeaders })
       res.end(bytes)
-    }, 300)
+    })
   })
+  return { ...server, release: adobe.release }
 }
 
 t.test('coalesced waiters and later hits only ever get an encoding they accepted', async (t) => {
@@ -94,7 +102,10 @@ t.test('coalesced waiters and later hits only ever get an encoding they accepted
   const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
   // What each offer may get: gzip only where it accepts gzip (RFC 9110 §12.5.3: an explicit q=0 beats *).
   const offers: Array<[string | undefined, boolean]> = [['gzip, br', true], ['gzip', true], [undefined, false], ['br', false], ['gzip, br', true], ['identity', false], ['gzip;q=0, *', false], ['*', true], ['br;q=1, gzip;q=0.5', true]]
-  const answers = await Promise.all(offers.map(async ([offer]) => await call(proxy.url, '/cmu/v2/year', { headers: offer === undefined ? {} : { 'accept-encoding': offer } })))
+  const asking = Promise.all(offers.map(async ([offer]) => await call(proxy.url, '/cmu/v2/year', { headers: offer === undefined ? {} : { 'accept-encoding': offer } })))
+  t.ok(await whenInFlight(proxy.url, offers.length), 'all nine are waiting for Adobe')
+  upstream.release()
+  const answers = await asking
   for (const [i, answer] of answers.entries()) {
     const [offer, gzipAccepted] = offers[i] ?? []
     const encoding = answer.headers['content-encoding']
@@ -116,6 +127,7 @@ t.test('Accept-Language is part of the key', async (t) => {
   const upstream = await negotiatingUpstream(t)
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
+  upstream.release()
   const [fr, de] = await Promise.all(['fr', 'de'].map(async (lang) => await call(proxy.url, '/cmu/v2/year', { headers: { 'accept-language': lang } })))
   t.same(fr?.json(), { report: [{ lang: 'fr' }] })
   t.same(de?.json(), { report: [{ lang: 'de' }] })
@@ -128,7 +140,10 @@ for (const vary of ['User-Agent', '*']) {
     const upstream = await negotiatingUpstream(t, { vary })
     const sandbox = await startSandbox(t)
     const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
-    const answers = await Promise.all(['a/1', 'b/2', 'c/3'].map(async (agent) => await call(proxy.url, '/cmu/v2/year', { headers: { 'user-agent': agent } })))
+    const asking = Promise.all(['a/1', 'b/2', 'c/3'].map(async (agent) => await call(proxy.url, '/cmu/v2/year', { headers: { 'user-agent': agent } })))
+    t.ok(await whenInFlight(proxy.url, 3), 'the three overlap')
+    upstream.release()
+    const answers = await asking
     t.same(answers.map((a) => a.status), [200, 200, 200])
     t.equal(upstream.requests.length, 3, 'each caller went upstream with its own User-Agent')
     t.same(upstream.requests.map((r) => r.headers['user-agent']).sort(), ['a/1', 'b/2', 'c/3'])
@@ -222,17 +237,23 @@ t.test('concurrent misses for a body over the entry limit each get it complete',
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, CACHE_MAX_ENTRY_BYTES: '1000' } })
   await call(proxy.url, '/readyz')
-  sandbox.faults.failNext('cmu', 1, { delayMs: 500 })
+  const adobe = heldAnswer()
+  t.teardown(adobe.release)
+  sandbox.faults.failNext('cmu', 1, { until: adobe.until })
   const path = `/cmu/v2/year/month/day?${RANGE}`
-  const answers = await Promise.all(Array.from({ length: 5 }, async () => await call(proxy.url, path)))
+  const asking = Promise.all(Array.from({ length: 5 }, async () => await call(proxy.url, path)))
+  t.ok(await whenInFlight(proxy.url, 5), 'all five are waiting')
+  adobe.release()
+  const answers = await asking
   t.same(answers.map((a) => a.status), [200, 200, 200, 200, 200])
   t.equal(new Set(answers.map((a) => a.text)).size, 1, 'same complete body')
   t.equal(answers[0]?.json().report.length, 2)
 })
 
 t.test('no-cache bypasses and refreshes; errors are not cached and every waiter sees them', async (t) => {
+  const clock = manualClock()
   const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { env: CACHE_ON })
+  const proxy = await startProxy(t, sandbox, { env: CACHE_ON, now: clock.now })
   const path = `/cmu/v2/year?${RANGE}`
   await call(proxy.url, path)
   const bypass = await call(proxy.url, path, { headers: { 'cache-control': 'no-cache' } })
@@ -251,17 +272,30 @@ t.test('no-cache bypasses and refreshes; errors are not cached and every waiter 
   t.same(new Set(waiters.map((w) => w.status)), new Set([500]), 'every waiter got the 500')
   t.same(new Set(waiters.map((w) => w.text)), new Set(['Internal error']))
   const countAfterError = sandbox.calls.cmu
+  // The key rests a few seconds after Adobe's 500: with no copy to serve, a caller hears when to come back.
+  assertProblem(t, await call(proxy.url, failing), 503, 'CMU_PROXY_UPSTREAM_FAILING')
+  t.equal(sandbox.calls.cmu, countAfterError, 'Adobe is not asked while the key rests')
+  clock.advance(5_000)
   const retry = await call(proxy.url, failing)
   t.equal(retry.status, 200, 'not cached')
   t.equal(sandbox.calls.cmu, countAfterError + 1)
+})
 
-  // Dropped twice (the request and its one retry): every waiter sees the 502.
-  const unreachable = `/cmu/v2/mvpd?${RANGE}`
-  const beforeDrops = sandbox.calls.cmu
-  sandbox.faults.failNext('cmu', 2, { drop: true, afterMs: 300 })
-  const dropped = await Promise.all(Array.from({ length: 5 }, async () => await call(proxy.url, unreachable)))
-  for (const answer of dropped) assertProblem(t, answer, 502, 'CMU_PROXY_UPSTREAM_UNREACHABLE')
-  t.equal(sandbox.calls.cmu - beforeDrops, 2, 'one request and one retry for all five')
+t.test('a request dropped twice (the call and its one retry): every coalesced waiter sees the 502', async (t) => {
+  // Adobe drops the first connection once all five callers wait on it, and the retry at once.
+  const adobe = heldAnswer()
+  t.teardown(adobe.release)
+  const upstream = await startScriptedServer(t, (req, res) => {
+    if (upstream.requests.length === 1) void adobe.until.then(() => res.socket?.destroy())
+    else res.socket?.destroy()
+  })
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
+  const asking = Promise.all(Array.from({ length: 5 }, async () => await call(proxy.url, `/cmu/v2/mvpd?${RANGE}`)))
+  t.ok(await whenInFlight(proxy.url, 5), 'all five wait on one call')
+  adobe.release()
+  for (const answer of await asking) assertProblem(t, answer, 502, 'CMU_PROXY_UPSTREAM_UNREACHABLE')
+  t.equal(upstream.requests.length, 2, 'one request and one retry for all five')
 })
 
 t.test('upstream no-store, private and Set-Cookie prevent caching', async (t) => {
@@ -317,16 +351,24 @@ t.test('CACHE_ENABLED=false: no X-Cache, every request goes upstream', async (t)
 
 t.test('past CACHE_MAX_INFLIGHT_BYTES, concurrent misses stream uncached instead of piling up in memory', async (t) => {
   const body = 'x'.repeat(4_000)
+  const ends = heldAnswer()
+  t.teardown(ends.release)
   const upstream = await startScriptedServer(t, (_req, res) => {
-    // The whole body at once, the end later: all three are being read at the same time.
+    // The whole body at once, the end once the test says: all three are being read at the same time.
     res.writeHead(200, { 'content-type': 'text/csv' })
     res.write(body)
-    setTimeout(() => res.end(), 300)
+    void ends.until.then(() => res.end())
   })
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox, { env: { ...CACHE_ON, ADOBE_CMU_URL: `${upstream.url}/cmu`, CACHE_MAX_INFLIGHT_BYTES: '10000' } })
   await call(proxy.url, '/readyz')
-  const answers = await Promise.all([1, 2, 3].map(async (n) => await call(proxy.url, `/cmu/v2/year.csv?n=${n}`)))
+  // Two bodies fill the budget and wait for their end; the third does not fit, so its caller gets the headers at once.
+  let streamed = (): void => {}
+  const oneStreams = new Promise<void>((resolve) => { streamed = resolve })
+  const asking = Promise.all([1, 2, 3].map(async (n) => await callWithHeaders(proxy.url, `/cmu/v2/year.csv?n=${n}`, streamed)))
+  await oneStreams
+  ends.release()
+  const answers = await asking
   t.same(answers.map((a) => a.text), [body, body, body], 'every caller got the complete body')
   const hits = await Promise.all([1, 2, 3].map(async (n) => (await call(proxy.url, `/cmu/v2/year.csv?n=${n}`)).headers['x-cache']))
   t.equal(hits.filter((h) => h === 'HIT').length, 2, 'two fitted in the budget and were cached; the third streamed')
@@ -337,20 +379,26 @@ t.test('a caller arriving after everyone else left starts afresh instead of join
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox, { env: CACHE_ON })
   await call(proxy.url, '/readyz')
-  // The next report call waits for a slow token: the shared work is stuck before it reaches Adobe.
+  // The next report call waits for a token Adobe holds: the shared work is stuck before it reaches Adobe.
   sandbox.dcr.revokeTokens()
   await call(proxy.url, '/cmu/v2/tenant')
-  sandbox.faults.failNext('token', 1, { delayMs: 800 })
+  const tokens = sandbox.calls.token
+  const token = heldAnswer()
+  t.teardown(token.release)
+  sandbox.faults.failNext('token', 1, { until: token.until })
   const path = `/cmu/v2/year?${RANGE}`
   sandbox.faults.failNext('cmu', 1, { status: 401, body: 'expired' })
   const leaving = new AbortController()
   const first = call(proxy.url, path, { signal: leaving.signal }).catch((err: Error) => err)
-  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.ok(await eventually(() => sandbox.calls.token === tokens + 1), 'the shared work waits for a token')
   leaving.abort()
   await first
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  const second = await call(proxy.url, path)
-  t.equal(second.status, 200, 'the later caller gets the report, not a 499 meant for the one who left')
+  // Only the /metrics call that asks is in flight.
+  t.ok(await eventually(async () => /^cmu_proxy_requests_in_flight 1$/m.test((await call(proxy.url, '/metrics')).text)), 'the proxy saw the caller go')
+  const second = call(proxy.url, path)
+  t.ok(await whenInFlight(proxy.url, 1), 'the later caller arrived while the cancelled work still waits')
+  token.release()
+  t.equal((await second).status, 200, 'the later caller gets the report, not a 499 meant for the one who left')
 })
 
 t.test('a body read into memory stays charged to CACHE_MAX_INFLIGHT_BYTES until its callers have sent it', async (t) => {
@@ -365,8 +413,9 @@ t.test('a body read into memory stays charged to CACHE_MAX_INFLIGHT_BYTES until 
   // The simplest origin: the scripted server, no token.
   const origin: Origin = {
     fetch: async () => {
+      const dispatchedAt = Date.now()
       const response = await request(`${upstream.url}/cmu/v2/year.csv`, { dispatcher })
-      return { status: response.statusCode, headers: response.headers, body: response.body, retried: false }
+      return { status: response.statusCode, headers: response.headers, body: response.body, retried: false, dispatchedAt }
     }
   }
   const layer = new CacheLayer({ cache, origin, callerHeaders: callerResponseHeaders, ttlMaxSeconds: 600, staleIfErrorSeconds: 0, staleWhileRevalidateSeconds: 0, bufferingMaxBytes: 10_000, logger: createLogger('silent'), now: Date.now, wallNow: Date.now })
@@ -383,3 +432,15 @@ t.test('a body read into memory stays charged to CACHE_MAX_INFLIGHT_BYTES until 
   if (slow.kind === 'fetched' && slow.answer.kind === 'buffered') slow.answer.release()
   t.equal(layer.bufferingBytes, 0, 'given back once sent')
 })
+
+/** GET `path`, calling `onHeaders` when the response headers arrive (before the body); resolves with the body. */
+async function callWithHeaders (baseUrl: string, path: string, onHeaders: () => void): Promise<{ text: string }> {
+  const { hostname, port } = new URL(baseUrl)
+  return await new Promise((resolve, reject) => {
+    httpRequest({ host: hostname, port, path }, (res) => {
+      onHeaders()
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c)).on('error', reject).on('end', () => { resolve({ text: Buffer.concat(chunks).toString('utf8') }) })
+    }).on('error', reject).end()
+  })
+}

@@ -7,7 +7,7 @@
 import type { Test } from 'tap'
 import { heldAnswer } from '../../src/sandbox/faults.js'
 import type { Sandbox } from '../../src/sandbox/server.js'
-import { assertProblem, call, eventually, type RawResponse, type RunningProxy } from '../helpers/app.js'
+import { assertProblem, call, eventually, whenInFlight, type RawResponse, type RunningProxy } from '../helpers/app.js'
 
 export interface Instances { sandbox: Sandbox, a: RunningProxy, b: RunningProxy, clock: ManualClock }
 export type Start = (t: Test, env?: Record<string, string>) => Promise<Instances>
@@ -158,6 +158,108 @@ export function directiveCases (t: Test, start: Start): void {
     const hit = await call(a.url, report(1))
     t.equal(hit.headers['x-cache'], 'HIT', 'fresh for the new max-age')
     t.equal(hit.headers.age, '300')
+  })
+
+  t.test('a 304 about another answer (another ETag) never relabels the stored copy: dropped, and Adobe asked once more, unconditionally (RFC 9111 §4.3.4)', async (t) => {
+    const { sandbox, a, b, clock } = await start(t)
+    sandbox.reportHeaders = { etag: true, cacheControl: 'max-age=60' }
+    const first = await call(a.url, report(1))
+    clock.advance(200_000)
+    for (const other of ['"another"', `W/"another"`, `"${String(first.headers.etag).slice(1, -1)}-other"`]) {
+      sandbox.faults.failNext('cmu', 1, { status: 304, body: '', headers: { etag: other } })
+      const before = cmuCalls(sandbox)
+      const answer = await call(b.url, report(1))
+      t.equal(answer.status, 200, other)
+      t.equal(answer.headers['x-cache'], 'MISS', 'not REVALIDATED: the 304 was about another answer')
+      t.equal(answer.headers.etag, first.headers.etag, "the body's own ETag, not the 304's")
+      t.equal(answer.text, first.text)
+      t.equal(cmuCalls(sandbox), before + 2, 'the conditional request, then one unconditional one')
+      t.equal(sandbox.cmuRequests.at(-2)?.headers['if-none-match'], first.headers.etag, 'asked about the stored copy')
+      t.equal(sandbox.cmuRequests.at(-1)?.headers['if-none-match'], undefined, 'then for the whole answer')
+      clock.advance(200_000)
+    }
+    // A weak 304 for the same tag confirms it (weak comparison is what §4.3.4 asks of a weak validator).
+    sandbox.faults.failNext('cmu', 1, { status: 304, body: '', headers: { etag: `W/${String(first.headers.etag)}` } })
+    t.equal((await call(a.url, report(1))).headers['x-cache'], 'REVALIDATED')
+  })
+
+  t.test('a 304 to a request that was not conditional is a broken answer: 502 CMU_PROXY_UPSTREAM_BAD_RESPONSE, never passed on', async (t) => {
+    const { sandbox, a } = await start(t)
+    sandbox.faults.failNext('cmu', 1, { status: 304, body: '', headers: { etag: '"x"' } })
+    assertProblem(t, await call(a.url, report(1)), 502, 'CMU_PROXY_UPSTREAM_BAD_RESPONSE')
+    t.equal(sandbox.cmuRequests.at(-1)?.headers['if-none-match'], undefined, 'the request was not conditional')
+  })
+
+  t.test('a 304 that now keeps the answer out (no-store, private, Set-Cookie, Vary: Cookie) serves it once and drops it at both levels', async (t) => {
+    const { sandbox, a, b, clock } = await start(t)
+    sandbox.reportHeaders = { etag: true, cacheControl: 'max-age=60' }
+    const cases: Array<[Record<string, string>, string]> = [[{ 'cache-control': 'no-store' }, 'no-store'], [{ 'cache-control': 'private, max-age=600' }, 'private'], [{ 'set-cookie': 'session=1' }, 'set-cookie'], [{ vary: 'Cookie' }, 'vary']]
+    const stored = await Promise.all(cases.map(async (_, i) => await call(a.url, report(10 + i))))
+    clock.advance(200_000)
+    for (const [i, [headers, reason]] of cases.entries()) {
+      sandbox.faults.failNext('cmu', 1, { status: 304, body: '', headers: { etag: String(stored[i]?.headers.etag), ...headers } })
+      const revalidated = await call(b.url, report(10 + i))
+      t.equal(revalidated.headers['x-cache'], 'REVALIDATED', `${reason}: served this once`)
+      t.match(revalidated.headers['cache-status'], new RegExp(`^cmu-proxy; fwd=stale; fwd-status=304; ttl=-?\\d+; detail=${reason}$`))
+      t.equal(revalidated.text, stored[i]?.text)
+      t.equal(revalidated.headers['set-cookie'], undefined, 'a Set-Cookie never crosses')
+      const next = await call(b.url, report(10 + i))
+      t.equal(next.headers['x-cache'], 'MISS', `${reason}: nothing kept to serve or revalidate`)
+      t.equal(sandbox.cmuRequests.at(-1)?.headers['if-none-match'], undefined, `${reason}: asked for the whole answer`)
+    }
+    t.match((await call(b.url, '/metrics')).text, /^cmu_proxy_cache_uncacheable_total\{reason="no-store"\} 1$/m)
+  })
+
+  t.test('coalesced waiters do not share a revalidated answer that varies on a header outside the key', async (t) => {
+    const { sandbox, a, b, clock } = await start(t)
+    sandbox.reportHeaders = { etag: true, cacheControl: 'max-age=60' }
+    const first = await call(a.url, report(1))
+    clock.advance(200_000)
+    const adobe = heldAnswer()
+    t.teardown(adobe.release)
+    sandbox.faults.failNext('cmu', 1, { status: 304, body: '', headers: { etag: String(first.headers.etag), vary: 'Cookie' }, until: adobe.until })
+    const before = cmuCalls(sandbox)
+    const asking = Promise.all([1, 2, 3].map(async () => await call(b.url, report(1))))
+    t.ok(await whenInFlight(b.url, 3), 'three callers wait on one revalidation')
+    adobe.release()
+    const answers = await asking
+    t.same(answers.map((answer) => answer.headers['x-cache']).sort(), ['MISS', 'MISS', 'REVALIDATED'], 'the leader gets it; each waiter asks for its own')
+    t.equal(cmuCalls(sandbox), before + 3)
+  })
+
+  t.test("a caller's no-cache (or max-age=0, or Pragma: no-cache) reaches Adobe, conditional or not; its no-store keeps Adobe's answer out", async (t) => {
+    const { sandbox, a, b } = await start(t)
+    sandbox.reportHeaders = { etag: true, cacheControl: 'max-age=600' }
+    const first = await call(a.url, report(1))
+    const etag = String(first.headers.etag)
+    const calls = cmuCalls(sandbox)
+    const asks: Array<Record<string, string>> = [{ 'cache-control': 'no-cache' }, { 'cache-control': 'max-age=0' }, { pragma: 'no-cache' }]
+    for (const ask of asks) {
+      const conditional = await call(b.url, report(1), { headers: { 'if-none-match': etag, ...ask } })
+      t.equal(conditional.status, 304, `${JSON.stringify(ask)}: Adobe's own 304`)
+      t.equal(conditional.headers['x-cache'], 'BYPASS')
+      // A copy in b's memory is confirmed by Adobe first; in a fleet, b's first one is fetched whole (no-cache does not ask the fleet).
+      const plain = await call(b.url, report(1), { headers: ask })
+      t.match(plain.headers['x-cache'], /^(REVALIDATED|BYPASS)$/, `${JSON.stringify(ask)}: from Adobe, never a plain hit`)
+    }
+    t.equal(cmuCalls(sandbox), calls + 2 * asks.length, 'each of them asked Adobe')
+    t.equal((await call(b.url, report(1), { headers: { 'cache-control': 'max-age=60', pragma: 'no-cache' } })).headers['x-cache'], 'HIT', 'Pragma is ignored beside Cache-Control (§5.4)')
+
+    const noStore = await call(a.url, report(2), { headers: { 'cache-control': 'no-store' } })
+    t.equal(noStore.status, 200)
+    t.equal(noStore.headers['x-cache'], 'BYPASS')
+    t.equal((await call(b.url, report(2))).headers['x-cache'], 'MISS', 'what Adobe answered a no-store request was not kept')
+    t.equal((await call(a.url, report(2), { headers: { 'cache-control': 'no-store' } })).headers['x-cache'], 'HIT', 'a fresh stored copy may still answer it (§5.2.1.5)')
+  })
+
+  t.test('invalid freshness (max-age=-1, abc, 1.5, a first invalid one, an invalid s-maxage) is stale, never the schedule', async (t) => {
+    const { sandbox, a, b } = await start(t)
+    for (const [i, cacheControl] of ['max-age=-1', 'max-age=abc', 'max-age=1.5', 'max-age', 'max-age=abc, max-age=600', 's-maxage=x, max-age=600'].entries()) {
+      sandbox.reportHeaders = { cacheControl }
+      const first = await call(a.url, report(1 + i))
+      t.equal(first.headers['cache-status'], 'cmu-proxy; fwd=uri-miss; detail=stale-on-arrival', `${cacheControl}: stale on arrival`)
+      t.equal((await call(b.url, report(1 + i))).headers['x-cache'], 'MISS', `${cacheControl}: not an hour of the schedule`)
+    }
   })
 
   t.test("the origin's stale-while-revalidate and stale-if-error (RFC 5861), bounded by ours", async (t) => {

@@ -2,8 +2,8 @@
 // table per RFC clause, one row per case.
 import t from 'tap'
 import { ageSeconds, boundedWindowSeconds, correctedInitialAgeSeconds, entryTimes, explicitLifetimeSeconds, freshnessLeftSeconds, httpDate, isFresh, isKept, mayServeOnError, mayServeWhileRevalidating, responseDirectives, revalidateWindowSeconds, scheduleSeconds, type ExchangeTimes, type FreshnessSettings } from '../../src/cache/freshness.js'
-import { refusedStorage, staleOnArrival } from '../../src/cache/cache-policy.js'
-import { notModifiedFor, notModifiedHeaders, updatedHeaders, validatorsOf } from '../../src/cache/validation.js'
+import { MAX_ENTRY_HEADER_BYTES, headerBytes, oversizedHeaders, refusedStorage, requestDirectives, staleOnArrival } from '../../src/cache/cache-policy.js'
+import { confirms, notModifiedFor, notModifiedHeaders, updatedHeaders, validatorsOf } from '../../src/cache/validation.js'
 
 const NOW = Date.parse('2026-11-27T10:00:00Z')
 const DATE = new Date(NOW).toUTCString()
@@ -34,7 +34,16 @@ t.test('§5.2: Cache-Control response directives', async (t) => {
     ['max-age="60"', { maxAge: 60 }],
     ['max-age=60, max-age=10', { maxAge: 60 }],
     [['max-age=60', 's-maxage=5'], { maxAge: 60, sMaxage: 5 }],
-    ['max-age=abc', { maxAge: undefined }],
+    // Present but invalid is the most restrictive reading (§4.2.1), never "absent" (which would let the heuristic decide).
+    ['max-age=abc', { maxAge: 0 }],
+    ['max-age=-1', { maxAge: 0 }],
+    ['max-age=1.5', { maxAge: 0 }],
+    ['max-age', { maxAge: 0 }],
+    ['max-age=, public', { maxAge: 0 }],
+    ['max-age=abc, max-age=60', { maxAge: 0 }],
+    ['s-maxage=soon, max-age=60', { sMaxage: 0, maxAge: 60, mustRevalidate: true }],
+    ['s-maxage=60', { sMaxage: 60, mustRevalidate: true }],
+    ['stale-while-revalidate=-1, stale-if-error=x', { staleWhileRevalidate: 0, staleIfError: 0 }],
     ['max-age=99999999999', { maxAge: 2_147_483_648 }],
     ['no-store', { noStore: true }],
     ['private="set-cookie"', { private: true }],
@@ -72,7 +81,10 @@ t.test('§4.2.1: explicit freshness is s-maxage, else max-age, else Expires − 
     [{ expires: at(3600) }, 3600],
     [{ expires: at(-60), date: DATE }, 0],
     [{ expires: '0', date: DATE }, 0],
-    [{ 'cache-control': 'no-cache' }, undefined]
+    [{ 'cache-control': 'no-cache' }, undefined],
+    [{ 'cache-control': 'max-age=abc' }, 0],
+    [{ 'cache-control': 's-maxage=1.5, max-age=600' }, 0],
+    [{ 'cache-control': 'max-age=-1', expires: at(3600), date: DATE }, 0]
   ]
   for (const [headers, expected] of rows) t.equal(explicitLifetimeSeconds(headers, responseDirectives(headers['cache-control']), NOW), expected, JSON.stringify(headers))
 })
@@ -86,7 +98,11 @@ t.test('§4.2.3: the corrected initial age is Age plus the response delay (the a
     [{ date: new Date(NOW - 100_000).toUTCString() }, AT_NOW, 0],
     [{ date: new Date(NOW - 100_000).toUTCString(), age: '2000' }, AT_NOW, 2000],
     [{ date: new Date(NOW + 100_000).toUTCString() }, AT_NOW, 0],
-    [{ age: 'soon' }, AT_NOW, 0]
+    [{ age: 'soon' }, AT_NOW, 0],
+    [{ age: '-5' }, AT_NOW, 0],
+    [{ age: '30, 40' }, AT_NOW, 30],
+    [{ age: '99999999999' }, AT_NOW, 2_147_483_648],
+    [{ age: '2147483648' }, { requestedAt: NOW - 10_000, respondedAt: NOW, respondedAtWall: NOW }, 2_147_483_648]
   ]
   for (const [headers, times, expected] of rows) t.equal(correctedInitialAgeSeconds(headers, times), expected, JSON.stringify(headers))
 })
@@ -106,7 +122,10 @@ t.test('§4.2: the instants an answer is stored under', async (t) => {
     { headers: { 'cache-control': 'max-age=999999' }, fresh: 2 * DAY, revalidate: 190080, onError: 3 * DAY, why: 'capped by CACHE_TTL_MAX_SECONDS' },
     { headers: { 'cache-control': 'max-age=1500', age: '2000' }, fresh: -500, revalidate: -350, onError: DAY - 500, why: 'already stale on arrival (Age past max-age)' },
     { headers: { 'cache-control': 'max-age=600, age=x', age: '30' }, fresh: 570, revalidate: 630, onError: DAY + 570, why: 'Age counts against the lifetime' },
-    { headers: { 'cache-control': 'max-age=10000, no-cache' }, fresh: 10000, revalidate: -Infinity, onError: -Infinity, noCache: true, why: 'no-cache: never served without validation (§5.2.2.4)' },
+    { headers: { 'cache-control': 'max-age=10000, no-cache' }, fresh: 10000, revalidate: 0, onError: 0, noCache: true, why: 'no-cache: never served without validation (§5.2.2.4): both windows closed at arrival' },
+    { headers: { 'cache-control': 'max-age=abc' }, fresh: 0, revalidate: 30, onError: DAY, why: 'an invalid max-age is stale at once, not the schedule' },
+    { headers: { 'cache-control': 'max-age=abc, max-age=600' }, fresh: 0, revalidate: 30, onError: DAY, why: 'the first of a repeated directive wins, even when invalid' },
+    { headers: { 'cache-control': 's-maxage=x, max-age=600' }, fresh: 0, revalidate: 0, onError: 0, why: 'an invalid s-maxage: stale at once, and never served stale (proxy-revalidate)' },
     { headers: { 'cache-control': 'max-age=60, must-revalidate' }, fresh: 60, revalidate: 60, onError: 60, why: 'must-revalidate: never stale (§4.2.4)' },
     { headers: { 'cache-control': 'max-age=60, proxy-revalidate' }, fresh: 60, revalidate: 60, onError: 60, why: 'proxy-revalidate: never stale' },
     { headers: { 'cache-control': 's-maxage=60' }, fresh: 60, revalidate: 60, onError: 60, why: 's-maxage implies proxy-revalidate (§5.2.2.10)' },
@@ -120,8 +139,8 @@ t.test('§4.2: the instants an answer is stored under', async (t) => {
     const times = entryTimes(row.headers, 3600, AT_NOW, { ...SETTINGS, ...row.settings })
     const seconds = (at: number): number => (at - NOW) / 1000
     t.same({ fresh: seconds(times.freshUntil), noCache: times.noCache }, { fresh: row.fresh, noCache: row.noCache ?? false }, `${row.why}: lifetime`)
-    if (row.revalidate !== -Infinity) t.equal(seconds(times.revalidateUntil), row.revalidate, `${row.why}: stale-while-revalidate`)
-    if (row.onError !== -Infinity) t.equal(seconds(times.errorUntil), row.onError, `${row.why}: stale-if-error`)
+    t.equal(seconds(times.revalidateUntil), row.revalidate, `${row.why}: stale-while-revalidate`)
+    t.equal(seconds(times.errorUntil), row.onError, `${row.why}: stale-if-error`)
     t.ok(times.staleUntil >= Math.max(times.revalidateUntil, times.errorUntil), `${row.why}: kept at least as long as it may be served`)
   }
 })
@@ -146,6 +165,7 @@ t.test('an entry is fresh, then served while revalidating, then only on error, t
   const noCache = times({ 'cache-control': 'no-cache' })
   t.same([isFresh(noCache, 0), mayServeWhileRevalidating(noCache, 0), mayServeOnError(noCache, 0), isKept(noCache, 0)], [false, false, false, true], 'no-cache: kept to be revalidated, never served as it is')
   t.equal(ageSeconds(times({ age: '30' }), 5_000), 35, 'Age: the initial age plus the resident time')
+  t.equal(ageSeconds(times({ age: '2147483648' }), 86_400_000), 2_147_483_648, 'Age never past 2^31 (§1.2.2)')
 })
 
 t.test('§3: what may be stored at all, and what is not worth storing', async (t) => {
@@ -184,7 +204,51 @@ t.test('RFC 9110 §13.1, RFC 9111 §4.3.2: a conditional request answered from a
   for (const [request, expected] of rows) t.equal(notModifiedFor(request, stored), expected, JSON.stringify(request))
   t.equal(notModifiedFor({ 'if-none-match': '"v1"' }, { 'content-type': 'text/csv' }), false, 'no ETag stored: no match')
   t.same(notModifiedHeaders(stored), { 'cache-control': 'max-age=60', etag: '"v1"', vary: 'Accept' }, 'a 304 carries the fields of RFC 9110 §15.4.5')
+  t.same(notModifiedHeaders({ ...stored, date: DATE }), { 'cache-control': 'max-age=60', date: DATE, etag: '"v1"', vary: 'Accept' }, "Date too: Adobe's, as stored")
   t.same(validatorsOf(stored), { etag: '"v1"', lastModified: 'Tue, 24 Nov 2026 10:00:00 GMT' })
   t.equal(validatorsOf({ 'content-type': 'text/csv' }), undefined)
   t.same(updatedHeaders(stored, { 'cache-control': 'max-age=600', etag: '"v1"', 'content-length': '0', 'content-type': 'text/plain' }), { ...stored, 'cache-control': 'max-age=600' }, '§4.3.4: a 304 updates the stored fields, never those of the body')
+})
+
+t.test('RFC 9111 §4.3.4: a 304 updates the stored answer only when its validator is that answer\'s', async (t) => {
+  const LM = 'Tue, 24 Nov 2026 10:00:00 GMT'
+  const rows: Array<[Record<string, string>, Record<string, string>, boolean, string]> = [
+    [{ etag: '"v1"', 'last-modified': LM }, { etag: '"v1"' }, true, 'the same strong ETag'],
+    [{ etag: '"v1"', 'last-modified': LM }, { etag: 'W/"v1"' }, true, 'a weak ETag that matches weakly'],
+    [{ etag: '"v1"', 'last-modified': LM }, { etag: '"v2"' }, false, 'another strong ETag'],
+    [{ etag: '"v1"', 'last-modified': LM }, { etag: 'W/"v2"' }, false, 'another weak ETag'],
+    [{ etag: '"v1"', 'last-modified': LM }, { etag: '"v1"', 'last-modified': 'Wed, 25 Nov 2026 10:00:00 GMT' }, true, 'the strong ETag decides'],
+    [{ etag: 'W/"v1"' }, { etag: '"v1"' }, false, 'a strong ETag is not a weak stored one (strong comparison)'],
+    [{ etag: 'W/"v1"' }, { etag: 'W/"v1"' }, true, 'weak and weak'],
+    [{ 'last-modified': LM }, { etag: '"v1"' }, false, 'an ETag where none was stored'],
+    [{ 'last-modified': LM }, { 'last-modified': LM }, true, 'the same Last-Modified'],
+    [{ 'last-modified': LM }, { 'last-modified': 'Tuesday, 24-Nov-26 10:00:00 GMT' }, true, 'the same date in another form'],
+    [{ 'last-modified': LM }, { 'last-modified': 'Wed, 25 Nov 2026 10:00:00 GMT' }, false, 'another Last-Modified'],
+    [{ etag: '"v1"' }, { 'last-modified': LM }, false, 'a Last-Modified where none was stored'],
+    [{ etag: '"v1"' }, {}, true, 'no validator at all: the answer to the one stored answer asked about']
+  ]
+  for (const [stored, notModified, expected, why] of rows) t.equal(confirms(stored, notModified), expected, why)
+})
+
+t.test('RFC 9111 §5.2.1: what a caller\'s request asks of the cache', async (t) => {
+  const rows: Array<[Record<string, string>, { noCache: boolean, noStore: boolean }]> = [
+    [{}, { noCache: false, noStore: false }],
+    [{ 'cache-control': 'no-cache' }, { noCache: true, noStore: false }],
+    [{ 'cache-control': 'No-Cache, max-stale=5' }, { noCache: true, noStore: false }],
+    [{ 'cache-control': 'max-age=0' }, { noCache: true, noStore: false }],
+    [{ 'cache-control': 'max-age="0"' }, { noCache: true, noStore: false }],
+    [{ 'cache-control': 'max-age=60' }, { noCache: false, noStore: false }],
+    [{ 'cache-control': 'no-store' }, { noCache: false, noStore: true }],
+    [{ 'cache-control': 'no-cache, no-store' }, { noCache: true, noStore: true }],
+    [{ 'cache-control': 'no-cachex' }, { noCache: false, noStore: false }],
+    [{ pragma: 'no-cache' }, { noCache: true, noStore: false }],
+    [{ pragma: 'no-cache', 'cache-control': 'max-age=60' }, { noCache: false, noStore: false }]
+  ]
+  for (const [headers, expected] of rows) t.same(requestDirectives(headers), expected, JSON.stringify(headers))
+})
+
+t.test('the header bytes an entry keeps, and the bound on them', async (t) => {
+  t.equal(headerBytes({ etag: '"v1"', vary: ['Accept', 'Accept-Encoding'] }), 'etag'.length + 4 + 4 + 2 * ('vary'.length + 4) + 'Accept'.length + 'Accept-Encoding'.length)
+  t.equal(oversizedHeaders({ 'content-disposition': 'x'.repeat(MAX_ENTRY_HEADER_BYTES) }), 'large-headers')
+  t.equal(oversizedHeaders({ 'content-disposition': 'x'.repeat(1_000) }), undefined)
 })

@@ -107,8 +107,46 @@ t.test('past the stale-if-error window the failure passes through', async (t) =>
   const late = await call(proxy.url, REPORT)
   t.equal(late.status, 503, "Adobe's own answer")
   t.equal(late.text, 'down')
+  // The key rests (5 s): with no copy that may stand in, the next caller hears when to come back.
+  clock.advance(5_000)
   sandbox.faults.failNext('cmu', Infinity, { drop: true })
   assertProblem(t, await call(proxy.url, REPORT), 502, 'CMU_PROXY_UPSTREAM_UNREACHABLE')
+})
+
+t.test('a resting key with no copy that may stand in: 503 with Retry-After, and Adobe is not asked until the rest is over', async (t) => {
+  const { sandbox, proxy, clock } = await expiredEntry(t, { CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0', CACHE_STALE_IF_ERROR_SECONDS: '0' })
+  sandbox.faults.failNext('cmu', 1, { status: 429, body: 'Too many', headers: { 'retry-after': '30' } })
+  const throttled = await call(proxy.url, REPORT)
+  t.equal(throttled.status, 429, "Adobe's 429 passes through (no copy may stand in)")
+  const asked = sandbox.calls.cmu
+  for (const [waited, retryAfter] of [[0, '30'], [20_000, '10'], [9_000, '1']] as const) {
+    clock.advance(waited)
+    const resting = await call(proxy.url, REPORT)
+    assertProblem(t, resting, 503, 'CMU_PROXY_UPSTREAM_FAILING')
+    t.equal(resting.headers['retry-after'], retryAfter, `${retryAfter} s left of Adobe's 30`)
+    t.match(resting.json().detail, /upstream_429/)
+  }
+  assertProblem(t, await call(proxy.url, REPORT, { headers: { 'cache-control': 'no-cache' } }), 503, 'CMU_PROXY_UPSTREAM_FAILING')
+  t.pass('no-cache does not end a rest either')
+  assertProblem(t, await call(proxy.url, REPORT, { headers: { 'if-none-match': '"x"' } }), 503, 'CMU_PROXY_UPSTREAM_FAILING')
+  t.pass('nor does a conditional request')
+  t.equal(sandbox.calls.cmu, asked, 'Adobe was not asked while the key rests')
+  clock.advance(1_000)
+  const after = await call(proxy.url, REPORT)
+  t.equal(after.status, 200, 'asked again once the rest is over')
+  t.equal(sandbox.calls.cmu, asked + 1)
+})
+
+t.test('a rest for a failure of this instance\'s own (no token) refuses no caller: the token problem says why', async (t) => {
+  const { sandbox, proxy, clock } = await expiredEntry(t, { CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0', CACHE_STALE_IF_ERROR_SECONDS: '0', TOKEN_RETRY_BASE_MS: '1', TOKEN_RETRY_MAX_MS: '1' })
+  sandbox.dcr.revokeTokens()
+  sandbox.faults.failNext('token', 1, { status: 503 })
+  const first = await call(proxy.url, REPORT)
+  t.equal(first.status, 503)
+  t.not(first.json().code, 'CMU_PROXY_UPSTREAM_FAILING', 'a token code')
+  // Past the token back-off, inside the key's 5 s rest.
+  clock.advance(1_000)
+  t.equal((await call(proxy.url, REPORT)).status, 200, 'the next caller is not refused for the rest')
 })
 
 t.test('stale-while-revalidate: callers are answered at once while exactly one background refresh runs', async (t) => {
@@ -183,8 +221,12 @@ t.test('a no-cache request whose refresh fails gets the fresh entry, marked, not
 t.test('the revalidate window is 10% of the TTL (at least 30 s) by default, and 0 turns it off', async (t) => {
   // An hour report: 6 minutes of stale-while-revalidate.
   const inside = await expiredEntry(t, {}, 5 * 60_000)
-  inside.sandbox.faults.failNext('cmu', 1, { delayMs: 300 })
+  // The refresh behind it waits for Adobe until the stale answer is out: the caller cannot have waited for it.
+  const adobe = heldAnswer()
+  t.teardown(adobe.release)
+  inside.sandbox.faults.failNext('cmu', 1, { until: adobe.until })
   t.equal((await call(inside.proxy.url, REPORT)).headers['x-cache'], 'STALE', '5 min past a 1 h TTL')
+  adobe.release()
   const outside = await expiredEntry(t, {}, 7 * 60_000)
   t.equal((await call(outside.proxy.url, REPORT)).headers['x-cache'], 'MISS', '7 min past it: a blocking refresh')
   const off = await expiredEntry(t, { CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0' }, 1_000)

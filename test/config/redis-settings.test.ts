@@ -74,6 +74,13 @@ t.test('bad Redis settings: one line each, naming the variable', async (t) => {
     t.equal(found.length, 1, `one line for ${JSON.stringify(env)}: ${found.join(' | ')}`)
     t.match(found[0], line)
   }
+  // decodeURIComponent threw a URIError here once: a stack trace and exit 1 instead of a line and exit 78.
+  for (const url of ['redis://user:pa%zzword-secret@r:6379', 'redis://us%E0%A4er:password-secret@r', 'redis://:100%-secret@r']) {
+    const found = problems({ REDIS_URL: url })
+    t.same(found, ['REDIS_URL has a user or password that is not valid percent-encoding (write a % in it as %25)'], url)
+    t.notMatch(found.join('\n'), /secret/, 'never the password')
+  }
+  t.equal(loadSettings({ env: { ...BASE, REDIS_URL: 'redis://:100%25-sure@r' } }).fleet?.redis.password, '100%-sure', '%25 is a %')
   const { STATE_ENCRYPTION_KEY: _key, ...withoutKey } = BASE
   t.match(catchLines(() => loadSettings({ env: { ...withoutKey, REDIS_SENTINELS: 's1', REDIS_SENTINEL_NAME: 'm' } })), [/^STATE_ENCRYPTION_KEY is required with REDIS_SENTINELS/])
 })

@@ -41,6 +41,45 @@ t.test('inbound keys: a comma list or one per line, comments and blanks dropped'
   t.same(loadSettings({ env: { ...base, PROXY_API_KEYS_FILE: join(dir, 'keys') } }).inbound.apiKeys, [KEY_A, KEY_B])
 })
 
+t.test('PROXY_API_KEYS set but holding no key is a problem, not an open /cmu (on loopback too)', async (t) => {
+  const empty = t.testdir({ comments: '# team a\n# team b\n' })
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ PROXY_API_KEYS: '' }, 'PROXY_API_KEYS'],
+    [{ PROXY_API_KEYS: ' , ,' }, 'PROXY_API_KEYS'],
+    [{ PROXY_API_KEYS: '# none yet' }, 'PROXY_API_KEYS'],
+    [{ PROXY_API_KEYS_FILE: join(empty, 'comments') }, 'PROXY_API_KEYS_FILE'],
+    [{ PROXY_API_KEYS: '', HOST: '0.0.0.0' }, 'PROXY_API_KEYS']
+  ]
+  for (const [env, variable] of cases) {
+    const error = configError(env)
+    t.same(error?.lines, [`${variable} holds no key: list keys separated by commas (one per line in a file), or unset it`], JSON.stringify(env))
+  }
+})
+
+t.test('OTel key=value lists: an entry without = is a problem, never dropped in silence, never echoed', async (t) => {
+  for (const value of ['authorization', 'x-tenant=a,Bearer-secret', '=secret-value']) {
+    const error = configError({ OTEL_EXPORTER_OTLP_HEADERS: value })
+    t.same(error?.lines, ['OTEL_EXPORTER_OTLP_HEADERS must be key=value pairs separated by commas, with percent-encoded values'], value)
+  }
+  t.same(loadSettings({ env: { ...base, OTEL_TRACES_EXPORTER: 'otlp', OTEL_RESOURCE_ATTRIBUTES: 'team=ads,' } }).tracing?.resourceAttributes, { team: 'ads' }, 'a trailing comma is no entry')
+})
+
+t.test('integer settings in decimal digits only: Number() would take 0x10, 1e3, 10.0', async (t) => {
+  for (const value of ['0x10', '1e3', '10.0', '+10', ' 10', '0b11']) {
+    const error = configError({ UPSTREAM_CONNECTIONS: value })
+    t.same(error?.lines, [`UPSTREAM_CONNECTIONS must be a whole number written in decimal digits (got ${JSON.stringify(value)})`], value)
+  }
+  t.equal(loadSettings({ env: { ...base, UPSTREAM_CONNECTIONS: '010' } }).upstream.connections, 10, 'leading zeros are still decimal')
+  t.same(configError({ PORT: '0x1F90', TOKEN_RETRY_BASE_MS: '1e9', TOKEN_RETRY_MAX_MS: '10' })?.problems.map((p) => p.variable), ['PORT', 'TOKEN_RETRY_BASE_MS'], 'each named once; rules over a refused value are skipped')
+})
+
+t.test('cache durations: at most a year (CACHE_TTL_MAX_SECONDS, stale-if-error, stale-while-revalidate)', async (t) => {
+  for (const name of ['CACHE_TTL_MAX_SECONDS', 'CACHE_STALE_IF_ERROR_SECONDS', 'CACHE_STALE_WHILE_REVALIDATE_SECONDS']) {
+    t.match(configError({ [name]: '31536001' })?.lines, [new RegExp(`^${name} must be <= 31536000`)], name)
+    t.notOk(configError({ [name]: '31536000' }), `${name}: a year is fine`)
+  }
+})
+
 t.test('rate limits arrive as numbers, overrides by key', async (t) => {
   const dir = t.testdir({ overrides: `# per team\n${KEY_B} 2/second\n\n` })
   const { rateLimit } = loadSettings({ env: { ...base, PROXY_API_KEYS: `${KEY_A},${KEY_B}`, RATE_LIMIT: '100/hour', RATE_LIMIT_KEYS_FILE: join(dir, 'overrides') } })
@@ -51,7 +90,7 @@ t.test('rate limits arrive as numbers, overrides by key', async (t) => {
   t.match(error, { variable: 'RATE_LIMIT_KEYS_FILE', message: /^RATE_LIMIT_KEYS_FILE line 2 is not/ })
   t.notMatch(error?.message, KEY_A, 'the line is not echoed: it holds a key')
   const both = configError({ PROXY_API_KEYS: KEY_A, RATE_LIMIT: 'often', RATE_LIMIT_KEYS: `${KEY_A} 1/second` })
-  t.same(both?.lines, ['RATE_LIMIT must be a number of requests per second, minute or hour, e.g. 600/minute (got "often")'], 'a bad rule, and nothing on top about the overrides that need it')
+  t.same(both?.lines, ['RATE_LIMIT must be a whole number of requests (1 or more) per second, minute or hour, e.g. 600/minute (got "often")'], 'a bad rule, and nothing on top about the overrides that need it')
 })
 
 t.test('egress: the proxy decided once per Adobe origin, NO_PROXY applied', async (t) => {

@@ -65,13 +65,15 @@ t.test('RATE_LIMIT_KEYS_FILE gives one key its own limit', async (t) => {
 
 t.test('a bad RATE_LIMIT or override file stops start-up with one line naming the variable', async (t) => {
   const base = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), PROXY_API_KEYS: KEY_A }
-  for (const value of ['600', '600/day', 'ten/minute', '-1/second', '600/minute/2']) {
-    t.throws(() => loadSettings({ env: { ...base, RATE_LIMIT: value } }), /^RATE_LIMIT must be a number of requests per second, minute or hour, e\.g\. 600\/minute/, value)
+  // 0/minute once refused every request in silence.
+  for (const value of ['600', '600/day', 'ten/minute', '-1/second', '600/minute/2', '0/minute', '000/second']) {
+    t.throws(() => loadSettings({ env: { ...base, RATE_LIMIT: value } }), /^RATE_LIMIT must be a whole number of requests \(1 or more\) per second, minute or hour, e\.g\. 600\/minute/, value)
   }
   t.same(loadSettings({ env: { ...base, RATE_LIMIT: ' 600 / minute ' } }).rateLimit, { rule: { max: 600, windowMs: 60_000 }, overrides: new Map() }, 'spaces around the parts are fine')
-  const dir = t.testdir({ bad: `${KEY_A} lots\n`, stranger: 'not-a-configured-key-123 5/second\n' })
+  const dir = t.testdir({ bad: `${KEY_A} lots\n`, zero: `${KEY_A} 0/second\n`, stranger: 'not-a-configured-key-123 5/second\n' })
   const bad = (): unknown => loadSettings({ env: { ...base, RATE_LIMIT: '5/second', RATE_LIMIT_KEYS_FILE: join(dir, 'bad') } })
   t.throws(bad, /^RATE_LIMIT_KEYS_FILE line 1 is not/)
+  t.throws(() => loadSettings({ env: { ...base, RATE_LIMIT: '5/second', RATE_LIMIT_KEYS_FILE: join(dir, 'zero') } }), /^RATE_LIMIT_KEYS_FILE line 1 is not/, 'an override of 0 too')
   try { bad() } catch (err) { t.notMatch((err as Error).message, KEY_A, 'the key is not echoed') }
   t.throws(() => loadSettings({ env: { ...base, RATE_LIMIT: '5/second', RATE_LIMIT_KEYS_FILE: join(dir, 'stranger') } }), /^RATE_LIMIT_KEYS_FILE names a key that is not one of PROXY_API_KEYS/)
   t.throws(() => loadSettings({ env: { ...base, RATE_LIMIT_KEYS_FILE: join(dir, 'stranger') } }), /^RATE_LIMIT_KEYS_FILE needs RATE_LIMIT/)
