@@ -70,6 +70,14 @@ export function upstreamFailingInFleet (reason: UpstreamFailingInFleet['reason']
   return new UpstreamFailingInFleet(reason, restMs)
 }
 
+/**
+ * A final status outside 200-599 (RFC 9110 §15 defines none): no usable
+ * answer, like a dropped connection, so a stale copy may stand in for it.
+ */
+export function upstreamBadResponse (status: number): ProxyError {
+  return new UpstreamUnavailable('unreachable', 'CMU_PROXY_UPSTREAM_BAD_RESPONSE', 502, `Adobe answered with status ${Math.trunc(status)}, which is not a valid final HTTP status.`)
+}
+
 export const upstreamBadEncoding = define('CMU_PROXY_UPSTREAM_BAD_ENCODING', 502, () => 'Adobe answered with a content encoding the caller did not accept.')
 
 /** UPSTREAM_MAX_PENDING requests already wait for Adobe: shed this one at once rather than queue it without bound. */

@@ -8,7 +8,7 @@ import { errorLabel } from '../kernel/logger.js'
 import { signalWhenCallerLeaves, type CacheResult, type CmuCall, type CmuForwarder, type Responder } from './forwarder.js'
 import { acceptsGzip, normalisedList } from '../upstream/header-policy.js'
 import { upstreamTarget } from '../upstream/target.js'
-import type { ExtraHeaders, StreamOptions } from '../upstream/upstream.js'
+import type { ExtraHeaders, StreamOptions } from '../upstream/stream-handler.js'
 
 export interface CmuRouteOptions {
   /** PROXY_PATH_PREFIX (not `prefix`: Fastify reserves that register option) */
