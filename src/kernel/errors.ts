@@ -30,6 +30,19 @@ export const badPath = define('CMU_PROXY_BAD_PATH', 400, (why: string) => `The r
 export const notFound = define('CMU_PROXY_NOT_FOUND', 404, () => 'No such route. Reports are under the /cmu prefix.')
 export const unauthorized = define('CMU_PROXY_UNAUTHORIZED', 401, () => 'A valid API key is required (Authorization: Bearer <key> or X-Api-Key).')
 
+/** No route takes a body: a request that announces one is refused before any of it is read, and its connection closed (RFC 9110 §15.5.14). */
+export function bodyNotAllowed (): ProxyError {
+  return new ProxyError('CMU_PROXY_BODY_NOT_ALLOWED', 413, 'No route takes a request body; send the request without one.', { headers: { connection: 'close' } })
+}
+
+/** A Host this proxy does not answer for (DNS rebinding: a web page whose name points at 127.0.0.1). The name is not echoed. */
+export const misdirected = define('CMU_PROXY_MISDIRECTED', 421, () => 'This proxy does not serve the host named in the Host header (loopback names, and those in PROXY_ALLOWED_HOSTS).')
+
+/** What Node's HTTP parser refused, before any request existed: the status it calls for, with the connection closed. */
+export const badRequest = define('CMU_PROXY_BAD_REQUEST', 400, () => 'The request could not be parsed as HTTP/1.1.')
+export const headersTooLarge = define('CMU_PROXY_HEADERS_TOO_LARGE', 431, () => 'The request head is too large.')
+export const requestTimeout = define('CMU_PROXY_REQUEST_TIMEOUT', 408, () => 'The request did not arrive in time.')
+
 export function methodNotAllowed (allow: string): ProxyError {
   return new ProxyError('CMU_PROXY_METHOD_NOT_ALLOWED', 405, `Only ${allow} are supported here.`, { headers: { allow } })
 }
