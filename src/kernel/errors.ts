@@ -91,6 +91,14 @@ export function upstreamBadResponse (status: number): ProxyError {
   return new UpstreamUnavailable('unreachable', 'CMU_PROXY_UPSTREAM_BAD_RESPONSE', 502, `Adobe answered with status ${Math.trunc(status)}, which is not a valid final HTTP status.`)
 }
 
+/**
+ * Adobe's own 5xx answer: passed to the caller unchanged (status, Retry-After,
+ * body: callers call the proxy as they would call Adobe), and named with
+ * this code in the request line and cmu_proxy_problems_total, so that the
+ * upstream-errors alert has a code to point at.
+ */
+export const UPSTREAM_5XX = 'CMU_PROXY_UPSTREAM_5XX'
+
 export const upstreamBadEncoding = define('CMU_PROXY_UPSTREAM_BAD_ENCODING', 502, () => 'Adobe answered with a content encoding the caller did not accept.')
 
 /** UPSTREAM_MAX_PENDING requests already wait for Adobe: shed this one at once rather than queue it without bound. */

@@ -42,7 +42,7 @@ export interface StreamOptions {
    * Called once the caller's status line is decided, before anything is written (e.g. to take
    * the reply over from Fastify); `retried` says whether a dropped connection was retried first.
    */
-  onStart: (retried: boolean) => void
+  onStart: (status: number, retried: boolean) => void
   /** Extra headers for the caller (X-Request-Id, X-Cache). */
   extraHeaders: ExtraHeaders
   /** HEAD: send the headers, drop the body. */
@@ -113,7 +113,7 @@ export class ResponseStreamHandler implements Dispatcher.DispatchHandler {
       controller.abort(upstreamBadEncoding())
       return
     }
-    this.#options.onStart(this.#retried)
+    this.#options.onStart(statusCode, this.#retried)
     this.#writing = true
     this.#res.writeHead(statusCode, callerResponseHeaderList(headers, this.#options.extraHeaders))
     if (this.#options.headOnly) {
