@@ -13,7 +13,7 @@ import type { Logger } from 'pino'
 import type { FrontDoorSettings } from '../config/settings.js'
 import { PROBLEM_HEADERS, badRequest, bodyNotAllowed, headersTooLarge, problemBody, requestTimeout, type ProxyError } from '../kernel/errors.js'
 import { errorLabel } from '../kernel/logger.js'
-import { Pipelines } from './pipelining.js'
+import { MAX_HELD, Pipelines } from './pipelining.js'
 
 /**
  * Node cuts a head that trickles in for longer than headersTimeout, but only
@@ -24,7 +24,9 @@ const CONNECTIONS_CHECKING_INTERVAL_MS = 1_000
 
 /** The Fastify options that build the server: Node's own settings for every limit, the pipelining bound around Fastify's handler. */
 export function frontDoorServer (settings: FrontDoorSettings, logger: Logger): { serverFactory: FastifyServerFactory<Server>, clientErrorHandler: (error: Error & { code?: string }, socket: Socket) => void } {
-  const pipelines = new Pipelines(settings.maxPipelinedRequests)
+  const pipelines = new Pipelines(settings.maxPipelinedRequests, () => {
+    logger.info({ maxPipelined: settings.maxPipelinedRequests, maxHeld: MAX_HELD }, 'connection closed: it pipelined more requests in one burst than wait unread')
+  })
   const serverFactory: FastifyServerFactory<Server> = (handler) => {
     const server = createServer({
       // No route takes a body, so the head is the whole request: one deadline for both (nginx's client_header_timeout).

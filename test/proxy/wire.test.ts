@@ -19,15 +19,16 @@ t.test('pipelined requests are answered in order on one kept-alive connection', 
   t.notOk(wire.closed(), 'the connection stays open')
 })
 
-t.test('a flood of 3,000 pipelined cache hits on one connection is answered in full, and the process stays up', async (t) => {
+t.test('a burst of 3,000 pipelined cache hits on one connection: the bound is answered, the burst past the queue closes the connection, the process stays up', async (t) => {
   const sandbox = await startSandbox(t)
-  // No per-connection limit: only the pipelining bound (16 at a time) paces it.
   const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: 'true', INBOUND_MAX_REQUESTS_PER_CONNECTION: '0' } })
   t.equal((await call(proxy.url, '/cmu/v2')).status, 200, 'warm the cache')
   const wire = await open(t, proxy)
-  const responses = await exchange(wire, get('/cmu/v2').repeat(3_000), 3_000, 30_000)
-  t.equal(responses.length, 3_000, 'every request got its answer')
-  t.equal(responses.filter((r) => r.startsWith('HTTP/1.1 200 OK\r\n') && r.includes('\r\nx-cache: HIT\r\n')).length, 3_000, 'all of them hits')
+  wire.socket.write(get('/cmu/v2').repeat(3_000))
+  t.ok(await eventually(() => wire.closed()), 'closed: the client retries what was not answered (RFC 9112 §9.3.2)')
+  const answered = proxy.logs.filter((l) => l.includes('"url":"/cmu/v2"')).length - 1
+  t.ok(answered <= 16, `the app saw at most the pipelining bound (${answered})`)
+  t.ok(proxy.logs.some((l) => l.includes('pipelined more requests in one burst')), 'logged once')
   t.equal(sandbox.calls.cmu, 1, 'Adobe was asked once')
   t.equal((await call(proxy.url, '/healthz')).status, 200, 'still serving')
 })
