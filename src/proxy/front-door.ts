@@ -59,7 +59,7 @@ export function refuseBodies (app: FastifyInstance): void {
 }
 
 /** Content-Length above 0, or any Transfer-Encoding (RFC 9112 §6.3): the request has a body. */
-export function announcesBody (headers: IncomingHttpHeaders): boolean {
+function announcesBody (headers: IncomingHttpHeaders): boolean {
   const length = headers['content-length']
   return headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) !== 0)
 }
