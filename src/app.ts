@@ -16,16 +16,20 @@ import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
 import { endAbandonedSpan, startTracing, traceIds } from './telemetry/tracing.js'
 import { ApiKeys, presentedKey } from './proxy/api-keys.js'
+import { hostCheck } from './proxy/allowed-hosts.js'
+import { frontDoorServer, refuseBodies } from './proxy/front-door.js'
 import { CmuForwarder, type CacheResult } from './proxy/forwarder.js'
 import { cmuRoutes } from './proxy/routes.js'
 import { createDispatcher, describeAdobeEgress } from './upstream/dispatchers.js'
-import { Upstream, callerGone, wasRetried } from './upstream/upstream.js'
+import { Upstream } from './upstream/upstream.js'
+import { callerGone, wasRetried } from './upstream/transport-errors.js'
 import { AuthorizedOrigin } from './upstream/origin.js'
 import { callerResponseHeaders } from './upstream/header-policy.js'
 import { requestId } from './kernel/request-id.js'
 import { RequestLogController, requestLine } from './kernel/request-log.js'
 import { RetryPolicy } from './upstream/retry-policy.js'
 import { USER_AGENT } from './kernel/version.js'
+import { isLoopbackHost } from './kernel/loopback.js'
 
 export interface AppDependencies {
   logger: Logger
@@ -61,7 +65,7 @@ declare module 'fastify' {
 const CALLER_GONE = callerGone()
 
 export async function buildApp (settings: Settings, deps: AppDependencies): Promise<FastifyInstance> {
-  const { adobe, token, upstream: upstreamSettings, cache: cacheSettings, inbound } = settings
+  const { adobe, token, upstream: upstreamSettings, cache: cacheSettings, inbound, frontDoor } = settings
   const now = deps.now ?? monotonicNow
   const startedAt = now()
   const app = Fastify({
@@ -72,9 +76,8 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     // A URL Fastify cannot decode (FST_ERR_BAD_URL): our problem format, like every other refusal.
     // (Routing fails before the onRequest hook that sets X-Request-Id.)
     frameworkErrors: (_error, request, reply) => { void sendProblem(badPath('the URL is not valid percent-encoding'), request, reply.header('x-request-id', request.id)) },
-    // Node cuts a head that trickles in for longer than headersTimeout, but only checks every
-    // 30 s by default: a slow-loris connection would then hold a socket up to 30 s longer.
-    http: { connectionsCheckingInterval: 1_000 }
+    // Node's server with the front door's limits; what its parser refuses is answered there too.
+    ...frontDoorServer(frontDoor, deps.logger)
   })
 
   const { egress } = upstreamSettings
@@ -152,6 +155,9 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   for (const { variable, url } of adobe.cleartextUrls) {
     deps.logger.warn({ variable, url }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
   }
+  if (frontDoor.allowedHosts?.size === 0 && !isLoopbackHost(settings.server.host)) {
+    deps.logger.warn('no inbound keys: /cmu answers only requests addressed to localhost, 127.0.0.1 or [::1]; list the names callers use in PROXY_ALLOWED_HOSTS')
+  }
 
   app.decorate('broker', broker)
   app.decorate('responseCache', cache)
@@ -202,6 +208,8 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     if (tracing !== undefined) endAbandonedSpan(request, CALLER_GONE.statusCode)
     done()
   })
+  // After the hook above: a refused body still gets its X-Request-Id, log line and count.
+  refuseBodies(app)
   metrics.instrument(app)
   app.setErrorHandler(sendProblem)
   app.setNotFoundHandler(async (request, reply) => await sendProblem(notFound(), request, reply))
@@ -221,6 +229,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     })
   }
   await app.register(async (cmu) => {
+    if (frontDoor.allowedHosts !== undefined) cmu.addHook('onRequest', hostCheck(frontDoor.allowedHosts))
     if (apiKeys.size > 0) {
       cmu.decorateRequest('apiKeyId', null)
       cmu.addHook('onRequest', async (request, reply) => {

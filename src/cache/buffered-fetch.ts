@@ -6,7 +6,7 @@
 // caller it was handed to has sent it: a slow reader holds memory too.
 import { Readable } from 'node:stream'
 import type { OriginResponse } from '../upstream/origin.js'
-import { transportError } from '../upstream/upstream.js'
+import { transportError } from '../upstream/transport-errors.js'
 import { isShareable } from './cache-policy.js'
 
 /** The upstream response headers a caller may see (upstream/header-policy.ts: callerResponseHeaders). */

@@ -4,7 +4,7 @@
 // then a 200 stored under the freshness rules, a 304 checked against the
 // copy it is about (RFC 9111 §4.3.4) before it refreshes it, and a failure
 // recorded as a rest for the key.
-import { UpstreamUnavailable, upstreamUnusableAnswer, type ProxyError, type UnavailableReason } from '../kernel/errors.js'
+import { UpstreamUnavailable, upstreamBadResponse, type ProxyError, type UnavailableReason } from '../kernel/errors.js'
 import { originAgeSeconds } from '../upstream/header-policy.js'
 import type { Origin, OriginRequest } from '../upstream/origin.js'
 import { readAnswer, type Answer, type BufferedAnswer, type ByteBudget, type HeaderFilter } from './buffered-fetch.js'
@@ -85,7 +85,7 @@ export class OriginExchange {
     if (answer.status === 304) {
       if (answer.kind === 'streamed') answer.claim()?.destroy()
       // A 304 to a request that was not conditional is a broken answer (RFC 9110 §15.4.5): there is nothing it confirms.
-      if (stale === undefined || validators === undefined || answer.kind === 'streamed') return this.#unavailable(key, upstreamUnusableAnswer())
+      if (stale === undefined || validators === undefined || answer.kind === 'streamed') return this.#unavailable(key, upstreamBadResponse(304, 'to a request that was not conditional'))
       this.#rests.clear(key)
       if (confirms(stale.headers, answer.upstreamHeaders)) return this.#confirmed(key, request, stale, answer, times)
       // §4.3.4: a 304 about another answer must not relabel the stored body: the copy goes, and Adobe is asked once more, unconditionally.

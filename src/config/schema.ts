@@ -66,6 +66,9 @@ export const configSchema = {
     PROXY_API_KEYS: { type: 'string' },
     PROXY_API_KEYS_FILE: { type: 'string', minLength: 1 },
     PROXY_ALLOW_ANONYMOUS: { type: 'boolean', default: false },
+    // Host names served besides loopback names (localhost, 127.0.0.1, [::1]), comma-separated: in anonymous
+    // mode every other Host gets 421 (DNS rebinding); with keys, unset means any Host.
+    PROXY_ALLOWED_HOSTS: { type: 'string' },
     // Enables /admin/* when set.
     ADMIN_API_KEY: { type: 'string', minLength: 16 },
     ADMIN_API_KEY_FILE: { type: 'string', minLength: 1 },
@@ -106,6 +109,18 @@ export const configSchema = {
     // Required in fleet mode: 32-byte keys, base64 or hex, comma-separated; the first seals, all open.
     STATE_ENCRYPTION_KEY: { type: 'string' },
     STATE_ENCRYPTION_KEY_FILE: { type: 'string', minLength: 1 },
+
+    // Callers' connections (proxy/front-door.ts), each one of Node's HTTP server settings.
+    // The whole request must arrive within this; no route takes a body, so it bounds the head (nginx's client_header_timeout).
+    INBOUND_REQUEST_TIMEOUT_MS: ms(60_000),
+    // An idle kept-alive connection is closed after this: longer than the 60 s idle timeout of common load balancers, so they close first.
+    INBOUND_KEEP_ALIVE_TIMEOUT_MS: ms(72_000),
+    // Requests one connection may carry; the last answer says Connection: close (nginx's keepalive_requests). 0: no limit.
+    INBOUND_MAX_REQUESTS_PER_CONNECTION: { type: 'integer', minimum: 0, default: 1000 },
+    // Open connections; past it, new ones are closed at once. Keep it below the open-files limit.
+    INBOUND_MAX_CONNECTIONS: { type: 'integer', minimum: 1, default: 4096 },
+    // Requests one connection may have waiting for their answers; past it the connection is not read until one is answered.
+    INBOUND_MAX_PIPELINED_REQUESTS: { type: 'integer', minimum: 1, maximum: 1024, default: 16 },
 
     // On SIGTERM/SIGINT: stop accepting, let in-flight responses finish for this long, then exit.
     SHUTDOWN_GRACE_SECONDS: { type: 'integer', minimum: 0, maximum: MAX_DURATION_MS / 1000, default: 10 },

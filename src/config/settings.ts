@@ -9,6 +9,7 @@ import { resolve } from 'node:path'
 import { isLoopbackHost } from '../kernel/loopback.js'
 import { egressProxyFor } from './egress-proxy.js'
 import { fleetSettings, type FleetSettings } from './fleet-settings.js'
+import { frontDoorSettings, type FrontDoorSettings } from './front-door-settings.js'
 import { parseKeyList } from './key-list.js'
 import { parseKeyValueList } from './key-value-list.js'
 import { echo, problemOf, type ConfigProblem, type ProblemList } from './problems.js'
@@ -19,6 +20,7 @@ import { tracingSettings, type TracingSettings } from './tracing-settings.js'
 export type { RateLimitRule }
 export type { SamplerName, TracingSettings } from './tracing-settings.js'
 export type { FleetSettings } from './fleet-settings.js'
+export type { FrontDoorSettings } from './front-door-settings.js'
 export type { RedisNodeAddress, RedisSettings } from './redis-settings.js'
 
 export interface Settings {
@@ -28,6 +30,8 @@ export interface Settings {
   readonly upstream: UpstreamSettings
   readonly cache: CacheSettings
   readonly inbound: InboundSettings
+  /** Limits on callers' connections, and the Host names served (proxy/front-door.ts). */
+  readonly frontDoor: FrontDoorSettings
   /** Undefined without RATE_LIMIT: no limit. */
   readonly rateLimit: RateLimitSettings | undefined
   /** Undefined without Redis (REDIS_URL or REDIS_SENTINELS): one instance, file and memory. */
@@ -155,6 +159,7 @@ export function settingsFrom (config: Config, cwd: string, problems: ProblemList
     upstream,
     cache,
     inbound,
+    frontDoor: frontDoorSettings(config, inbound.apiKeys, problems),
     rateLimit: rateLimitSettings(config, inbound.apiKeys, problems),
     fleet: fleetSettings(config, problems),
     tracing: tracingSettings(config, problems)

@@ -30,6 +30,19 @@ export const badPath = define('CMU_PROXY_BAD_PATH', 400, (why: string) => `The r
 export const notFound = define('CMU_PROXY_NOT_FOUND', 404, () => 'No such route. Reports are under the /cmu prefix.')
 export const unauthorized = define('CMU_PROXY_UNAUTHORIZED', 401, () => 'A valid API key is required (Authorization: Bearer <key> or X-Api-Key).')
 
+/** No route takes a body: a request that announces one is refused before any of it is read, and its connection closed (RFC 9110 §15.5.14). */
+export function bodyNotAllowed (): ProxyError {
+  return new ProxyError('CMU_PROXY_BODY_NOT_ALLOWED', 413, 'No route takes a request body; send the request without one.', { headers: { connection: 'close' } })
+}
+
+/** A Host this proxy does not answer for (DNS rebinding: a web page whose name points at 127.0.0.1). The name is not echoed. */
+export const misdirected = define('CMU_PROXY_MISDIRECTED', 421, () => 'This proxy does not serve the host named in the Host header (loopback names, and those in PROXY_ALLOWED_HOSTS).')
+
+/** What Node's HTTP parser refused, before any request existed: the status it calls for, with the connection closed. */
+export const badRequest = define('CMU_PROXY_BAD_REQUEST', 400, () => 'The request could not be parsed as HTTP/1.1.')
+export const headersTooLarge = define('CMU_PROXY_HEADERS_TOO_LARGE', 431, () => 'The request head is too large.')
+export const requestTimeout = define('CMU_PROXY_REQUEST_TIMEOUT', 408, () => 'The request did not arrive in time.')
+
 export function methodNotAllowed (allow: string): ProxyError {
   return new ProxyError('CMU_PROXY_METHOD_NOT_ALLOWED', 405, `Only ${allow} are supported here.`, { headers: { allow } })
 }
@@ -70,6 +83,23 @@ export function upstreamFailingInFleet (reason: UpstreamFailingInFleet['reason']
   return new UpstreamFailingInFleet(reason, restMs)
 }
 
+/**
+ * An answer that breaks the protocol: a final status outside 200-599 (RFC
+ * 9110 §15 defines none), or a 304 to a request that was not conditional. No
+ * usable answer, like a dropped connection, so a stale copy may stand in for it.
+ */
+export function upstreamBadResponse (status: number, why = 'which is not a valid final HTTP status'): UpstreamUnavailable {
+  return new UpstreamUnavailable('unreachable', 'CMU_PROXY_UPSTREAM_BAD_RESPONSE', 502, `Adobe answered with status ${Math.trunc(status)}, ${why}.`)
+}
+
+/**
+ * Adobe's own 5xx answer: passed to the caller unchanged (status, Retry-After,
+ * body: callers call the proxy as they would call Adobe), and named with
+ * this code in the request line and cmu_proxy_problems_total, so that the
+ * upstream-errors alert has a code to point at.
+ */
+export const UPSTREAM_5XX = 'CMU_PROXY_UPSTREAM_5XX'
+
 export const upstreamBadEncoding = define('CMU_PROXY_UPSTREAM_BAD_ENCODING', 502, () => 'Adobe answered with a content encoding the caller did not accept.')
 
 /** UPSTREAM_MAX_PENDING requests already wait for Adobe: shed this one at once rather than queue it without bound. */
@@ -104,15 +134,6 @@ export function upstreamResting (reason: string, restMs: number): ProxyError {
   return new ProxyError('CMU_PROXY_UPSTREAM_FAILING', 503, `Adobe failed this report moments ago (${reason}); not asking again yet.`, {
     headers: { 'retry-after': String(Math.max(1, Math.ceil(restMs / 1000))) }
   })
-}
-
-/**
- * An answer that breaks the protocol, such as a 304 to a request that was not
- * conditional: no usable answer, like a dropped connection, so a stale copy
- * may stand in for it.
- */
-export function upstreamUnusableAnswer (): UpstreamUnavailable {
-  return new UpstreamUnavailable('unreachable', 'CMU_PROXY_UPSTREAM_BAD_RESPONSE', 502, 'Adobe sent an answer the proxy cannot use.')
 }
 
 export const internalError = define('CMU_PROXY_INTERNAL', 500, () => 'Internal error.')

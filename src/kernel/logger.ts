@@ -2,7 +2,7 @@
 // logs a token, client secret or statement on purpose, and these paths catch
 // the places where one could slip in (headers, OAuth wire fields).
 import { pino, type DestinationStream, type Logger } from 'pino'
-import { isAccessToken, mayHoldAccessToken } from './query-parameters.js'
+import { isCredential, mayHoldCredential } from './query-parameters.js'
 
 // Explicit paths only: wildcard paths make pino walk every object of every
 // line, which cost a quarter of the proxy's throughput in the benchmark.
@@ -26,11 +26,11 @@ export function createLogger (level: string, destination: DestinationStream = pi
   }, destination)
 }
 
-/** A caller's `access_token` query parameter is a credential too: mask its value in logged URLs, however its name is encoded. */
+/** A credential in the query (`access_token`, `api_key`, `token`…: query-parameters.ts): its value masked in logged and traced URLs, however its name is encoded. */
 export function loggableUrl (url: string): string {
   const queryStart = url.indexOf('?')
-  if (queryStart === -1 || !mayHoldAccessToken(url.slice(queryStart + 1))) return url
-  const pairs = url.slice(queryStart + 1).split('&').map((pair) => isAccessToken(pair) ? `${pair.split('=', 1)[0] ?? ''}=[redacted]` : pair)
+  if (queryStart === -1 || !mayHoldCredential(url.slice(queryStart + 1))) return url
+  const pairs = url.slice(queryStart + 1).split('&').map((pair) => isCredential(pair) ? `${pair.split('=', 1)[0] ?? ''}=[redacted]` : pair)
   return `${url.slice(0, queryStart + 1)}${pairs.join('&')}`
 }
 

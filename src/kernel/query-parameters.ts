@@ -1,11 +1,19 @@
 // The one reading of a query parameter's name, for the two places that look
-// for a caller's `access_token`: the forwarder removes it, the request log
-// masks it. Any percent-encoding of the name (`%61ccess_token`) must be seen
-// through, or the token slips past both.
+// for a credential a caller put in the query string: the forwarder removes
+// it (upstream/target.ts), logs and traces mask it (logger.ts). Any case and
+// any percent-encoding of the name (`%61ccess_token`, `API%5FKEY`) must be
+// seen through, or the credential slips past both.
 
-/** Whether `query` may hold an access_token parameter at all (a cheap test before splitting). */
-export function mayHoldAccessToken (query: string): boolean {
-  return query.includes('%') || /access/i.test(query)
+/**
+ * Names that carry a credential: Adobe's own `access_token`, and the names
+ * clients use for API keys and secrets. No CMU or ESM parameter or dimension
+ * has one of these names (shared/adobe-api.md).
+ */
+const CREDENTIAL_NAMES: ReadonlySet<string> = new Set(['access_token', 'api_key', 'api-key', 'apikey', 'key', 'token', 'client_secret'])
+
+/** Whether `query` may hold a credential parameter at all (a cheap test before splitting). */
+export function mayHoldCredential (query: string): boolean {
+  return /%|key|token|secret/i.test(query)
 }
 
 /** The decoded name of one `name=value` pair (`+` as space, as forms encode it). */
@@ -19,6 +27,7 @@ export function parameterName (pair: string): string {
   }
 }
 
-export function isAccessToken (pair: string): boolean {
-  return parameterName(pair).toLowerCase() === 'access_token'
+/** Whether this pair is a credential: by its name in any case, also as a CMU not-equals filter (`token!=…`). */
+export function isCredential (pair: string): boolean {
+  return CREDENTIAL_NAMES.has(parameterName(pair).trim().toLowerCase().replace(/!$/, ''))
 }

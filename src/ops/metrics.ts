@@ -38,7 +38,7 @@ export class ProxyMetrics {
     this.#prefix = pathPrefix
     collectDefaultMetrics({ register: this.registry })
     this.#requests = new FastCounter('cmu_proxy_requests_total', 'Requests answered, by route, status class and cache result', ['route', 'status_class', 'cache'], this.registry)
-    this.#problems = new FastCounter('cmu_proxy_problems_total', 'Problem answers (application/problem+json) by route and stable CMU_PROXY_* code, 499 CMU_PROXY_CALLER_GONE included', ['route', 'code'], this.registry)
+    this.#problems = new FastCounter('cmu_proxy_problems_total', 'Problem answers (application/problem+json) by route and stable CMU_PROXY_* code, 499 CMU_PROXY_CALLER_GONE included, and Adobe\'s own 5xx passed through (CMU_PROXY_UPSTREAM_5XX)', ['route', 'code'], this.registry)
     this.#requestDuration = new FastHistogram('cmu_proxy_request_duration_seconds', 'Time from request to the end of the response', 'route', LATENCY_BUCKETS, this.registry)
     this.#upstreamDuration = new FastHistogram('cmu_proxy_upstream_duration_seconds', 'Time from sending a request to Adobe to its response headers', 'status_class', LATENCY_BUCKETS, this.registry)
     const metrics = this

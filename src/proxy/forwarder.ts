@@ -12,7 +12,8 @@ import type { CachedResponse } from '../cache/response-cache.js'
 import { withTokenRetry, type TokenSource } from '../upstream/authorized-fetch.js'
 import { upstreamRequestHeaders } from '../upstream/header-policy.js'
 import type { OriginRequest } from '../upstream/origin.js'
-import type { ResponseSink, StreamOptions, Upstream } from '../upstream/upstream.js'
+import type { ResponseSink, StreamOptions } from '../upstream/stream-handler.js'
+import type { Upstream } from '../upstream/upstream.js'
 
 export type { CacheResult } from '../cache/cache-layer.js'
 

@@ -3,12 +3,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Readable } from 'node:stream'
 import type { CachedResponse } from '../cache/response-cache.js'
-import { methodNotAllowed } from '../kernel/errors.js'
+import { UPSTREAM_5XX, methodNotAllowed } from '../kernel/errors.js'
 import { errorLabel } from '../kernel/logger.js'
 import { signalWhenCallerLeaves, type CacheResult, type CmuCall, type CmuForwarder, type Responder } from './forwarder.js'
 import { acceptsGzip, normalisedList } from '../upstream/header-policy.js'
 import { upstreamTarget } from '../upstream/target.js'
-import type { ExtraHeaders, StreamOptions } from '../upstream/upstream.js'
+import type { ExtraHeaders, StreamOptions } from '../upstream/stream-handler.js'
 
 export interface CmuRouteOptions {
   /** PROXY_PATH_PREFIX (not `prefix`: Fastify reserves that register option) */
@@ -61,9 +61,15 @@ class FastifyResponder implements Responder, StreamOptions {
   }
 
   /** Take the reply over from Fastify only once Adobe answered: until then a failure is still a problem response. */
-  onStart (retried: boolean): void {
+  onStart (status: number, retried: boolean): void {
     this.request.upstreamRetried = retried
+    this.#noteStatus(status)
     this.reply.hijack()
+  }
+
+  /** Adobe's own 5xx crosses unchanged; the request line and the problems counter still name it. */
+  #noteStatus (status: number): void {
+    if (status >= 500) this.request.problemCode = UPSTREAM_5XX
   }
 
   onBodyError (error: Error): void {
@@ -81,6 +87,7 @@ class FastifyResponder implements Responder, StreamOptions {
   async sendBuffered (answer: Pick<CachedResponse, 'status' | 'headers' | 'body'>, cacheResult: CacheResult, age?: number, cacheStatus?: string): Promise<void> {
     const { request, reply } = this
     request.cacheResult = cacheResult
+    this.#noteStatus(answer.status)
     reply.code(answer.status).headers(answer.headers).header('x-cache', cacheResult)
     if (age !== undefined) reply.header('age', age)
     if (cacheStatus !== undefined) {
@@ -96,6 +103,7 @@ class FastifyResponder implements Responder, StreamOptions {
   async sendStream (status: number, headers: Record<string, string | string[]>, body: Readable, cacheResult: CacheResult): Promise<void> {
     const { request, reply } = this
     request.cacheResult = cacheResult
+    this.#noteStatus(status)
     reply.code(status).headers(headers).header('x-cache', cacheResult)
     if (request.method !== 'HEAD') { await reply.send(body); return }
     body.on('error', () => {}).destroy()

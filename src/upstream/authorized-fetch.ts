@@ -5,7 +5,7 @@
 import type { Tracer } from '@opentelemetry/api'
 import { upstreamRejectedToken } from '../kernel/errors.js'
 import { inSpan } from '../telemetry/tracing.js'
-import { UNAUTHORIZED } from './upstream.js'
+import { UNAUTHORIZED } from './stream-handler.js'
 
 /** What an upstream exchange needs of the token broker (adobe/token-broker.ts implements it). */
 export interface TokenSource {

@@ -8,7 +8,9 @@ import { upstreamBadEncoding } from '../kernel/errors.js'
 import { withTokenRetry, type TokenSource } from './authorized-fetch.js'
 import { encodingAcceptable, upstreamRequestHeaders, type CallerRequest, type Validators } from './header-policy.js'
 import type { UpstreamTarget } from './target.js'
-import { UNAUTHORIZED, wasRetried, type Upstream } from './upstream.js'
+import { UNAUTHORIZED } from './stream-handler.js'
+import { wasRetried } from './transport-errors.js'
+import type { Upstream } from './upstream.js'
 
 export interface OriginRequest extends CallerRequest {
   target: UpstreamTarget

@@ -2,12 +2,12 @@
 // filters (`dim!=v`, repeated keys, bare `dim`) and percent-encoding must reach
 // Adobe untouched, so nothing here parses and re-serialises the query.
 import { badPath, notFound } from '../kernel/errors.js'
-import { isAccessToken, mayHoldAccessToken } from '../kernel/query-parameters.js'
+import { isCredential, mayHoldCredential } from '../kernel/query-parameters.js'
 
 export interface UpstreamTarget {
   /** The part after the local prefix, starting with '/' (or empty). */
   path: string
-  /** The query without '?', with any `access_token` parameter removed; '' when none. */
+  /** The query without '?', with any credential parameter (`access_token`, `api_key`…) removed; '' when none. */
   query: string
 }
 
@@ -51,11 +51,16 @@ export function upstreamTarget (rawUrl: string, prefix: string): UpstreamTarget 
       if (decoded === '.' || decoded === '..') throw badPath('dot segments are not allowed')
     }
   }
-  return { path, query: withoutAccessToken(rawQuery) }
+  return { path, query: withoutCredentials(rawQuery) }
 }
 
-/** Adobe accepts a token in the query too; a caller's must never reach it (the proxy supplies its own). */
-function withoutAccessToken (query: string): string {
-  if (!mayHoldAccessToken(query)) return query
-  return query.split('&').filter((pair) => !isAccessToken(pair)).join('&')
+/**
+ * Adobe accepts a token in the query too; a caller's must never reach it (the
+ * proxy supplies its own), nor an API key or secret a caller put there: Adobe
+ * would log it, and the cache would key on it. Removed rather than refused,
+ * as access_token always was.
+ */
+function withoutCredentials (query: string): string {
+  if (!mayHoldCredential(query)) return query
+  return query.split('&').filter((pair) => !isCredential(pair)).join('&')
 }

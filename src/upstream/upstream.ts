@@ -1,10 +1,9 @@
-// The keep-alive connection pool to the CMU origin, and the one boundary where
-// transport failures become caller-facing 502/503/504 problems. Two ways to
-// send: request() hands back the whole undici response (the cache reads it
-// into memory); streamTo() dispatches straight into the caller's response with
-// no intermediate stream, the hot path when nothing is cached. Both are
-// admitted only while fewer than maxPending requests wait for Adobe: undici's
-// own queue has no bound.
+// The keep-alive connection pool to the CMU origin. Two ways to send:
+// request() hands back the whole undici response (the cache reads it into
+// memory); streamTo() dispatches straight into the caller's response
+// (stream-handler.ts), the hot path when nothing is cached. Both are admitted
+// only while fewer than maxPending requests wait for Adobe (admission.ts),
+// and map transport failures to 502/504 problems (transport-errors.ts).
 //
 // Both also retry here, once, when the connection failed before any response
 // header arrived (retry-policy.ts says which failures, and keeps the budget).
@@ -17,14 +16,13 @@
 // options even when nothing fails. Here a retry costs nothing until a
 // connection actually fails, and it always goes out on a fresh connection.
 import type { Dispatcher } from 'undici'
-import { ProxyError, overloaded, upstreamBadEncoding, upstreamTimeout, upstreamUnreachable } from '../kernel/errors.js'
-import { RetryPolicy } from './retry-policy.js'
+import { ProxyError, upstreamBadResponse } from '../kernel/errors.js'
+import type { AttemptSpans } from '../telemetry/upstream-spans.js'
+import { Admission } from './admission.js'
 import { createDispatcher } from './dispatchers.js'
-import { callerResponseHeaderList, encodingAcceptable } from './header-policy.js'
-import type { Attempt, AttemptSpans } from '../telemetry/upstream-spans.js'
-
-/** What an attempt returns when Adobe answered 401 (and the attempt discarded that answer). */
-export const UNAUTHORIZED = Symbol('upstream 401')
+import { RetryPolicy } from './retry-policy.js'
+import { ResponseStreamHandler, isFinalStatus, type ResponseSink, type StreamOptions, type UNAUTHORIZED } from './stream-handler.js'
+import { callerGone, markRetried, transportError } from './transport-errors.js'
 
 export interface UpstreamOptions {
   /** ADOBE_CMU_URL: origin plus an optional base path, e.g. https://mgmt.auth.adobe.com/cmu */
@@ -52,78 +50,6 @@ export interface UpstreamRequest {
   /** Raw query without '?', '' when none */
   query: string
   headers: Record<string, string>
-}
-
-/**
- * The part of http.ServerResponse that streamTo() writes to (narrow, so the
- * streaming handler cannot reach into Fastify's reply).
- */
-export interface ResponseSink {
-  readonly destroyed: boolean
-  readonly writableFinished: boolean
-  writeHead: (statusCode: number, headers: Array<string | number | string[]>) => unknown
-  write: (chunk: Buffer) => boolean
-  end: () => unknown
-  destroy: (error?: Error) => unknown
-  on: (event: 'drain', listener: () => void) => unknown
-  once: (event: 'close', listener: () => void) => unknown
-  off: (event: 'close', listener: () => void) => unknown
-}
-
-/** Headers for the caller on top of Adobe's (what Fastify's reply.getHeaders() gives). */
-export type ExtraHeaders = Record<string, string | number | string[] | undefined>
-
-export interface StreamOptions {
-  /**
-   * Called once the caller's status line is decided, before anything is written (e.g. to take
-   * the reply over from Fastify); `retried` says whether a dropped connection was retried first.
-   */
-  onStart: (retried: boolean) => void
-  /** Extra headers for the caller (X-Request-Id, X-Cache). */
-  extraHeaders: ExtraHeaders
-  /** HEAD: send the headers, drop the body. */
-  headOnly: boolean
-  /** The body failed after the headers were sent (the caller sees a cut connection). */
-  onBodyError: (error: Error) => void
-  /** Whether the caller accepts a gzip body; any other coding is refused (502), never passed on. */
-  gzipAccepted: boolean
-}
-
-/** Counts requests waiting for Adobe (dispatched, no response headers yet) and refuses new ones past the bound. */
-class Admission {
-  waiting = 0
-  shed = 0
-  constructor (readonly maxPending: number) {}
-
-  admit (): void {
-    if (this.waiting >= this.maxPending) {
-      this.shed++
-      throw overloaded()
-    }
-    this.waiting++
-  }
-
-  release (): void {
-    this.waiting--
-  }
-
-  /** A retry of a request already admitted: it waits for Adobe again, whatever the count (the retry budget bounds these). */
-  readmit (): void {
-    this.waiting++
-  }
-}
-
-/** Responses and errors of calls that were retried (marked only when it happens: nothing to pay otherwise). */
-const RETRIED = new WeakSet<object>()
-
-/** Whether this response or error came from an upstream call that was retried (for the request log line). */
-export function wasRetried (value: object): boolean {
-  return RETRIED.has(value)
-}
-
-function markRetried<T extends object> (value: T): T {
-  RETRIED.add(value)
-  return value
 }
 
 export class Upstream {
@@ -176,6 +102,11 @@ export class Upstream {
       } catch (err) {
         attempt?.finish(undefined, err)
         response = await this.#requestAgain(err, options, signal)
+      }
+      // undici's request() skips 1xx answers itself; a final status outside 200-599 is no answer at all.
+      if (!isFinalStatus(response.statusCode)) {
+        response.body.on('error', () => {}).destroy()
+        throw upstreamBadResponse(response.statusCode)
       }
       this.#onResponse?.((performance.now() - started) / 1000, response.statusCode)
       return response
@@ -272,143 +203,4 @@ export class Upstream {
   #fullPath (path: string, query: string): string {
     return `${this.#basePath}${path === '' && this.#basePath === '' ? '/' : path}${query === '' ? '' : `?${query}`}`
   }
-}
-
-/** Moves one upstream response into a ServerResponse with back-pressure, and aborts upstream when the caller leaves. */
-class ResponseStreamHandler implements Dispatcher.DispatchHandler {
-  readonly #res: ResponseSink
-  readonly #options: StreamOptions
-  readonly #observe: ((seconds: number, status: number) => void) | undefined
-  readonly #admission: Admission
-  readonly #resolve: (value: void | typeof UNAUTHORIZED) => void
-  readonly #reject: (error: unknown) => void
-  readonly #started: number
-  /** This exchange is the retry of one whose connection failed. */
-  readonly #retried: boolean
-  #controller: Dispatcher.DispatchController | undefined
-  /** Still counted as waiting for Adobe (until the response headers or a failure). */
-  #admitted = true
-  /** true once the caller's status line is written; then failures can only cut the body. */
-  #writing = false
-  /** A 401: its body is read and dropped, so the connection can be reused for the retry. */
-  #unauthorized = false
-  /** The caller's response is complete (a HEAD after its headers); what upstream does next does not matter. */
-  #answered = false
-  #settled = false
-
-  constructor (res: ResponseSink, options: StreamOptions, observe: ((seconds: number, status: number) => void) | undefined, admission: Admission, started: number, retried: boolean, resolve: (value: void | typeof UNAUTHORIZED) => void, reject: (error: unknown) => void) {
-    this.#res = res
-    this.#options = options
-    this.#observe = observe
-    this.#admission = admission
-    this.#started = started
-    this.#retried = retried
-    this.#resolve = resolve
-    this.#reject = reject
-  }
-
-  #onCallerClose = (): void => {
-    if (!this.#res.writableFinished) this.#controller?.abort(callerGone())
-  }
-
-  onRequestStart (controller: Dispatcher.DispatchController): void {
-    this.#controller = controller
-    if (this.#res.destroyed) controller.abort(callerGone())
-    else this.#res.once('close', this.#onCallerClose)
-  }
-
-  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
-    this.#release()
-    this.#observe?.((performance.now() - this.#started) / 1000, statusCode)
-    if (statusCode === 401) {
-      this.#unauthorized = true
-      return
-    }
-    if (!encodingAcceptable(headers['content-encoding'], this.#options.gzipAccepted)) {
-      controller.abort(upstreamBadEncoding())
-      return
-    }
-    this.#options.onStart(this.#retried)
-    this.#writing = true
-    this.#res.writeHead(statusCode, callerResponseHeaderList(headers, this.#options.extraHeaders))
-    if (this.#options.headOnly) {
-      // Adobe serves GET only, so a HEAD is sent as a GET. A small body is read
-      // and dropped, which keeps the keep-alive connection; a large one (or one
-      // of unknown length) is cut once the headers are out rather than downloaded.
-      this.#answered = true
-      this.#res.end()
-      if (!(Number(headers['content-length']) <= HEAD_DRAIN_MAX_BYTES)) controller.abort(headAnswered())
-      return
-    }
-    this.#res.on('drain', () => { controller.resume() })
-  }
-
-  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.#unauthorized && !this.#answered && !this.#res.write(chunk)) controller.pause()
-  }
-
-  onResponseEnd (): void {
-    this.#res.off('close', this.#onCallerClose)
-    if (!this.#unauthorized && !this.#answered) this.#res.end()
-    this.#settle(() => { this.#resolve(this.#unauthorized ? UNAUTHORIZED : undefined) })
-  }
-
-  onResponseError (_controller: Dispatcher.DispatchController, error: Error): void {
-    const beforeHeaders = this.#admitted
-    this.#release()
-    this.#res.off('close', this.#onCallerClose)
-    if (this.#writing) {
-      // Headers are out: the only honest signal left is a cut connection.
-      if (!this.#answered && !this.#res.writableFinished) {
-        this.#options.onBodyError(error)
-        this.#res.destroy(error)
-      }
-      this.#settle(() => { this.#resolve(undefined) })
-      return
-    }
-    // Before Adobe's headers the raw error goes back, so that streamTo() can decide on a retry;
-    // after them (a 401 whose body was cut) it is final.
-    this.#settle(() => { this.#reject(error instanceof ProxyError || beforeHeaders ? error : transportError(error)) })
-  }
-
-  #release (): void {
-    if (!this.#admitted) return
-    this.#admitted = false
-    this.#admission.release()
-  }
-
-  #settle (done: () => void): void {
-    if (this.#settled) return
-    this.#settled = true
-    done()
-  }
-}
-
-/** A HEAD's upstream GET with a body up to this size is read and dropped rather than cut: the connection stays open. */
-const HEAD_DRAIN_MAX_BYTES = 64 * 1024
-
-/** Why a HEAD's upstream GET is cut after its headers (never reaches a caller or a log). */
-function headAnswered (): ProxyError {
-  return new ProxyError('CMU_PROXY_HEAD_ANSWERED', 200, 'The HEAD was answered from the response headers.')
-}
-
-/** The caller closed the connection before its answer was complete (nginx's 499). */
-export function callerGone (): ProxyError {
-  return new ProxyError('CMU_PROXY_CALLER_GONE', 499, 'The caller closed the connection.')
-}
-
-/** undici error codes: lib/core/errors.js */
-export function transportError (err: unknown): ProxyError {
-  const code = (err as { code?: string }).code
-  switch (code) {
-    case 'UND_ERR_CONNECT_TIMEOUT': return withCause(upstreamTimeout('connect'), err)
-    case 'UND_ERR_HEADERS_TIMEOUT': return withCause(upstreamTimeout('response headers'), err)
-    case 'UND_ERR_BODY_TIMEOUT': return withCause(upstreamTimeout('response body'), err)
-    default: return withCause(upstreamUnreachable(), err)
-  }
-}
-
-function withCause (error: ProxyError, cause: unknown): ProxyError {
-  Object.defineProperty(error, 'cause', { value: cause, enumerable: false })
-  return error
 }

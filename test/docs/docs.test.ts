@@ -106,7 +106,7 @@ t.test('docs/operations.md lists every metric src/ registers, and only those', a
 })
 
 t.test('every CMU_PROXY_* code in src/ is in the README\'s error table or the internal codes, and only those', async (t) => {
-  const inSource = new Set([...SOURCE_TEXT.matchAll(/['"](CMU_PROXY_[A-Z_]+)['"]/g)].map((m) => m[1] ?? '').filter((name) => !VARIABLES.has(name)))
+  const inSource = new Set([...SOURCE_TEXT.matchAll(/['"](CMU_PROXY_[A-Z0-9_]+)['"]/g)].map((m) => m[1] ?? '').filter((name) => !VARIABLES.has(name)))
   t.ok(inSource.size > 20, `${inSource.size} codes read from src/`)
   const answered = tableRows(section(readPage('README.md'), 'Errors')).flatMap(([, code = '']) => backticked(code))
   const internal = tableRows(section(readPage('docs/operations.md'), 'Internal codes')).flatMap(([code = '']) => backticked(code))

@@ -77,14 +77,14 @@ t.test('a dropped connection: the retry is its own attempt, marked with http.req
 t.test('no secret and no query-string token lands in an exported attribute', async (t) => {
   const key = 'inbound-key-0123456789'
   const { proxy, receiver, sandbox } = await tracedProxy(t, { PROXY_API_KEYS: key, CACHE_ENABLED: 'true' })
-  await call(proxy.url, '/cmu/v2/year?access_token=caller-secret-token&%61ccess_token=encoded-secret', { headers: { authorization: `Bearer ${key}`, traceparent: TRACEPARENT } })
+  await call(proxy.url, '/cmu/v2/year?access_token=caller-secret-token&%61ccess_token=encoded-secret&API_KEY=query-api-key&token=query-token', { headers: { authorization: `Bearer ${key}`, traceparent: TRACEPARENT } })
   sandbox.dcr.revokeTokens()
   await call(proxy.url, '/cmu/v2/month', { headers: { 'x-api-key': key } })
   const clientSecret = JSON.parse(await readFile(proxy.credentialsFile, 'utf8')).client_secret as string
   await proxy.close()
   const exported = receiver.bodies().join('\n')
   t.ok(receiver.spans().length > 3, 'spans were exported')
-  for (const secret of [key, 'caller-secret-token', 'encoded-secret', proxy.statement, clientSecret, ...sandbox.dcr.issued.map((i) => i.token)]) {
+  for (const secret of [key, 'caller-secret-token', 'encoded-secret', 'query-api-key', 'query-token', proxy.statement, clientSecret, ...sandbox.dcr.issued.map((i) => i.token)]) {
     t.notOk(exported.includes(secret), `not exported: ${secret.slice(0, 10)}…`)
   }
   t.match(exported, /access_token=\[redacted\]/, 'the masked form is what is recorded')
