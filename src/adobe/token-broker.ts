@@ -101,10 +101,12 @@ export class TokenBroker implements TokenSource, TokenLevers {
     return (await this.#attempts.join()).value
   }
 
-  invalidate (token: string): void {
+  /** `log`: the request's logger, so that the warning carries its reqId (and trace_id when traced). */
+  invalidate (token: string, log?: Pick<Logger, 'warn'>): void {
     this.#rejectedToken = token
     if (this.#token?.value === token) {
-      this.#log.warn('access token rejected upstream; fetching a new one')
+      if (log === undefined) this.#log.warn('access token rejected upstream; fetching a new one')
+      else log.warn({ component: 'token-broker' }, 'access token rejected upstream; fetching a new one')
       this.#token = undefined
       this.#coordination.dropToken(token)
     }

@@ -192,16 +192,17 @@ export class CacheLayer {
       }
       case 'told':
         // Told by the fleet, this request never left the proxy: Cache-Status says hit, not fwd.
-        if (standIn !== undefined) return this.#stale(standIn, work.refusal.reason, lookupStart(this.#options.tracer))
+        // (No second lookup span for a stand-in: the lookup already has one; the server span says stale.)
+        if (standIn !== undefined) return this.#stale(standIn, work.refusal.reason, undefined)
         throw new UpstreamFailingInFleet(work.refusal.reason, work.refusal.until - now)
       case 'unavailable':
-        if (standIn !== undefined) return this.#stale(standIn, work.reason, lookupStart(this.#options.tracer), forwardedAs(work.reason, noCache))
+        if (standIn !== undefined) return this.#stale(standIn, work.reason, undefined, forwardedAs(work.reason, noCache))
         throw work.error
     }
     const { answer, failed } = work
     if (failed !== undefined && standIn !== undefined) {
       if (answer.kind === 'streamed') answer.claim()?.destroy()
-      return this.#stale(standIn, failed, lookupStart(this.#options.tracer), forwardedAs(failed, noCache), answer.status)
+      return this.#stale(standIn, failed, undefined, forwardedAs(failed, noCache), answer.status)
     }
     const result = noCache ? 'BYPASS' : 'MISS'
     // An answer that varies on a header outside the key was for the leader only: a waiter asks for its own.

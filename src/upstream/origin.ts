@@ -5,13 +5,15 @@
 import type { Readable } from 'node:stream'
 import type { Tracer } from '@opentelemetry/api'
 import { upstreamBadEncoding } from '../kernel/errors.js'
-import { withTokenRetry, type TokenSource } from './authorized-fetch.js'
+import { withTokenRetry, type RequestWarnings, type TokenSource } from './authorized-fetch.js'
 import { encodingAcceptable, upstreamRequestHeaders, type CallerRequest, type Validators } from './header-policy.js'
 import type { UpstreamTarget } from './target.js'
 import { UNAUTHORIZED, wasRetried, type Upstream } from './upstream.js'
 
 export interface OriginRequest extends CallerRequest {
   target: UpstreamTarget
+  /** The caller's request logger, for warnings about this exchange (a rejected token). */
+  log?: RequestWarnings | undefined
 }
 
 /** Adobe's answer: status and headers as received, the body still to be read. */
@@ -55,7 +57,7 @@ export class AuthorizedOrigin implements Origin {
       if (response.statusCode !== 401) return response
       await response.body.dump()
       return UNAUTHORIZED
-    }, tracer)
+    }, tracer, request.log)
     if (!encodingAcceptable(response.headers['content-encoding'], request.gzipAccepted)) {
       response.body.on('error', () => {}).destroy()
       throw upstreamBadEncoding()

@@ -9,34 +9,17 @@ import t, { type Test } from 'tap'
 import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { COMMAND_TIMEOUT_MS, lockAttempts, member, waitingOnLock } from '../helpers/fleet.js'
-import { call, eventually, json, startProxy, startSandbox, startScriptedServer, whenInFlight, type RunningProxy } from '../helpers/app.js'
+import { call, eventually, startProxy, startSandbox, whenInFlight } from '../helpers/app.js'
+import { attribute, startReceiver, tracedProxy, type OtlpSpan } from '../helpers/otlp-receiver.js'
 import { startRedisServer } from '../helpers/redis-server.js'
-
-interface OtlpSpan { traceId: string, spanId: string, parentSpanId?: string, name: string, kind: number, startTimeUnixNano: string, endTimeUnixNano: string, attributes: Array<{ key: string, value: Record<string, unknown> }> }
-
-/** An OTLP/HTTP (JSON) traces receiver; `spans()` flattens what arrived. */
-async function startReceiver (t: Test): Promise<{ url: string, bodies: () => string[], spans: () => OtlpSpan[] }> {
-  const server = await startScriptedServer(t, (_req, res) => { json(res, 200, {}) })
-  const spans = (): OtlpSpan[] => server.requests.flatMap((r) => {
-    const payload = JSON.parse(r.body) as { resourceSpans: Array<{ scopeSpans: Array<{ spans: OtlpSpan[] }> }> }
-    return payload.resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans))
-  })
-  return { url: server.url, bodies: () => server.requests.map((r) => r.body), spans }
-}
-
-function attribute (span: OtlpSpan | undefined, key: string): unknown {
-  const value = span?.attributes.find((a) => a.key === key)?.value
-  return value === undefined ? undefined : Object.values(value)[0]
-}
 
 const TRACE_ID = '0af7651916cd43dd8448eb211c80319c'
 const TRACEPARENT = `00-${TRACE_ID}-b7ad6b7169203331-01`
 
-async function tracedProxy (t: Test, env: Record<string, string> = {}): Promise<{ proxy: RunningProxy, receiver: Awaited<ReturnType<typeof startReceiver>>, sandbox: Awaited<ReturnType<typeof startSandbox>> }> {
-  const receiver = await startReceiver(t)
-  const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SERVICE_NAME: 'cmu-proxy-test', ...env } })
-  return { proxy, receiver, sandbox }
+/** Semantic conventions: recorded on resends only, from 1. */
+function resendCount (span: OtlpSpan): number | undefined {
+  const value = attribute(span, 'http.request.resend_count')
+  return value === undefined ? undefined : Number(value)
 }
 
 t.test('the caller\'s trace is continued: server span, token wait, upstream attempts with the retry marked', async (t) => {
@@ -59,6 +42,7 @@ t.test('the caller\'s trace is continued: server span, token wait, upstream atte
   t.equal(Number(attribute(server, 'http.response.status_code')), 200)
   const attempts = spans.filter((s) => s.name === 'GET' && s.kind === 3)
   t.same(attempts.map((s) => Number(attribute(s, 'http.response.status_code'))).sort(), [200, 401], 'two attempts: the 401 and the retry with a fresh token')
+  t.same(attempts.map((s) => [Number(attribute(s, 'http.response.status_code')), resendCount(s)]).sort(), [[200, 1], [401, undefined]], 'the retry with a fresh token is a resend')
   t.equal(spans.filter((s) => s.name === 'cmu_proxy.token.wait').length, 1, 'the caller waited for the new token once')
   t.ok(spans.every((s) => s === server || s.parentSpanId !== undefined), 'every span hangs off the trace')
 })
@@ -70,7 +54,8 @@ t.test('a dropped connection: the retry is its own attempt, marked with http.req
   t.equal((await call(proxy.url, '/cmu/v2', { headers: { traceparent: TRACEPARENT } })).status, 200)
   await proxy.close()
   const attempts = receiver.spans().filter((s) => s.traceId === TRACE_ID && s.name === 'GET')
-  t.same(attempts.map((s) => Number(attribute(s, 'http.request.resend_count'))).sort(), [0, 1])
+  // Semantic conventions: the first send carries no resend_count.
+  t.same(attempts.map((s) => resendCount(s)).sort(), [1, undefined])
   t.ok(attempts.some((s) => attribute(s, 'error.type') !== undefined), 'the dropped one says why')
 })
 
