@@ -108,6 +108,11 @@ async function main (): Promise<void> {
       const ratio = base === undefined ? '' : `   ${(median(base.microsecondsPerRequest) / µs).toFixed(2)}× untraced`
       process.stdout.write(`${scenario.name.padEnd(28)} ${String(µs).padStart(5)} µs   (${microsecondsPerRequest.join(', ')})   ${median(requestsPerSecond)} req/s${ratio}${errors > 0 ? `   ${errors} FAILED REQUESTS: not comparable` : ''}\n`)
     }
+    // A traced proxy that dropped spans did less work than tracing asks for: say so.
+    for (const [name, started] of targets) {
+      const dropped = (await (await fetch(`${started.base}/metrics`)).text()).split('\n').filter((l) => l.startsWith('cmu_proxy_trace_spans_dropped_total') && !l.endsWith(' 0'))
+      if (dropped.length > 0) process.stdout.write(`${name}: ${dropped.join(', ')}\n`)
+    }
   } finally {
     for (const started of targets.values()) await started.child.stop()
     await upstream.child.stop()

@@ -133,10 +133,12 @@ export class CacheLayer {
     let entry = this.#levels.peek(key)
     let fleet = this.#levels.fleetUse(noCache)
     // In a fleet, ask the shared level when memory has nothing to answer with at once.
-    if (fleet === 'turns' && (entry === undefined || !mayServeWhileRevalidating(entry, now))) ({ entry, fleet } = await this.#levels.lookUp(key, entry))
+    const askFleet = fleet === 'turns' && (entry === undefined || !mayServeWhileRevalidating(entry, now))
+    if (askFleet) ({ entry, fleet } = await this.#levels.lookUp(key, entry))
     if (entry !== undefined) {
       if (!noCache && isFresh(entry, now)) {
-        this.#looked('hit', started)
+        // A hit from memory is a span's worth of cost for microseconds of work: the server span says hit (cmu_proxy.cache.result).
+        this.#looked('hit', askFleet ? started : undefined)
         return { kind: 'cached', entry, result: 'HIT', age: ageSeconds(entry, now) }
       }
       // Adobe failed this key a moment ago: do not ask again before it said we may (when the copy may stand in).

@@ -23,7 +23,7 @@ export interface TracingSettings {
   readonly sampler: { readonly name: SamplerName, readonly ratio: number }
   /** TRACE_PROPAGATE_TO_ADOBE: send traceparent on to Adobe (a third party). */
   readonly propagateToAdobe: boolean
-  /** OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL (default http/json): what goes over OTLP/HTTP. */
+  /** OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL: what goes over OTLP/HTTP (by default protobuf, which every OTLP receiver must accept; JSON is optional). */
   readonly protocol: 'http/json' | 'http/protobuf'
   /** OTEL_BSP_MAX_QUEUE_SIZE: spans queued for export; beyond it they are dropped and counted. */
   readonly maxQueueSize: number
@@ -51,7 +51,7 @@ export function tracingSettings (config: Config, problems: ProblemList): Tracing
     // The schema's pattern admits only numbers from 0 to 1.
     sampler: { name: config.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on', ratio: config.OTEL_TRACES_SAMPLER_ARG === undefined ? 1 : Number(config.OTEL_TRACES_SAMPLER_ARG) },
     propagateToAdobe: config.TRACE_PROPAGATE_TO_ADOBE,
-    protocol: config.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? config.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/json',
+    protocol: config.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? config.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf',
     maxQueueSize: config.OTEL_BSP_MAX_QUEUE_SIZE
   }
 }

@@ -14,11 +14,12 @@ export interface Attempt {
 }
 
 export interface AttemptSpans {
-  /** `retried`: a resend after a dropped connection (the span counts resends itself, 401 retries included). */
-  start: (path: string, headers: Record<string, string>, retried: boolean) => Attempt
+  /**
+   * The attempt's span, or undefined when it is not recorded (not sampled): the caller sends as if tracing were off.
+   * `retried`: a resend after a dropped connection (the span counts resends itself, 401 retries included).
+   */
+  start: (path: string, headers: Record<string, string>, retried: boolean) => Attempt | undefined
 }
-
-const NOTHING_TO_FINISH = (): void => {}
 
 export class UpstreamSpans implements AttemptSpans {
   readonly #tracer: Tracer
@@ -35,7 +36,7 @@ export class UpstreamSpans implements AttemptSpans {
     this.#port = Number(this.#origin.port !== '' ? this.#origin.port : (this.#origin.protocol === 'https:' ? 443 : 80))
   }
 
-  start (path: string, headers: Record<string, string>): Attempt {
+  start (path: string, headers: Record<string, string>): Attempt | undefined {
     const span = this.#tracer.startSpan('GET', {
       kind: SpanKind.CLIENT,
       attributes: {
@@ -46,7 +47,7 @@ export class UpstreamSpans implements AttemptSpans {
       }
     })
     // Not sampled: no span, and no traceparent either.
-    if (!span.isRecording()) return { headers, finish: NOTHING_TO_FINISH }
+    if (!span.isRecording()) return undefined
     const parent = trace.getSpan(context.active())
     if (parent !== undefined) {
       // Semantic conventions: recorded on resends only, counting from 1.

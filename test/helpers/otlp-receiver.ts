@@ -54,6 +54,11 @@ export async function startReceiver (t: Test, options: ReceiverOptions = {}): Pr
   return { url: server.url, requests: server.requests, bodies: () => server.requests.map((r) => r.body), spans, release }
 }
 
+/** The settings that export to `receiver` as OTLP/JSON, which the tests read (the proxy sends protobuf by default). */
+export function jsonExport (receiver: Pick<OtlpReceiver, 'url'>): Record<string, string> {
+  return { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' }
+}
+
 /** The value of a span attribute, whatever its OTLP type. */
 export function attribute (span: OtlpSpan | undefined, key: string): unknown {
   const value = span?.attributes.find((a) => a.key === key)?.value
@@ -64,6 +69,6 @@ export function attribute (span: OtlpSpan | undefined, key: string): unknown {
 export async function tracedProxy (t: Test, env: Record<string, string> = {}): Promise<{ proxy: RunningProxy, receiver: OtlpReceiver, sandbox: Sandbox }> {
   const receiver = await startReceiver(t)
   const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SERVICE_NAME: 'cmu-proxy-test', ...env } })
+  const proxy = await startProxy(t, sandbox, { env: { ...jsonExport(receiver), OTEL_SERVICE_NAME: 'cmu-proxy-test', ...env } })
   return { proxy, receiver, sandbox }
 }

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { parse } from 'yaml'
 import { call, startProxy, startSandbox, temporaryDirectory } from '../helpers/app.js'
-import { startReceiver } from '../helpers/otlp-receiver.js'
+import { jsonExport, startReceiver } from '../helpers/otlp-receiver.js'
 import { startRedisServer } from '../helpers/redis-server.js'
 
 const ROOT = join(fileURLToPath(import.meta.url), '../../..')
@@ -128,7 +128,7 @@ t.test('every metric the dashboard and the alerts name is exported on /metrics a
   const receiver = await startReceiver(t)
   const proxy = await startProxy(t, sandbox, {
     cgroupRoot: limitedContainer(t),
-    env: { CACHE_ENABLED: 'true', REDIS_URL: redis.url, STATE_ENCRYPTION_KEY: randomBytes(32).toString('base64'), RATE_LIMIT: '1000/minute', CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, UPSTREAM_HEADERS_TIMEOUT_MS: '20000' }
+    env: { CACHE_ENABLED: 'true', REDIS_URL: redis.url, STATE_ENCRYPTION_KEY: randomBytes(32).toString('base64'), RATE_LIMIT: '1000/minute', CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0', ...jsonExport(receiver), UPSTREAM_HEADERS_TIMEOUT_MS: '20000' }
   })
   // A miss and a hit, an upstream retry, a problem answer.
   await call(proxy.url, '/readyz')

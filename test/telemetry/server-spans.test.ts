@@ -5,7 +5,7 @@
 // counted, and the broker's warning tied to the request that met the 401.
 import t from 'tap'
 import { call, eventually, startProxy, startSandbox } from '../helpers/app.js'
-import { attribute, startReceiver, tracedProxy, type OtlpSpan } from '../helpers/otlp-receiver.js'
+import { attribute, jsonExport, startReceiver, tracedProxy, type OtlpSpan } from '../helpers/otlp-receiver.js'
 
 const TRACE_ID = '0af7651916cd43dd8448eb211c80319d'
 const sampled = (traceId = TRACE_ID): string => `00-${traceId}-b7ad6b7169203331-01`
@@ -42,7 +42,7 @@ t.test('stale-if-error: one lookup span, and the server span says stale and why'
   let now = Date.parse('2026-11-27T10:00:00Z')
   const receiver = await startReceiver(t)
   const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { now: () => now, env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, CACHE_ENABLED: 'true', CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0' } })
+  const proxy = await startProxy(t, sandbox, { now: () => now, env: { ...jsonExport(receiver), CACHE_ENABLED: 'true', CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0' } })
   const report = '/cmu/v2/year/month/day/hour?start=2026-11-27T00:00'
   t.equal((await call(proxy.url, report)).headers['x-cache'], 'MISS')
   now += 3600_000 + 60_000
@@ -82,18 +82,22 @@ t.test('OTEL_TRACES_SAMPLER=always_off: nothing at all is exported', async (t) =
   t.equal(receiver.requests.length, 0)
 })
 
-t.test('OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf sends protobuf', async (t) => {
-  const { proxy, receiver } = await tracedProxy(t, { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf' })
-  await call(proxy.url, '/cmu/v2', { headers: { traceparent: sampled() } })
-  await proxy.close()
-  t.ok(receiver.requests.length > 0, 'exported')
-  for (const request of receiver.requests) {
-    t.equal(request.headers['content-type'], 'application/x-protobuf')
-    t.throws(() => JSON.parse(request.body), 'not JSON')
+t.test('protobuf by default and with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf; JSON with http/json', async (t) => {
+  for (const protocol of [undefined, 'http/protobuf', 'http/json']) {
+    const receiver = await startReceiver(t)
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, ...(protocol === undefined ? {} : { OTEL_EXPORTER_OTLP_PROTOCOL: protocol }) } })
+    await call(proxy.url, '/cmu/v2', { headers: { traceparent: sampled() } })
+    await proxy.close()
+    const json = protocol === 'http/json'
+    t.ok(receiver.requests.length > 0, `${protocol ?? 'default'}: exported`)
+    for (const request of receiver.requests) {
+      t.equal(request.headers['content-type'], json ? 'application/json' : 'application/x-protobuf', `${protocol ?? 'default'}: content-type`)
+    }
+    const bodies = receiver.bodies().join('')
+    t.ok(bodies.includes('GET /cmu'), 'the span names')
+    t.equal(bodies.includes(TRACE_ID), json, json ? 'ids in hex' : 'ids as bytes, not the hex of OTLP/JSON')
   }
-  const bodies = receiver.bodies().join('')
-  t.ok(bodies.includes('GET /cmu'), 'strings as they are')
-  t.notOk(bodies.includes(TRACE_ID), 'ids as bytes, not the hex of OTLP/JSON')
 })
 
 t.test('spans that find the queue full, or that the collector refuses, are counted', async (t) => {
@@ -104,14 +108,14 @@ t.test('spans that find the queue full, or that the collector refuses, are count
   // One span may wait; the collector holds its answer, so the first export stays in flight.
   const slow = await startReceiver(t, { hold: true })
   const sandbox = await startSandbox(t)
-  const full = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: slow.url, OTEL_BSP_MAX_QUEUE_SIZE: '1' } })
+  const full = await startProxy(t, sandbox, { env: { ...jsonExport(slow), OTEL_BSP_MAX_QUEUE_SIZE: '1' } })
   t.equal(await metric(full.url, 'queue_full'), 0)
   for (let i = 0; i < 5; i++) await call(full.url, '/cmu/v2', { headers: { traceparent: sampled() } })
   t.ok(await metric(full.url, 'queue_full') >= 3, 'at least the spans beyond one in flight and one waiting')
   slow.release()
 
   const refusing = await startReceiver(t, { status: 400 })
-  const refused = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: refusing.url, OTEL_BSP_MAX_QUEUE_SIZE: '1' } })
+  const refused = await startProxy(t, sandbox, { env: { ...jsonExport(refusing), OTEL_BSP_MAX_QUEUE_SIZE: '1' } })
   await call(refused.url, '/cmu/v2', { headers: { traceparent: sampled() } })
   t.ok(await eventually(async () => await metric(refused.url, 'export_failed') > 0), 'export_failed counts what the collector refused')
 })

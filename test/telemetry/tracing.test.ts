@@ -10,7 +10,7 @@ import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { COMMAND_TIMEOUT_MS, lockAttempts, member, waitingOnLock } from '../helpers/fleet.js'
 import { call, eventually, startProxy, startSandbox, whenInFlight } from '../helpers/app.js'
-import { attribute, startReceiver, tracedProxy, type OtlpSpan } from '../helpers/otlp-receiver.js'
+import { attribute, jsonExport, startReceiver, tracedProxy, type OtlpSpan } from '../helpers/otlp-receiver.js'
 import { startRedisServer } from '../helpers/redis-server.js'
 
 const TRACE_ID = '0af7651916cd43dd8448eb211c80319c'
@@ -115,7 +115,7 @@ t.test('with tracing off nothing is exported and lines carry no ids', async (t) 
   const receiver = await startReceiver(t)
   const sandbox = await startSandbox(t)
   // An endpoint, but the exporter switched off: the standard way to say "no".
-  const proxy = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_EXPORTER: 'none' } })
+  const proxy = await startProxy(t, sandbox, { env: { ...jsonExport(receiver), OTEL_TRACES_EXPORTER: 'none' } })
   await call(proxy.url, '/cmu/v2', { headers: { traceparent: TRACEPARENT } })
   await proxy.close()
   t.equal(receiver.bodies().length, 0, 'nothing exported')
@@ -141,7 +141,8 @@ t.test('cache spans: the lookup says hit or miss, coalescing says leader or wait
   t.same(ids.map((id) => attribute(of(id, 'cmu_proxy.cache.lookup')[0], 'cmu_proxy.cache.result')), ['miss', 'miss'])
   t.same(ids.map((id) => attribute(of(id, 'cmu_proxy.cache.coalesce')[0], 'cmu_proxy.coalesce.role')).sort(), ['leader', 'waiter'])
   t.equal(ids.reduce((n, id) => n + of(id, 'GET').length, 0), 1, "one upstream attempt, in the leader's trace")
-  t.equal(attribute(of(hitId, 'cmu_proxy.cache.lookup')[0], 'cmu_proxy.cache.result'), 'hit')
+  t.equal(attribute(of(hitId, 'GET /cmu/*')[0], 'cmu_proxy.cache.result'), 'hit', 'a hit from memory: the server span says so')
+  t.equal(of(hitId, 'cmu_proxy.cache.lookup').length, 0, 'without a lookup span of its own (microseconds of work)')
   t.equal(of(hitId, 'GET').length, 0, 'a hit never goes upstream')
 })
 
@@ -150,7 +151,7 @@ t.test('in a fleet, the lookup span covers the look in Redis, and waiting on the
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const statement = makeSoftwareStatement()
-  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, CACHE_ENABLED: 'true' }
+  const env = { ...jsonExport(receiver), CACHE_ENABLED: 'true' }
   const a = await member(t, sandbox, redis, { statement, env })
   const b = await member(t, sandbox, redis, { statement, env })
   t.ok(await eventually(async () => (await call(a.url, '/readyz')).status === 200 && (await call(b.url, '/readyz')).status === 200))
