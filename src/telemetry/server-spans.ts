@@ -32,12 +32,15 @@ export function traceRequests (app: FastifyInstance, tracer: Tracer): void {
   app.decorateRequest('serverSpan', null)
   // Callback-style: no promise per request on the hot path.
   app.addHook('onRequest', (request, _reply, done) => {
-    const route = request.routeOptions
-    if (route.config.otel === false) { done(); return }
     // W3C trace context from the caller, parsed only when it sent one.
     const parent = request.headers.traceparent === undefined ? ROOT_CONTEXT : propagation.extract(ROOT_CONTEXT, request.headers)
-    const span = tracer.startSpan(route.url === undefined ? request.method : `${request.method} ${route.url}`, { kind: SpanKind.SERVER }, parent)
+    // Named after the method until it is known to be recorded: an unsampled request reads nothing more (Fastify builds routeOptions on each read).
+    const span = tracer.startSpan(request.method, { kind: SpanKind.SERVER }, parent)
     if (!span.isRecording()) { done(); return }
+    const route = request.routeOptions
+    // Health checks and scrapes: a span that is never ended is never exported.
+    if (route.config.otel === false) { done(); return }
+    if (route.url !== undefined) span.updateName(`${request.method} ${route.url}`)
     describe(span, request, route.url)
     request.serverSpan = span
     const { traceId, spanId } = span.spanContext()
