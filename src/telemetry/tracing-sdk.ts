@@ -34,6 +34,11 @@ let globalsRegistered = false
 const SHUTDOWN_FLUSH_MS = 1_000
 /** The SDK's default batch; never above the queue, which the SDK would otherwise correct with a warning. */
 const EXPORT_BATCH_SIZE = 512
+/**
+ * Callers choose the path, query and User-Agent (up to Node's 16 KB of
+ * headers each): a queue of spans carrying them must not cost megabytes.
+ */
+const ATTRIBUTE_VALUE_MAX_LENGTH = 4_096
 
 /** Resolves when `work` settles or after `ms`, whichever comes first; never rejects (losing the last spans is acceptable). */
 async function withinDeadline (work: Promise<unknown>, ms: number): Promise<void> {
@@ -49,6 +54,7 @@ export function createTracing (settings: TracingSettings): Tracing {
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ ...settings.resourceAttributes, [ATTR_SERVICE_NAME]: settings.serviceName, [ATTR_SERVICE_VERSION]: VERSION }),
     sampler: sampler(settings.sampler),
+    spanLimits: { attributeValueLengthLimit: ATTRIBUTE_VALUE_MAX_LENGTH },
     // The processor without the OTEL_BSP_* fallbacks of sdk-trace-base's: config/ reads the environment.
     spanProcessors: [new BatchSpanProcessor({
       exporter,

@@ -133,3 +133,13 @@ t.test('the broker\'s warning about a token Adobe rejected carries the request\'
     await proxy.close()
   }
 })
+
+t.test('a caller\'s oversized User-Agent and query are cut to 4,096 characters in the span', async (t) => {
+  const { proxy, receiver } = await tracedProxy(t)
+  const long = 'x'.repeat(6_000)
+  await call(proxy.url, `/cmu/v2?q=${long}`, { headers: { traceparent: sampled(), 'user-agent': long } })
+  await proxy.close()
+  const server = ofTrace(receiver.spans()).find((s) => s.kind === 2)
+  t.equal(String(attribute(server, 'user_agent.original')).length, 4096)
+  t.equal(String(attribute(server, 'url.query')).length, 4096)
+})
