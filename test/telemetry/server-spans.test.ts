@@ -4,7 +4,8 @@
 // or logged for an unsampled request, protobuf when asked for, dropped spans
 // counted, and the broker's warning tied to the request that met the 401.
 import t from 'tap'
-import { call, eventually, startProxy, startSandbox } from '../helpers/app.js'
+import { heldAnswer } from '../../src/sandbox/faults.js'
+import { call, eventually, startProxy, startSandbox, whenInFlight } from '../helpers/app.js'
 import { attribute, jsonExport, startReceiver, tracedProxy, type OtlpSpan } from '../helpers/otlp-receiver.js'
 
 const TRACE_ID = '0af7651916cd43dd8448eb211c80319d'
@@ -142,4 +143,24 @@ t.test('a caller\'s oversized User-Agent and query are cut to 4,096 characters i
   const server = ofTrace(receiver.spans()).find((s) => s.kind === 2)
   t.equal(String(attribute(server, 'user_agent.original')).length, 4096)
   t.equal(String(attribute(server, 'url.query')).length, 4096)
+})
+
+t.test('a caller that leaves ends its server span as 499, caller_gone', async (t) => {
+  const { proxy, receiver, sandbox } = await tracedProxy(t)
+  t.ok(await eventually(async () => (await call(proxy.url, '/readyz')).status === 200))
+  const adobe = heldAnswer()
+  t.teardown(adobe.release)
+  sandbox.faults.failNext('cmu', 1, { until: adobe.until })
+  const leaving = new AbortController()
+  const answer = call(proxy.url, '/cmu/v2', { headers: { traceparent: sampled() }, signal: leaving.signal }).catch(() => undefined)
+  t.ok(await whenInFlight(proxy.url, 1), 'waiting for Adobe')
+  leaving.abort()
+  await answer
+  t.ok(await eventually(() => proxy.logs.some((l) => l.includes('CMU_PROXY_CALLER_GONE'))), 'the proxy saw it leave')
+  adobe.release()
+  await proxy.close()
+  const server = ofTrace(receiver.spans()).find((s) => s.kind === 2)
+  t.equal(Number(attribute(server, 'http.response.status_code')), 499)
+  t.equal(attribute(server, 'error.type'), 'caller_gone')
+  t.equal(ofTrace(receiver.spans()).filter((s) => s.kind === 2).length, 1, 'ended once')
 })
