@@ -31,13 +31,14 @@ export function npmNodeOptions (): string {
 /**
  * The proxy as a user runs it with `npm start`: the compiled entry point with
  * the node-options of .npmrc, and nothing else to remember; logs to a
- * discarded stdout. Resolves once /readyz is 200.
+ * discarded stdout. Resolves once /readyz is 200. `nodeArgs` go before the
+ * script (e.g. --cpu-prof, which NODE_OPTIONS may not carry).
  */
-export async function spawnProxy (env: Record<string, string>): Promise<{ child: ProcessGroup, base: string }> {
+export async function spawnProxy (env: Record<string, string>, nodeArgs: string[] = []): Promise<{ child: ProcessGroup, base: string }> {
   const port = await freePort()
   // Its own working directory (credentials file, config/), removed when it exits.
   const cwd = mkdtempSync(join(tmpdir(), 'cmu-proxy-bench-'))
-  const child = spawnGroup(process.execPath, [join(projectRoot(), 'dist/main.js')], {
+  const child = spawnGroup(process.execPath, [...nodeArgs, join(projectRoot(), 'dist/main.js')], {
     name: 'node dist/main.js',
     cwd,
     env: {

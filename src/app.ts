@@ -14,7 +14,7 @@ import { PROBLEM_HEADERS, ProxyError, badPath, describeCause, internalError, not
 import { adminRoutes } from './ops/admin.js'
 import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
-import { endAbandonedSpan, startTracing, traceIds } from './telemetry/tracing.js'
+import { startTracing } from './telemetry/tracing.js'
 import { ApiKeys, presentedKey } from './proxy/api-keys.js'
 import { hostCheck } from './proxy/allowed-hosts.js'
 import { frontDoorServer, refuseBodies } from './proxy/front-door.js'
@@ -38,6 +38,8 @@ export interface AppDependencies {
   random?: () => number
   /** Fleet mode: how often each instance looks at the shared state without a notice (tests shorten it). */
   fleetReconcileIntervalMs?: number
+  /** Where /proc and /sys are read for the container's memory limit metric (tests point it at a fixture). */
+  cgroupRoot?: string
 }
 
 declare module 'fastify' {
@@ -117,7 +119,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   const cache = cacheSettings.enabled
     ? new ResponseCache({ maxBytes: cacheSettings.maxBytes, maxEntryBytes: cacheSettings.maxEntryBytes, now })
     : undefined
-  const metrics = new ProxyMetrics({ broker, cache, pathPrefix: inbound.pathPrefix, now })
+  const metrics = new ProxyMetrics({ broker, cache, pathPrefix: inbound.pathPrefix, upstreamHeadersTimeoutMs: upstreamSettings.headersTimeoutMs, now, cgroupRoot: deps.cgroupRoot })
   const upstream = new Upstream({
     baseUrl: adobe.cmuUrl,
     connections: upstreamSettings.connections,
@@ -151,6 +153,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   metrics.watchLoad(upstream, cacheLayer)
   metrics.watchRetries(retry)
   if (fleet !== undefined) metrics.watchStore(fleet.store)
+  if (tracing !== undefined) metrics.watchTracing(tracing)
   const apiKeys = new ApiKeys(inbound.apiKeys)
   for (const { variable, url } of adobe.cleartextUrls) {
     deps.logger.warn({ variable, url }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
@@ -178,8 +181,8 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     await Promise.all([upstream.close(), authDispatcher.close(), fleet?.close()])
     await tracing?.shutdown()
   })
-  // The server span of every request, before any other hook or route.
-  if (tracing !== undefined) await app.register(tracing.plugin)
+  // The server span of every request, before any other hook or route (its recorded requests' log lines carry its ids).
+  tracing?.instrument(app)
 
   // One callback-style hook for what every request needs first: no promise, one hook call.
   app.addHook('onRequest', (request, reply, done) => {
@@ -188,14 +191,6 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     metrics.requestStarted()
     done()
   })
-  if (tracing !== undefined) {
-    // Every line the request logs (its request line included) carries its trace and span ids.
-    app.addHook('onRequest', (request, _reply, done) => {
-      const ids = traceIds(request)
-      if (ids !== undefined) request.log = request.log.child(ids)
-      done()
-    })
-  }
   // Fastify runs onResponse (and so the request line and metrics) only for a
   // response that finished; a caller that left gets its line and count here.
   app.addHook('onRequestAbort', (request, done) => {
@@ -204,8 +199,6 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     const durationMs = performance.now() - request.arrivedAt
     metrics.requestAbandoned(request.routeOptions.url, request.cacheResult, durationMs / 1000, CALLER_GONE.code)
     request.log.info(requestLine(request, CALLER_GONE.statusCode, durationMs), 'request')
-    // Fastify ends the server span in onResponse, which an abandoned request never reaches.
-    if (tracing !== undefined) endAbandonedSpan(request, CALLER_GONE.statusCode)
     done()
   })
   // After the hook above: a refused body still gets its X-Request-Id, log line and count.

@@ -106,10 +106,12 @@ export class TokenBroker implements TokenSource, TokenLevers {
     throw tokenUnavailable(CODES.tokenEndpointError, 'the token obtained was already past its usable life; a new one is being requested', refreshInMs / 1000)
   }
 
-  invalidate (token: string): void {
+  /** `log`: the request's logger, so that the warning carries its reqId (and trace_id when traced). */
+  invalidate (token: string, log?: Pick<Logger, 'warn'>): void {
     this.#rejectedToken = token
     if (this.#token?.value === token) {
-      this.#log.warn('access token rejected upstream; fetching a new one')
+      if (log === undefined) this.#log.warn('access token rejected upstream; fetching a new one')
+      else log.warn({ component: 'token-broker' }, 'access token rejected upstream; fetching a new one')
       this.#token = undefined
       this.#coordination.dropToken(token)
     }

@@ -133,9 +133,11 @@ export class CacheLayer {
     let entry = this.#levels.peek(key)
     let fleet = this.#levels.fleetUse(noCache)
     // In a fleet, ask the shared level when memory has nothing to answer with at once.
-    if (fleet === 'turns' && (entry === undefined || !mayServeWhileRevalidating(entry, now))) ({ entry, fleet } = await this.#levels.lookUp(key, entry))
+    const askFleet = fleet === 'turns' && (entry === undefined || !mayServeWhileRevalidating(entry, now))
+    if (askFleet) ({ entry, fleet } = await this.#levels.lookUp(key, entry))
     if (entry !== undefined && !noCache && isFresh(entry, now)) {
-      this.#looked('hit', started)
+      // A hit from memory is a span's worth of cost for microseconds of work: the server span says hit (cmu_proxy.cache.result).
+      this.#looked('hit', askFleet ? started : undefined)
       return { kind: 'cached', entry, result: 'HIT', age: ageSeconds(entry, now) }
     }
     // Adobe failed this key a moment ago: not asked again before it said we may. A copy that may stand in does; else the caller hears when to come back.
@@ -210,16 +212,17 @@ export class CacheLayer {
       }
       case 'told':
         // Told by the fleet, this request never left the proxy: Cache-Status says hit, not fwd.
-        if (standIn !== undefined) return this.#stale(standIn, work.refusal.reason, lookupStart(this.#options.tracer))
+        // (No second lookup span for a stand-in: the lookup already has one; the server span says stale.)
+        if (standIn !== undefined) return this.#stale(standIn, work.refusal.reason, undefined)
         throw new UpstreamFailingInFleet(work.refusal.reason, work.refusal.until - now)
       case 'unavailable':
-        if (standIn !== undefined) return this.#stale(standIn, work.reason, lookupStart(this.#options.tracer), forwardedAs(work.reason, noCache))
+        if (standIn !== undefined) return this.#stale(standIn, work.reason, undefined, forwardedAs(work.reason, noCache))
         throw work.error
     }
     const { answer, failed } = work
     if (failed !== undefined && standIn !== undefined) {
       if (answer.kind === 'streamed') answer.claim()?.destroy()
-      return this.#stale(standIn, failed, lookupStart(this.#options.tracer), forwardedAs(failed, noCache), answer.status)
+      return this.#stale(standIn, failed, undefined, forwardedAs(failed, noCache), answer.status)
     }
     const result = noCache ? 'BYPASS' : 'MISS'
     // An answer that varies on a header outside the key was for the leader only: a waiter asks for its own.

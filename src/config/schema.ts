@@ -137,12 +137,15 @@ export const configSchema = {
     OTEL_EXPORTER_OTLP_HEADERS: { type: 'string' },
     OTEL_EXPORTER_OTLP_TRACES_HEADERS: { type: 'string' },
     OTEL_EXPORTER_OTLP_PROTOCOL: { type: 'string', enum: ['http/json', 'http/protobuf'] },
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: { type: 'string', enum: ['http/json', 'http/protobuf'] },
     OTEL_TRACES_EXPORTER: { type: 'string', enum: ['otlp', 'none'] },
     OTEL_SDK_DISABLED: { type: 'boolean', default: false },
     OTEL_SERVICE_NAME: { type: 'string', minLength: 1, default: 'cmu-proxy' },
     OTEL_RESOURCE_ATTRIBUTES: { type: 'string' },
     OTEL_TRACES_SAMPLER: { type: 'string', enum: ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] },
     OTEL_TRACES_SAMPLER_ARG: { type: 'string', pattern: '^(0(\\.[0-9]+)?|1(\\.0+)?)$' },
+    // Ended spans waiting for export; beyond this they are dropped (and counted). The SDK's default.
+    OTEL_BSP_MAX_QUEUE_SIZE: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 2048 },
     // Send traceparent on to Adobe (a third party: off unless asked for).
     TRACE_PROPAGATE_TO_ADOBE: { type: 'boolean', default: false }
   },

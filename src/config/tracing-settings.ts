@@ -23,6 +23,10 @@ export interface TracingSettings {
   readonly sampler: { readonly name: SamplerName, readonly ratio: number }
   /** TRACE_PROPAGATE_TO_ADOBE: send traceparent on to Adobe (a third party). */
   readonly propagateToAdobe: boolean
+  /** OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL: what goes over OTLP/HTTP (by default protobuf, which every OTLP receiver must accept; JSON is optional). */
+  readonly protocol: 'http/json' | 'http/protobuf'
+  /** OTEL_BSP_MAX_QUEUE_SIZE: spans queued for export; beyond it they are dropped and counted. */
+  readonly maxQueueSize: number
 }
 
 const LISTS = ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'OTEL_RESOURCE_ATTRIBUTES'] as const
@@ -46,7 +50,9 @@ export function tracingSettings (config: Config, problems: ProblemList): Tracing
     headers: config.OTEL_EXPORTER_OTLP_TRACES_HEADERS === undefined ? lists.OTEL_EXPORTER_OTLP_HEADERS : lists.OTEL_EXPORTER_OTLP_TRACES_HEADERS,
     // The schema's pattern admits only numbers from 0 to 1.
     sampler: { name: config.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on', ratio: config.OTEL_TRACES_SAMPLER_ARG === undefined ? 1 : Number(config.OTEL_TRACES_SAMPLER_ARG) },
-    propagateToAdobe: config.TRACE_PROPAGATE_TO_ADOBE
+    propagateToAdobe: config.TRACE_PROPAGATE_TO_ADOBE,
+    protocol: config.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? config.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf',
+    maxQueueSize: config.OTEL_BSP_MAX_QUEUE_SIZE
   }
 }
 

@@ -8,13 +8,18 @@ import type { TokenStatusSource } from '../adobe/token-status.js'
 import type { ResponseCache } from '../cache/response-cache.js'
 import type { StateStore } from '../store/state-store.js'
 import { FastCounter, FastHistogram } from './hot-metrics.js'
+import { readMemoryLimit } from './memory-limit.js'
 
 export interface MetricsSources {
   broker: TokenStatusSource
   cache: ResponseCache | undefined
   /** PROXY_PATH_PREFIX, to label forwarded requests as route="cmu" */
   pathPrefix: string
+  /** UPSTREAM_HEADERS_TIMEOUT_MS, exported so that an alert can compare Adobe's latency with it. */
+  upstreamHeadersTimeoutMs: number
   now: () => number
+  /** Where /proc and /sys are read for the container's memory limit (tests point it at a fixture). */
+  cgroupRoot?: string | undefined
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
@@ -33,7 +38,7 @@ export class ProxyMetrics {
   readonly #routeLabels = new Map<string, string>()
   readonly #prefix: string
 
-  constructor ({ broker, cache, pathPrefix, now }: MetricsSources) {
+  constructor ({ broker, cache, pathPrefix, upstreamHeadersTimeoutMs, now, cgroupRoot }: MetricsSources) {
     const registers = [this.registry]
     this.#prefix = pathPrefix
     collectDefaultMetrics({ register: this.registry })
@@ -66,11 +71,29 @@ export class ProxyMetrics {
     })
     // The V8 heap ceiling, so that an alert can compare nodejs_heap_size_used_bytes with it.
     new Gauge({ name: 'cmu_proxy_heap_limit_bytes', help: 'The V8 heap size limit of this process', registers, collect () { this.set(getHeapStatistics().heap_size_limit) } })
+    // The container's limit, for process_resident_memory_bytes (cached bodies are Buffers outside the heap); no series without one.
+    new Gauge({
+      name: 'cmu_proxy_memory_limit_bytes', help: 'The memory limit of the container (cgroup v2 memory.max or v1 memory.limit_in_bytes); absent when there is none', labelNames: ['source'], registers,
+      async collect () {
+        const limit = await readMemoryLimit(cgroupRoot)
+        this.reset()
+        if (limit !== undefined) this.set({ source: limit.source }, limit.bytes)
+      }
+    })
+    new Gauge({ name: 'cmu_proxy_upstream_headers_timeout_seconds', help: 'UPSTREAM_HEADERS_TIMEOUT_MS: how long Adobe may take to send response headers', registers }).set(upstreamHeadersTimeoutMs / 1000)
     new Gauge({
       name: 'cmu_proxy_token_expires_in_seconds', help: 'Seconds until the current access token expires (0 without one)', registers,
       collect () {
         const expiresAt = broker.status().token?.expiresAt
         this.set(expiresAt === undefined ? 0 : Math.max(0, (expiresAt - now()) / 1000))
+      }
+    })
+    // Expiry is alerted on relative to it: a 5-minute token and a 6-hour one are refreshed at the same fraction of their life.
+    new Gauge({
+      name: 'cmu_proxy_token_lifetime_seconds', help: 'The lifetime Adobe gave the current access token (expires_in; 0 without one)', registers,
+      collect () {
+        const token = broker.status().token
+        this.set(token === undefined ? 0 : (token.expiresAt - token.obtainedAt) / 1000)
       }
     })
     if (cache !== undefined) this.#cacheMetrics(cache)
@@ -125,6 +148,17 @@ export class ProxyMetrics {
     counter('cmu_proxy_redis_timeouts_total', 'Redis operations that got no answer within REDIS_COMMAND_TIMEOUT_MS', (stats) => stats.timeouts)
     counter('cmu_proxy_redis_reconnects_total', 'Connections to Redis re-established after a loss', (stats) => stats.reconnects)
     counter('cmu_proxy_state_unseal_failures_total', 'Values in Redis that did not open with STATE_ENCRYPTION_KEY', (stats) => stats.unsealFailures ?? 0)
+  }
+
+  /** Tracing on: spans that never reached the collector, read at scrape time. */
+  watchTracing (tracing: { readonly spansDropped: Readonly<Record<string, number>> }): void {
+    new Counter({
+      name: 'cmu_proxy_trace_spans_dropped_total', help: 'Spans not exported, by reason: queue_full (OTEL_BSP_MAX_QUEUE_SIZE spans were waiting) or export_failed (the collector refused or did not answer)', labelNames: ['reason'], registers: [this.registry],
+      collect () {
+        this.reset()
+        for (const [reason, count] of Object.entries(tracing.spansDropped)) this.inc({ reason }, count)
+      }
+    })
   }
 
   /** For the state store: one observation per operation. */

@@ -107,6 +107,6 @@ export class CmuForwarder {
     await withTokenRetry(broker, async (authorization) => {
       headers.authorization = authorization
       return await upstream.streamTo(res, request, options)
-    }, this.#options.tracer)
+    }, this.#options.tracer, call.log)
   }
 }

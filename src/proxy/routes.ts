@@ -23,7 +23,7 @@ export async function cmuRoutes (app: FastifyInstance, { pathPrefix: prefix, for
   async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const { headers } = request
     // The negotiation is read once: the cache keys on what is forwarded.
-    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix), headers, id: request.id, ip: request.ip, head: request.method === 'HEAD', gzipAccepted: acceptsGzip(headers['accept-encoding']), accept: normalisedList(headers.accept), acceptLanguage: normalisedList(headers['accept-language']) }
+    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix), headers, id: request.id, ip: request.ip, head: request.method === 'HEAD', gzipAccepted: acceptsGzip(headers['accept-encoding']), accept: normalisedList(headers.accept), acceptLanguage: normalisedList(headers['accept-language']), log: request.log }
     await forwarder.forward(call, new FastifyResponder(forwarder, call, request, reply))
     return reply
   }

@@ -1,24 +1,30 @@
 // The OpenTelemetry SDK side of tracing.ts, imported only when tracing is
-// on: the tracer provider and its OTLP/HTTP exporter, configured from the
-// tracing settings, and @fastify/otel for the server span.
-import { FastifyOtelInstrumentation } from '@fastify/otel'
-import type { Span, Tracer } from '@opentelemetry/api'
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
+// on: the tracer provider and its OTLP/HTTP exporter (JSON or protobuf, as
+// OTEL_EXPORTER_OTLP_PROTOCOL says), configured from the tracing settings,
+// and the server span of each request (server-spans.ts).
+import type { Tracer } from '@opentelemetry/api'
+import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http'
+import { OTLPTraceExporter as ProtobufExporter } from '@opentelemetry/exporter-trace-otlp-proto'
 import { resourceFromAttributes } from '@opentelemetry/resources'
-import { AlwaysOffSampler, AlwaysOnSampler, BatchSpanProcessor, NodeTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace-node'
-import { ATTR_CLIENT_ADDRESS, ATTR_HTTP_ROUTE, ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION, ATTR_URL_PATH, ATTR_URL_QUERY, ATTR_URL_SCHEME, ATTR_USER_AGENT_ORIGINAL } from '@opentelemetry/semantic-conventions'
-import type { FastifyPluginCallback, FastifyRequest } from 'fastify'
+import { BatchSpanProcessor } from '@opentelemetry/sdk-trace'
+import { AlwaysOffSampler, AlwaysOnSampler, NodeTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace-node'
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions'
+import type { FastifyInstance } from 'fastify'
 import type { TracingSettings } from '../config/settings.js'
-import { loggableUrl } from '../kernel/logger.js'
+import { ChildOnlyTracer } from './child-only-tracer.js'
+import { traceRequests } from './server-spans.js'
+import { SpanDrops, type DropReason } from './span-drops.js'
 import { UpstreamSpans, type AttemptSpans } from './upstream-spans.js'
 import { VERSION } from '../kernel/version.js'
 
 export interface Tracing {
   tracer: Tracer
-  /** Register before any route: creates the server span of every request. */
-  plugin: FastifyPluginCallback
+  /** Call before any other onRequest hook: the server span of every request. */
+  instrument: (app: FastifyInstance) => void
   /** One client span per attempt at Adobe (with traceparent only when TRACE_PROPAGATE_TO_ADOBE is on). */
   upstreamSpans: (origin: string) => AttemptSpans
+  /** Spans that never reached the collector, by reason (read by the metrics at scrape time). */
+  readonly spansDropped: Readonly<Record<DropReason, number>>
   /** Flushes what is queued and stops exporting. */
   shutdown: () => Promise<void>
 }
@@ -26,6 +32,13 @@ export interface Tracing {
 let globalsRegistered = false
 /** The longest shutdown waits for queued spans to reach the collector. */
 const SHUTDOWN_FLUSH_MS = 1_000
+/** The SDK's default batch; never above the queue, which the SDK would otherwise correct with a warning. */
+const EXPORT_BATCH_SIZE = 512
+/**
+ * Callers choose the path, query and User-Agent (up to Node's 16 KB of
+ * headers each): a queue of spans carrying them must not cost megabytes.
+ */
+const ATTRIBUTE_VALUE_MAX_LENGTH = 4_096
 
 /** Resolves when `work` settles or after `ms`, whichever comes first; never rejects (losing the last spans is acceptable). */
 async function withinDeadline (work: Promise<unknown>, ms: number): Promise<void> {
@@ -35,46 +48,37 @@ async function withinDeadline (work: Promise<unknown>, ms: number): Promise<void
 }
 
 export function createTracing (settings: TracingSettings): Tracing {
+  const drops = new SpanDrops()
+  const exporterOptions = { url: settings.tracesUrl, headers: { ...settings.headers } }
+  const exporter = settings.protocol === 'http/protobuf' ? new ProtobufExporter(exporterOptions) : new JsonExporter(exporterOptions)
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ ...settings.resourceAttributes, [ATTR_SERVICE_NAME]: settings.serviceName, [ATTR_SERVICE_VERSION]: VERSION }),
     sampler: sampler(settings.sampler),
-    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: settings.tracesUrl, headers: { ...settings.headers } }))]
+    spanLimits: { attributeValueLengthLimit: ATTRIBUTE_VALUE_MAX_LENGTH },
+    // The processor without the OTEL_BSP_* fallbacks of sdk-trace-base's: config/ reads the environment.
+    spanProcessors: [new BatchSpanProcessor({
+      exporter,
+      maxQueueSize: settings.maxQueueSize,
+      maxExportBatchSize: Math.min(EXPORT_BATCH_SIZE, settings.maxQueueSize),
+      selfObsMeterProvider: drops
+    })]
   })
   // The context manager (AsyncLocalStorage) and the W3C propagator are process-wide; the provider stays ours.
   if (!globalsRegistered) {
     provider.register()
     globalsRegistered = true
   }
-  const tracer = provider.getTracer('cmu-proxy', VERSION)
-  const instrumentation = new FastifyOtelInstrumentation({
-    // One server span per request, and the proxy's own spans under it: a span per Fastify hook
-    // and one for the handler would only repeat the server span's timing.
-    instrumentHooks: false,
-    instrumentHandler: false,
-    // Semantic conventions for the server span: "GET /cmu/*", the path without its query, the query with any access_token masked.
-    requestHook: (span: Span, request: FastifyRequest) => { describeServerSpan(span, request) }
-  })
-  instrumentation.setTracerProvider(provider)
+  // The server span may begin a trace (or continue the caller's); every other span is a child (child-only-tracer.ts).
+  const sdkTracer = provider.getTracer('cmu-proxy', VERSION)
+  const tracer = new ChildOnlyTracer(sdkTracer)
   return {
     tracer,
-    plugin: instrumentation.plugin(),
+    instrument: (app) => { traceRequests(app, sdkTracer) },
     upstreamSpans: (origin) => new UpstreamSpans(tracer, settings.propagateToAdobe, origin),
+    spansDropped: drops.counts,
     // Bounded: a collector that is down or silent must not eat the shutdown grace period.
     shutdown: async () => { await withinDeadline(provider.shutdown(), SHUTDOWN_FLUSH_MS) }
   }
-}
-
-function describeServerSpan (span: Span, request: FastifyRequest): void {
-  const url = loggableUrl(request.raw.url ?? '')
-  const queryStart = url.indexOf('?')
-  span.updateName(`${request.method} ${request.routeOptions.url ?? ''}`.trim())
-  span.setAttribute(ATTR_URL_SCHEME, 'http')
-  span.setAttribute(ATTR_URL_PATH, queryStart === -1 ? url : url.slice(0, queryStart))
-  if (queryStart !== -1) span.setAttribute(ATTR_URL_QUERY, url.slice(queryStart + 1))
-  if (request.routeOptions.url !== undefined) span.setAttribute(ATTR_HTTP_ROUTE, request.routeOptions.url)
-  span.setAttribute(ATTR_CLIENT_ADDRESS, request.ip)
-  const agent = request.headers['user-agent']
-  if (agent !== undefined) span.setAttribute(ATTR_USER_AGENT_ORIGINAL, agent)
 }
 
 /** OTEL_TRACES_SAMPLER (+ _ARG) as the OTel SDK reads them. */

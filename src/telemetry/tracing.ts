@@ -1,13 +1,12 @@
 // OpenTelemetry traces, on when the standard OTEL_* variables say so (read by
-// config/tracing-settings.ts like every other setting): the server
-// span from @fastify/otel, the proxy's own spans (token wait, cache,
-// coalescing, each upstream attempt, background refreshes) and OTLP/HTTP
-// export. This module is the light side the request path imports; the SDK,
-// the exporter and the instrumentation (tracing-sdk.ts) are loaded only when
-// tracing is on, so with it off they cost neither memory nor a single call:
-// the request path only ever tests `tracer === undefined`.
+// config/tracing-settings.ts like every other setting): the server span
+// (server-spans.ts), the proxy's own spans (token wait, cache, coalescing,
+// each upstream attempt, background refreshes) and OTLP/HTTP export. This
+// module is the light side the request path imports; the SDK, the exporter
+// and the server span (tracing-sdk.ts) are loaded only when tracing is on, so
+// with it off they cost neither memory nor a single call: the request path
+// only ever tests `tracer === undefined`.
 import type { Span, Tracer } from '@opentelemetry/api'
-import type { FastifyRequest } from 'fastify'
 import type { TracingSettings } from '../config/settings.js'
 import type { Tracing } from './tracing-sdk.js'
 
@@ -18,23 +17,6 @@ export async function startTracing (settings: TracingSettings | undefined): Prom
   if (settings === undefined) return undefined
   const { createTracing } = await import('./tracing-sdk.js')
   return createTracing(settings)
-}
-
-/** The trace and span ids of the request's server span, for its log line. */
-export function traceIds (request: FastifyRequest): { trace_id: string, span_id: string } | undefined {
-  const span = request.opentelemetry().span
-  if (span === undefined || span === null) return undefined
-  const { traceId, spanId } = span.spanContext()
-  return { trace_id: traceId, span_id: spanId }
-}
-
-/** The server span of a request whose caller left: Fastify's onResponse, where it would end, never runs. */
-export function endAbandonedSpan (request: FastifyRequest, statusCode: number): void {
-  const span = request.opentelemetry().span
-  if (span === undefined || span === null || !span.isRecording()) return
-  span.setAttribute('http.response.status_code', statusCode)
-  span.setAttribute('error.type', 'caller_gone')
-  span.end()
 }
 
 /**

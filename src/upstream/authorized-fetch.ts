@@ -3,6 +3,7 @@
 // in the broker) and try exactly once more; a second 401 is Adobe refusing a
 // fresh token (502).
 import type { Tracer } from '@opentelemetry/api'
+import type { Logger } from 'pino'
 import { upstreamRejectedToken } from '../kernel/errors.js'
 import { inSpan } from '../telemetry/tracing.js'
 import { UNAUTHORIZED } from './stream-handler.js'
@@ -13,15 +14,18 @@ export interface TokenSource {
   currentToken: () => string | undefined
   /** A valid token, waiting for one when none is held. */
   getToken: () => Promise<string>
-  /** Adobe refused this token: drop it if it is still the one held. */
-  invalidate: (token: string) => void
+  /** Adobe refused this token: drop it if it is still the one held (and say so on `log`, the request's, when given). */
+  invalidate: (token: string, log?: RequestWarnings) => void
 }
 
-export async function withTokenRetry<T> (broker: TokenSource, attempt: (authorization: string) => Promise<T | typeof UNAUTHORIZED>, tracer?: Tracer): Promise<T> {
+/** The request's logger (its lines carry reqId, and trace_id when traced): where a warning about it goes. */
+export type RequestWarnings = Pick<Logger, 'warn'>
+
+export async function withTokenRetry<T> (broker: TokenSource, attempt: (authorization: string) => Promise<T | typeof UNAUTHORIZED>, tracer?: Tracer, log?: RequestWarnings): Promise<T> {
   const token = broker.currentToken() ?? await tokenFor(broker, tracer)
   const first = await attempt(`Bearer ${token}`)
   if (first !== UNAUTHORIZED) return first
-  broker.invalidate(token)
+  broker.invalidate(token, log)
   const second = await attempt(`Bearer ${await tokenFor(broker, tracer)}`)
   if (second !== UNAUTHORIZED) return second
   throw upstreamRejectedToken()

@@ -5,7 +5,7 @@
 import type { Readable } from 'node:stream'
 import type { Tracer } from '@opentelemetry/api'
 import { upstreamBadEncoding } from '../kernel/errors.js'
-import { withTokenRetry, type TokenSource } from './authorized-fetch.js'
+import { withTokenRetry, type RequestWarnings, type TokenSource } from './authorized-fetch.js'
 import { encodingAcceptable, upstreamRequestHeaders, type CallerRequest, type Validators } from './header-policy.js'
 import type { UpstreamTarget } from './target.js'
 import { UNAUTHORIZED } from './stream-handler.js'
@@ -14,6 +14,8 @@ import type { Upstream } from './upstream.js'
 
 export interface OriginRequest extends CallerRequest {
   target: UpstreamTarget
+  /** The caller's request logger, for warnings about this exchange (a rejected token). */
+  log?: RequestWarnings | undefined
 }
 
 /** Adobe's answer: status and headers as received, the body still to be read. */
@@ -69,7 +71,7 @@ export class AuthorizedOrigin implements Origin {
       if (response.statusCode !== 401) return response
       await response.body.dump()
       return UNAUTHORIZED
-    }, tracer)
+    }, tracer, request.log)
     if (!encodingAcceptable(response.headers['content-encoding'], request.gzipAccepted)) {
       response.body.on('error', () => {}).destroy()
       throw upstreamBadEncoding()

@@ -17,7 +17,7 @@
 // connection actually fails, and it always goes out on a fresh connection.
 import type { Dispatcher } from 'undici'
 import { ProxyError, upstreamBadResponse } from '../kernel/errors.js'
-import type { AttemptSpans } from '../telemetry/upstream-spans.js'
+import type { Attempt, AttemptSpans } from '../telemetry/upstream-spans.js'
 import { Admission } from './admission.js'
 import { createDispatcher } from './dispatchers.js'
 import { RetryPolicy } from './retry-policy.js'
@@ -173,7 +173,9 @@ export class Upstream {
 
   /** One exchange into `res`; rejects with the raw transport error when it failed before Adobe's headers. */
   #streamAttempt (dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean): Promise<void | typeof UNAUTHORIZED> {
-    if (this.#spans !== undefined) return this.#tracedStreamAttempt(this.#spans, dispatcher, dispatch, res, options, started, retried)
+    // An attempt nobody records (tracing off, or not sampled) takes the plain path.
+    const attempt = this.#spans?.start(dispatch.path, dispatch.headers as Record<string, string>, retried)
+    if (attempt !== undefined) return this.#tracedStreamAttempt(attempt, dispatcher, dispatch, res, options, started, retried)
     // Not async: the hot path keeps a single promise per exchange.
     return new Promise((resolve, reject) => {
       dispatcher.dispatch(dispatch, new ResponseStreamHandler(res, options, this.#onResponse, this.#admission, started, retried, resolve, reject))
@@ -181,8 +183,7 @@ export class Upstream {
   }
 
   /** #streamAttempt inside a client span, ended when the exchange is (tracing on only). */
-  async #tracedStreamAttempt (spans: AttemptSpans, dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean): Promise<void | typeof UNAUTHORIZED> {
-    const attempt = spans.start(dispatch.path, dispatch.headers as Record<string, string>, retried)
+  async #tracedStreamAttempt (attempt: Attempt, dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean): Promise<void | typeof UNAUTHORIZED> {
     let status: number | undefined
     const observe = (seconds: number, code: number): void => {
       status = code

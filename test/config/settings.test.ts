@@ -166,7 +166,9 @@ t.test('tracing: off unless an endpoint or OTEL_TRACES_EXPORTER=otlp says so; th
     tracesUrl: 'http://localhost:4318/v1/traces',
     headers: {},
     sampler: { name: 'parentbased_always_on', ratio: 1 },
-    propagateToAdobe: false
+    propagateToAdobe: false,
+    protocol: 'http/protobuf',
+    maxQueueSize: 2048
   }, 'the SDK defaults')
   t.same(loadSettings({
     env: {
@@ -178,7 +180,10 @@ t.test('tracing: off unless an endpoint or OTEL_TRACES_EXPORTER=otlp says so; th
       OTEL_SERVICE_NAME: 'cmu-proxy-eu',
       OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
       OTEL_TRACES_SAMPLER_ARG: '0.25',
-      TRACE_PROPAGATE_TO_ADOBE: 'true'
+      TRACE_PROPAGATE_TO_ADOBE: 'true',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+      OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+      OTEL_BSP_MAX_QUEUE_SIZE: '10000'
     }
   }).tracing, {
     serviceName: 'cmu-proxy-eu',
@@ -186,7 +191,9 @@ t.test('tracing: off unless an endpoint or OTEL_TRACES_EXPORTER=otlp says so; th
     tracesUrl: 'https://collector.example/otlp/v1/traces',
     headers: { authorization: 'Bearer abc', 'x-tenant': 'a,b' },
     sampler: { name: 'parentbased_traceidratio', ratio: 0.25 },
-    propagateToAdobe: true
-  }, 'the traces headers win over the general ones; values percent-decoded')
+    propagateToAdobe: true,
+    protocol: 'http/json',
+    maxQueueSize: 10000
+  }, 'the traces headers (and protocol) win over the general ones; values percent-decoded')
   t.equal(loadSettings({ env: { ...base, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://a:4318', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://b:4318/traces' } }).tracing?.tracesUrl, 'http://b:4318/traces', 'the traces endpoint as given')
 })

@@ -39,6 +39,8 @@ export interface ProxyOptions {
   credentialsFile?: string
   statement?: string
   now?: () => number
+  /** Where the memory-limit metric reads /proc and /sys (a fixture tree). */
+  cgroupRoot?: string
 }
 
 export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptions = {}): Promise<RunningProxy> {
@@ -61,7 +63,7 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
     cwd: temporaryDirectory(t)
   })
   const { logger, lines: logs } = capturedLogger(settings.server.logLevel)
-  const app = await buildApp(settings, { logger, ...(options.now === undefined ? {} : { now: options.now }) })
+  const app = await buildApp(settings, { logger, ...(options.now === undefined ? {} : { now: options.now }), ...(options.cgroupRoot === undefined ? {} : { cgroupRoot: options.cgroupRoot }) })
   // A backlog for the herd tests' 1,000 simultaneous connections: with Node's 511, a stalled event loop on a loaded machine overflows it and some get reset.
   await app.listen({ host: settings.server.host, port: settings.server.port, backlog: 2048 })
   const address = app.server.address()

@@ -9,34 +9,17 @@ import t, { type Test } from 'tap'
 import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { COMMAND_TIMEOUT_MS, lockAttempts, member, waitingOnLock } from '../helpers/fleet.js'
-import { call, eventually, json, startProxy, startSandbox, startScriptedServer, whenInFlight, type RunningProxy } from '../helpers/app.js'
+import { call, eventually, startProxy, startSandbox, whenInFlight } from '../helpers/app.js'
+import { attribute, jsonExport, startReceiver, tracedProxy, type OtlpSpan } from '../helpers/otlp-receiver.js'
 import { startRedisServer } from '../helpers/redis-server.js'
-
-interface OtlpSpan { traceId: string, spanId: string, parentSpanId?: string, name: string, kind: number, startTimeUnixNano: string, endTimeUnixNano: string, attributes: Array<{ key: string, value: Record<string, unknown> }> }
-
-/** An OTLP/HTTP (JSON) traces receiver; `spans()` flattens what arrived. */
-async function startReceiver (t: Test): Promise<{ url: string, bodies: () => string[], spans: () => OtlpSpan[] }> {
-  const server = await startScriptedServer(t, (_req, res) => { json(res, 200, {}) })
-  const spans = (): OtlpSpan[] => server.requests.flatMap((r) => {
-    const payload = JSON.parse(r.body) as { resourceSpans: Array<{ scopeSpans: Array<{ spans: OtlpSpan[] }> }> }
-    return payload.resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans))
-  })
-  return { url: server.url, bodies: () => server.requests.map((r) => r.body), spans }
-}
-
-function attribute (span: OtlpSpan | undefined, key: string): unknown {
-  const value = span?.attributes.find((a) => a.key === key)?.value
-  return value === undefined ? undefined : Object.values(value)[0]
-}
 
 const TRACE_ID = '0af7651916cd43dd8448eb211c80319c'
 const TRACEPARENT = `00-${TRACE_ID}-b7ad6b7169203331-01`
 
-async function tracedProxy (t: Test, env: Record<string, string> = {}): Promise<{ proxy: RunningProxy, receiver: Awaited<ReturnType<typeof startReceiver>>, sandbox: Awaited<ReturnType<typeof startSandbox>> }> {
-  const receiver = await startReceiver(t)
-  const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SERVICE_NAME: 'cmu-proxy-test', ...env } })
-  return { proxy, receiver, sandbox }
+/** Semantic conventions: recorded on resends only, from 1. */
+function resendCount (span: OtlpSpan): number | undefined {
+  const value = attribute(span, 'http.request.resend_count')
+  return value === undefined ? undefined : Number(value)
 }
 
 t.test('the caller\'s trace is continued: server span, token wait, upstream attempts with the retry marked', async (t) => {
@@ -59,6 +42,7 @@ t.test('the caller\'s trace is continued: server span, token wait, upstream atte
   t.equal(Number(attribute(server, 'http.response.status_code')), 200)
   const attempts = spans.filter((s) => s.name === 'GET' && s.kind === 3)
   t.same(attempts.map((s) => Number(attribute(s, 'http.response.status_code'))).sort(), [200, 401], 'two attempts: the 401 and the retry with a fresh token')
+  t.same(attempts.map((s) => [Number(attribute(s, 'http.response.status_code')), resendCount(s)]).sort(), [[200, 1], [401, undefined]], 'the retry with a fresh token is a resend')
   t.equal(spans.filter((s) => s.name === 'cmu_proxy.token.wait').length, 1, 'the caller waited for the new token once')
   t.ok(spans.every((s) => s === server || s.parentSpanId !== undefined), 'every span hangs off the trace')
 })
@@ -70,7 +54,8 @@ t.test('a dropped connection: the retry is its own attempt, marked with http.req
   t.equal((await call(proxy.url, '/cmu/v2', { headers: { traceparent: TRACEPARENT } })).status, 200)
   await proxy.close()
   const attempts = receiver.spans().filter((s) => s.traceId === TRACE_ID && s.name === 'GET')
-  t.same(attempts.map((s) => Number(attribute(s, 'http.request.resend_count'))).sort(), [0, 1])
+  // Semantic conventions: the first send carries no resend_count.
+  t.same(attempts.map((s) => resendCount(s)).sort(), [1, undefined])
   t.ok(attempts.some((s) => attribute(s, 'error.type') !== undefined), 'the dropped one says why')
 })
 
@@ -130,7 +115,7 @@ t.test('with tracing off nothing is exported and lines carry no ids', async (t) 
   const receiver = await startReceiver(t)
   const sandbox = await startSandbox(t)
   // An endpoint, but the exporter switched off: the standard way to say "no".
-  const proxy = await startProxy(t, sandbox, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_EXPORTER: 'none' } })
+  const proxy = await startProxy(t, sandbox, { env: { ...jsonExport(receiver), OTEL_TRACES_EXPORTER: 'none' } })
   await call(proxy.url, '/cmu/v2', { headers: { traceparent: TRACEPARENT } })
   await proxy.close()
   t.equal(receiver.bodies().length, 0, 'nothing exported')
@@ -156,7 +141,8 @@ t.test('cache spans: the lookup says hit or miss, coalescing says leader or wait
   t.same(ids.map((id) => attribute(of(id, 'cmu_proxy.cache.lookup')[0], 'cmu_proxy.cache.result')), ['miss', 'miss'])
   t.same(ids.map((id) => attribute(of(id, 'cmu_proxy.cache.coalesce')[0], 'cmu_proxy.coalesce.role')).sort(), ['leader', 'waiter'])
   t.equal(ids.reduce((n, id) => n + of(id, 'GET').length, 0), 1, "one upstream attempt, in the leader's trace")
-  t.equal(attribute(of(hitId, 'cmu_proxy.cache.lookup')[0], 'cmu_proxy.cache.result'), 'hit')
+  t.equal(attribute(of(hitId, 'GET /cmu/*')[0], 'cmu_proxy.cache.result'), 'hit', 'a hit from memory: the server span says so')
+  t.equal(of(hitId, 'cmu_proxy.cache.lookup').length, 0, 'without a lookup span of its own (microseconds of work)')
   t.equal(of(hitId, 'GET').length, 0, 'a hit never goes upstream')
 })
 
@@ -165,7 +151,7 @@ t.test('in a fleet, the lookup span covers the look in Redis, and waiting on the
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const statement = makeSoftwareStatement()
-  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, CACHE_ENABLED: 'true' }
+  const env = { ...jsonExport(receiver), CACHE_ENABLED: 'true' }
   const a = await member(t, sandbox, redis, { statement, env })
   const b = await member(t, sandbox, redis, { statement, env })
   t.ok(await eventually(async () => (await call(a.url, '/readyz')).status === 200 && (await call(b.url, '/readyz')).status === 200))
