@@ -16,7 +16,7 @@ import { UpstreamFailingInFleet, UpstreamUnavailable, type ProxyError, type Unav
 import type { Origin, OriginRequest } from '../upstream/origin.js'
 import { inSpan } from '../telemetry/tracing.js'
 import { ByteBudget, readAnswer, type Answer, type BufferedAnswer, type HeaderFilter } from './buffered-fetch.js'
-import { CacheLevels, type FleetUse } from './cache-levels.js'
+import { CacheLevels, type FleetUse, type PurgeResult } from './cache-levels.js'
 import { cacheKey, callerSaysNoCache, isConditional, refusedStorage, staleOnArrival, type UncacheableReason } from './cache-policy.js'
 import { Coalescer } from './coalescer.js'
 import { ageSeconds, correctedInitialAgeSeconds, entryTimes, freshnessLeftSeconds, isFresh, mayServeOnError, mayServeWhileRevalidating, revalidateWindowSeconds, scheduleSeconds, type EntryTimes, type ExchangeTimes } from './freshness.js'
@@ -116,6 +116,11 @@ export class CacheLayer {
 
   /** Bytes held now by answers read into memory and not yet sent or stored (metrics). */
   get bufferingBytes (): number { return this.#buffering.used }
+
+  /** An operator's purge: every entry, or every variant of one upstream path, here and in the fleet (cache-levels.ts). */
+  async purge (path: string | undefined): Promise<PurgeResult> {
+    return await this.#levels.purge(path)
+  }
 
   /** Cancels background refreshes (shutdown). */
   close (): void {

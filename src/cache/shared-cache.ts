@@ -26,6 +26,13 @@ export type SharedTurn =
   /** Go upstream alone: the fleet could not be asked, or no word came in time. */
   | { kind: 'alone' }
 
+/**
+ * What an operator's purge did at the fleet's level: how many shared entries
+ * it deleted and whether the other instances were told to drop theirs from
+ * memory; 'unavailable' when the store could not be asked (nothing deleted there).
+ */
+export type SharedPurge = { deleted: number, told: boolean } | 'unavailable'
+
 /** The fleet's second cache level. Never rejects: trouble is a miss. */
 export interface SharedCache {
   /** 'unavailable': the store could not be asked; this request does not ask it again. */
@@ -34,4 +41,8 @@ export interface SharedCache {
   put: (key: string, entry: SharedEntry) => void
   /** Identical misses across the fleet take turns: one instance asks Adobe, the others wait for its word. */
   turn: (key: string, signal: AbortSignal) => Promise<SharedTurn>
+  /** Deletes every shared entry, or every variant of one upstream path (cache-policy.ts cacheKeyPath), then tells the fleet. */
+  purge: (path: string | undefined) => Promise<SharedPurge>
+  /** `listener` runs when any instance of the fleet purged (this one included): drop the same from memory. */
+  onPurge: (listener: (path: string | undefined) => void) => void
 }

@@ -9,7 +9,8 @@
 // an entry that cannot be used (another key list, oversized) is a miss that
 // the next fetch overwrites, not store trouble.
 import type { Logger } from 'pino'
-import type { SharedCache, SharedEntry, SharedTurn, UpstreamFailure } from '../cache/shared-cache.js'
+import { cacheKeyPath } from '../cache/cache-policy.js'
+import type { SharedCache, SharedEntry, SharedPurge, SharedTurn, UpstreamFailure } from '../cache/shared-cache.js'
 import { digest, type StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
 import type { FleetChannel, RecentTrouble } from './fleet-channel.js'
@@ -33,6 +34,8 @@ type Header = Omit<SharedEntry, 'body'> & { key: string }
 
 /** Room for an entry's header: its cache key (at most 4 KB, cache/cache-layer.ts) and the caller-facing headers. */
 const MAX_HEADER_BYTES = 64 * 1024
+/** The topic of purge notices: every instance drops the same from memory. */
+const PURGE = 'cache-purge'
 
 export class FleetCache implements SharedCache {
   readonly #options: FleetCacheOptions
@@ -113,6 +116,35 @@ export class FleetCache implements SharedCache {
     }
   }
 
+  /**
+   * Deletes the shared copies (every one, or every variant of one path: the
+   * path's digest is part of each entry's name), then tells every instance,
+   * this one included, to drop the same from memory.
+   */
+  async purge (path: string | undefined): Promise<SharedPurge> {
+    const { namespace, channel } = this.#options
+    let deleted: number
+    try {
+      deleted = await this.#store.deleteByPrefix(`${path === undefined ? namespace.key('cache') : namespace.key('cache', digest(path))}:`)
+    } catch (err) {
+      this.#log.warn({ reason: (err as Error).message }, 'could not purge the fleet\'s shared cache')
+      return 'unavailable'
+    }
+    const told = await channel.publish(PURGE, path === undefined ? {} : { path }).then(() => true, (err: unknown) => {
+      this.#log.warn({ reason: (err as Error).message }, 'purged the fleet\'s shared cache, but could not tell the other instances')
+      return false
+    })
+    return { deleted, told }
+  }
+
+  onPurge (listener: (path: string | undefined) => void): void {
+    this.#options.channel.listen(PURGE, (notice) => {
+      // Notices are sealed; still, a path that is not a string purges nothing rather than everything.
+      if (notice.path === undefined) listener(undefined)
+      else if (typeof notice.path === 'string') listener(notice.path)
+    })
+  }
+
   /** True when the fleet's copy was written. */
   async #put (key: string, entry: SharedEntry): Promise<boolean> {
     const ttlMs = entry.staleUntil - this.#wallNow()
@@ -126,8 +158,9 @@ export class FleetCache implements SharedCache {
     }
   }
 
+  /** Under the digest of its path, then of its whole key: a purge finds every variant of a path by name. */
   #key (key: string): string {
-    return this.#options.namespace.key('cache', digest(key))
+    return this.#options.namespace.key('cache', digest(cacheKeyPath(key)), digest(key))
   }
 }
 
