@@ -134,9 +134,10 @@ export interface Reloading {
   close: () => void
 }
 
-/** A reloader, and a watch on its secret files that reloads (debounced) when one changes. */
-export function startReloading (options: ReloaderOptions & { debounceMs?: number }): Reloading {
+/** A reloader, and (unless `watch` is false: SIGHUP only) a watch on its secret files that reloads, debounced, when one changes. */
+export function startReloading (options: ReloaderOptions & { debounceMs?: number, watch?: boolean }): Reloading {
   const reloader = new SettingsReloader(options)
+  if (options.watch === false) return { reload: (trigger) => reloader.reload(trigger), close: () => {} }
   const watch = new SecretFileWatch({
     onChange: (file) => {
       reloader.reload(`file changed: ${file}`)
