@@ -43,6 +43,8 @@ export interface ProxyOptions {
   credentialsFile?: string
   statement?: string
   now?: () => number
+  /** Fleet mode: how often the member looks at the shared state without a notice. */
+  fleetReconcileIntervalMs?: number
 }
 
 export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptions = {}): Promise<RunningProxy> {
@@ -67,7 +69,7 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
   const configuration = loadConfiguration(load)
   const { settings } = configuration
   const { logger, lines: logs } = capturedLogger(settings.server.logLevel)
-  const app = await buildApp(settings, { logger, ...(options.now === undefined ? {} : { now: options.now }) })
+  const app = await buildApp(settings, { logger, ...(options.now === undefined ? {} : { now: options.now }), ...(options.fleetReconcileIntervalMs === undefined ? {} : { fleetReconcileIntervalMs: options.fleetReconcileIntervalMs }) })
   // A backlog for the herd tests' 1,000 simultaneous connections: with Node's 511, a stalled event loop on a loaded machine overflows it and some get reset.
   await app.listen({ host: settings.server.host, port: settings.server.port, backlog: 2048 })
   const address = app.server.address()
