@@ -2,13 +2,15 @@
 // instance, through real HTTP: each secret changes, the old value stops
 // working and the new one works; a broken file keeps every value in use; a
 // file changed in place and a Secret volume's symlink swap reload by themselves.
-import { writeFileSync } from 'node:fs'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
-import { call, eventually, startSandbox, temporaryDirectory } from '../helpers/app.js'
+import { SettingsReloader } from '../../src/config/reload.js'
+import { SecretFileWatch } from '../../src/config/secret-file-watch.js'
+import { call, capturedLogger, eventually, startProxy, startSandbox, temporaryDirectory } from '../helpers/app.js'
 import { logLines, reloads, secretVolume, startReloadableProxy, statusWithKey } from '../helpers/reload.js'
 
 const OLD_KEY = 'old-caller-key-0123456789'
@@ -205,4 +207,76 @@ t.test('a new statement Adobe refuses: the old one keeps serving', async (t) => 
   t.equal(proxy.app.broker.statement, started, 'the statement in use stays')
   t.equal((await call(proxy.url, '/cmu/v2')).status, 200, 'and serves')
   t.equal((await call(proxy.url, '/readyz')).status, 200, 'ready')
+})
+
+t.test('statements in quick succession: the newest wins, one still registering is given up; going back cancels', async (t) => {
+  const sandbox = await startSandbox(t)
+  const file = join(temporaryDirectory(t), 'statement.jwt')
+  const first = makeSoftwareStatement()
+  writeFileSync(file, first)
+  const proxy = await startReloadableProxy(t, sandbox, { env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_SOFTWARE_STATEMENT_FILE: file }, watch: false })
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  // The second statement's registration hangs until the test says.
+  const adobe = heldAnswer()
+  sandbox.faults.failNext('register', 1, { until: adobe.until })
+  writeFileSync(file, makeSoftwareStatement())
+  t.equal(proxy.reloading.reload('second'), 'ok')
+  t.ok(await eventually(() => sandbox.calls.register === 2), 'the second statement is registering')
+  writeFileSync(file, first)
+  t.equal(proxy.reloading.reload('back'), 'ok', 'back to the statement in use')
+  t.ok(await eventually(() => logLines(proxy, /gave up switching/).length === 1), 'the switch is given up')
+  const third = makeSoftwareStatement()
+  writeFileSync(file, third)
+  t.equal(proxy.reloading.reload('third'), 'ok')
+  t.ok(await eventually(() => proxy.app.broker.statement === third), 'the third statement is in use')
+  adobe.release()
+  t.equal(proxy.app.broker.statement, third, 'the abandoned registration changes nothing')
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+})
+
+t.test('a new statement whose credentials cannot be persisted is not switched to', async (t) => {
+  const sandbox = await startSandbox(t)
+  const dir = temporaryDirectory(t)
+  const file = join(dir, 'statement.jwt')
+  writeFileSync(file, makeSoftwareStatement())
+  const proxy = await startReloadableProxy(t, sandbox, { env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_SOFTWARE_STATEMENT_FILE: file }, watch: false })
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  const started = proxy.app.broker.statement
+  // CREDENTIALS_FILE turned into a directory: a registration could not be kept.
+  rmSync(proxy.credentialsFile)
+  mkdirSync(proxy.credentialsFile)
+  writeFileSync(file, makeSoftwareStatement())
+  t.equal(proxy.reloading.reload('test'), 'ok')
+  t.ok(await eventually(() => logLines(proxy, /new software statement cannot be used here/).length === 1), 'said once')
+  t.equal(proxy.app.broker.statement, started, 'the statement in use stays')
+  t.equal(sandbox.calls.register, 1, 'nothing registered that could not be kept')
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+})
+
+t.test('a target that fails to apply: rejected, logged, counted', async (t) => {
+  const sandbox = await startSandbox(t)
+  const keys = join(temporaryDirectory(t), 'api-keys')
+  writeFileSync(keys, `${OLD_KEY}\n`)
+  const proxy = await startProxy(t, sandbox, { env: { PROXY_API_KEYS_FILE: keys } })
+  const results: string[] = []
+  const reloader = new SettingsReloader({ load: proxy.load, started: proxy.configuration, logger: proxy.logger, target: { apply: () => { throw new RangeError('cannot') }, counted: (result) => { results.push(result) } } })
+  writeFileSync(keys, `${NEW_KEY}\n`)
+  t.equal(reloader.reload('test'), 'rejected')
+  t.same(results, ['rejected'])
+  t.match(logLines(proxy, /could not be applied/), [{ variables: ['PROXY_API_KEYS'], reason: 'RangeError' }])
+})
+
+t.test('the watch: a directory that cannot be watched is said once; a second file in a watched directory is watched too', async (t) => {
+  const { lines, logger } = capturedLogger('info')
+  const dir = temporaryDirectory(t)
+  const changed: string[] = []
+  const watch = new SecretFileWatch({ onChange: (file) => { changed.push(file) }, logger, debounceMs: 20 })
+  t.teardown(() => { watch.close() })
+  watch.watch([join(dir, 'missing', 'file'), join(dir, 'a')])
+  t.match(lines.map((line) => JSON.parse(line)), [{ dir: join(dir, 'missing'), reason: 'ENOENT', msg: /changes there apply on SIGHUP only/ }])
+  watch.watch([join(dir, 'a'), join(dir, 'b')])
+  writeFileSync(join(dir, 'unrelated'), 'x')
+  writeFileSync(join(dir, 'b'), 'x')
+  t.ok(await eventually(() => changed.length === 1), 'one change')
+  t.same(changed, [join(dir, 'b')], 'the file that matters, not the unrelated one')
 })
