@@ -49,7 +49,10 @@ export async function run (env: Env = process.env, options: RunOptions = {}): Pr
   closeWithGrace({ delay: shutdownGraceMs, logger, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err !== undefined) logger.error({ err }, 'shutting down after an unexpected error')
     else logger.info({ signal }, 'shutting down')
-    reloading?.close()
+    // No reload into a closing app: a SIGHUP from here on is only remembered.
+    const stopping = reloading
+    reloading = undefined
+    stopping?.close()
     await app.close()
   })
 
