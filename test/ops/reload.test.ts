@@ -279,4 +279,11 @@ t.test('the watch: a directory that cannot be watched is said once; a second fil
   writeFileSync(join(dir, 'b'), 'x')
   t.ok(await eventually(() => changed.length === 1), 'one change')
   t.same(changed, [join(dir, 'b')], 'the file that matters, not the unrelated one')
+  // The files moved elsewhere (a reload read new _FILE paths): the old directory is no longer watched.
+  const elsewhere = temporaryDirectory(t)
+  watch.watch([join(elsewhere, 'c')])
+  writeFileSync(join(dir, 'b'), 'y')
+  writeFileSync(join(elsewhere, 'c'), 'y')
+  t.ok(await eventually(() => changed.length === 2), 'one more change')
+  t.same(changed, [join(dir, 'b'), join(elsewhere, 'c')], 'from the new directory only')
 })
