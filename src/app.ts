@@ -12,12 +12,16 @@ import { monotonicNow } from './kernel/clock.js'
 import type { Settings } from './config/settings.js'
 import { PROBLEM_HEADERS, ProxyError, badPath, describeCause, internalError, notFound, problemBody, unauthorized } from './kernel/errors.js'
 import { adminRoutes } from './ops/admin.js'
+import { LiveSecrets } from './ops/live-secrets.js'
+import { SwitchableBroker, type BrokerGeneration } from './ops/switchable-broker.js'
 import { healthRoutes } from './ops/health.js'
 import { ProxyMetrics, metricsRoute } from './ops/metrics.js'
 import { startTracing } from './telemetry/tracing.js'
 import { ApiKeys, presentedKey } from './proxy/api-keys.js'
 import { hostCheck } from './proxy/allowed-hosts.js'
 import { frontDoorServer, refuseBodies } from './proxy/front-door.js'
+import type { RateLimitRules } from './proxy/rate-limit.js'
+import type { TokenSide } from './fleet/fleet.js'
 import { CmuForwarder, type CacheResult } from './proxy/forwarder.js'
 import { cmuRoutes } from './proxy/routes.js'
 import { createDispatcher, describeAdobeEgress } from './upstream/dispatchers.js'
@@ -44,7 +48,10 @@ export interface AppDependencies {
 
 declare module 'fastify' {
   interface FastifyInstance {
-    broker: TokenBroker
+    /** The broker of the software statement in use (a reload may switch it). */
+    broker: SwitchableBroker
+    /** What a reload of the secrets applies to (main.ts hands it to config/reload.ts). */
+    liveSecrets: LiveSecrets
     /** Undefined when CACHE_ENABLED=false. */
     responseCache: ResponseCache | undefined
   }
@@ -99,13 +106,14 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     ...(deps.fleetReconcileIntervalMs === undefined ? {} : { reconcileIntervalMs: deps.fleetReconcileIntervalMs })
   })
   const tracing = await startTracing(settings.tracing)
-  const broker = new TokenBroker({
+  // One statement's broker; a reload that changes the statement starts another beside it (ops/switchable-broker.ts).
+  const brokerFor = (softwareStatement: string | undefined, side: TokenSide | undefined = fleet): TokenBroker => new TokenBroker({
     dcr,
     tracer: tracing?.tracer,
     logger: deps.logger,
-    softwareStatement: statement,
-    store: fleet?.credentials ?? (statement === undefined ? undefined : new CredentialStore(adobe.credentialsFile, statement)),
-    coordination: fleet?.coordination,
+    softwareStatement,
+    store: side?.credentials ?? (softwareStatement === undefined ? undefined : new CredentialStore(adobe.credentialsFile, softwareStatement)),
+    coordination: side?.coordination,
     // In a fleet, the sealed copy in Redis keeps the credentials: CREDENTIALS_FILE is a second copy there.
     durableElsewhere: fleet !== undefined,
     wallNow,
@@ -115,6 +123,14 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     retryMaxMs: token.retryMaxMs,
     now,
     ...(deps.random === undefined ? {} : { random: deps.random })
+  })
+  const broker = new SwitchableBroker({
+    initial: { statement, broker: brokerFor(statement) },
+    build: (next): BrokerGeneration => {
+      const side = fleet?.tokenSideFor(next)
+      return { statement: next, broker: brokerFor(next, side), start: side?.start, close: side?.close }
+    },
+    logger: deps.logger
   })
   const cache = cacheSettings.enabled
     ? new ResponseCache({ maxBytes: cacheSettings.maxBytes, maxEntryBytes: cacheSettings.maxEntryBytes, now })
@@ -155,6 +171,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   if (fleet !== undefined) metrics.watchStore(fleet.store)
   if (tracing !== undefined) metrics.watchTracing(tracing)
   const apiKeys = new ApiKeys(inbound.apiKeys)
+  const adminKeys = inbound.adminKey === undefined ? undefined : new ApiKeys([inbound.adminKey])
   for (const { variable, url } of adobe.cleartextUrls) {
     deps.logger.warn({ variable, url }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
   }
@@ -176,8 +193,8 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     await broker.start()
   })
   app.addHook('onClose', async () => {
-    broker.close()
     cacheLayer?.close()
+    await broker.close()
     await Promise.all([upstream.close(), authDispatcher.close(), fleet?.close()])
     await tracing?.shutdown()
   })
@@ -209,30 +226,31 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
 
   await app.register(healthRoutes, { broker, gate: fleet })
   await app.register(metricsRoute, { metrics })
-  if (inbound.adminKey !== undefined) {
+  if (adminKeys !== undefined) {
     await app.register(adminRoutes, {
-      adminKey: inbound.adminKey,
+      adminKeys,
       broker,
       cache,
-      softwareStatement: statement,
+      softwareStatement: () => broker.statement,
+      purge: { cache: cacheLayer, pathPrefix: inbound.pathPrefix, onPurged: (scope) => { metrics.countPurge(scope) } },
       upstreams: { authUrl: adobe.authUrl, cmuUrl: adobe.cmuUrl },
       state: fleet === undefined ? undefined : () => fleet.status(),
       startedAt,
       now
     })
   }
+  let rateLimitRules: RateLimitRules | undefined
   await app.register(async (cmu) => {
     if (frontDoor.allowedHosts !== undefined) cmu.addHook('onRequest', hostCheck(frontDoor.allowedHosts))
-    if (apiKeys.size > 0) {
-      cmu.decorateRequest('apiKeyId', null)
-      cmu.addHook('onRequest', async (request, reply) => {
-        request.apiKeyId = apiKeys.identify(presentedKey(request.headers)) ?? null
-        if (request.apiKeyId === null) {
-          reply.header('www-authenticate', 'Bearer realm="cmu-proxy"')
-          throw unauthorized()
-        }
-      })
-    }
+    cmu.decorateRequest('apiKeyId', null)
+    // Always there: a reload may bring keys to a proxy started without (never the reverse: config/reload.ts).
+    cmu.addHook('onRequest', (request, reply, done) => {
+      if (apiKeys.size === 0) { done(); return }
+      request.apiKeyId = apiKeys.identify(presentedKey(request.headers)) ?? null
+      if (request.apiKeyId !== null) { done(); return }
+      reply.header('www-authenticate', 'Bearer realm="cmu-proxy"')
+      done(unauthorized())
+    })
     // Fleet mode: an instance that cannot open the fleet's sealed values answers 503 at once (fleet/membership.ts).
     if (fleet !== undefined) {
       cmu.addHook('onRequest', async () => {
@@ -244,10 +262,11 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     if (rateLimit !== undefined) {
       // Loaded only when a limit is set: a proxy without one does not carry the plugin in memory.
       const { registerRateLimit } = await import('./proxy/rate-limit.js')
-      await registerRateLimit(cmu, { ...rateLimit, byApiKey: apiKeys.size > 0, store: fleet?.rateLimitStore, onLimited: () => { metrics.countRateLimited() } })
+      rateLimitRules = await registerRateLimit(cmu, { ...rateLimit, store: fleet?.rateLimitStore, onLimited: () => { metrics.countRateLimited() } })
     }
     await cmu.register(cmuRoutes, { pathPrefix: inbound.pathPrefix, forwarder })
   })
+  app.decorate('liveSecrets', new LiveSecrets({ apiKeys, adminKeys, rateLimitRules, broker, fleet, metrics }))
   return app
 }
 

@@ -1,19 +1,20 @@
-// The process: load the settings, build the app, listen, shut down gracefully.
-// The only module that listens or exits. The settings are validated before
+// The process: load the settings, build the app, listen, reload the secrets on
+// SIGHUP (config/reload.ts), shut down gracefully. The only module that
+// listens, handles signals or exits. The settings are validated before
 // anything heavy loads: a bad configuration answers at once, not after
 // Fastify, undici, OTel and prom-client have loaded (test/config/fast-errors.test.ts).
 import { pathToFileURL } from 'node:url'
 import type { FastifyInstance } from 'fastify'
-import { loadSettings } from './config/load.js'
+import type { Reloading } from './config/reload.js'
+import { loadConfiguration, type LoadedConfiguration } from './config/load.js'
 import { ConfigError, EXIT_CONFIG } from './config/problems.js'
-import type { Settings } from './config/settings.js'
 
 type Env = Record<string, string | undefined>
 
 /** Loads the settings, or prints one line per bad variable and exits 78. */
-function loadSettingsOrExit (env: Env = process.env): Settings {
+function loadSettingsOrExit (env: Env = process.env): LoadedConfiguration {
   try {
-    return loadSettings({ env })
+    return loadConfiguration({ env })
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
     process.stderr.write(err.lines.map((line) => `cmu-proxy: configuration error: ${line}\n`).join(''))
@@ -27,17 +28,31 @@ export interface RunOptions {
 }
 
 export async function run (env: Env = process.env, options: RunOptions = {}): Promise<FastifyInstance> {
-  const settings = loadSettingsOrExit(env)
-  const [{ buildApp }, { createLogger }, { CredentialsNotWritable }, { default: closeWithGrace }] = await Promise.all([import('./app.js'), import('./kernel/logger.js'), import('./adobe/errors.js'), import('close-with-grace')])
+  const started = loadSettingsOrExit(env)
+  const { settings } = started
+  // SIGHUP reloads the secrets (and would end the process if nobody listened): one that comes before
+  // the app can reload is remembered, and reloads once it can.
+  let reloading: Reloading | undefined
+  let hangupWhileStarting = false
+  process.on('SIGHUP', () => {
+    if (reloading === undefined) hangupWhileStarting = true
+    else reloading.reload('SIGHUP')
+  })
+  const [{ buildApp }, { createLogger }, { CredentialsNotWritable }, { default: closeWithGrace }, { startReloading }] = await Promise.all([import('./app.js'), import('./kernel/logger.js'), import('./adobe/errors.js'), import('close-with-grace'), import('./config/reload.js')])
   const { host, port, logLevel, shutdownGraceMs } = settings.server
   const logger = createLogger(logLevel)
   const app = await buildApp(settings, { logger })
   const { onClose } = options
   if (onClose !== undefined) app.addHook('onClose', onClose)
 
-  closeWithGrace({ delay: shutdownGraceMs, logger }, async ({ signal, err }) => {
+  // Every signal close-with-grace knows ends the process, but SIGHUP: that one reloads.
+  closeWithGrace({ delay: shutdownGraceMs, logger, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err !== undefined) logger.error({ err }, 'shutting down after an unexpected error')
     else logger.info({ signal }, 'shutting down')
+    // No reload into a closing app: a SIGHUP from here on is only remembered.
+    const stopping = reloading
+    reloading = undefined
+    stopping?.close()
     await app.close()
   })
 
@@ -53,6 +68,8 @@ export async function run (env: Env = process.env, options: RunOptions = {}): Pr
     process.stderr.write(`cmu-proxy: cannot listen on ${host}:${port} (${code ?? 'error'}); check HOST and PORT\n`)
     process.exit(EXIT_CONFIG)
   }
+  reloading = startReloading({ load: { env }, started, target: app.liveSecrets, logger })
+  if (hangupWhileStarting) reloading.reload('SIGHUP')
   return app
 }
 

@@ -16,7 +16,7 @@ import { UpstreamFailingInFleet, upstreamResting, type ProxyError } from '../ker
 import type { Origin, OriginRequest } from '../upstream/origin.js'
 import { inSpan } from '../telemetry/tracing.js'
 import { ByteBudget, type Answer, type HeaderFilter } from './buffered-fetch.js'
-import { CacheLevels, type FleetUse } from './cache-levels.js'
+import { CacheLevels, type FleetUse, type PurgeResult } from './cache-levels.js'
 import { cacheKey, isConditional, requestDirectives, type RequestDirectives } from './cache-policy.js'
 import { Coalescer } from './coalescer.js'
 import { ageSeconds, freshnessLeftSeconds, isFresh, mayServeOnError, mayServeWhileRevalidating, revalidateWindowSeconds } from './freshness.js'
@@ -115,6 +115,11 @@ export class CacheLayer {
 
   /** Bytes held now by answers read into memory and not yet sent or stored (metrics). */
   get bufferingBytes (): number { return this.#buffering.used }
+
+  /** An operator's purge: every entry, or every variant of one upstream path, here and in the fleet (cache-levels.ts). */
+  async purge (path: string | undefined): Promise<PurgeResult> {
+    return await this.#levels.purge(path)
+  }
 
   /** Cancels background refreshes (shutdown). */
   close (): void {

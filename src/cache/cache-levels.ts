@@ -3,9 +3,10 @@
 // them here, their instants moved between this process's deadline clock and
 // the wall clock the fleet shares; the cache layer sees entries on its own
 // clock only.
+import { cacheKeyPath } from './cache-policy.js'
 import type { CachedResponse, ResponseCache } from './response-cache.js'
 import { isFresh } from './freshness.js'
-import type { SharedCache, SharedEntry, UpstreamFailure } from './shared-cache.js'
+import type { SharedCache, SharedEntry, SharedPurge, UpstreamFailure } from './shared-cache.js'
 
 /**
  * How a miss involves the fleet, decided once, at lookup:
@@ -27,6 +28,12 @@ export type Turn =
 
 const ALONE: Turn = { kind: 'alone', done: () => {} }
 
+/** What a purge dropped: entries in this instance's memory, and at the fleet's level (undefined: no fleet). */
+export interface PurgeResult {
+  memory: number
+  shared: SharedPurge | undefined
+}
+
 export interface CacheLevelsOptions {
   memory: ResponseCache
   shared?: SharedCache | undefined
@@ -42,11 +49,31 @@ export class CacheLevels {
   readonly #options: CacheLevelsOptions
   readonly #memory: ResponseCache
   readonly #shared: SharedCache | undefined
+  /** Purges so far: a shared entry read before a purge is not kept after it. */
+  #purges = 0
 
   constructor (options: CacheLevelsOptions) {
     this.#options = options
     this.#memory = options.memory
     this.#shared = options.shared
+    // Another instance purged (or this one: the notice comes back): drop the same here.
+    this.#shared?.onPurge((path) => { this.#purgeMemory(path) })
+  }
+
+  /**
+   * Drops every entry, or every variant of one upstream path: the fleet's
+   * copies first, so that no lookup here copies one back into memory after
+   * memory was emptied; then this instance's memory. The fleet's other
+   * instances drop theirs when told (onPurge).
+   */
+  async purge (path: string | undefined): Promise<PurgeResult> {
+    const shared = await this.#shared?.purge(path)
+    return { memory: this.#purgeMemory(path), shared }
+  }
+
+  #purgeMemory (path: string | undefined): number {
+    this.#purges++
+    return this.#memory.purge(path === undefined ? undefined : (key) => cacheKeyPath(key) === path)
   }
 
   /** The entry held in memory (fresh or stale); no promise, no I/O. */
@@ -62,7 +89,13 @@ export class CacheLevels {
 
   /** Asks the shared level; keeps what it holds in memory when it is fresher than `local`. */
   async lookUp (key: string, local: CachedResponse | undefined): Promise<Lookup> {
-    const shared = this.#shared === undefined ? undefined : await this.#shared.get(key)
+    const purges = this.#purges
+    let shared = this.#shared === undefined ? undefined : await this.#shared.get(key)
+    // A purge ran while the fleet was asked: what was read (and held) before it is gone.
+    if (purges !== this.#purges) {
+      local = this.#memory.peek(key)
+      if (shared !== 'unavailable') shared = undefined
+    }
     if (shared === 'unavailable') return { entry: local, fleet: 'share' }
     const fleet = this.fleetUse(false)
     if (shared === undefined) return { entry: local, fleet }

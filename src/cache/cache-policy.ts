@@ -49,6 +49,18 @@ export function cacheKey (request: OriginRequest): string {
 }
 
 /**
+ * The upstream path a cache key is for (the part after the local prefix):
+ * what every variant of one report shares, whatever its query, Accept or
+ * encoding. A purge of one report drops every key with this path. The path
+ * holds neither a newline nor a '?' (upstream/target.ts refuses them).
+ */
+export function cacheKeyPath (key: string): string {
+  const target = key.slice(key.lastIndexOf('\n') + 1)
+  const query = target.indexOf('?')
+  return query === -1 ? target : target.slice(0, query)
+}
+
+/**
  * May an answer fetched for one caller go to another with the same key (a
  * coalesced waiter, or later from the cache)? Not when it varies on a request
  * header the key leaves out, and never with `Vary: *` (RFC 9110 §12.5.5).

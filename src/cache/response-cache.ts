@@ -99,6 +99,18 @@ export class ResponseCache {
     this.#lru.delete(key)
   }
 
+  /** Drops every entry, or those whose key `matches` (an operator's purge: not counted as evictions); how many. */
+  purge (matches?: (key: string) => boolean): number {
+    if (matches === undefined) {
+      const entries = this.#lru.size
+      this.#lru.clear()
+      return entries
+    }
+    const keys = [...this.#lru.keys()].filter(matches)
+    for (const key of keys) this.#lru.delete(key)
+    return keys.length
+  }
+
   countHit (): void { this.#hits++ }
   countMiss (): void { this.#misses++ }
   countBypass (): void { this.#bypasses++ }

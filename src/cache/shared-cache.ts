@@ -27,6 +27,13 @@ export type SharedTurn =
   /** Adobe failed this report for the fleet a moment ago: do not ask again before `restMs`. */
   | { kind: 'failed', failure: UpstreamFailure }
 
+/**
+ * What an operator's purge did at the fleet's level: how many shared entries
+ * it deleted and whether the other instances were told to drop theirs from
+ * memory; 'unavailable' when the store could not be asked (nothing deleted there).
+ */
+export type SharedPurge = { deleted: number, told: boolean } | 'unavailable'
+
 /** The fleet's second cache level. Never rejects: trouble is a miss. */
 export interface SharedCache {
   /** 'unavailable': the store could not be asked; this request does not ask it again. */
@@ -41,4 +48,8 @@ export interface SharedCache {
   turn: (key: string, signal: AbortSignal) => Promise<SharedTurn>
   /** Drop the fleet's copy (a 304 now forbids keeping it, or described another answer); in the background. */
   forget: (key: string) => void
+  /** Deletes every shared entry, or every variant of one upstream path (cache-policy.ts cacheKeyPath), then tells the fleet. */
+  purge: (path: string | undefined) => Promise<SharedPurge>
+  /** `listener` runs when any instance of the fleet purged (this one included): drop the same from memory. */
+  onPurge: (listener: (path: string | undefined) => void) => void
 }

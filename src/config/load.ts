@@ -31,7 +31,19 @@ export interface LoadOptions {
  * The settings, or a ConfigError listing every problem at once (fixing one
  * bad variable per start is slow), without echoing a secret.
  */
-export function loadSettings ({ env = process.env, cwd = process.cwd() }: LoadOptions = {}): Settings {
+export function loadSettings (options: LoadOptions = {}): Settings {
+  return loadConfiguration(options).settings
+}
+
+/** The validated variables and the settings made of them; a reload (reload.ts) compares both with the ones in use. */
+export interface LoadedConfiguration {
+  /** Every variable of the schema, secret files read into their variables (and their _FILE set to the path read). */
+  readonly config: Config
+  readonly settings: Settings
+}
+
+/** As loadSettings, with the variables too. */
+export function loadConfiguration ({ env = process.env, cwd = process.cwd() }: LoadOptions = {}): LoadedConfiguration {
   const problems = new ProblemList()
   const merged: Env = { ...readEnvFile(env, cwd, problems), ...definedOnly(env) }
   for (const name of PROXY_VARIABLES) {
@@ -58,7 +70,7 @@ export function loadSettings ({ env = process.env, cwd = process.cwd() }: LoadOp
   }
   const settings = settingsFrom(config, cwd, problems)
   if (problems.size > 0) throw problems.error()
-  return settings
+  return { config, settings }
 }
 
 // One copy (env-schema marks it additionalProperties: false) for every call: ajv

@@ -276,3 +276,9 @@ function rateLimitSettings (config: Config, apiKeys: readonly string[], problems
   }
   return rule === undefined ? undefined : { rule, overrides }
 }
+
+/**
+ * The secrets a reload applies without a restart (config/reload.ts), each
+ * from its variable or its _FILE; every other setting waits for a restart.
+ */
+export type ReloadableSecret = 'PROXY_API_KEYS' | 'ADMIN_API_KEY' | 'RATE_LIMIT_KEYS' | 'ADOBE_SOFTWARE_STATEMENT' | 'STATE_ENCRYPTION_KEY'

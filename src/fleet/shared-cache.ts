@@ -12,10 +12,11 @@
 // a miss, never an error a caller sees; an entry that cannot be used
 // (another key list, oversized) is a miss that the next fetch overwrites.
 import type { Logger } from 'pino'
-import type { SharedCache, SharedEntry, SharedTurn, UpstreamFailure } from '../cache/shared-cache.js'
+import { cacheKeyPath } from '../cache/cache-policy.js'
+import type { SharedCache, SharedEntry, SharedPurge, SharedTurn, UpstreamFailure } from '../cache/shared-cache.js'
 import { digest, type StateNamespace } from '../store/namespace.js'
 import type { StateStore } from '../store/state-store.js'
-import type { RecentTrouble } from './fleet-channel.js'
+import type { FleetChannel, RecentTrouble } from './fleet-channel.js'
 import type { Membership } from './membership.js'
 import { readUpstreamFailure, reportStored, upstreamFailed } from './notices.js'
 import { writeKnown, type Found, type Turns } from './turns.js'
@@ -25,6 +26,8 @@ export interface FleetCacheOptions {
   store: StateStore
   namespace: StateNamespace
   turns: Turns
+  /** The fleet's notices: purges are told on it. */
+  channel: FleetChannel
   membership: Membership
   lockTtlMs: number
   maxWaitMs: number
@@ -47,6 +50,8 @@ const MAX_REST_BYTES = 1024
 const MAX_REST_MS = 3_600_000
 /** The longest an entry is kept in Redis (PX): two years, CACHE_TTL_MAX_SECONDS plus the longest stale window. */
 const MAX_SHARED_TTL_MS = 2 * 366 * 86_400_000
+/** The topic of purge notices: every instance drops the same from memory. */
+const PURGE = 'cache-purge'
 
 export class FleetCache implements SharedCache {
   readonly #options: FleetCacheOptions
@@ -133,6 +138,37 @@ export class FleetCache implements SharedCache {
     }
   }
 
+  /**
+   * Deletes the shared copies (every one, or every variant of one path: the
+   * path's digest is part of each entry's name), then tells every instance,
+   * this one included, to drop the same from memory.
+   */
+  async purge (path: string | undefined): Promise<SharedPurge> {
+    const { namespace, channel, membership } = this.#options
+    // A pod that cannot open the fleet's state (another key list) neither deletes it nor tells the fleet anything it could open.
+    if (membership.state === 'not-member') return 'unavailable'
+    let deleted: number
+    try {
+      deleted = await this.#store.deleteByPrefix(`${path === undefined ? namespace.key('cache') : namespace.key('cache', digest(path))}:`)
+    } catch (err) {
+      this.#log.warn({ reason: (err as Error).message }, 'could not purge the fleet\'s shared cache')
+      return 'unavailable'
+    }
+    const told = await channel.publish(PURGE, path === undefined ? {} : { path }).then(() => true, (err: unknown) => {
+      this.#log.warn({ reason: (err as Error).message }, 'purged the fleet\'s shared cache, but could not tell the other instances')
+      return false
+    })
+    return { deleted, told }
+  }
+
+  onPurge (listener: (path: string | undefined) => void): void {
+    this.#options.channel.listen(PURGE, (notice) => {
+      // Notices are sealed; still, a path that is not a string purges nothing rather than everything.
+      if (notice.path === undefined) listener(undefined)
+      else if (typeof notice.path === 'string') listener(notice.path)
+    })
+  }
+
   /** A fresh entry, else the report's rest marker. Store trouble rejects. */
   async #look (key: string): Promise<Found<SharedEntry, UpstreamFailure> | undefined> {
     const entry = await this.#read(key)
@@ -171,8 +207,9 @@ export class FleetCache implements SharedCache {
     await this.#store.set(this.#restKey(key), Buffer.from(JSON.stringify(marker)), restMs).catch(() => { this.#options.turns.counts.skipped++ })
   }
 
+  /** Under the digest of its path, then of its whole key: a purge finds every variant of a path by name. */
   #key (key: string): string {
-    return this.#options.namespace.key('cache', digest(key))
+    return this.#options.namespace.key('cache', digest(cacheKeyPath(key)), digest(key))
   }
 
   #restKey (key: string): string {

@@ -1,5 +1,6 @@
-// /admin/*: the token's state for on-call (never the token), and two levers.
-// Registered only when ADMIN_API_KEY is set; otherwise these paths are 404.
+// /admin/*: the token's state for on-call (never the token), two token
+// levers and the cache purge (cache-purge.ts). Registered only when
+// ADMIN_API_KEY is set; otherwise these paths are 404.
 import type { FastifyInstance } from 'fastify'
 import { maskClientId } from '../adobe/credentials.js'
 import { noStatementToRegister, reregisterTooSoon } from '../adobe/errors.js'
@@ -7,17 +8,21 @@ import { publicStatementInfo } from '../adobe/software-statement.js'
 import type { TokenLevers, TokenStatus } from '../adobe/token-status.js'
 import type { ResponseCache } from '../cache/response-cache.js'
 import { unauthorized } from '../kernel/errors.js'
-import { ApiKeys, presentedKey } from '../proxy/api-keys.js'
+import { presentedKey, type ApiKeys } from '../proxy/api-keys.js'
 import { VERSION } from '../kernel/version.js'
+import { cachePurgeRoute, type CachePurgeOptions } from './cache-purge.js'
 
 /** Each registration creates a client at Adobe: a human lever needs no more than one a minute. */
 const REREGISTER_INTERVAL_MS = 60_000
 
 export interface AdminOptions {
-  adminKey: string
+  /** ADMIN_API_KEY: one key, replaced when a reload changes it (ops/live-secrets.ts). */
+  adminKeys: ApiKeys
   broker: TokenLevers
   cache: ResponseCache | undefined
-  softwareStatement: string | undefined
+  /** The software statement in use (a reload may change it). */
+  softwareStatement: () => string | undefined
+  purge: CachePurgeOptions
   upstreams: { authUrl: string, cmuUrl: string }
   /** Fleet mode: the shared store's state (never a secret). */
   state?: (() => unknown) | undefined
@@ -26,11 +31,10 @@ export interface AdminOptions {
 }
 
 export async function adminRoutes (app: FastifyInstance, options: AdminOptions): Promise<void> {
-  const { broker, cache, softwareStatement } = options
-  const keys = new ApiKeys([options.adminKey])
+  const { broker, cache, adminKeys } = options
   app.addHook('onRequest', async (request, reply) => {
     reply.header('cache-control', 'no-store')
-    if (!keys.matches(presentedKey(request.headers))) {
+    if (!adminKeys.matches(presentedKey(request.headers))) {
       reply.header('www-authenticate', 'Bearer realm="cmu-proxy-admin"')
       throw unauthorized()
     }
@@ -38,6 +42,7 @@ export async function adminRoutes (app: FastifyInstance, options: AdminOptions):
 
   app.get('/admin/status', async () => {
     const status = broker.status()
+    const softwareStatement = options.softwareStatement()
     return {
       version: VERSION,
       uptimeSeconds: Math.round((options.now() - options.startedAt) / 1000),
@@ -61,7 +66,7 @@ export async function adminRoutes (app: FastifyInstance, options: AdminOptions):
 
   let lastReregisterAt: number | undefined
   app.post('/admin/credentials/reregister', async () => {
-    if (softwareStatement === undefined) {
+    if (options.softwareStatement() === undefined) {
       throw noStatementToRegister()
     }
     const now = options.now()
@@ -74,6 +79,8 @@ export async function adminRoutes (app: FastifyInstance, options: AdminOptions):
     const status = broker.status()
     return { reregistered: true, clientId: status.clientId === undefined ? null : maskClientId(status.clientId), token: tokenView(status) }
   })
+
+  await cachePurgeRoute(app, options.purge)
 }
 
 /** The token's instants as dates (never the token). */

@@ -7,8 +7,12 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { TokenStatusSource } from '../adobe/token-status.js'
 import type { ResponseCache } from '../cache/response-cache.js'
 import type { StateStore } from '../store/state-store.js'
+import type { PurgeScope } from './cache-purge.js'
 import { FastCounter, FastHistogram } from './hot-metrics.js'
 import { readMemoryLimit } from './memory-limit.js'
+
+/** How a reload of the secrets ended (label values of cmu_proxy_config_reloads_total). */
+export type ReloadResult = 'ok' | 'rejected' | 'unchanged'
 
 export interface MetricsSources {
   broker: TokenStatusSource
@@ -35,6 +39,8 @@ export class ProxyMetrics {
   #storeDuration: FastHistogram | undefined
   #inFlight = 0
   #rateLimited = 0
+  readonly #reloads: Record<ReloadResult, number> = { ok: 0, rejected: 0, unchanged: 0 }
+  readonly #purges: Record<PurgeScope, number> = { all: 0, path: 0 }
   readonly #routeLabels = new Map<string, string>()
   readonly #prefix: string
 
@@ -49,6 +55,17 @@ export class ProxyMetrics {
     const metrics = this
     new Gauge({ name: 'cmu_proxy_requests_in_flight', help: 'Requests being answered now', registers, collect () { this.set(metrics.#inFlight) } })
     new Counter({ name: 'cmu_proxy_rate_limited_total', help: 'Requests refused with 429 CMU_PROXY_RATE_LIMITED (over RATE_LIMIT)', registers, collect () { this.reset(); this.inc(metrics.#rateLimited) } })
+    const byLabel = <L extends string>(name: string, help: string, label: string, counts: Record<L, number>): void => {
+      new Counter({
+        name, help, labelNames: [label], registers,
+        collect () {
+          this.reset()
+          for (const [value, count] of Object.entries<number>(counts)) this.inc({ [label]: value }, count)
+        }
+      })
+    }
+    byLabel('cmu_proxy_config_reloads_total', 'Reloads of the secrets (SIGHUP or a changed *_FILE), by result: ok (applied), rejected (the old values stay), unchanged', 'result', this.#reloads)
+    byLabel('cmu_proxy_cache_purges_total', 'Operator purges of the response cache (DELETE /admin/cache), by scope: all, or one report\'s path', 'scope', this.#purges)
 
     const byResult = (name: string, help: string, read: () => { total: number, failed: number }): void => {
       new Counter({
@@ -164,6 +181,14 @@ export class ProxyMetrics {
   /** For the state store: one observation per operation. */
   observeStoreOperation (operation: string, seconds: number, _ok: boolean): void {
     this.#storeDuration?.observe(operation, seconds)
+  }
+
+  countReload (result: ReloadResult): void {
+    this.#reloads[result]++
+  }
+
+  countPurge (scope: PurgeScope): void {
+    this.#purges[scope]++
   }
 
   /** A caller over its RATE_LIMIT (answered 429, never sent to Adobe). */

@@ -1,14 +1,20 @@
 // Inbound API keys: a caller presents one as `Authorization: Bearer <key>` or
 // `X-Api-Key`. Keys are compared as SHA-256 digests with timingSafeEqual, and
 // every configured key is checked, so timing says nothing about which (or how
-// much of one) matched.
+// much of one) matched. A reload replaces the list in place (ops/live-secrets.ts):
+// every check reads the list of the moment.
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 
 export class ApiKeys {
-  readonly #digests: Buffer[]
+  #digests: Buffer[]
 
   constructor (keys: readonly string[]) {
+    this.#digests = keys.map(digest)
+  }
+
+  /** The keys from now on (a reload); a key kept keeps its id, so its rate-limit count goes on. */
+  replace (keys: readonly string[]): void {
     this.#digests = keys.map(digest)
   }
 

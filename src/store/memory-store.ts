@@ -65,6 +65,14 @@ export class MemoryStore implements StateStore {
     return this.#run('delete', () => this.#values.delete(key))
   }
 
+  async deleteByPrefix (prefix: string): Promise<number> {
+    return this.#run('deleteByPrefix', () => {
+      const keys = [...this.#values.keys()].filter((key) => key.startsWith(prefix))
+      for (const key of keys) this.#values.delete(key)
+      return keys.length
+    })
+  }
+
   async deleteIf (key: string, expected: Buffer): Promise<boolean> {
     return this.#run('deleteIf', () => this.#values.get(key)?.equals(expected) === true && this.#values.delete(key))
   }

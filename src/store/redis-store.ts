@@ -68,6 +68,9 @@ const GET_AT_MOST = "local n = redis.call('STRLEN', KEYS[1]) if n > tonumber(ARG
 // @fastify/rate-limit's own Redis store does it.
 const INCREMENT = "local n = redis.call('INCR', KEYS[1]) local ttl = redis.call('PTTL', KEYS[1]) if n == 1 or ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) ttl = tonumber(ARGV[1]) end return {n, ttl}"
 
+/** Keys SCAN looks at per round trip (a hint to Redis); each batch found is one UNLINK. */
+const SCAN_BATCH = 1_000
+
 export class RedisStore implements StateStore {
   readonly #connection: RedisConnection
   readonly #health: RedisHealth
@@ -146,6 +149,25 @@ export class RedisStore implements StateStore {
 
   async delete (key: string): Promise<boolean> {
     return await this.#command('delete', key, ['DEL', key]) === 1
+  }
+
+  /**
+   * SCAN with MATCH in batches, each batch UNLINKed (freed in the background).
+   * Every command goes to the node of `prefix`'s hash slot: on a Cluster, the
+   * application's keys all live there (namespace.ts).
+   */
+  async deleteByPrefix (prefix: string): Promise<number> {
+    const match = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`
+    let cursor = '0'
+    let deleted = 0
+    do {
+      const reply = await this.#command('scan', prefix, ['SCAN', cursor, 'MATCH', match, 'COUNT', String(SCAN_BATCH)])
+      if (!Array.isArray(reply) || reply.length !== 2 || !Array.isArray(reply[1])) throw unexpected('scan', reply)
+      cursor = String(reply[0])
+      const keys = (reply[1] as unknown[]).filter((key): key is Buffer => Buffer.isBuffer(key))
+      if (keys.length > 0) deleted += Number(await this.#command('unlink', prefix, ['UNLINK', ...keys]))
+    } while (cursor !== '0')
+    return deleted
   }
 
   async deleteIf (key: string, expected: Buffer): Promise<boolean> {

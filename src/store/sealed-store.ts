@@ -33,8 +33,8 @@ interface DroppedRun { since: number, dropped: number, reasons: Set<SealFailure>
 
 export class SealedStore implements StateStore {
   readonly #inner: StateStore
-  readonly #keys: readonly StateKey[]
-  readonly #sealingKey: StateKey
+  #keys: readonly StateKey[]
+  #sealingKey: StateKey
   readonly #logger: SealedStoreOptions['logger']
   readonly #reseal: boolean
   readonly #quietAfterMs: number
@@ -52,6 +52,19 @@ export class SealedStore implements StateStore {
     this.#logger = options.logger
     this.#reseal = options.readOnly !== true
     this.#quietAfterMs = options.quietAfterMs ?? 60_000
+  }
+
+  /**
+   * Another key list, read again without a restart (STATE_ENCRYPTION_KEY): the
+   * new first key seals from now on and every listed key opens, for values
+   * and notifications alike. The reload accepts only a list that keeps the
+   * key that sealed until now, so nothing this instance wrote stops opening.
+   */
+  useKeys (keys: readonly StateKey[]): void {
+    const [first] = keys
+    if (first === undefined) throw new RangeError('a sealed store needs at least one key')
+    this.#keys = keys
+    this.#sealingKey = first
   }
 
   /**
@@ -85,6 +98,11 @@ export class SealedStore implements StateStore {
 
   async delete (key: string): Promise<boolean> {
     return await this.#inner.delete(key)
+  }
+
+  /** Names are not sealed: the store underneath finds them. */
+  async deleteByPrefix (prefix: string): Promise<number> {
+    return await this.#inner.deleteByPrefix(prefix)
   }
 
   /** Ciphertexts differ on every write: compare the opened value, then delete only that very ciphertext. */

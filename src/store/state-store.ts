@@ -28,6 +28,13 @@ export interface StateStore {
   /** True when a value was deleted. */
   delete: (key: string) => Promise<boolean>
   /**
+   * Delete every key that starts with `prefix`; how many were deleted. Walks
+   * the keyspace in batches (Redis: SCAN + UNLINK): for an operator's purge,
+   * never for a caller's path. `prefix` must keep keys in one hash slot
+   * (namespace.ts) on a Redis Cluster.
+   */
+  deleteByPrefix: (prefix: string) => Promise<number>
+  /**
    * Compare-and-delete: delete only while the value is still `expected`
    * (for sealed stores: while it still opens to `expected`). True when deleted.
    * An upstream 401 uses it to drop the shared token only if it is still the rejected one.

@@ -10,7 +10,7 @@ import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildApp } from '../../src/app.js'
-import { loadSettings } from '../../src/config/load.js'
+import { loadConfiguration, type LoadedConfiguration, type LoadOptions } from '../../src/config/load.js'
 import { createLogger } from '../../src/kernel/logger.js'
 import { Sandbox, type SandboxOptions } from '../../src/sandbox/server.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
@@ -30,6 +30,10 @@ export interface RunningProxy {
   statement: string
   /** Everything logged so far, one JSON line per entry. */
   logs: string[]
+  logger: Logger
+  /** What the proxy was started with, and how to load it again (a reload: config/reload.ts). */
+  configuration: LoadedConfiguration
+  load: LoadOptions
   close: () => Promise<void>
 }
 
@@ -41,12 +45,14 @@ export interface ProxyOptions {
   now?: () => number
   /** Where the memory-limit metric reads /proc and /sys (a fixture tree). */
   cgroupRoot?: string
+  /** Fleet mode: how often the member looks at the shared state without a notice. */
+  fleetReconcileIntervalMs?: number
 }
 
 export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptions = {}): Promise<RunningProxy> {
   const statement = options.statement ?? makeSoftwareStatement()
   const credentialsFile = options.credentialsFile ?? join(temporaryDirectory(t), 'data', 'credentials.json')
-  const settings = loadSettings({
+  const load = {
     env: {
       CMU_PROXY_ENV_FILE: '/dev/null',
       HOST: '127.0.0.1',
@@ -61,9 +67,11 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
       ...options.env
     },
     cwd: temporaryDirectory(t)
-  })
+  }
+  const configuration = loadConfiguration(load)
+  const { settings } = configuration
   const { logger, lines: logs } = capturedLogger(settings.server.logLevel)
-  const app = await buildApp(settings, { logger, ...(options.now === undefined ? {} : { now: options.now }), ...(options.cgroupRoot === undefined ? {} : { cgroupRoot: options.cgroupRoot }) })
+  const app = await buildApp(settings, { logger, ...(options.now === undefined ? {} : { now: options.now }), ...(options.cgroupRoot === undefined ? {} : { cgroupRoot: options.cgroupRoot }), ...(options.fleetReconcileIntervalMs === undefined ? {} : { fleetReconcileIntervalMs: options.fleetReconcileIntervalMs }) })
   // A backlog for the herd tests' 1,000 simultaneous connections: with Node's 511, a stalled event loop on a loaded machine overflows it and some get reset.
   await app.listen({ host: settings.server.host, port: settings.server.port, backlog: 2048 })
   const address = app.server.address()
@@ -75,7 +83,7 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
     await app.close()
   }
   t.teardown(close)
-  return { app, url: `http://127.0.0.1:${port}`, credentialsFile, statement, logs, close }
+  return { app, url: `http://127.0.0.1:${port}`, credentialsFile, statement, logs, logger, configuration, load, close }
 }
 
 /** A logger whose lines (JSON text) the test reads. */

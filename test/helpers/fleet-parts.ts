@@ -60,7 +60,7 @@ export async function memberParts (t: Test, store: StateStore, options: PartsOpt
   })
   const superseded = new SupersededClients({ store, key: namespace.key('superseded-clients'), logger, wallNow })
   const coordination = new FleetTokenCoordination({ store, namespace, channel, turns, membership, credentials: shared, superseded, values, lockTtlMs, maxWaitMs, logger, wallNow })
-  const cache = new FleetCache({ store, namespace, turns, membership, lockTtlMs, maxWaitMs, maxEntryBytes: 1024 * 1024, trouble: new RecentTrouble(100), values, logger, wallNow })
+  const cache = new FleetCache({ store, namespace, turns, channel, membership, lockTtlMs, maxWaitMs, maxEntryBytes: 1024 * 1024, trouble: new RecentTrouble(100), values, logger, wallNow })
   if (await membership.check() !== 'not-member') await channel.start()
   t.teardown(async () => {
     coordination.close()

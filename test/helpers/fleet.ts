@@ -34,6 +34,7 @@ export interface MemberOptions {
   credentialsFile?: string
   /** A clock the test moves (both the deadline and the wall clock of the member). */
   now?: () => number
+  fleetReconcileIntervalMs?: number
 }
 
 export function fleetEnv (redis: RedisServer, env: Record<string, string | undefined> = {}): Record<string, string> {
@@ -57,7 +58,8 @@ export async function member (t: Test, sandbox: Sandbox, redis: RedisServer, opt
     statement: options.statement,
     credentialsFile: options.credentialsFile ?? join(temporaryDirectory(t), 'credentials.json'),
     env: fleetEnv(redis, options.env),
-    ...(options.now === undefined ? {} : { now: options.now })
+    ...(options.now === undefined ? {} : { now: options.now }),
+    ...(options.fleetReconcileIntervalMs === undefined ? {} : { fleetReconcileIntervalMs: options.fleetReconcileIntervalMs })
   })
 }
 

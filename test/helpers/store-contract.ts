@@ -79,6 +79,29 @@ export function storeContract (t: Test, fixture: StoreFixture): void {
     }
   })
 
+  t.test(`${fixture.name}: deleteByPrefix deletes every key under the prefix and nothing else`, quickly, async (t) => {
+    const { store, peer, ns } = await open(t)
+    // More keys than one SCAN batch asks for, so the walk takes several rounds.
+    const many = Array.from({ length: 1_200 }, (_, i) => ns.key('cache', `k${i}`))
+    // In slices: the client refuses more than 1,000 waiting commands (bounded memory).
+    for (let i = 0; i < many.length; i += 200) await Promise.all(many.slice(i, i + 200).map(async (key) => { await store.set(key, Buffer.from('v'), 60_000) }))
+    await store.set(ns.key('cache', 'one', 'variant'), Buffer.from('v'))
+    await store.set(ns.key('cached'), Buffer.from('not under cache:'))
+    await store.set(ns.key('lock', 'cache', 'k1'), Buffer.from('a lock'))
+    // Glob characters in a prefix are matched literally.
+    await store.set(`${ns.key('glob')}*`, Buffer.from('v'))
+    await store.set(`${ns.key('glob')}y`, Buffer.from('v'))
+    t.equal(await peer.deleteByPrefix(ns.key('cache', 'one') + ':'), 1, 'one key under a narrow prefix')
+    t.equal(await store.get(ns.key('cache', 'one', 'variant')), undefined, 'gone')
+    t.equal(await peer.deleteByPrefix(ns.key('cache') + ':'), many.length, 'every key under the prefix, over several batches')
+    t.equal(await store.get(ns.key('cache', 'k7')), undefined, 'gone')
+    t.equal((await store.get(ns.key('cached')))?.toString(), 'not under cache:', 'a key that only starts alike stays')
+    t.equal((await store.get(ns.key('lock', 'cache', 'k1')))?.toString(), 'a lock', 'other names stay')
+    t.equal(await store.deleteByPrefix(`${ns.key('glob')}*`), 1, 'a * in the prefix is a star, not a wildcard')
+    t.equal((await store.get(`${ns.key('glob')}y`))?.toString(), 'v')
+    t.equal(await store.deleteByPrefix(ns.key('nothing-here')), 0, 'nothing to delete: 0')
+  })
+
   t.test(`${fixture.name}: setIfAbsent stores only into an empty key, and never overwrites a newer value`, quickly, async (t) => {
     const { store, peer, ns } = await open(t)
     const key = ns.key('token')
