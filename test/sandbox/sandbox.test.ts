@@ -2,7 +2,7 @@
 import { gunzipSync } from 'node:zlib'
 import t from 'tap'
 import { Client } from 'undici'
-import { METRICS } from '../../src/sandbox/catalog.js'
+import { CMU_METRICS as METRICS } from '../../src/sandbox/cmu-catalog.js'
 import { makeSoftwareStatement, statementClaims } from '../../src/sandbox/statement.js'
 import type { Sandbox } from '../../src/sandbox/server.js'
 import { call, startSandbox, type RawResponse } from '../helpers/app.js'
