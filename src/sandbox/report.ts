@@ -41,7 +41,7 @@ export interface ReportRequest {
  * data to be returned or aggregated on the fly" (a year by the minute, or a
  * day by the minute grouped by five dimensions, is refused).
  */
-export const MAX_CELLS = 1_000_000
+export const MAX_CELLS = 500_000
 
 export function buildReport (request: ReportRequest): Report {
   const { api } = request
