@@ -74,7 +74,7 @@ export function handleControl (target: ControlTarget, req: IncomingMessage, res:
     case 'POST /_sandbox/links': {
       const { api, form } = input
       if (!isApi(api)) return reply(res, 400, { error: 'api must be cmu or esm' })
-      if (form !== 'full' && form !== 'short') return reply(res, 400, { error: 'form must be full (/esm/v3/...) or short (/v3/...)' })
+      if (form !== 'full' && form !== 'short') return reply(res, 400, { error: 'form must be full (/esm/v3/..., /cmu/v2/...) or short (/v3/..., /v2/...)' })
       target.linkForms[api] = form
       return reply(res, 200, { api, form })
     }

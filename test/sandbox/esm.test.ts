@@ -1,6 +1,7 @@
 // The sandbox's ESM API (/esm/v3) against Adobe's ESM pages, over real HTTP:
 // https://experienceleague.adobe.com/en/docs/pass/authentication/integration-guide-programmers/features-premium/esm/entitlement-service-monitoring-api
 import t, { type Test } from 'tap'
+import { ESM } from '../../src/sandbox/esm-catalog.js'
 import type { Sandbox } from '../../src/sandbox/server.js'
 import { call, startSandbox, type RawResponse } from '../helpers/app.js'
 import { tokenFor } from './dcr-client.js'
@@ -54,6 +55,27 @@ t.test('ESM\'s drill-down tree: pre-aggregated paths answer 200, others 404', as
     ['/esm/v3/tenant', 404], ['/esm/v2/year', 404], ['/esm/v3/year.pdf', 404], ['/esm', 404], ['/cmu/v2/requestor-id', 404]
   ]
   for (const [path, status] of cases) t.equal((await get(`${path}${path.includes('?') ? '&' : '?'}${RANGE}`)).status, status, path)
+})
+
+t.test('what a filter may name (below) is exactly what the drill-down tree (next) reaches, from every path of the tree', async (t) => {
+  const reachable = (path: string[]): Set<string> => {
+    const found = new Set<string>()
+    for (const dim of ESM.next(path)) {
+      found.add(dim)
+      for (const deeper of reachable([...path, dim])) found.add(deeper)
+    }
+    return found
+  }
+  let paths: string[][] = [[]]
+  let checked = 0
+  while (paths.length > 0 && checked < 2_000) {
+    for (const path of paths.slice(0, 200)) {
+      t.same(new Set(ESM.below(path)), reachable(path), `/${path.join('/')}`)
+      checked++
+    }
+    paths = paths.flatMap((path) => ESM.next(path).map((dim) => [...path, dim]))
+  }
+  t.ok(checked > 500, `${checked} paths`)
 })
 
 t.test('links: /v3/... as in ESM\'s overview by default, /esm/v3/... after POST /_sandbox/links, in JSON and XML', async (t) => {
