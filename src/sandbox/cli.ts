@@ -4,9 +4,10 @@ import { Sandbox } from './server.js'
 
 const USAGE = `usage: cmu-proxy sandbox [--port N] [--host ADDR] [--seed N] [--token-lifetime SECONDS] [--throttle]
 
-Serves Adobe Pass DCR (/o/client/register, /o/client/token) and the CMU API
-(/cmu/v2/...) on loopback. Point your code (or cmu-proxy) at it with
-  ADOBE_AUTH_URL=http://HOST:PORT  ADOBE_CMU_URL=http://HOST:PORT/cmu
+Serves Adobe Pass DCR (/o/client/register, /o/client/token), the CMU API
+(/cmu/v2/...) and the ESM API (/esm/v3/...) on loopback. Point your code (or
+cmu-proxy) at it with
+  ADOBE_AUTH_URL=http://HOST:PORT  ADOBE_CMU_URL=http://HOST:PORT/cmu  ADOBE_ESM_URL=http://HOST:PORT/esm
 Faults are scripted over HTTP under /_sandbox/ (see docs/development.md, "The sandbox").
 `
 
@@ -43,7 +44,7 @@ export async function runSandbox (args: string[]): Promise<Sandbox | undefined> 
   }
   const sandbox = new Sandbox({ seed: numbers.seed, tokenLifetimeSeconds: numbers['token-lifetime'], throttle: values.throttle })
   const url = await sandbox.listen(numbers.port, values.host)
-  process.stdout.write(`cmu-proxy sandbox listening on ${url}\n  ADOBE_AUTH_URL=${sandbox.authUrl}\n  ADOBE_CMU_URL=${sandbox.cmuUrl}\n`)
+  process.stdout.write(`cmu-proxy sandbox listening on ${url}\n  ADOBE_AUTH_URL=${sandbox.authUrl}\n  ADOBE_CMU_URL=${sandbox.cmuUrl}\n  ADOBE_ESM_URL=${sandbox.esmUrl}\n`)
   const stop = (): void => { void sandbox.close() }
   process.once('SIGTERM', stop)
   process.once('SIGINT', stop)

@@ -1,7 +1,10 @@
 // The sandbox's control API under /_sandbox/*, so teams that run it as a
 // separate process (`cmu-proxy sandbox`) can script faults from any language.
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ApiName, LinkForm } from './catalog.js'
+import { CMU } from './cmu-catalog.js'
 import type { SandboxDcr } from './dcr.js'
+import { ESM } from './esm-catalog.js'
 import type { Endpoint, FaultAction, Faults } from './faults.js'
 import { parseReportHeaders, type ReportHeaders } from './report-headers.js'
 
@@ -12,9 +15,12 @@ export interface ControlTarget {
   dcr: SandboxDcr
   calls: Record<string, number>
   reportHeaders: ReportHeaders
+  linkForms: Record<ApiName, LinkForm>
+  forbidden: Set<ApiName>
 }
 
-const ENDPOINTS = new Set<Endpoint>(['register', 'token', 'cmu'])
+const ENDPOINTS = new Set<Endpoint>(['register', 'token', 'cmu', 'esm'])
+const APIS = new Set<string>(['cmu', 'esm'])
 /** Scripted delays become setTimeout delays, which overflow (and fire at once) past 2^31-1 ms. */
 const MAX_DELAY_MS = 3_600_000
 
@@ -23,11 +29,14 @@ export function handleControl (target: ControlTarget, req: IncomingMessage, res:
   const route = `${req.method ?? ''} ${(req.url ?? '').split('?')[0] ?? ''}`
   let input: Record<string, unknown> = {}
   if (body.trim() !== '') {
+    let parsed: unknown
     try {
-      input = JSON.parse(body) as Record<string, unknown>
+      parsed = JSON.parse(body)
     } catch {
       return reply(res, 400, { error: 'body must be JSON' })
     }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return reply(res, 400, { error: 'body must be a JSON object' })
+    input = parsed as Record<string, unknown>
   }
   switch (route) {
     case 'GET /_sandbox/calls':
@@ -62,6 +71,28 @@ export function handleControl (target: ControlTarget, req: IncomingMessage, res:
     case 'DELETE /_sandbox/report-headers':
       target.reportHeaders = {}
       return reply(res, 200, { cleared: true })
+    case 'POST /_sandbox/links': {
+      const { api, form } = input
+      if (!isApi(api)) return reply(res, 400, { error: 'api must be cmu or esm' })
+      if (form !== 'full' && form !== 'short') return reply(res, 400, { error: 'form must be full (/esm/v3/..., /cmu/v2/...) or short (/v3/..., /v2/...)' })
+      target.linkForms[api] = form
+      return reply(res, 200, { api, form })
+    }
+    case 'DELETE /_sandbox/links':
+      target.linkForms.cmu = CMU.links
+      target.linkForms.esm = ESM.links
+      return reply(res, 200, target.linkForms)
+    case 'POST /_sandbox/access': {
+      const { api, allowed } = input
+      if (!isApi(api)) return reply(res, 400, { error: 'api must be cmu or esm' })
+      if (typeof allowed !== 'boolean') return reply(res, 400, { error: 'allowed must be true or false' })
+      if (allowed) target.forbidden.delete(api)
+      else target.forbidden.add(api)
+      return reply(res, 200, { api, allowed })
+    }
+    case 'DELETE /_sandbox/access':
+      target.forbidden.clear()
+      return reply(res, 200, { cleared: true })
     default:
       return reply(res, 404, { error: 'unknown control route' })
   }
@@ -69,7 +100,7 @@ export function handleControl (target: ControlTarget, req: IncomingMessage, res:
 
 function parseFault (input: Record<string, unknown>): { endpoint: Endpoint, count: number, action: FaultAction, path?: string } | string {
   const { endpoint, count = 1, status, hang, delayMs, drop, path, body, afterMs } = input
-  if (typeof endpoint !== 'string' || !ENDPOINTS.has(endpoint as Endpoint)) return 'endpoint must be register, token or cmu'
+  if (typeof endpoint !== 'string' || !ENDPOINTS.has(endpoint as Endpoint)) return 'endpoint must be register, token, cmu or esm'
   if (count !== 'forever' && (typeof count !== 'number' || count < 1)) return 'count must be a positive number or "forever"'
   if (path !== undefined && typeof path !== 'string') return 'path must be a string'
   if (afterMs !== undefined && !isDelay(afterMs)) return `afterMs must be a number of milliseconds, at most ${MAX_DELAY_MS}`
@@ -82,6 +113,10 @@ function parseFault (input: Record<string, unknown>): { endpoint: Endpoint, coun
   else if (typeof delayMs === 'number') action = { delayMs }
   else return 'give one of status (100-599), hang: true, drop: true or delayMs'
   return { endpoint: endpoint as Endpoint, count: count === 'forever' ? Infinity : count as number, action, ...(path === undefined ? {} : { path }) }
+}
+
+function isApi (value: unknown): value is ApiName {
+  return typeof value === 'string' && APIS.has(value)
 }
 
 function isDelay (value: unknown): value is number {

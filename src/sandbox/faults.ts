@@ -1,7 +1,7 @@
 // Scriptable misbehaviour: "the next N calls to X fail with status S / hang /
 // are delayed / lose their connection". Rules are consumed in the order added.
 
-export type Endpoint = 'register' | 'token' | 'cmu'
+export type Endpoint = 'register' | 'token' | 'cmu' | 'esm'
 
 export type FaultAction =
   /** An injected answer: at once, after `afterMs`, or (in-process) once `until` settles. */
@@ -21,7 +21,7 @@ export function heldAnswer (): { until: Promise<void>, release: () => void } {
 
 interface Rule {
   endpoint: Endpoint
-  /** Only CMU requests whose path starts with this (after the base path) */
+  /** Only report requests (cmu, esm) whose path starts with this (after the API's base path) */
   pathPrefix: string | undefined
   remaining: number
   action: FaultAction

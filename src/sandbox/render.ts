@@ -3,6 +3,11 @@
 // JSON and XML are HAL.
 import type { Link, Report } from './report.js'
 
+/**
+ * Both pages' examples name the file `report__<start>_<end>_<limit>.csv`. (ESM's
+ * page also gives the pattern `esm__<start-date>_<end-date>_<filter-values,...>.csv`,
+ * which its own example does not follow; the sandbox follows the examples.)
+ */
 export function csvFileName (report: Report): string {
   return `report__${report.startText}_${report.endText}_${report.limit}.csv`
 }
@@ -52,7 +57,7 @@ function * renderCsv (report: Report): Generator<string> {
 
 function * renderHtml (report: Report): Generator<string> {
   const names = [...report.columns, ...report.metrics]
-  yield `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>CMU report</title></head><body>\n<table>\n<tr>${names.map((n) => `<th>${xml(n)}</th>`).join('')}</tr>\n`
+  yield `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>${report.api.toUpperCase()} report</title></head><body>\n<table>\n<tr>${names.map((n) => `<th>${xml(n)}</th>`).join('')}</tr>\n`
   for (const row of report.rows()) yield `<tr>${row.map((v) => `<td>${xml(v)}</td>`).join('')}</tr>\n`
   yield `</table>\n${report.links.drillDown.map((d) => `<a href="${xml(d.href)}">${xml(d.name ?? '')}</a>`).join(' ')}\n</body></html>\n`
 }

@@ -1,9 +1,10 @@
-// The caching fields of the sandbox's report answers. By default it sends
-// none (like Adobe's documentation, which promises none), so the proxy's
-// report schedule decides freshness; tests set Cache-Control, ETag,
-// Last-Modified and Age through this control (in process, or
-// POST /_sandbox/report-headers) and the sandbox then answers conditional
-// requests with 304 as an origin would (RFC 9110 §13.1).
+// The caching fields of the sandbox's report answers. By default CMU answers
+// carry none (like Adobe's documentation, which promises none), so the
+// proxy's report schedule decides freshness; ESM answers carry Last-Modified,
+// the time their data was computed (ESM's "Data Freshness"). Tests set
+// Cache-Control, ETag, Last-Modified and Age through this control (in
+// process, or POST /_sandbox/report-headers) and the sandbox then answers
+// conditional requests with 304 as an origin would (RFC 9110 §13.1).
 import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 
@@ -32,13 +33,17 @@ export function parseReportHeaders (input: Record<string, unknown>): ReportHeade
   }
 }
 
-/** The fields for an answer whose body is `body` (only read when an ETag is computed from it). */
-export function reportFields (settings: ReportHeaders, body: () => string, encoding: string): Record<string, string> {
+/**
+ * The fields for an answer whose body is `body` (only read when an ETag is computed from it)
+ * and whose data was computed at `computedAt` (ms; when the API says so in Last-Modified).
+ */
+export function reportFields (settings: ReportHeaders, body: () => string, encoding: string, computedAt?: number): Record<string, string> {
   const fields: Record<string, string> = {}
   if (settings.cacheControl !== undefined) fields['cache-control'] = settings.cacheControl
   if (settings.etag === true) fields.etag = `"${createHash('sha256').update(body()).update(encoding).digest('base64url').slice(0, 22)}"`
   else if (typeof settings.etag === 'string') fields.etag = settings.etag
-  if (settings.lastModified !== undefined) fields['last-modified'] = settings.lastModified
+  const lastModified = settings.lastModified ?? (computedAt === undefined ? undefined : new Date(computedAt).toUTCString())
+  if (lastModified !== undefined) fields['last-modified'] = lastModified
   if (settings.age !== undefined) fields.age = String(settings.age)
   return fields
 }

@@ -1,15 +1,20 @@
-// An in-process fake Adobe: DCR under /o/client/* and the CMU API under
-// <basePath>/v2/..., over real HTTP. It records what it received (so tests can
-// assert what crossed the proxy) and misbehaves on request (faults).
+// An in-process fake Adobe: DCR under /o/client/*, the CMU API under
+// <basePath>/v2/... and the ESM API under <esmBasePath>/v3/..., over real
+// HTTP. It records what it received (so tests can assert what crossed the
+// proxy) and misbehaves on request (faults, 403s, the other link form).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Readable, pipeline } from 'node:stream'
 import { createGzip } from 'node:zlib'
+import type { ApiName, LinkForm, ReportApi } from './catalog.js'
+import { CMU } from './cmu-catalog.js'
 import { CONTROL_PREFIX, handleControl } from './control.js'
 import { SandboxDcr, type DcrAnswer } from './dcr.js'
+import { ESM } from './esm-catalog.js'
 import { Faults, type Endpoint } from './faults.js'
 import { csvFileName, render } from './render.js'
-import { buildReport, CONTENT_TYPES, ReportError } from './report.js'
+import { buildReport } from './report.js'
+import { CONTENT_TYPES, ReportError } from './report-query.js'
 import { notModified, reportFields, type ReportHeaders } from './report-headers.js'
 
 export interface SandboxOptions {
@@ -17,12 +22,14 @@ export interface SandboxOptions {
   tokenLifetimeSeconds?: number
   /** Where the CMU API lives on this server (Adobe: /cmu) */
   basePath?: string
+  /** Where the ESM API lives on this server (Adobe: /esm) */
+  esmBasePath?: string
   /** Changes the generated numbers, not their shape */
   seed?: number
   /** Adobe's /o/client/* throttle: 1 request/s per client IP, burst 10, 429 with an HTML body */
   throttle?: boolean
   /**
-   * Share of CMU requests on reused keep-alive connections whose connection is dropped before any
+   * Share of report requests on reused keep-alive connections whose connection is dropped before any
    * answer (soak tests), 0 to 1: a connection that Adobe's side closed just as the client reused it.
    * The first request on a new connection is never dropped.
    */
@@ -40,28 +47,47 @@ export interface RecordedRequest {
 const MAX_RECORDED = 1_000
 const MAX_BODY_BYTES = 64 * 1024
 
+/** Counted per report API: `cmu`, `cmuAborted`, ..., `esmForbidden`. */
+type ReportCounter = '' | 'Aborted' | 'Unauthorized' | 'Dropped' | 'NotModified' | 'Forbidden'
+export type CallCounter = 'register' | 'token' | `${ApiName}${ReportCounter}`
+
 export class Sandbox {
   readonly faults = new Faults()
   readonly dcr: SandboxDcr
   /** Calls by endpoint, including refused ones. */
-  readonly calls = { register: 0, token: 0, cmu: 0, cmuAborted: 0, cmuUnauthorized: 0, cmuDropped: 0, cmuNotModified: 0 }
+  readonly calls: Record<CallCounter, number> = {
+    register: 0,
+    token: 0,
+    cmu: 0, cmuAborted: 0, cmuUnauthorized: 0, cmuDropped: 0, cmuNotModified: 0, cmuForbidden: 0,
+    esm: 0, esmAborted: 0, esmUnauthorized: 0, esmDropped: 0, esmNotModified: 0, esmForbidden: 0
+  }
   dropRate: number
   /** The caching fields of report answers (report-headers.ts); none by default. */
   reportHeaders: ReportHeaders = {}
-  /** The last CMU requests, oldest first. */
-  readonly cmuRequests: RecordedRequest[] = []
+  /** How each API's links start; each API's documented form by default. */
+  readonly linkForms: Record<ApiName, LinkForm> = { cmu: CMU.links, esm: ESM.links }
+  /** APIs that answer 403 to valid tokens (a client without access to them). */
+  readonly forbidden = new Set<ApiName>()
+  /** The last report requests per API, oldest first. */
+  readonly requests: Record<ApiName, RecordedRequest[]> = { cmu: [], esm: [] }
   readonly basePath: string
+  readonly esmBasePath: string
   readonly #seed: number
   readonly #now: () => number
   readonly #server: Server
   readonly #throttle: Map<string, { tokens: number, at: number }> | undefined
-  /** Connections that already carried a CMU request (for dropRate). */
+  /** Each API and where it lives, the longest base path first. */
+  readonly #apis: Array<{ api: ReportApi, basePath: string }>
+  /** Connections that already carried a report request (for dropRate). */
   readonly #usedSockets = new WeakSet<object>()
   #url = ''
 
   constructor (options: SandboxOptions = {}) {
     this.#now = options.now ?? Date.now
     this.basePath = options.basePath ?? '/cmu'
+    this.esmBasePath = options.esmBasePath ?? '/esm'
+    this.#apis = [{ api: CMU, basePath: this.basePath }, { api: ESM, basePath: this.esmBasePath }]
+      .sort((a, b) => b.basePath.length - a.basePath.length)
     this.#seed = options.seed ?? 1
     this.#throttle = options.throttle === true ? new Map() : undefined
     this.dropRate = options.dropRate ?? 0
@@ -84,6 +110,12 @@ export class Sandbox {
   get authUrl (): string { return this.#url }
   /** ADOBE_CMU_URL */
   get cmuUrl (): string { return `${this.#url}${this.basePath}` }
+  /** ADOBE_ESM_URL */
+  get esmUrl (): string { return `${this.#url}${this.esmBasePath}` }
+  /** The last CMU requests, oldest first. */
+  get cmuRequests (): RecordedRequest[] { return this.requests.cmu }
+  /** The last ESM requests, oldest first. */
+  get esmRequests (): RecordedRequest[] { return this.requests.esm }
 
   async close (): Promise<void> {
     this.#server.closeAllConnections()
@@ -97,10 +129,10 @@ export class Sandbox {
       readBody(req, (body) => { handleControl(this, req, res, body ?? '') })
     } else if (path === '/o/client/register' || path === '/o/client/token') {
       this.#handleDcr(path === '/o/client/register' ? 'register' : 'token', req, res)
-    } else if (path === this.basePath || path.startsWith(`${this.basePath}/`)) {
-      this.#handleCmu(req, res, path.slice(this.basePath.length))
     } else {
-      text(res, 404, 'Not found')
+      const served = this.#apis.find(({ basePath }) => path === basePath || path.startsWith(`${basePath}/`))
+      if (served === undefined) return text(res, 404, 'Not found')
+      this.#handleReport(served.api, served.basePath, req, res, path.slice(served.basePath.length))
     }
   }
 
@@ -132,29 +164,36 @@ export class Sandbox {
     send(res, answer.status, 'application/json', JSON.stringify(answer.body))
   }
 
-  #handleCmu (req: IncomingMessage, res: ServerResponse, path: string): void {
-    this.calls.cmu++
-    if (this.cmuRequests.length >= MAX_RECORDED) this.cmuRequests.shift()
-    this.cmuRequests.push({ method: req.method ?? '', url: req.url ?? '', headers: { ...req.headers } })
+  #handleReport (api: ReportApi, basePath: string, req: IncomingMessage, res: ServerResponse, path: string): void {
+    this.calls[api.name]++
+    const recorded = this.requests[api.name]
+    if (recorded.length >= MAX_RECORDED) recorded.shift()
+    recorded.push({ method: req.method ?? '', url: req.url ?? '', headers: { ...req.headers } })
     if (this.dropRate > 0 && this.#reused(req) && Math.random() < this.dropRate) {
-      this.calls.cmuDropped++
+      this.calls[`${api.name}Dropped`]++
       return void req.socket.destroy()
     }
-    res.once('close', () => { if (!res.writableFinished) this.calls.cmuAborted++ })
-    this.#afterFaults('cmu', path, req, res, () => { this.#answerCmu(req, res, path) })
+    res.once('close', () => { if (!res.writableFinished) this.calls[`${api.name}Aborted`]++ })
+    this.#afterFaults(api.name, path, req, res, () => { this.#answerReport(api, basePath, req, res, path) })
   }
 
-  #answerCmu (req: IncomingMessage, res: ServerResponse, path: string): void {
+  #answerReport (api: ReportApi, basePath: string, req: IncomingMessage, res: ServerResponse, path: string): void {
     if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'Method not allowed', { allow: 'GET' })
     if (!this.#authorized(req)) {
-      this.calls.cmuUnauthorized++
+      this.calls[`${api.name}Unauthorized`]++
       return text(res, 401, 'Unauthorized', { 'www-authenticate': 'Bearer error="invalid_token"' })
+    }
+    // Adobe: 403 when "the user is authenticated but not allowed to access the requested information".
+    if (this.forbidden.has(api.name)) {
+      this.calls[`${api.name}Forbidden`]++
+      return text(res, 403, 'Forbidden')
     }
 
     const query = (req.url ?? '').split('?').slice(1).join('?')
+    const linkBase = `${this.linkForms[api.name] === 'full' ? basePath : ''}/${api.version}`
     let report
     try {
-      report = buildReport({ basePath: this.basePath, path, query, accept: header(req, 'accept'), now: this.#now(), seed: this.#seed })
+      report = buildReport({ api, linkBase, path, query, accept: header(req, 'accept'), now: this.#now(), seed: this.#seed })
     } catch (err) {
       if (err instanceof ReportError) return text(res, err.status, err.message)
       throw err
@@ -163,11 +202,11 @@ export class Sandbox {
     // The whole body is rendered up front only when an ETag is made from it.
     let rendered: string | undefined
     const whole = (): string => { rendered ??= [...render(report)].join(''); return rendered }
-    const fields = reportFields(this.reportHeaders, whole, gzip ? 'gzip' : 'identity')
+    const fields = reportFields(this.reportHeaders, whole, gzip ? 'gzip' : 'identity', report.lastModified)
     for (const [name, value] of Object.entries(fields)) res.setHeader(name, value)
     res.setHeader('vary', 'Accept, Accept-Encoding')
     if (notModified(req.headers, fields)) {
-      this.calls.cmuNotModified++
+      this.calls[`${api.name}NotModified`]++
       res.statusCode = 304
       return void res.end()
     }

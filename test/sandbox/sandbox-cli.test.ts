@@ -10,11 +10,11 @@ async function post (url: string, body: unknown, method = 'POST'): Promise<{ sta
   return { status: response.status, json: await response.json() }
 }
 
-t.test('cmu-proxy sandbox --port 0: DCR, CMU and the /_sandbox control API', async (t) => {
+t.test('cmu-proxy sandbox --port 0: DCR, CMU, ESM and the /_sandbox control API', async (t) => {
   const child = startNode(t, 'cli', ['sandbox', '--port', '0', '--token-lifetime', '600'])
-  await child.waitForOutput(/ADOBE_CMU_URL=\S+\n/)
+  await child.waitForOutput(/ADOBE_ESM_URL=\S+\n/)
   const base = /listening on (http:\/\/\S+)/.exec(child.stdout())?.[1] ?? ''
-  t.match(child.stdout(), new RegExp(`ADOBE_CMU_URL=${base}/cmu`))
+  t.match(child.stdout(), new RegExp(`ADOBE_CMU_URL=${base}/cmu\n  ADOBE_ESM_URL=${base}/esm\n`))
 
   const client = await post(`${base}/o/client/register`, { software_statement: makeSoftwareStatement() })
   t.equal(client.status, 201)
@@ -23,6 +23,9 @@ t.test('cmu-proxy sandbox --port 0: DCR, CMU and the /_sandbox control API', asy
   const token = ((await tokenResponse.json()) as { access_token: string }).access_token
   const auth = { authorization: `Bearer ${token}` }
   t.equal((await call(base, '/cmu/v2/year.csv', { headers: auth })).status, 200)
+  const esm = await call(base, '/esm/v3/year.csv', { headers: auth })
+  t.equal(esm.status, 200)
+  t.match(esm.text, /^year,authn-attempts,/)
 
   t.equal((await post(`${base}/_sandbox/faults`, { endpoint: 'cmu', count: 1, status: 503 })).status, 201)
   t.equal((await call(base, '/cmu/v2/year', { headers: auth })).status, 503, 'scripted fault')
@@ -42,7 +45,7 @@ t.test('cmu-proxy sandbox --port 0: DCR, CMU and the /_sandbox control API', asy
   t.equal((await post(`${base}/_sandbox/revoke-clients`, undefined)).status, 200)
   const refused = await fetch(`${base}/o/client/token`, { method: 'POST', body: new URLSearchParams({ grant_type: 'client_credentials', client_id: client.json.client_id, client_secret: client.json.client_secret }) })
   t.same(await refused.json(), { error: 'invalid_client' })
-  t.match((await call(base, '/_sandbox/calls')).json(), { register: 1, token: 2, cmu: 7 })
+  t.match((await call(base, '/_sandbox/calls')).json(), { register: 1, token: 2, cmu: 7, esm: 1 })
 
   const invalid: Array<[unknown, RegExp]> = [
     [{ endpoint: 'nope' }, /endpoint/],
@@ -63,6 +66,9 @@ t.test('cmu-proxy sandbox --port 0: DCR, CMU and the /_sandbox control API', asy
   t.equal((await call(base, '/_sandbox/nothing')).status, 404)
   const notJson = await fetch(`${base}/_sandbox/faults`, { method: 'POST', body: '{' })
   t.equal(notJson.status, 400)
+  // JSON, but not an object: a 400, not a crash of the sandbox.
+  for (const body of ['null', '[]', '7']) t.equal((await fetch(`${base}/_sandbox/faults`, { method: 'POST', body })).status, 400, body)
+  t.equal((await call(base, '/_sandbox/calls')).status, 200, 'still answering')
 
   t.equal((await child.stop('SIGTERM')).code, 0, 'stops cleanly on SIGTERM')
 })

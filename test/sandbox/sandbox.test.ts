@@ -2,30 +2,13 @@
 import { gunzipSync } from 'node:zlib'
 import t from 'tap'
 import { Client } from 'undici'
-import { METRICS } from '../../src/sandbox/catalog.js'
+import { CMU_METRICS as METRICS } from '../../src/sandbox/cmu-catalog.js'
 import { makeSoftwareStatement, statementClaims } from '../../src/sandbox/statement.js'
-import type { Sandbox } from '../../src/sandbox/server.js'
-import { call, startSandbox, type RawResponse } from '../helpers/app.js'
+import { call, startSandbox } from '../helpers/app.js'
+import { post, register, tokenFor } from './dcr-client.js'
 
 const NOW = Date.parse('2026-11-27T10:30:00Z')
 const RANGE = 'start=2026-11-01&end=2026-11-03'
-
-async function post (url: string, path: string, body: string, contentType: string): Promise<RawResponse> {
-  const response = await fetch(`${url}${path}`, { method: 'POST', body, headers: { 'content-type': contentType } })
-  const buffer = Buffer.from(await response.arrayBuffer())
-  const text = buffer.toString('utf8')
-  return { status: response.status, headers: Object.fromEntries(response.headers), body: buffer, text, json: () => JSON.parse(text) }
-}
-
-async function register (sandbox: Sandbox): Promise<{ client_id: string, client_secret: string }> {
-  return (await post(sandbox.authUrl, '/o/client/register', JSON.stringify({ software_statement: makeSoftwareStatement() }), 'application/json')).json()
-}
-
-async function tokenFor (sandbox: Sandbox): Promise<string> {
-  const client = await register(sandbox)
-  const form = new URLSearchParams({ grant_type: 'client_credentials', ...client }).toString()
-  return (await post(sandbox.authUrl, '/o/client/token', form, 'application/x-www-form-urlencoded')).json().access_token
-}
 
 t.test('DCR register and token as documented', async (t) => {
   const sandbox = await startSandbox(t, { now: () => NOW, tokenLifetimeSeconds: 1800 })
@@ -102,7 +85,13 @@ t.test('CMU: auth, methods and query validation', async (t) => {
     ['/cmu/v2/year?metrics=active-users,hugs', 400, /Unknown metric: hugs/],
     ['/cmu/v2/year?limit=0', 400, /Invalid limit/],
     ['/cmu/v2/year?tenant=%E0%A4%A', 400, /Malformed/],
-    ['/cmu/v2/year?format=pdf', 406, /Unsupported format/]
+    ['/cmu/v2/year?format=pdf', 406, /Unsupported format/],
+    // Not own properties of the catalog: unknown, not a crash.
+    ['/cmu/v2/year?constructor', 400, /Unknown dimension: constructor/],
+    ['/cmu/v2/year?__proto__=x', 400, /Unknown dimension: __proto__/],
+    // Two years by the minute: Adobe refuses queries that need a massive volume of data.
+    ['/cmu/v2/year/month/day/hour/minute?start=2024&end=2026', 400, /Query too large/],
+    ['/cmu/v2/year/month/day/hour/minute?start=2026-11-01&end=2026-11-02&tenant&application&application-id&channel&mvpd&platform', 400, /Query too large/]
   ]
   for (const [path, status, message] of bad) {
     const response = await call(sandbox.authUrl, path, { headers: auth })
