@@ -97,7 +97,7 @@ export class Credentials {
     const loaded = await store?.load()
     if (loaded?.status === 'unavailable') {
       // Backend trouble is never "absent": another instance may hold them, and registering would make a second client.
-      throw new TokenStepFailed('register', new CoordinationUnavailable(`no client credentials are held here and the fleet's state store cannot be read (${loaded.reason}); not registering while another instance may hold them`))
+      throw new TokenStepFailed('register', new CoordinationUnavailable('no client credentials are held here and the fleet\'s state store cannot be read; not registering while another instance may hold them', false, loaded.reason))
     }
     if (loaded?.status === 'found') {
       this.#log.info({ credentialsFile: store?.path }, 'using stored client credentials')

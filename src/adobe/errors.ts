@@ -71,10 +71,13 @@ export class FleetAttemptFailed extends Error {
  * The fleet's state is unreachable and acting alone could register a second
  * client: wait and retry instead. `untilFixed`: only an operator can fix it
  * (this instance cannot open the fleet's values): retry at the slowest pace.
+ * The message is a fixed sentence, since it reaches callers (the 503's detail,
+ * /readyz's reason); `reason`, the store's own error text (hosts, ACL users),
+ * goes to the log only.
  */
 export class CoordinationUnavailable extends Error {
   readonly code = 'CMU_PROXY_STATE_UNAVAILABLE'
-  constructor (detail: string, readonly untilFixed = false) {
+  constructor (detail: string, readonly untilFixed = false, readonly reason?: string) {
     super(detail)
     this.name = 'CoordinationUnavailable'
   }

@@ -15,6 +15,7 @@ import { soloCoordination, type FleetToken, type TokenCoordination } from './coo
 import { Credentials, type CredentialsOptions } from './credentials.js'
 import type { AccessToken } from './dcr-client.js'
 import { fromFleetToken, toFleetToken, type HeldToken } from './held-token.js'
+import { CoordinationUnavailable, TokenStepFailed } from './errors.js'
 import { TokenCalls } from './token-calls.js'
 import type { TokenLevers, TokenStatus } from './token-status.js'
 import {
@@ -223,7 +224,10 @@ export class TokenBroker implements TokenSource, TokenLevers {
     this.#failure = failure
     this.#schedule(delay)
     const tokenStillValid = this.#usableToken() !== undefined
-    this.#log[tokenStillValid ? 'warn' : 'error']({ code, detail, retryInMs: Math.round(delay), attempt: this.#failedAttempts, tokenStillValid }, 'could not obtain an access token')
+    // The store's own error text is for operators: the log has it, callers and /readyz get `detail` only.
+    const cause = err instanceof TokenStepFailed ? err.cause : err
+    const reason = cause instanceof CoordinationUnavailable ? cause.reason : undefined
+    this.#log[tokenStillValid ? 'warn' : 'error']({ code, detail, ...(reason === undefined ? {} : { reason }), retryInMs: Math.round(delay), attempt: this.#failedAttempts, tokenStillValid }, 'could not obtain an access token')
     return failure
   }
 

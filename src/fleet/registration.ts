@@ -79,7 +79,7 @@ export class FleetRegistration {
       })
     } catch (err) {
       // There but unusable here (another key list, altered, oversized): perhaps only the key is wrong, so never register over them.
-      if (isUnusableValue(err)) throw new CoordinationUnavailable(`the fleet's client credentials cannot be used here (${err.message}); not registering over them`)
+      if (isUnusableValue(err)) throw new CoordinationUnavailable('the fleet\'s client credentials cannot be used here; not registering over them', false, err.message)
       throw err
     }
     if (turn.kind === 'found') return await this.#fromFleet(turn.value)

@@ -369,7 +369,12 @@ t.test('Redis down at start and no credentials file: no registration until Redis
   t.ok(await eventually(async () => (await call(proxy?.url ?? '', '/readyz')).json().code === 'CMU_PROXY_NOT_REGISTERED', 3_000), 'not ready, and says why')
   const ready = await call(proxy?.url ?? '', '/readyz')
   t.equal(ready.status, 503)
-  t.match(ready.json().reason, /state store cannot be read .*not registering while another instance may hold them/)
+  const fixed = 'No access token is available: no client credentials are held here and the fleet\'s state store cannot be read; not registering while another instance may hold them'
+  t.equal(`No access token is available: ${String(ready.json().reason)}`, fixed, 'a fixed sentence: no Redis error text (host, port, ACL user) in /readyz')
+  const refused = await call(proxy?.url ?? '', '/cmu/v2')
+  t.equal(refused.json().detail, fixed, 'nor in a caller\'s 503')
+  t.notMatch(refused.text + ready.text, String(redis.port), 'Redis\'s port appears in neither')
+  t.ok(proxy?.logs.some((line) => /could not obtain an access token/.test(line) && /"reason":"[^"]+"/.test(line)), 'the log line keeps the store\'s own reason')
   t.equal(sandbox.calls.register, 0, 'it did not guess')
   await redis.restart()
   t.ok(await eventually(async () => (await call(proxy?.url ?? '', '/readyz')).status === 200, 5_000), 'ready once Redis answers (and holds no credentials)')
