@@ -133,7 +133,7 @@ export class ProxyMetrics {
       }
     })
     new Counter({
-      name: 'cmu_proxy_cache_uncacheable_total', help: "Adobe's answers its directives kept out of the cache (no-store, private, set-cookie, vary, stale-on-arrival) or made every use revalidate (no-cache), by reason", labelNames: ['reason'], registers,
+      name: 'cmu_proxy_cache_uncacheable_total', help: "Adobe's answers its directives kept out of the cache (no-store, private, set-cookie, vary, large-headers, stale-on-arrival) or made every use revalidate (no-cache), by reason", labelNames: ['reason'], registers,
       collect () {
         this.reset()
         for (const [reason, count] of Object.entries(cache.stats().uncacheable)) this.inc({ reason }, count)
