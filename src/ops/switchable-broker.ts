@@ -9,7 +9,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { TokenLevers, TokenStatus } from '../adobe/token-status.js'
-import type { TokenSource } from '../upstream/authorized-fetch.js'
+import type { RequestWarnings, TokenSource } from '../upstream/authorized-fetch.js'
 
 /** What a broker is to the switch (adobe/token-broker.ts: TokenBroker). */
 export interface ManagedBroker extends TokenSource, TokenLevers {
@@ -61,7 +61,8 @@ export class SwitchableBroker implements TokenSource, TokenLevers {
 
   currentToken (): string | undefined { return this.#current.broker.currentToken() }
   async getToken (): Promise<string> { return await this.#current.broker.getToken() }
-  invalidate (token: string): void { this.#current.broker.invalidate(token) }
+  // The caller's request logger, so the broker's warning carries its reqId and trace_id.
+  invalidate (token: string, log?: RequestWarnings): void { this.#current.broker.invalidate(token, log) }
   async refreshNow (): Promise<void> { await this.#current.broker.refreshNow() }
   async reregister (): Promise<void> { await this.#current.broker.reregister() }
 
