@@ -28,6 +28,9 @@ export type Turn =
 
 const ALONE: Turn = { kind: 'alone', done: () => {} }
 
+/** Paths whose purge instants are remembered one by one (an operator's purges: a few). */
+const MAX_PURGED_PATHS = 1024
+
 /** What a purge dropped: entries in this instance's memory, and at the fleet's level (undefined: no fleet). */
 export interface PurgeResult {
   memory: number
@@ -51,6 +54,9 @@ export class CacheLevels {
   readonly #shared: SharedCache | undefined
   /** Purges so far: a shared entry read before a purge is not kept after it. */
   #purges = 0
+  /** The purge count at the last purge of everything, and at the last purge of each path purged since. */
+  #allPurgedAt = 0
+  readonly #pathPurgedAt = new Map<string, number>()
 
   constructor (options: CacheLevelsOptions) {
     this.#options = options
@@ -72,8 +78,30 @@ export class CacheLevels {
   }
 
   #purgeMemory (path: string | undefined): number {
-    this.#purges++
+    const at = ++this.#purges
+    // Bounded: past MAX_PURGED_PATHS paths, count it as a purge of everything (a fetch in flight then stores nothing, once).
+    if (path === undefined || (!this.#pathPurgedAt.has(path) && this.#pathPurgedAt.size >= MAX_PURGED_PATHS)) {
+      this.#allPurgedAt = at
+      this.#pathPurgedAt.clear()
+    } else {
+      this.#pathPurgedAt.set(path, at)
+    }
     return this.#memory.purge(path === undefined ? undefined : (key) => cacheKeyPath(key) === path)
+  }
+
+  /** A mark to take when an exchange with Adobe starts: purgedSince() tells whether a purge covered its key meanwhile. */
+  epoch (): number {
+    return this.#purges
+  }
+
+  /**
+   * Whether a purge covering `key` ran since `epoch`: an answer Adobe sent to
+   * a request made before the purge is served to those who asked, but never
+   * kept or shared, or the purge would be undone the moment it finished.
+   */
+  purgedSince (key: string, epoch: number): boolean {
+    if (this.#purges === epoch) return false
+    return this.#allPurgedAt > epoch || (this.#pathPurgedAt.get(cacheKeyPath(key)) ?? 0) > epoch
   }
 
   /** The entry held in memory (fresh or stale); no promise, no I/O. */
@@ -133,9 +161,12 @@ export class CacheLevels {
   async turn (key: string, signal: AbortSignal): Promise<Turn> {
     if (this.#shared === undefined) return ALONE
     const asked = this.#options.now()
+    const epoch = this.#purges
     const turn = await this.#shared.turn(key, signal)
     switch (turn.kind) {
       case 'landed': {
+        // What landed was fetched before a purge that ran while this one waited: fetch anew.
+        if (this.purgedSince(key, epoch)) return ALONE
         const landed = this.#localForm(turn.entry)
         // An entry that must be validated before use (no-cache) counts only when it was fetched or confirmed during this turn.
         if (!isFresh(landed, this.#options.now()) && landed.storedAt <= asked) return ALONE

@@ -71,6 +71,8 @@ export class OriginExchange {
   async fetch (key: string, request: OriginRequest, signal: AbortSignal, stale: CachedResponse | undefined): Promise<Exchanged> {
     const { origin, callerHeaders, now, wallNow } = this.#options
     const validators = stale === undefined ? undefined : validatorsOf(stale.headers)
+    // An operator's purge while Adobe is asked: the answer is served, never kept (cache-levels.ts purgedSince).
+    const epoch = this.#levels.epoch()
     let answer: Answer
     let times: ExchangeTimes
     try {
@@ -87,7 +89,7 @@ export class OriginExchange {
       // A 304 to a request that was not conditional is a broken answer (RFC 9110 §15.4.5): there is nothing it confirms.
       if (stale === undefined || validators === undefined || answer.kind === 'streamed') return this.#unavailable(key, upstreamBadResponse(304, 'to a request that was not conditional'))
       this.#rests.clear(key)
-      if (confirms(stale.headers, answer.upstreamHeaders)) return this.#confirmed(key, request, stale, answer, times)
+      if (confirms(stale.headers, answer.upstreamHeaders)) return this.#confirmed(key, request, stale, answer, times, epoch)
       // §4.3.4: a 304 about another answer must not relabel the stored body: the copy goes, and Adobe is asked once more, unconditionally.
       this.#levels.forget(key, stale)
       return await this.fetch(key, request, signal, undefined)
@@ -102,7 +104,7 @@ export class OriginExchange {
     // Age on a miss only when Adobe sent a valid one: our own is the response delay, which callers need not see (§4.2.3).
     const age = originAgeSeconds(answer.upstreamHeaders.age) === undefined ? undefined : Math.floor(correctedInitialAgeSeconds(answer.upstreamHeaders, times))
     if (answer.status !== 200) return { kind: 'answered', answer, age }
-    return { kind: 'answered', answer, age, ...this.#store(key, request, answer, times) }
+    return { kind: 'answered', answer, age, ...this.#store(key, request, answer, times, epoch) }
   }
 
   /** No answer could be had for `key` (`error` says why): the key rests. */
@@ -112,13 +114,14 @@ export class OriginExchange {
   }
 
   /** A 200 kept under the freshness rules, or why Adobe's directives keep it out (or make every use ask again). */
-  #store (key: string, request: OriginRequest, answer: BufferedAnswer, times: ExchangeTimes): { stored?: CachedResponse | undefined, uncacheable?: UncacheableReason | undefined } {
+  #store (key: string, request: OriginRequest, answer: BufferedAnswer, times: ExchangeTimes, epoch: number): { stored?: CachedResponse | undefined, uncacheable?: UncacheableReason | undefined } {
     const entry = this.#entry(request, answer.upstreamHeaders, times)
     const validated = validatorsOf(answer.headers) !== undefined
     const refused = refusedStorage(answer.upstreamHeaders) ?? oversizedHeaders(answer.headers) ?? (entry === undefined ? undefined : staleOnArrival(entry, validated, times.respondedAt))
     if (refused !== undefined) this.#uncacheable.seen(refused, request.target.path)
     // A no-cache answer is kept only to be revalidated: without a validator that would be a full fetch anyway.
     if (entry === undefined || (refused !== undefined && !(refused === 'no-cache' && validated))) return { uncacheable: refused }
+    if (this.#levels.purgedSince(key, epoch)) return { uncacheable: refused }
     const stored = this.#levels.keep(key, { status: answer.status, headers: answer.headers, body: answer.body, ...entry })
     // From here the cache's own byte bound accounts for the body.
     if (stored !== undefined) answer.uncharge()
@@ -132,7 +135,7 @@ export class OriginExchange {
    * 304), when it is served this once and dropped at both levels, or memory
    * took in a newer answer meanwhile, which this late 304 must not overwrite.
    */
-  #confirmed (key: string, request: OriginRequest, stale: CachedResponse, notModified: BufferedAnswer, times: ExchangeTimes): Exchanged {
+  #confirmed (key: string, request: OriginRequest, stale: CachedResponse, notModified: BufferedAnswer, times: ExchangeTimes, epoch: number): Exchanged {
     const path = request.target.path
     const headers = updatedHeaders(stale.headers, notModified.headers)
     // Freshness from the fields as they stand now, with the 304's own Date and Age (not the stored answer's).
@@ -148,6 +151,8 @@ export class OriginExchange {
       return { kind: 'revalidated', entry: confirmed, refused, shareable }
     }
     if (confirmed.noCache) this.#uncacheable.seen('no-cache', path)
+    // Purged while Adobe was asked: the copy it confirmed is gone on purpose, and stays gone.
+    if (this.#levels.purgedSince(key, epoch)) return { kind: 'revalidated', entry: confirmed, shareable }
     if (!this.#levels.holds(key, stale) && this.#levels.peek(key) !== undefined) return { kind: 'revalidated', entry: confirmed, shareable }
     const stored = this.#levels.keep(key, confirmed)
     return { kind: 'revalidated', entry: stored ?? confirmed, stored, shareable }

@@ -2,7 +2,8 @@
 // report with every variant of its path; the admin rules of the other routes;
 // paths refused as forwarded paths are.
 import t from 'tap'
-import { assertProblem, call, startProxy, startSandbox } from '../helpers/app.js'
+import { heldAnswer } from '../../src/sandbox/faults.js'
+import { assertProblem, call, startProxy, startSandbox, whenInFlight } from '../helpers/app.js'
 
 const ADMIN = 'purge-admin-key-0123456789'
 const AS_ADMIN = { 'x-api-key': ADMIN }
@@ -100,4 +101,23 @@ t.test('with the cache off: a purge answers, with nothing to drop', async (t) =>
   const proxy = await startProxy(t, sandbox, { env: { ADMIN_API_KEY: ADMIN } })
   const answer = await call(proxy.url, `/admin/cache?path=${encodeURIComponent(YEAR)}`, { method: 'DELETE', headers: AS_ADMIN })
   t.same(answer.json(), { purged: true, scope: 'path', path: YEAR, cacheEnabled: false, entries: { memory: 0, fleet: null } })
+})
+
+t.test('a fetch in flight during a purge answers its caller but is not kept: the purge is not undone', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: CACHED })
+  for (const [purge, expected] of [[`?path=${encodeURIComponent(YEAR)}`, 'MISS'], [`?path=${encodeURIComponent(MONTH)}`, 'HIT'], ['', 'MISS']] as const) {
+    await call(proxy.url, '/admin/cache', { method: 'DELETE', headers: AS_ADMIN })
+    const adobe = heldAnswer()
+    t.teardown(adobe.release)
+    sandbox.faults.failNext('cmu', 1, { until: adobe.until })
+    const first = call(proxy.url, YEAR)
+    t.ok(await whenInFlight(proxy.url, 1), 'Adobe is being asked')
+    t.equal((await call(proxy.url, `/admin/cache${purge}`, { method: 'DELETE', headers: AS_ADMIN })).status, 200)
+    adobe.release()
+    const answered = await first
+    t.equal(answered.status, 200, 'the caller who asked before the purge gets the answer')
+    t.equal(answered.headers['x-cache'], 'MISS')
+    t.equal(await xCache(proxy.url, [YEAR, {}]), expected, `purge${purge === '' ? ' of everything' : ` ${decodeURIComponent(purge)}`}: the next request is a ${expected}`)
+  }
 })
