@@ -8,6 +8,7 @@ import type { Dispatcher } from 'undici'
 import { ProxyError, upstreamBadEncoding, upstreamBadResponse } from '../kernel/errors.js'
 import type { Admission } from './admission.js'
 import { callerResponseHeaderList, encodingAcceptable } from './header-policy.js'
+import type { InterimAnswers } from './interim-answers.js'
 import { callerGone, transportError } from './transport-errors.js'
 
 /** What an attempt returns when Adobe answered 401 (and the attempt discarded that answer). */
@@ -64,6 +65,7 @@ export class ResponseStreamHandler implements Dispatcher.DispatchHandler {
   readonly #started: number
   /** This exchange is the retry of one whose connection failed. */
   readonly #retried: boolean
+  readonly #interim: InterimAnswers
   #controller: Dispatcher.DispatchController | undefined
   /** Still counted as waiting for Adobe (until the response headers or a failure). */
   #admitted = true
@@ -75,13 +77,14 @@ export class ResponseStreamHandler implements Dispatcher.DispatchHandler {
   #answered = false
   #settled = false
 
-  constructor (res: ResponseSink, options: StreamOptions, observe: ((seconds: number, status: number) => void) | undefined, admission: Admission, started: number, retried: boolean, resolve: (value: void | typeof UNAUTHORIZED) => void, reject: (error: unknown) => void) {
+  constructor (res: ResponseSink, options: StreamOptions, observe: ((seconds: number, status: number) => void) | undefined, admission: Admission, started: number, retried: boolean, interim: InterimAnswers, resolve: (value: void | typeof UNAUTHORIZED) => void, reject: (error: unknown) => void) {
     this.#res = res
     this.#options = options
     this.#observe = observe
     this.#admission = admission
     this.#started = started
     this.#retried = retried
+    this.#interim = interim
     this.#resolve = resolve
     this.#reject = reject
   }
@@ -97,8 +100,12 @@ export class ResponseStreamHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
-    // Interim: still waiting for the answer (and still counted as waiting for Adobe).
-    if (statusCode < 200) return
+    // Interim: still waiting for the answer (and still counted as waiting for Adobe), within bounds.
+    if (statusCode < 200) {
+      const exceeded = this.#interim.exceeded(statusCode)
+      if (exceeded !== undefined) controller.abort(exceeded)
+      return
+    }
     this.#release()
     if (!isFinalStatus(statusCode)) {
       controller.abort(upstreamBadResponse(statusCode))

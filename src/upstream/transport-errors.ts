@@ -11,6 +11,8 @@ export function callerGone (): ProxyError {
 
 /** undici error codes: lib/core/errors.js */
 export function transportError (err: unknown): ProxyError {
+  // Already one of ours (an abort with our reason, e.g. interim-answers.ts): nothing to map.
+  if (err instanceof ProxyError) return err
   const code = (err as { code?: string }).code
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT': return withCause(upstreamTimeout('connect'), err)

@@ -20,6 +20,7 @@ import { ProxyError, upstreamBadResponse } from '../kernel/errors.js'
 import type { Attempt, AttemptSpans } from '../telemetry/upstream-spans.js'
 import { Admission } from './admission.js'
 import { createDispatcher } from './dispatchers.js'
+import { InterimAnswers } from './interim-answers.js'
 import { RetryPolicy } from './retry-policy.js'
 import { ResponseStreamHandler, isFinalStatus, type ResponseSink, type StreamOptions, type UNAUTHORIZED } from './stream-handler.js'
 import { callerGone, markRetried, transportError } from './transport-errors.js'
@@ -66,9 +67,11 @@ export class Upstream {
   readonly #admission: Admission
   readonly #retry: RetryPolicy
   readonly #spans: AttemptSpans | undefined
+  readonly #headersTimeoutMs: number
 
   constructor (options: UpstreamOptions) {
     this.#admission = new Admission(options.maxPending)
+    this.#headersTimeoutMs = options.headersTimeoutMs
     this.#spans = options.spans
     this.#retry = options.retry ?? new RetryPolicy()
     const base = new URL(options.baseUrl)
@@ -97,7 +100,7 @@ export class Upstream {
       let response: Dispatcher.ResponseData
       const attempt = this.#spans?.start(options.path, headers, false)
       try {
-        response = await this.#pool.request(attempt === undefined ? options : { ...options, headers: attempt.headers })
+        response = await this.#pool.request(this.#interimBounded(attempt === undefined ? options : { ...options, headers: attempt.headers }, signal))
         attempt?.finish(response.statusCode)
       } catch (err) {
         attempt?.finish(undefined, err)
@@ -115,6 +118,20 @@ export class Upstream {
     }
   }
 
+  /** `options` for one attempt, its informational answers bounded (interim-answers.ts): past the bound, the attempt is aborted with that error. */
+  #interimBounded (options: Dispatcher.RequestOptions, signal: AbortSignal): Dispatcher.RequestOptions {
+    const interim = new InterimAnswers(this.#headersTimeoutMs)
+    const stop = new AbortController()
+    return {
+      ...options,
+      signal: AbortSignal.any([signal, stop.signal]),
+      onInfo: ({ statusCode }) => {
+        const exceeded = interim.exceeded(statusCode)
+        if (exceeded !== undefined) stop.abort(exceeded)
+      }
+    }
+  }
+
   /** request()'s first attempt failed with `err`: retry it once if the policy allows, else map the failure. */
   async #requestAgain (err: unknown, options: Dispatcher.RequestOptions, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
     // The caller went away: nobody is left to answer.
@@ -123,7 +140,7 @@ export class Upstream {
     await this.#retry.pause()
     const attempt = this.#spans?.start(options.path, options.headers as Record<string, string>, true)
     try {
-      const response = markRetried(await this.#fresh.request({ ...options, ...(attempt === undefined ? {} : { headers: attempt.headers }), reset: true }))
+      const response = markRetried(await this.#fresh.request(this.#interimBounded({ ...options, ...(attempt === undefined ? {} : { headers: attempt.headers }), reset: true }, signal)))
       attempt?.finish(response.statusCode)
       return response
     } catch (again) {
@@ -178,7 +195,7 @@ export class Upstream {
     if (attempt !== undefined) return this.#tracedStreamAttempt(attempt, dispatcher, dispatch, res, options, started, retried)
     // Not async: the hot path keeps a single promise per exchange.
     return new Promise((resolve, reject) => {
-      dispatcher.dispatch(dispatch, new ResponseStreamHandler(res, options, this.#onResponse, this.#admission, started, retried, resolve, reject))
+      dispatcher.dispatch(dispatch, new ResponseStreamHandler(res, options, this.#onResponse, this.#admission, started, retried, new InterimAnswers(this.#headersTimeoutMs), resolve, reject))
     })
   }
 
@@ -191,7 +208,7 @@ export class Upstream {
     }
     try {
       const result = await new Promise<void | typeof UNAUTHORIZED>((resolve, reject) => {
-        dispatcher.dispatch({ ...dispatch, headers: attempt.headers }, new ResponseStreamHandler(res, options, observe, this.#admission, started, retried, resolve, reject))
+        dispatcher.dispatch({ ...dispatch, headers: attempt.headers }, new ResponseStreamHandler(res, options, observe, this.#admission, started, retried, new InterimAnswers(this.#headersTimeoutMs), resolve, reject))
       })
       attempt.finish(status)
       return result

@@ -64,3 +64,44 @@ for (const cache of ['false', 'true']) {
     }
   })
 }
+
+/** An upstream that answers every request with a 103 every `everyMs`, and never a final answer, until the proxy hangs up. */
+async function drippingUpstream (t: Test, everyMs: number): Promise<{ url: string }> {
+  const sockets = new Set<Socket>()
+  const server = createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+    socket.once('data', () => {
+      const timer = setInterval(() => { socket.write(EARLY_HINTS) }, everyMs)
+      socket.on('close', () => { clearInterval(timer) })
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(async () => {
+    for (const socket of sockets) socket.destroy()
+    await new Promise((resolve) => server.close(resolve))
+  })
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }
+}
+
+for (const cache of ['false', 'true']) {
+  t.test(`cache ${cache === 'true' ? 'on' : 'off'}: a burst of informational answers past eight ends as 502, however quick`, async (t) => {
+    const upstream = await rawUpstream(t, EARLY_HINTS.repeat(9) + FINAL)
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: cache, ADOBE_CMU_URL: `${upstream.url}/cmu` } })
+    const response = await call(proxy.url, '/cmu/v2/year')
+    assertProblem(t, response, 502, 'CMU_PROXY_UPSTREAM_BAD_RESPONSE')
+    t.match(response.json().detail, /9th informational answer/)
+  })
+
+  t.test(`cache ${cache === 'true' ? 'on' : 'off'}: a drip of informational answers does not restart the headers deadline: 504 after it`, async (t) => {
+    // undici restarts its own headers timer on every 103: without our deadline this request never ends (the review held it 8 s).
+    const upstream = await drippingUpstream(t, 300)
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: cache, ADOBE_CMU_URL: `${upstream.url}/cmu`, UPSTREAM_HEADERS_TIMEOUT_MS: '500' } })
+    const abandon = AbortSignal.timeout(20_000)
+    const response = await call(proxy.url, '/cmu/v2/year', { signal: abandon })
+    assertProblem(t, response, 504, 'CMU_PROXY_UPSTREAM_TIMEOUT')
+    t.notOk(abandon.aborted, 'ended by the proxy, not by the test')
+  })
+}
