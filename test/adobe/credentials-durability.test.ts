@@ -6,8 +6,9 @@
 // processes and the sandbox as Adobe, which counts registrations.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { chmod, mkdir, rm, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { statSync } from 'node:fs'
+import { chmod, copyFile, mkdir, rm, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { runCheck } from '../../src/ops/check.js'
@@ -28,6 +29,29 @@ interface Exited { code: number | null, stdout: string, stderr: string }
  * `node dist/main.js` against the sandbox, in its own process group (killed as
  * a group if it outlives the test), until it exits. `uid`: run as that user.
  */
+/** Whether a user other than the owner may run `file` (it and every directory above it open to others). */
+function othersMayRun (file: string): boolean {
+  for (let path = file; ; path = dirname(path)) {
+    if ((statSync(path).mode & 0o001) === 0) return false
+    if (path === dirname(path)) return true
+  }
+}
+
+/**
+ * A node binary another user can run: this one, or a copy of it. `npx -p
+ * node@24` (CI's second run) keeps node under /root/.npm, closed to nobody,
+ * who then fails with 126 before the proxy starts.
+ */
+async function nodeForOthers (t: Test): Promise<string> {
+  if (othersMayRun(process.execPath)) return process.execPath
+  const dir = temporaryDirectory(t)
+  await chmod(dir, 0o755)
+  const copy = join(dir, 'node')
+  await copyFile(process.execPath, copy)
+  await chmod(copy, 0o755)
+  return copy
+}
+
 async function serveUntilExit (t: Test, sandbox: Sandbox, credentialsFile: string, options: { cwd?: string, uid?: number } = {}): Promise<Exited> {
   const env = {
     PATH: process.env.PATH,
@@ -40,7 +64,7 @@ async function serveUntilExit (t: Test, sandbox: Sandbox, credentialsFile: strin
   }
   // tap hooks every child through NODE_OPTIONS to collect its coverage, and the hook writes into .tap/ as
   // the process exits, which another user cannot: such a child runs without it.
-  const [command, args] = options.uid === undefined ? [process.execPath, [MAIN]] : ['env', ['-u', 'NODE_OPTIONS', process.execPath, MAIN]]
+  const [command, args] = options.uid === undefined ? [process.execPath, [MAIN]] : ['env', ['-u', 'NODE_OPTIONS', await nodeForOthers(t), MAIN]]
   const child = spawn(command, args, {
     env,
     detached: true,
