@@ -259,7 +259,8 @@ export class CacheLayer {
       work = await this.#exchange.fetch(key, request, signal, stale)
       return work
     } finally {
-      turn.done(work === undefined ? undefined : keptBy(work), work?.kind === 'answered' ? this.#failureToShare(key, work.failed) : undefined)
+      // `answered`: Adobe said something about this report. Without that (the caller left, a timeout, no token), the waiters are not told "not stored".
+      turn.done(work === undefined ? undefined : keptBy(work), work?.kind === 'answered' ? this.#failureToShare(key, work.failed) : undefined, work?.kind === 'answered' || work?.kind === 'revalidated')
     }
   }
 

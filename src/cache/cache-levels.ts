@@ -20,7 +20,7 @@ export interface Lookup { entry: CachedResponse | undefined, fleet: FleetUse }
 
 export type Turn =
   /** Fetch (for the fleet, or alone), then call `done` with what was stored here, or why Adobe failed. */
-  | { kind: 'lead' | 'alone', done: (stored: CachedResponse | undefined, failure: UpstreamFailure | undefined) => void }
+  | { kind: 'lead' | 'alone', done: (stored: CachedResponse | undefined, failure: UpstreamFailure | undefined, answered: boolean) => void }
   /** Another instance stored it while this one waited; now kept in memory too. */
   | { kind: 'landed', entry: CachedResponse }
   /** Adobe failed this report for the fleet a moment ago. */
@@ -176,7 +176,7 @@ export class CacheLevels {
       case 'failed':
         return turn
       default:
-        return { kind: turn.kind, done: (stored, failure) => { turn.done(stored === undefined ? undefined : this.#sharedForm(stored), failure) } }
+        return { kind: turn.kind, done: (stored, failure, answered) => { turn.done(stored === undefined ? undefined : this.#sharedForm(stored), failure, answered) } }
     }
   }
 

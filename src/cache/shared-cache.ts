@@ -19,9 +19,10 @@ export type SharedTurn =
    * fetch their own) or, when Adobe failed, why (the others leave the report
    * alone for `restMs`). 'lead': for the fleet, which waits on it; 'alone':
    * without it (the fleet could not be asked, or no word came in time), yet
-   * what it got is still shared.
+   * what it got is still shared. `answered` false: Adobe gave no answer to
+   * judge (the waiters take a turn again rather than all ask at once).
    */
-  | { kind: 'lead' | 'alone', done: (stored: SharedEntry | undefined, failure?: UpstreamFailure) => void }
+  | { kind: 'lead' | 'alone', done: (stored: SharedEntry | undefined, failure?: UpstreamFailure, answered?: boolean) => void }
   /** Another instance stored it while this one waited. */
   | { kind: 'landed', entry: SharedEntry }
   /** Adobe failed this report for the fleet a moment ago: do not ask again before `restMs`. */

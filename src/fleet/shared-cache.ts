@@ -121,12 +121,18 @@ export class FleetCache implements SharedCache {
     const member = turn.kind === 'lead' || turn.why !== 'not-member'
     return {
       kind: turn.kind,
-      done: (stored, failure) => {
+      done: (stored, failure, answered = true) => {
         if (!member) return
         void (async () => {
           if (stored === undefined && failure !== undefined) {
             await this.#rest(key, failure)
             await turn.finish(upstreamFailed(failure))
+            return
+          }
+          // No answer from Adobe to judge (the caller left, a timeout, no token): not "cannot be stored", which
+          // sends every waiter to Adobe at once; released, so the waiters look and one of them takes the lock.
+          if (stored === undefined && !answered) {
+            if (turn.kind === 'lead') await turn.finish()
             return
           }
           const shared = stored === undefined ? false : await this.#put(key, stored)

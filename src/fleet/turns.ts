@@ -168,8 +168,8 @@ export class Turns {
       obtained = await lock.obtain(lockTtlMs)
     } catch (err) {
       waiter.cancel()
-      // The SET may have landed after all: take it back, only if it is still ours.
-      this.#releaseUnknown(lock, lockTtlMs)
+      // The SET may have landed after all: take it back, only if it is still ours (and then say so to whoever waits on it).
+      this.#releaseUnknown(lock, lockTtlMs, topic)
       throw err
     }
     if (!obtained) return await waiter.heard
@@ -180,7 +180,10 @@ export class Turns {
     const keepAlive = setInterval(() => {
       if (performance.now() > keepUntil) { clearInterval(keepAlive); return }
       lock.refresh(lockTtlMs).then((held) => {
-        if (!held) this.#log.warn({ lock: lock.key }, 'a fleet lock expired while its work was still running; another instance may repeat it')
+        if (held) return
+        // Lost for good (another member may hold it now): say so once, and stop asking.
+        clearInterval(keepAlive)
+        this.#log.warn({ lock: lock.key }, 'a fleet lock expired while its work was still running; another instance may repeat it')
       }, () => {})
     }, Math.max(10, lockTtlMs / 3))
     keepAlive.unref()
@@ -202,13 +205,19 @@ export class Turns {
     return { kind: 'alone', why, finish: async (notice) => { if (notice !== undefined) await this.tell(topic, notice) } }
   }
 
-  /** Compare-and-delete, retried until the lock would have expired by itself. */
-  #releaseUnknown (lock: StoreLock, ttlMs: number): void {
+  /**
+   * Compare-and-delete, retried until the lock would have expired by itself.
+   * When it was ours after all, the members waiting on `topic` are told it is
+   * released, so they take a turn now rather than at the lock's TTL.
+   */
+  #releaseUnknown (lock: StoreLock, ttlMs: number, topic?: string): void {
     this.counts.unknownLocks++
     const until = performance.now() + ttlMs
     const pauseMs = Math.max(20, Math.floor(ttlMs / 10))
     const attempt = (): void => {
-      lock.release().catch(() => {
+      lock.release().then((released) => {
+        if (released && topic !== undefined) void this.tell(topic, RELEASED)
+      }, () => {
         if (performance.now() + pauseMs < until) setTimeout(attempt, pauseMs).unref()
       })
     }

@@ -59,3 +59,19 @@ t.test('the holder could not write the fleet\'s copy: the waiters are told so an
   if (first.kind === 'lead') first.done(entry(now, 5_000))
   t.same((await Promise.all(waiting)).map((turn) => turn.kind), ['alone', 'alone'])
 })
+
+t.test('a holder whose fetch ended without an answer from Adobe (its caller left, a timeout): the waiters take turns, they do not all ask Adobe', async (t) => {
+  const { first, waiting, now } = await leaderAndTwoWaiters(t, new MemoryStore())
+  if (first.kind === 'lead') first.done(undefined, undefined, false)
+  const next = await Promise.race(waiting)
+  t.equal(next.kind, 'lead', 'one of them takes the next turn')
+  t.equal((await Promise.all(waiting.map(settled))).filter((turn) => turn === 'pending').length, 1, 'the other waits on it')
+  if (next.kind === 'lead') next.done(entry(now, 5_000), undefined, true)
+  t.same((await Promise.all(waiting)).map((turn) => turn.kind).sort(), ['landed', 'lead'], 'and takes what it stored')
+})
+
+t.test('a holder whose answer from Adobe cannot be stored: the waiters are told so and fetch their own at once', async (t) => {
+  const { first, waiting } = await leaderAndTwoWaiters(t, new MemoryStore())
+  if (first.kind === 'lead') first.done(undefined, undefined, true)
+  t.same((await Promise.all(waiting)).map((turn) => turn.kind), ['alone', 'alone'])
+})
