@@ -127,7 +127,7 @@ export function createFleet ({ fleet: settings, adobe, upstream, cache: cacheSet
     const superseded = new SupersededClients({ store, key: ns.key('superseded-clients'), logger, wallNow })
     const shared = forStatement === undefined
       ? undefined
-      : new SharedCredentials({ file: new CredentialStore(adobe.credentialsFile, forStatement), store, key: ns.key('credentials'), logger, onPutBack: (put) => { tokens.credentialsPutBack(put) } })
+      : new SharedCredentials({ file: new CredentialStore(adobe.credentialsFile, forStatement), store, key: ns.key('credentials'), logger, onPutBack: (put) => { tokens.credentialsPutBack(put) }, isMember: () => membership.state === 'member' })
     const tokens: FleetTokenCoordination = new FleetTokenCoordination({
       store,
       namespace: ns,

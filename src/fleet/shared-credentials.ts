@@ -24,6 +24,8 @@ export interface SharedCredentialsOptions {
   logger: Logger
   /** The file's credentials went (back) into the fleet's copy: the others should look (token-coordination.ts tells them). */
   onPutBack?: (credentials: ClientCredentials) => void
+  /** Whether this instance is known to be a member (membership.ts): only a member puts credentials back. */
+  isMember?: () => boolean
 }
 
 export class SharedCredentials implements CredentialSource {
@@ -32,6 +34,7 @@ export class SharedCredentials implements CredentialSource {
   readonly #key: string
   readonly #log: Logger
   readonly #onPutBack: (credentials: ClientCredentials) => void
+  readonly #isMember: () => boolean
 
   constructor (options: SharedCredentialsOptions) {
     this.#file = options.file
@@ -39,6 +42,7 @@ export class SharedCredentials implements CredentialSource {
     this.#key = options.key
     this.#log = options.logger
     this.#onPutBack = options.onPutBack ?? (() => {})
+    this.#isMember = options.isMember ?? (() => true)
   }
 
   get path (): string { return this.#file.path }
@@ -153,6 +157,8 @@ export class SharedCredentials implements CredentialSource {
    * only those very bytes are replaced).
    */
   async #putBack (credentials: ClientCredentials, older: SharedCopy | undefined): Promise<void> {
+    // Another key list's credentials, sealed under it, would lock the fleet's members out of their own state.
+    if (!this.#isMember()) return
     try {
       if (older === undefined) {
         if (!await this.#store.setIfAbsent(this.#key, encode(credentials))) return

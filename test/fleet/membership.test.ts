@@ -2,16 +2,19 @@
 // that cannot be used (D7), at unit level: members with different key lists
 // on one memory store, as instances on one Redis.
 import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
 import t from 'tap'
+import { CredentialStore } from '../../src/adobe/credential-store.js'
 import type { SharedEntry } from '../../src/cache/shared-cache.js'
 import { Membership } from '../../src/fleet/membership.js'
+import { SharedCredentials } from '../../src/fleet/shared-credentials.js'
 import { RebuildableValues } from '../../src/fleet/unusable-values.js'
 import { stateKey, type StateKey } from '../../src/store/encryption-keys.js'
 import { StoreUnavailableError } from '../../src/store/errors.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
 import { SealedStore } from '../../src/store/sealed-store.js'
 import type { StoreLock } from '../../src/store/state-store.js'
-import { capturedLogger, eventually } from '../helpers/app.js'
+import { capturedLogger, eventually, temporaryDirectory } from '../helpers/app.js'
 import { memberParts } from '../helpers/fleet-parts.js'
 
 const PROBE = 'test:member-check'
@@ -139,4 +142,19 @@ t.test('D7: cache writes while the store is down are counted, never logged one b
   for (let i = 0; i < 20; i++) member.cache.put(`key-${i}`, entry())
   t.ok(await eventually(() => member.turns.counts.skipped === 20, 1_000), 'twenty writes skipped, counted')
   t.same(member.logs.slice(before).map((l) => JSON.parse(l) as { level: number }).filter((l) => l.level >= 40), [], 'and no warning for any of them')
+})
+
+t.test('a pod that is not a member never puts its CREDENTIALS_FILE credentials into the fleet\'s store', async (t) => {
+  const inner = new MemoryStore()
+  const good = membership(inner, stateKey(randomBytes(32)))
+  t.equal(await good.membership.check(), 'member', 'the fleet\'s probe, no credentials yet')
+  const strangerKey = stateKey(randomBytes(32))
+  const stranger = membership(inner, strangerKey)
+  t.equal(await stranger.membership.check(), 'not-member')
+  const file = new CredentialStore(join(temporaryDirectory(t), 'credentials.json'), 'h.p.s')
+  await file.save({ client_id: 'stranger-client', client_secret: 'fixture-not-a-secret' })
+  const shared = new SharedCredentials({ file, store: stranger.store, key: CREDENTIALS, logger: capturedLogger('silent').logger, isMember: () => stranger.membership.state === 'member' })
+  t.match(await shared.load(), { status: 'found', credentials: { client_id: 'stranger-client' } }, 'it serves on its own file')
+  t.equal(await inner.get(CREDENTIALS), undefined, 'nothing sealed under its key reaches the fleet')
+  t.equal(await good.membership.check(), 'member', 'so the fleet\'s members stay members')
 })
