@@ -9,11 +9,14 @@
  * clients use for API keys and secrets. No CMU or ESM parameter or dimension
  * has one of these names (shared/adobe-api.md).
  */
-const CREDENTIAL_NAMES: ReadonlySet<string> = new Set(['access_token', 'api_key', 'api-key', 'apikey', 'key', 'token', 'client_secret'])
+const CREDENTIAL_NAMES: ReadonlySet<string> = new Set([
+  'access_token', 'access-token', 'accesstoken', 'api_key', 'api-key', 'apikey', 'x-api-key', 'key', 'token',
+  'client_secret', 'client-secret', 'secret', 'password', 'passwd'
+])
 
 /** Whether `query` may hold a credential parameter at all (a cheap test before splitting). */
 export function mayHoldCredential (query: string): boolean {
-  return /%|key|token|secret/i.test(query)
+  return /%|key|token|secret|passw/i.test(query)
 }
 
 /** The decoded name of one `name=value` pair (`+` as space, as forms encode it). */

@@ -27,6 +27,12 @@ export interface MetricsSources {
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+/**
+ * Adobe's time to headers, up to UPSTREAM_HEADERS_TIMEOUT_MS's ceiling (an
+ * hour): with 60 s on top, a p99 could never pass half of a timeout above
+ * 120 s, and CmuProxyAdobeSlow could never fire.
+ */
+const UPSTREAM_BUCKETS = [...LATENCY_BUCKETS, 120, 300, 900, 1800, 3600]
 /** Redis answers in well under a millisecond on a LAN; the top buckets catch the command timeout. */
 const STORE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 
@@ -51,7 +57,7 @@ export class ProxyMetrics {
     this.#requests = new FastCounter('cmu_proxy_requests_total', 'Requests answered, by route, status class and cache result', ['route', 'status_class', 'cache'], this.registry)
     this.#problems = new FastCounter('cmu_proxy_problems_total', 'Problem answers (application/problem+json) by route and stable CMU_PROXY_* code, 499 CMU_PROXY_CALLER_GONE included, and Adobe\'s own 5xx passed through (CMU_PROXY_UPSTREAM_5XX)', ['route', 'code'], this.registry)
     this.#requestDuration = new FastHistogram('cmu_proxy_request_duration_seconds', 'Time from request to the end of the response', 'route', LATENCY_BUCKETS, this.registry)
-    this.#upstreamDuration = new FastHistogram('cmu_proxy_upstream_duration_seconds', 'Time from sending a request to Adobe to its response headers', 'status_class', LATENCY_BUCKETS, this.registry)
+    this.#upstreamDuration = new FastHistogram('cmu_proxy_upstream_duration_seconds', 'Time from sending a request to Adobe to its response headers', 'status_class', UPSTREAM_BUCKETS, this.registry)
     const metrics = this
     new Gauge({ name: 'cmu_proxy_requests_in_flight', help: 'Requests being answered now', registers, collect () { this.set(metrics.#inFlight) } })
     new Counter({ name: 'cmu_proxy_rate_limited_total', help: 'Requests refused with 429 CMU_PROXY_RATE_LIMITED (over RATE_LIMIT)', registers, collect () { this.reset(); this.inc(metrics.#rateLimited) } })

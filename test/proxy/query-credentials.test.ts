@@ -6,8 +6,8 @@ import t from 'tap'
 import { call, startProxy, startSandbox } from '../helpers/app.js'
 
 const KEY = 'alpha-key-0123456789abcdef'
-const SECRETS = ['alpha-query-secret', 'token-secret', 'encoded-secret', 'client-secret', 'upper-secret', 'filter-secret', 'access-secret']
-const QUERY = `?api_key=${KEY}&mvpd=A&Token=token-secret&%6Bey=encoded-secret&client%5Fsecret=client-secret&APIKEY=upper-secret&token!=filter-secret&access_token=access-secret&tenant=keynote&api-key=alpha-query-secret&start=2026-01`
+const SECRETS = ['alpha-query-secret', 'token-secret', 'encoded-secret', 'client-secret', 'upper-secret', 'filter-secret', 'access-secret', 'dash-access-secret', 'x-key-secret', 'password-secret', 'bare-secret']
+const QUERY = `?api_key=${KEY}&mvpd=A&Token=token-secret&%6Bey=encoded-secret&client%5Fsecret=client-secret&APIKEY=upper-secret&token!=filter-secret&access_token=access-secret&tenant=keynote&api-key=alpha-query-secret&access-token=dash-access-secret&X-Api-Key=x-key-secret&password=password-secret&secret=bare-secret&start=2026-01`
 
 for (const mode of ['with a key in the header', 'anonymous']) {
   t.test(`${mode}: query credentials never reach Adobe or the log; the rest of the query is untouched`, async (t) => {
