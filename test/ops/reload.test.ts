@@ -234,6 +234,33 @@ t.test('statements in quick succession: the newest wins, one still registering i
   t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
 })
 
+t.test('two statements while a third is still registering: the last one asked for is the one in use', async (t) => {
+  const sandbox = await startSandbox(t)
+  const file = join(temporaryDirectory(t), 'statement.jwt')
+  writeFileSync(file, makeSoftwareStatement())
+  const proxy = await startReloadableProxy(t, sandbox, { env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_SOFTWARE_STATEMENT_FILE: file }, watch: false })
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  // Every new registration waits until the test says, so nothing is ready before all reloads came.
+  const adobe = heldAnswer()
+  sandbox.faults.failNext('register', 10, { until: adobe.until })
+  writeFileSync(file, makeSoftwareStatement())
+  t.equal(proxy.reloading.reload('second'), 'ok')
+  t.ok(await eventually(() => sandbox.calls.register === 2), 'the second statement is registering')
+  // Back to back: the third's switch is still closing the second's broker when the fourth comes.
+  const [third, fourth] = [makeSoftwareStatement(), makeSoftwareStatement()]
+  writeFileSync(file, third)
+  t.equal(proxy.reloading.reload('third'), 'ok')
+  writeFileSync(file, fourth)
+  t.equal(proxy.reloading.reload('fourth'), 'ok')
+  t.ok(await eventually(() => sandbox.calls.register >= 3), 'the fourth statement is registering')
+  adobe.release()
+  t.ok(await eventually(() => proxy.app.broker.statement === fourth), 'the fourth statement is in use')
+  t.equal(proxy.reloading.reload('again'), 'unchanged', 'the statement in effect is the one in use')
+  t.equal(sandbox.calls.register, 3, 'the third statement was never built: nothing registered for it')
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  t.equal(proxy.app.broker.statement, fourth, 'and it stays in use')
+})
+
 t.test('a new statement whose credentials cannot be persisted is not switched to', async (t) => {
   const sandbox = await startSandbox(t)
   const dir = temporaryDirectory(t)
