@@ -10,7 +10,7 @@ import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { SettingsReloader } from '../../src/config/reload.js'
 import { SecretFileWatch } from '../../src/config/secret-file-watch.js'
-import { call, capturedLogger, eventually, startProxy, startSandbox, temporaryDirectory } from '../helpers/app.js'
+import { assertProblem, call, capturedLogger, eventually, startProxy, startSandbox, temporaryDirectory } from '../helpers/app.js'
 import { logLines, reloads, secretVolume, startReloadableProxy, statusWithKey } from '../helpers/reload.js'
 
 const OLD_KEY = 'old-caller-key-0123456789'
@@ -91,18 +91,41 @@ t.test('a broken file keeps every value in use, logs one line naming the variabl
   t.equal((await call(proxy.url, '/admin/status', { headers: { 'x-api-key': OLD_ADMIN } })).status, 401, 'the old one is refused')
 })
 
-t.test('ADMIN_API_KEY: rotated by reload; turning /admin on or off waits for a restart', async (t) => {
+t.test('ADMIN_API_KEY: rotated by reload; removed, it is revoked (every /admin request gets 401) until a key comes back', async (t) => {
   const sandbox = await startSandbox(t)
   const envFile = join(temporaryDirectory(t), 'cmu-proxy.env')
   writeFileSync(envFile, `ADMIN_API_KEY=${OLD_ADMIN}\n`)
-  const proxy = await startReloadableProxy(t, sandbox, { env: { CMU_PROXY_ENV_FILE: envFile } })
+  const proxy = await startReloadableProxy(t, sandbox, { env: { CMU_PROXY_ENV_FILE: envFile }, watch: false })
+  const adminStatus = async (key: string): Promise<number> => (await call(proxy.url, '/admin/status', { headers: { authorization: `Bearer ${key}` } })).status
   writeFileSync(envFile, `ADMIN_API_KEY=${NEW_ADMIN}\n`)
   t.equal(proxy.reloading.reload('SIGHUP'), 'ok')
-  t.equal((await call(proxy.url, '/admin/status', { headers: { authorization: `Bearer ${OLD_ADMIN}` } })).status, 401, 'old admin key refused')
-  t.equal((await call(proxy.url, '/admin/status', { headers: { authorization: `Bearer ${NEW_ADMIN}` } })).status, 200, 'new admin key accepted')
-  writeFileSync(envFile, '# admin off\n')
-  t.equal(proxy.reloading.reload('SIGHUP'), 'unchanged', 'turning it off is not applied')
-  t.equal((await call(proxy.url, '/admin/status', { headers: { authorization: `Bearer ${NEW_ADMIN}` } })).status, 200, 'still on, with the key in use')
+  t.equal(await adminStatus(OLD_ADMIN), 401, 'old admin key refused')
+  t.equal(await adminStatus(NEW_ADMIN), 200, 'new admin key accepted')
+  // A leaked key is revoked by removing it: the reload applies that, it does not wait for a restart.
+  writeFileSync(envFile, '# admin key revoked\n')
+  t.equal(proxy.reloading.reload('SIGHUP'), 'ok', 'the removal is applied')
+  t.equal(await adminStatus(NEW_ADMIN), 401, 'the removed key is refused')
+  t.equal(await adminStatus(OLD_ADMIN), 401, 'and so is any other')
+  assertProblem(t, await call(proxy.url, '/admin/cache', { method: 'DELETE', headers: { 'x-api-key': NEW_ADMIN } }), 401, 'CMU_PROXY_UNAUTHORIZED')
+  t.equal(await reloads(proxy.url, 'ok'), 2)
+  t.equal(await reloads(proxy.url, 'unchanged'), 0)
+  t.match(logLines(proxy, /admin API is closed/), [{ level: 40, trigger: 'SIGHUP' }], 'one line says /admin is closed')
+  t.same(logLines(proxy, /only a restart applies/), [], 'not a restart matter')
+  t.equal(proxy.reloading.reload('SIGHUP'), 'unchanged', 'still removed: nothing more')
+  writeFileSync(envFile, `ADMIN_API_KEY=${OLD_ADMIN}\n`)
+  t.equal(proxy.reloading.reload('SIGHUP'), 'ok', 'a key put back applies')
+  t.equal(await adminStatus(OLD_ADMIN), 200, '/admin opens to it again')
+  noSecretLogged(t, proxy.logs, [OLD_ADMIN, NEW_ADMIN])
+})
+
+t.test('ADMIN_API_KEY on a proxy started without one: /admin does not exist; turning it on waits for a restart', async (t) => {
+  const sandbox = await startSandbox(t)
+  const envFile = join(temporaryDirectory(t), 'cmu-proxy.env')
+  writeFileSync(envFile, '# no admin key\n')
+  const proxy = await startReloadableProxy(t, sandbox, { env: { CMU_PROXY_ENV_FILE: envFile, ADMIN_API_KEY: undefined }, watch: false })
+  writeFileSync(envFile, `ADMIN_API_KEY=${NEW_ADMIN}\n`)
+  t.equal(proxy.reloading.reload('SIGHUP'), 'unchanged', 'turning it on is not applied')
+  t.equal((await call(proxy.url, '/admin/status', { headers: { authorization: `Bearer ${NEW_ADMIN}` } })).status, 404, 'no admin routes')
   t.match(logLines(proxy, /only a restart applies/), [{ variables: ['ADMIN_API_KEY'], msg: /ADMIN_API_KEY \(turned on or off\)/ }])
 })
 
