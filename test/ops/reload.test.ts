@@ -2,7 +2,8 @@
 // instance, through real HTTP: each secret changes, the old value stops
 // working and the new one works; a broken file keeps every value in use; a
 // file changed in place and a Secret volume's symlink swap reload by themselves.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
@@ -89,6 +90,29 @@ t.test('a broken file keeps every value in use, logs one line naming the variabl
   t.equal(proxy.reloading.reload('fixed'), 'ok', 'once fixed, the reload applies what changed')
   t.equal((await call(proxy.url, '/admin/status', { headers: { 'x-api-key': NEW_ADMIN } })).status, 200, 'the new admin key works')
   t.equal((await call(proxy.url, '/admin/status', { headers: { 'x-api-key': OLD_ADMIN } })).status, 401, 'the old one is refused')
+})
+
+t.test('a secret file swapped for a FIFO, /dev/zero or a 2 MiB file: the reload is rejected at once, the values in use stay', async (t) => {
+  const sandbox = await startSandbox(t)
+  const dir = temporaryDirectory(t)
+  const keys = join(dir, 'api-keys')
+  writeFileSync(keys, `${OLD_KEY}\n`)
+  const proxy = await startReloadableProxy(t, sandbox, { env: { PROXY_API_KEYS_FILE: keys }, watch: false })
+  const swaps: Array<[string, () => void, RegExp]> = [
+    // Opening a FIFO to read waits for a writer: a blocking read would hang the event loop.
+    ['a FIFO', () => { execFileSync('mkfifo', [keys]) }, /PROXY_API_KEYS_FILE is not a regular file/],
+    ['a symlink to /dev/zero', () => { symlinkSync('/dev/zero', keys) }, /PROXY_API_KEYS_FILE is not a regular file/],
+    ['a 2 MiB file', () => { writeFileSync(keys, `${NEW_KEY}\n`.repeat(2 * 1024 * 1024 / 24)) }, /PROXY_API_KEYS_FILE is larger than 1 MiB/]
+  ]
+  for (const [what, swap, why] of swaps) {
+    rmSync(keys)
+    swap()
+    t.equal(proxy.reloading.reload('test'), 'rejected', what)
+    t.match(logLines(proxy, /reload rejected/).at(-1), { variables: ['PROXY_API_KEYS_FILE'], msg: why })
+    t.equal(await statusWithKey(proxy.url, OLD_KEY), 200, 'the key in use still works')
+    t.equal(await statusWithKey(proxy.url, NEW_KEY), 401)
+  }
+  t.equal(await reloads(proxy.url, 'rejected'), 3)
 })
 
 t.test('ADMIN_API_KEY: rotated by reload; removed, it is revoked (every /admin request gets 401) until a key comes back', async (t) => {
