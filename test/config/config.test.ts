@@ -51,6 +51,7 @@ t.test('each bad setting is one message naming the variable, never echoing a sec
     [{ ADOBE_CMU_URL: 'https://host/cmu?x=1' }, 'ADOBE_CMU_URL', /plain base URL/],
     [{ ADOBE_CMU_URL: 'https://exa mple/' }, 'ADOBE_CMU_URL', /not a valid URL/],
     [{ ADOBE_SOFTWARE_STATEMENT: 'not a jwt secret' }, 'ADOBE_SOFTWARE_STATEMENT', /^ADOBE_SOFTWARE_STATEMENT is not a JWT/],
+    [{ ADOBE_SOFTWARE_STATEMENT: `${Buffer.from('{"alg":').toString('base64url')}.e30.c2ln` }, 'ADOBE_SOFTWARE_STATEMENT', /^ADOBE_SOFTWARE_STATEMENT is not a JWT: its header and payload must be base64url-encoded JSON objects/],
     [{ ADOBE_CLIENT_ID: 'abc' }, 'ADOBE_CLIENT_SECRET', /required when the other half/],
     [{ TOKEN_RETRY_BASE_MS: '5000', TOKEN_RETRY_MAX_MS: '1000' }, 'TOKEN_RETRY_MAX_MS', /smaller than TOKEN_RETRY_BASE_MS/],
     [{ UPSTREAM_HEADERS_TIMEOUT_MS: '0' }, 'UPSTREAM_HEADERS_TIMEOUT_MS', /must be >= 1/],

@@ -308,6 +308,32 @@ t.test('two statements while a third is still registering: the last one asked fo
   t.equal(proxy.app.broker.statement, fourth, 'and it stays in use')
 })
 
+t.test('a statement file read half written (JWT-shaped, but its payload is not JSON): rejected before anything registers', async (t) => {
+  const sandbox = await startSandbox(t)
+  const file = join(temporaryDirectory(t), 'statement.jwt')
+  writeFileSync(file, makeSoftwareStatement())
+  const proxy = await startReloadableProxy(t, sandbox, { env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_SOFTWARE_STATEMENT_FILE: file }, watch: false })
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  const started = proxy.app.broker.statement
+  const [header = '', payload = '', signature = ''] = makeSoftwareStatement().split('.')
+  const part = (text: string): string => Buffer.from(text).toString('base64url')
+  const broken = [
+    // An in-place writer's new beginning over the old file's end: three parts still, the payload cut mid-JSON.
+    `${header}.${part(Buffer.from(payload, 'base64url').toString('utf8').slice(0, 20))}.${signature}`,
+    `${part('{"alg":"RS2')}.${payload}.${signature}`,
+    `${header}.${part('["not", "an", "object"]')}.${signature}`
+  ]
+  for (const statement of broken) {
+    writeFileSync(file, statement)
+    t.equal(proxy.reloading.reload('test'), 'rejected')
+    t.match(logLines(proxy, /reload rejected/).at(-1), { variables: ['ADOBE_SOFTWARE_STATEMENT'], msg: /ADOBE_SOFTWARE_STATEMENT is not a JWT: its header and payload must be base64url-encoded JSON objects/ })
+  }
+  t.equal(proxy.app.broker.statement, started, 'the statement in use stays')
+  t.equal(sandbox.calls.register, 1, 'nothing registered with a broken statement')
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  noSecretLogged(t, proxy.logs, [started ?? '', ...broken])
+})
+
 t.test('a new statement whose credentials cannot be persisted is not switched to', async (t) => {
   const sandbox = await startSandbox(t)
   const dir = temporaryDirectory(t)
