@@ -240,6 +240,27 @@ t.test('ADOBE_SOFTWARE_STATEMENT_FILE: a new statement registers once; the old t
   noSecretLogged(t, proxy.logs, [next, proxy.statement])
 })
 
+t.test('switching back to the statement of before takes its stored credentials: no second registration', async (t) => {
+  const sandbox = await startSandbox(t)
+  const file = join(temporaryDirectory(t), 'statement.jwt')
+  const first = makeSoftwareStatement()
+  writeFileSync(file, first)
+  const proxy = await startReloadableProxy(t, sandbox, { env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_SOFTWARE_STATEMENT_FILE: file }, watch: false })
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  const firstClient = proxy.app.broker.status().clientId
+  const second = makeSoftwareStatement()
+  writeFileSync(file, second)
+  t.equal(proxy.reloading.reload('second'), 'ok')
+  t.ok(await eventually(() => proxy.app.broker.statement === second), 'the second statement is in use')
+  t.equal(sandbox.calls.register, 2)
+  writeFileSync(file, first)
+  t.equal(proxy.reloading.reload('back'), 'ok')
+  t.ok(await eventually(() => proxy.app.broker.statement === first), 'the first statement is in use again')
+  t.equal(sandbox.calls.register, 2, 'its credentials were still in CREDENTIALS_FILE')
+  t.equal(proxy.app.broker.status().clientId, firstClient, 'the same client as before')
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+})
+
 t.test('a new statement Adobe refuses: the old one keeps serving', async (t) => {
   const sandbox = await startSandbox(t)
   const file = join(temporaryDirectory(t), 'statement.jwt')
