@@ -2,6 +2,10 @@
 // software statement they came from, so a restart reuses them (Adobe: register
 // once, re-register only on invalid_client) and a new statement does not pick
 // up another application's credentials. Writes are atomic and private (0600).
+// The file also keeps the credentials of the last few other statements
+// (`other_statements`), so a reload that switches statements (ops/switchable-
+// broker.ts) and is given up or reverted does not cost a registration. The
+// top-level entry is the one saved last: files of older versions read as before.
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
@@ -12,7 +16,12 @@ interface StoredCredentials extends ClientCredentials {
   statement_sha256: string
   /** ISO 8601: when this file was written (for people; the generation is `generation`). */
   registered_at: string
+  /** Other statements' credentials, newest first. */
+  other_statements?: StoredCredentials[]
 }
+
+/** How many other statements' credentials a file keeps. */
+const OTHER_STATEMENTS_KEPT = 3
 
 export type LoadResult =
   | { status: 'found', credentials: ClientCredentials }
@@ -76,24 +85,18 @@ export class CredentialStore implements CredentialSource {
     } catch {
       return { status: 'unreadable', reason: 'not JSON' }
     }
+    if (typeof stored !== 'object' || stored === null) return { status: 'unreadable', reason: 'not a JSON object' }
     if (typeof stored.client_id !== 'string' || typeof stored.client_secret !== 'string' || stored.client_id === '' || stored.client_secret === '') {
       return { status: 'unreadable', reason: 'client_id or client_secret missing' }
     }
-    if (stored.statement_sha256 !== this.#fingerprint) return { status: 'other-statement' }
-    return {
-      status: 'found',
-      credentials: {
-        client_id: stored.client_id,
-        client_secret: stored.client_secret,
-        ...(typeof stored.client_id_issued_at === 'number' ? { client_id_issued_at: stored.client_id_issued_at } : {}),
-        ...(typeof stored.generation === 'number' && Number.isFinite(stored.generation) ? { generation: stored.generation } : {})
-      }
-    }
+    const entry = entriesOf(stored).find((candidate) => candidate.statement_sha256 === this.#fingerprint)
+    return entry === undefined ? { status: 'other-statement' } : { status: 'found', credentials: credentialsOf(entry) }
   }
 
   /** Write to a private temp file, fsync, rename over the old file, fsync the directory. */
   async save (credentials: ClientCredentials, now = new Date()): Promise<void> {
-    const stored: StoredCredentials = { ...credentials, statement_sha256: this.#fingerprint, registered_at: now.toISOString() }
+    const others = (await this.#entries()).filter((entry) => entry.statement_sha256 !== this.#fingerprint).slice(0, OTHER_STATEMENTS_KEPT)
+    const stored: StoredCredentials = { ...credentials, statement_sha256: this.#fingerprint, registered_at: now.toISOString(), ...(others.length > 0 ? { other_statements: others } : {}) }
     const dir = dirname(this.path)
     await makeDirectory(dir)
     const temp = temporaryPath(this.path)
@@ -112,6 +115,34 @@ export class CredentialStore implements CredentialSource {
       throw err
     }
     await syncDirectory(dir)
+  }
+
+  /** Every well-formed entry of the file as it is (none when it is absent or broken: save() then starts afresh). */
+  async #entries (): Promise<StoredCredentials[]> {
+    try {
+      return entriesOf(JSON.parse(await readFile(this.path, 'utf8')) as Partial<StoredCredentials>)
+    } catch {
+      return []
+    }
+  }
+}
+
+/** The top-level entry, then the other statements' ones; each with the fields this version knows, malformed ones left out. */
+function entriesOf (stored: Partial<StoredCredentials>): StoredCredentials[] {
+  const all: unknown[] = [stored, ...(Array.isArray(stored.other_statements) ? stored.other_statements : [])]
+  return all.flatMap((entry) => {
+    const e = entry as Partial<StoredCredentials> | null
+    if (typeof e?.client_id !== 'string' || typeof e.client_secret !== 'string' || e.client_id === '' || e.client_secret === '' || typeof e.statement_sha256 !== 'string') return []
+    return [{ ...credentialsOf(e as StoredCredentials), statement_sha256: e.statement_sha256, registered_at: String(e.registered_at) }]
+  })
+}
+
+function credentialsOf (stored: StoredCredentials): ClientCredentials {
+  return {
+    client_id: stored.client_id,
+    client_secret: stored.client_secret,
+    ...(typeof stored.client_id_issued_at === 'number' ? { client_id_issued_at: stored.client_id_issued_at } : {}),
+    ...(typeof stored.generation === 'number' && Number.isFinite(stored.generation) ? { generation: stored.generation } : {})
   }
 }
 

@@ -11,6 +11,7 @@ import { parseEnv } from 'node:util'
 import envSchema from 'env-schema'
 import { ProblemList, echo, type ConfigProblem } from './problems.js'
 import { configSchema, type Config } from './schema.js'
+import { readSecretFile } from './secret-file.js'
 import { settingsFrom, type Settings } from './settings.js'
 
 // Values of these are never echoed in an error message.
@@ -51,8 +52,8 @@ export function loadConfiguration ({ env = process.env, cwd = process.cwd() }: L
     if (value === undefined) delete merged[name]
     else merged[name] = value
   }
-  readSecretFile(merged, problems, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
-  for (const name of ['ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'REDIS_PASSWORD', 'REDIS_TLS_CA', 'REDIS_TLS_CERT', 'REDIS_TLS_KEY', 'STATE_ENCRYPTION_KEY']) readSecretFile(merged, problems, name)
+  readSecretVariable(merged, problems, 'ADOBE_SOFTWARE_STATEMENT', resolve(cwd, 'config/software-statement.jwt'))
+  for (const name of ['ADOBE_CLIENT_SECRET', 'PROXY_API_KEYS', 'ADMIN_API_KEY', 'RATE_LIMIT_KEYS', 'REDIS_PASSWORD', 'REDIS_TLS_CA', 'REDIS_TLS_CERT', 'REDIS_TLS_KEY', 'STATE_ENCRYPTION_KEY']) readSecretVariable(merged, problems, name)
   refuseNonDecimalIntegers(merged, problems)
 
   let config: Config
@@ -117,8 +118,8 @@ function readEnvFile (env: Env, cwd: string, problems: ProblemList): Env {
   }
 }
 
-/** NAME_FILE points at a mounted secret; its trimmed content becomes NAME. */
-function readSecretFile (env: Env, problems: ProblemList, name: string, defaultPath?: string): void {
+/** NAME_FILE points at a mounted secret (a regular file of at most 1 MiB: secret-file.ts); its trimmed content becomes NAME. */
+function readSecretVariable (env: Env, problems: ProblemList, name: string, defaultPath?: string): void {
   const fileVar = `${name}_FILE`
   const explicit = env[fileVar]
   if (explicit !== undefined && env[name] !== undefined) {
@@ -128,13 +129,12 @@ function readSecretFile (env: Env, problems: ProblemList, name: string, defaultP
   if (env[name] !== undefined) return
   const path = explicit ?? defaultPath
   if (path === undefined || (explicit === undefined && !existsSync(path))) return
-  let content: string
-  try {
-    content = readFileSync(path, 'utf8').trim()
-  } catch (err) {
-    problems.refuse({ variable: fileVar, problem: `cannot be read (${describeFsError(err)}): ${path}` })
+  const read = readSecretFile(path)
+  if (!read.ok) {
+    problems.refuse({ variable: fileVar, problem: `${read.problem}: ${path}` })
     return
   }
+  const content = read.content.trim()
   if (content === '') {
     problems.refuse({ variable: fileVar, problem: `points at an empty file: ${path}` })
     return

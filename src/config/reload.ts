@@ -9,7 +9,8 @@
 // every value in use (one line naming the variables, never a value); a key
 // list may change but never empty itself (no reload opens /cmu to callers
 // without a key); the state key list must keep the key that seals now (rotate
-// in three steps: add NEW, put NEW first, drop OLD).
+// in three steps: add NEW, put NEW first, drop OLD). Removing ADMIN_API_KEY
+// revokes it: /admin stays, and refuses every request, until a key comes back.
 import type { KeyObject } from 'node:crypto'
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
@@ -65,6 +66,7 @@ export class SettingsReloader {
   readonly #options: ReloaderOptions
   readonly #log: Logger
   readonly #started: Config
+  readonly #startedSecrets: Secrets
   #inEffect: Secrets
   #files: string[]
 
@@ -72,7 +74,8 @@ export class SettingsReloader {
     this.#options = options
     this.#log = options.logger.child({ component: 'reload' })
     this.#started = options.started.config
-    this.#inEffect = secretsOf(options.started.settings, options.started.settings)
+    this.#startedSecrets = secretsOf(options.started.settings, options.started.settings)
+    this.#inEffect = this.#startedSecrets
     this.#files = secretFiles(options.started.config)
   }
 
@@ -102,7 +105,7 @@ export class SettingsReloader {
 
     const restart = VARIABLES.filter((name) => !RELOADED.has(name) && loaded.config[name] !== this.#started[name])
     // Turning a secret on or off changes which routes and checks exist: that is a restart.
-    const toggled = SECRETS.filter(({ name }) => isToggled(name, this.#inEffect, next)).map(({ name }) => name)
+    const toggled = SECRETS.filter(({ name }) => isToggled(name, this.#inEffect, next, this.#startedSecrets)).map(({ name }) => name)
     if (restart.length > 0 || toggled.length > 0) {
       this.#log.warn({ trigger, variables: [...restart, ...toggled] }, `settings that only a restart applies changed, and are ignored until then: ${[...restart, ...toggled.map((name) => `${name} (turned on or off)`)].join(', ')}`)
     }
@@ -118,6 +121,9 @@ export class SettingsReloader {
       return 'rejected'
     }
     this.#inEffect = applied(this.#inEffect, next, changed)
+    if (changed.includes('ADMIN_API_KEY') && next.adminKey === undefined) {
+      this.#log.warn({ trigger }, 'ADMIN_API_KEY was removed: the admin API is closed, every /admin request gets 401 until a key is configured again')
+    }
     this.#log.info({ trigger, changed, apiKeys: next.apiKeys.length, stateKeys: next.stateKeys.length }, `configuration reloaded: ${changed.join(', ')}`)
     return 'ok'
   }
@@ -167,10 +173,14 @@ function secretsOf (settings: Settings, started: Settings): Secrets {
   }
 }
 
-/** What is on now and would be off, or the reverse: not applied (admin routes, registration and fleet mode are decided at start). */
-function isToggled (name: ReloadableSecret, now: Secrets, next: Secrets): boolean {
+/**
+ * What is on now and would be off, or the reverse: not applied (registration and fleet mode are decided at start).
+ * The admin routes exist only if the proxy started with a key: one that comes later waits for a restart; a key
+ * removed is applied (revoked: the routes stay and refuse everyone), and one put back is applied too.
+ */
+function isToggled (name: ReloadableSecret, now: Secrets, next: Secrets, started: Secrets): boolean {
   switch (name) {
-    case 'ADMIN_API_KEY': return (now.adminKey === undefined) !== (next.adminKey === undefined)
+    case 'ADMIN_API_KEY': return started.adminKey === undefined && next.adminKey !== undefined
     case 'ADOBE_SOFTWARE_STATEMENT': return (now.statement === undefined) !== (next.statement === undefined)
     case 'STATE_ENCRYPTION_KEY': return (now.stateKeys.length === 0) !== (next.stateKeys.length === 0)
     default: return false

@@ -6,6 +6,10 @@
 // atomic writer counts. A burst of events (a swap, an editor's write and
 // rename) is one change, reported once the directory has been quiet for
 // `debounceMs`, or at the latest after MAX_WAIT_FACTOR times that.
+// A writer that edits a file in place can still be read mid-write: the quiet
+// time narrows that, load.ts and settings.ts refuse what is visibly cut (an
+// empty file, a statement that does not decode), and docs/operations.md asks
+// for atomic replacement (rename), as the kubelet does.
 // https://kubernetes.io/docs/concepts/configuration/secret/#mounted-secrets-are-updated-automatically
 import { watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'

@@ -177,6 +177,11 @@ function adobeSettings (config: Config, cwd: string, problems: ProblemList): Ado
   problems.check(['ADOBE_SOFTWARE_STATEMENT', 'ADOBE_CLIENT_ID'], () => config.ADOBE_SOFTWARE_STATEMENT !== undefined || clientId !== undefined
     ? undefined
     : problemOf('ADOBE_SOFTWARE_STATEMENT', 'is required (or ADOBE_SOFTWARE_STATEMENT_FILE, or config/software-statement.jwt, or ADOBE_CLIENT_ID + ADOBE_CLIENT_SECRET)'))
+  // The schema checks the shape (three base64url parts); a file read half written, or spliced by an in-place
+  // writer, can keep it: the header and payload must also decode to JSON objects (RFC 7519 §7.2) before anything registers with it.
+  problems.check(['ADOBE_SOFTWARE_STATEMENT'], () => config.ADOBE_SOFTWARE_STATEMENT === undefined || decodesAsJwt(config.ADOBE_SOFTWARE_STATEMENT)
+    ? undefined
+    : problemOf('ADOBE_SOFTWARE_STATEMENT', 'is not a JWT: its header and payload must be base64url-encoded JSON objects (was the file read while half written? replace it atomically)'))
   return {
     authUrl: config.ADOBE_AUTH_URL,
     cmuUrl: config.ADOBE_CMU_URL,
@@ -186,6 +191,17 @@ function adobeSettings (config: Config, cwd: string, problems: ProblemList): Ado
     authTimeoutMs: config.AUTH_TIMEOUT_MS,
     cleartextUrls: ADOBE_URLS.filter((name) => isCleartext(config[name])).map((variable) => ({ variable, url: config[variable] }))
   }
+}
+
+function decodesAsJwt (token: string): boolean {
+  return token.split('.').slice(0, 2).every((part) => {
+    try {
+      const value: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'))
+      return typeof value === 'object' && value !== null && !Array.isArray(value)
+    } catch {
+      return false
+    }
+  })
 }
 
 function baseUrlProblem (name: AdobeUrlVariable, value: string): ConfigProblem | undefined {

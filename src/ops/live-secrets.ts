@@ -13,7 +13,7 @@ import type { SwitchableBroker } from './switchable-broker.js'
 
 export interface LiveSecretsOptions {
   apiKeys: ApiKeys
-  /** Undefined without ADMIN_API_KEY (turning /admin on or off takes a restart). */
+  /** Undefined without ADMIN_API_KEY at start (turning /admin on takes a restart); emptied when a reload removes the key. */
   adminKeys: ApiKeys | undefined
   /** Undefined without RATE_LIMIT. */
   rateLimitRules: RateLimitRules | undefined
@@ -39,7 +39,8 @@ export class LiveSecrets {
           apiKeys.replace(next.inbound.apiKeys)
           break
         case 'ADMIN_API_KEY':
-          if (next.inbound.adminKey !== undefined) adminKeys?.replace([next.inbound.adminKey])
+          // Removed: revoked, not ignored (a leaked key is taken away by removing it); /admin then refuses everyone.
+          adminKeys?.replace(next.inbound.adminKey === undefined ? [] : [next.inbound.adminKey])
           break
         case 'RATE_LIMIT_KEYS':
           rateLimitRules?.replaceOverrides(next.rateLimit?.overrides ?? new Map())

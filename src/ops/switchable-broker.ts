@@ -5,7 +5,9 @@
 // statement's namespace, where an instance started with it looks too), and
 // takes over only once it holds a token. Until then, and for good when the new
 // statement cannot be used, the old broker keeps serving. One switch at a
-// time: a newer statement replaces one still starting.
+// time, and the latest one asked for wins: a newer statement replaces one
+// still starting, and every step that awaited (closing a broker is a Redis
+// round trip in a fleet) looks again whether a newer switch came meanwhile.
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { TokenLevers, TokenStatus } from '../adobe/token-status.js'
@@ -38,13 +40,16 @@ export interface SwitchableBrokerOptions {
 
 type Counts = TokenStatus['counts']
 
-interface Pending { generation: BrokerGeneration, cancelled: boolean, done: Promise<void> }
+/** `asked`: the number of the latest switchTo() that wants this generation. */
+interface Pending { generation: BrokerGeneration, asked: number, cancelled: boolean, done: Promise<void> }
 
 export class SwitchableBroker implements TokenSource, TokenLevers {
   readonly #options: SwitchableBrokerOptions
   readonly #log: Logger
   #current: BrokerGeneration
   #pending: Pending | undefined
+  /** How many switches were asked for: the latest one wins. */
+  #asked = 0
   /** Counts of the brokers closed so far: the metrics' counters never go back. */
   #retired: Counts = zero()
   readonly #closedGenerations = new WeakSet<BrokerGeneration>()
@@ -91,15 +96,25 @@ export class SwitchableBroker implements TokenSource, TokenLevers {
    * Never rejects: what happened is logged.
    */
   async switchTo (statement: string): Promise<void> {
+    const asked = ++this.#asked
     const pending = this.#pending
-    if (pending?.generation.statement === statement) return await pending.done
+    if (pending?.generation.statement === statement) {
+      pending.asked = asked
+      return await pending.done
+    }
     if (pending !== undefined) await this.#cancel(pending, 'a newer statement came')
-    if (this.#closed || statement === this.#current.statement) return
+    // While that broker closed, a newer switch may have come (and built its own): it wins.
+    if (this.#closed || asked !== this.#asked || statement === this.#current.statement) return
     const generation = this.#options.build(statement)
-    const next: Pending = { generation, cancelled: false, done: Promise.resolve() }
+    const next: Pending = { generation, asked, cancelled: false, done: Promise.resolve() }
     this.#pending = next
     next.done = this.#bringUp(next)
     await next.done
+  }
+
+  /** A newer switch was asked for (or shutdown came) since `pending` was. */
+  #superseded (pending: Pending): boolean {
+    return pending.cancelled || this.#closed || pending.asked !== this.#asked
   }
 
   async #bringUp (pending: Pending): Promise<void> {
@@ -108,18 +123,18 @@ export class SwitchableBroker implements TokenSource, TokenLevers {
       await pending.generation.start?.()
       await broker.start()
     } catch (err) {
-      if (pending.cancelled) return
+      if (this.#superseded(pending)) return await this.#cancel(pending)
       this.#log.error({ reason: (err as Error).message }, 'the new software statement cannot be used here; the one in use keeps serving')
       await this.#cancel(pending)
       return
     }
-    if (pending.cancelled) return
+    if (this.#superseded(pending)) return await this.#cancel(pending)
     this.#log.info('software statement changed: obtaining credentials and a token for the new one while the current one keeps serving')
     await broker.refreshNow().catch((err: unknown) => {
       this.#log.warn({ code: (err as { code?: string }).code }, 'no token yet for the new software statement; the one in use keeps serving while it retries')
     })
-    while (!pending.cancelled && !broker.status().ready) await sleep(this.#options.readyPollMs ?? 1_000, undefined, { ref: false })
-    if (pending.cancelled) return
+    while (!this.#superseded(pending) && !broker.status().ready) await sleep(this.#options.readyPollMs ?? 1_000, undefined, { ref: false })
+    if (this.#superseded(pending)) return await this.#cancel(pending)
     const old = this.#current
     this.#current = pending.generation
     this.#pending = undefined

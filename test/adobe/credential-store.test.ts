@@ -32,6 +32,22 @@ t.test('credentials of another statement, and broken files, are not used', async
   t.match(await new CredentialStore(dir, 's').load(), { status: 'unreadable', reason: 'EISDIR' })
 })
 
+t.test('the file keeps the last few other statements\' credentials (a reload that switches back registers nothing); older files read as before', async (t) => {
+  const dir = t.testdir({ 'old-format.json': JSON.stringify({ client_id: 'a', client_secret: 'sa', statement_sha256: statementFingerprint('statement-a'), registered_at: '2026-01-01T00:00:00.000Z' }), 'null.json': 'null' })
+  const path = join(dir, 'old-format.json')
+  t.match(await new CredentialStore(path, 'statement-a').load(), { status: 'found', credentials: { client_id: 'a' } }, 'a file of an older version')
+  for (const name of ['b', 'c', 'd', 'e']) await new CredentialStore(path, `statement-${name}`).save({ client_id: name, client_secret: `s${name}`, generation: 7 })
+  const stored = JSON.parse(await readFile(path, 'utf8'))
+  t.equal(stored.client_id, 'e', 'the one saved last is the top-level entry (what older versions read)')
+  t.same(stored.other_statements.map((entry: { client_id: string }) => entry.client_id), ['d', 'c', 'b'], 'three others, newest first: the oldest is dropped')
+  t.same(await new CredentialStore(path, 'statement-c').load(), { status: 'found', credentials: { client_id: 'c', client_secret: 'sc', generation: 7 } })
+  t.same(await new CredentialStore(path, 'statement-a').load(), { status: 'other-statement' }, 'dropped')
+  await new CredentialStore(path, 'statement-c').save({ client_id: 'c2', client_secret: 'sc2' })
+  const again = JSON.parse(await readFile(path, 'utf8'))
+  t.same([again.client_id, ...again.other_statements.map((entry: { client_id: string }) => entry.client_id)], ['c2', 'e', 'd', 'b'], 'a statement saved again replaces its own entry')
+  t.same(await new CredentialStore(join(dir, 'null.json'), 's').load(), { status: 'unreadable', reason: 'not a JSON object' })
+})
+
 t.test('a failed rename rejects and leaves no temp file behind', async (t) => {
   // A non-empty directory where the file should go makes rename fail, even for root.
   const dir = t.testdir({ 'credentials.json': { 'keep.txt': 'x' } })

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
+import { symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { loadSettings } from '../../src/config/load.js'
@@ -51,6 +51,7 @@ t.test('each bad setting is one message naming the variable, never echoing a sec
     [{ ADOBE_CMU_URL: 'https://host/cmu?x=1' }, 'ADOBE_CMU_URL', /plain base URL/],
     [{ ADOBE_CMU_URL: 'https://exa mple/' }, 'ADOBE_CMU_URL', /not a valid URL/],
     [{ ADOBE_SOFTWARE_STATEMENT: 'not a jwt secret' }, 'ADOBE_SOFTWARE_STATEMENT', /^ADOBE_SOFTWARE_STATEMENT is not a JWT/],
+    [{ ADOBE_SOFTWARE_STATEMENT: `${Buffer.from('{"alg":').toString('base64url')}.e30.c2ln` }, 'ADOBE_SOFTWARE_STATEMENT', /^ADOBE_SOFTWARE_STATEMENT is not a JWT: its header and payload must be base64url-encoded JSON objects/],
     [{ ADOBE_CLIENT_ID: 'abc' }, 'ADOBE_CLIENT_SECRET', /required when the other half/],
     [{ TOKEN_RETRY_BASE_MS: '5000', TOKEN_RETRY_MAX_MS: '1000' }, 'TOKEN_RETRY_MAX_MS', /smaller than TOKEN_RETRY_BASE_MS/],
     [{ UPSTREAM_HEADERS_TIMEOUT_MS: '0' }, 'UPSTREAM_HEADERS_TIMEOUT_MS', /must be >= 1/],
@@ -154,6 +155,27 @@ t.test('the real entry point exits 78 with one line on a bad setting', async (t)
     t.equal(result.code, 78, `exit 78 for ${Object.keys(env).join(', ')}`)
     t.match(result.stderr, stderr)
     t.equal(result.stdout, '')
+  }
+})
+
+t.test('a secret file must be a regular file of at most 1 MiB: the entry point exits 78 with one line naming the variable', async (t) => {
+  const dir = t.testdir()
+  writeFileSync(join(dir, 'statement.jwt'), makeSoftwareStatement())
+  // What a path swapped under the proxy could point at: an endless device, a huge file.
+  symlinkSync('/dev/zero', join(dir, 'zero-keys'))
+  writeFileSync(join(dir, 'huge-keys'), Buffer.alloc(2 * 1024 * 1024, 'k'))
+  // A symlink to a regular file (a Kubernetes Secret volume) is fine.
+  writeFileSync(join(dir, 'keys'), 'admin-key-0123456789abcdef\n')
+  symlinkSync(join(dir, 'keys'), join(dir, 'linked-keys'))
+  t.equal(loadSettings({ env: { ...NO_ENV_FILE, ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), ADMIN_API_KEY_FILE: join(dir, 'linked-keys') }, cwd: dir }).inbound.adminKey, 'admin-key-0123456789abcdef')
+  const cases: Array<[string, RegExp]> = [
+    ['zero-keys', /^cmu-proxy: configuration error: ADMIN_API_KEY_FILE is not a regular file: [^\n]*zero-keys\n$/],
+    ['huge-keys', /^cmu-proxy: configuration error: ADMIN_API_KEY_FILE is larger than 1 MiB: [^\n]*huge-keys\n$/]
+  ]
+  for (const [file, stderr] of cases) {
+    const result = await runNode('main', [], { cwd: dir, env: { PATH: process.env.PATH, CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT_FILE: join(dir, 'statement.jwt'), ADMIN_API_KEY_FILE: join(dir, file) } })
+    t.equal(result.code, 78, `exit 78 for ${file}`)
+    t.match(result.stderr, stderr)
   }
 })
 

@@ -2,7 +2,8 @@
 // instance, through real HTTP: each secret changes, the old value stops
 // working and the new one works; a broken file keeps every value in use; a
 // file changed in place and a Secret volume's symlink swap reload by themselves.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
@@ -10,7 +11,7 @@ import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { SettingsReloader } from '../../src/config/reload.js'
 import { SecretFileWatch } from '../../src/config/secret-file-watch.js'
-import { call, capturedLogger, eventually, startProxy, startSandbox, temporaryDirectory } from '../helpers/app.js'
+import { assertProblem, call, capturedLogger, eventually, startProxy, startSandbox, temporaryDirectory } from '../helpers/app.js'
 import { logLines, reloads, secretVolume, startReloadableProxy, statusWithKey } from '../helpers/reload.js'
 
 const OLD_KEY = 'old-caller-key-0123456789'
@@ -91,18 +92,64 @@ t.test('a broken file keeps every value in use, logs one line naming the variabl
   t.equal((await call(proxy.url, '/admin/status', { headers: { 'x-api-key': OLD_ADMIN } })).status, 401, 'the old one is refused')
 })
 
-t.test('ADMIN_API_KEY: rotated by reload; turning /admin on or off waits for a restart', async (t) => {
+t.test('a secret file swapped for a FIFO, /dev/zero or a 2 MiB file: the reload is rejected at once, the values in use stay', async (t) => {
+  const sandbox = await startSandbox(t)
+  const dir = temporaryDirectory(t)
+  const keys = join(dir, 'api-keys')
+  writeFileSync(keys, `${OLD_KEY}\n`)
+  const proxy = await startReloadableProxy(t, sandbox, { env: { PROXY_API_KEYS_FILE: keys }, watch: false })
+  const swaps: Array<[string, () => void, RegExp]> = [
+    // Opening a FIFO to read waits for a writer: a blocking read would hang the event loop.
+    ['a FIFO', () => { execFileSync('mkfifo', [keys]) }, /PROXY_API_KEYS_FILE is not a regular file/],
+    ['a symlink to /dev/zero', () => { symlinkSync('/dev/zero', keys) }, /PROXY_API_KEYS_FILE is not a regular file/],
+    ['a 2 MiB file', () => { writeFileSync(keys, `${NEW_KEY}\n`.repeat(2 * 1024 * 1024 / 24)) }, /PROXY_API_KEYS_FILE is larger than 1 MiB/]
+  ]
+  for (const [what, swap, why] of swaps) {
+    rmSync(keys)
+    swap()
+    t.equal(proxy.reloading.reload('test'), 'rejected', what)
+    t.match(logLines(proxy, /reload rejected/).at(-1), { variables: ['PROXY_API_KEYS_FILE'], msg: why })
+    t.equal(await statusWithKey(proxy.url, OLD_KEY), 200, 'the key in use still works')
+    t.equal(await statusWithKey(proxy.url, NEW_KEY), 401)
+  }
+  t.equal(await reloads(proxy.url, 'rejected'), 3)
+})
+
+t.test('ADMIN_API_KEY: rotated by reload; removed, it is revoked (every /admin request gets 401) until a key comes back', async (t) => {
   const sandbox = await startSandbox(t)
   const envFile = join(temporaryDirectory(t), 'cmu-proxy.env')
   writeFileSync(envFile, `ADMIN_API_KEY=${OLD_ADMIN}\n`)
-  const proxy = await startReloadableProxy(t, sandbox, { env: { CMU_PROXY_ENV_FILE: envFile } })
+  const proxy = await startReloadableProxy(t, sandbox, { env: { CMU_PROXY_ENV_FILE: envFile }, watch: false })
+  const adminStatus = async (key: string): Promise<number> => (await call(proxy.url, '/admin/status', { headers: { authorization: `Bearer ${key}` } })).status
   writeFileSync(envFile, `ADMIN_API_KEY=${NEW_ADMIN}\n`)
   t.equal(proxy.reloading.reload('SIGHUP'), 'ok')
-  t.equal((await call(proxy.url, '/admin/status', { headers: { authorization: `Bearer ${OLD_ADMIN}` } })).status, 401, 'old admin key refused')
-  t.equal((await call(proxy.url, '/admin/status', { headers: { authorization: `Bearer ${NEW_ADMIN}` } })).status, 200, 'new admin key accepted')
-  writeFileSync(envFile, '# admin off\n')
-  t.equal(proxy.reloading.reload('SIGHUP'), 'unchanged', 'turning it off is not applied')
-  t.equal((await call(proxy.url, '/admin/status', { headers: { authorization: `Bearer ${NEW_ADMIN}` } })).status, 200, 'still on, with the key in use')
+  t.equal(await adminStatus(OLD_ADMIN), 401, 'old admin key refused')
+  t.equal(await adminStatus(NEW_ADMIN), 200, 'new admin key accepted')
+  // A leaked key is revoked by removing it: the reload applies that, it does not wait for a restart.
+  writeFileSync(envFile, '# admin key revoked\n')
+  t.equal(proxy.reloading.reload('SIGHUP'), 'ok', 'the removal is applied')
+  t.equal(await adminStatus(NEW_ADMIN), 401, 'the removed key is refused')
+  t.equal(await adminStatus(OLD_ADMIN), 401, 'and so is any other')
+  assertProblem(t, await call(proxy.url, '/admin/cache', { method: 'DELETE', headers: { 'x-api-key': NEW_ADMIN } }), 401, 'CMU_PROXY_UNAUTHORIZED')
+  t.equal(await reloads(proxy.url, 'ok'), 2)
+  t.equal(await reloads(proxy.url, 'unchanged'), 0)
+  t.match(logLines(proxy, /admin API is closed/), [{ level: 40, trigger: 'SIGHUP' }], 'one line says /admin is closed')
+  t.same(logLines(proxy, /only a restart applies/), [], 'not a restart matter')
+  t.equal(proxy.reloading.reload('SIGHUP'), 'unchanged', 'still removed: nothing more')
+  writeFileSync(envFile, `ADMIN_API_KEY=${OLD_ADMIN}\n`)
+  t.equal(proxy.reloading.reload('SIGHUP'), 'ok', 'a key put back applies')
+  t.equal(await adminStatus(OLD_ADMIN), 200, '/admin opens to it again')
+  noSecretLogged(t, proxy.logs, [OLD_ADMIN, NEW_ADMIN])
+})
+
+t.test('ADMIN_API_KEY on a proxy started without one: /admin does not exist; turning it on waits for a restart', async (t) => {
+  const sandbox = await startSandbox(t)
+  const envFile = join(temporaryDirectory(t), 'cmu-proxy.env')
+  writeFileSync(envFile, '# no admin key\n')
+  const proxy = await startReloadableProxy(t, sandbox, { env: { CMU_PROXY_ENV_FILE: envFile, ADMIN_API_KEY: undefined }, watch: false })
+  writeFileSync(envFile, `ADMIN_API_KEY=${NEW_ADMIN}\n`)
+  t.equal(proxy.reloading.reload('SIGHUP'), 'unchanged', 'turning it on is not applied')
+  t.equal((await call(proxy.url, '/admin/status', { headers: { authorization: `Bearer ${NEW_ADMIN}` } })).status, 404, 'no admin routes')
   t.match(logLines(proxy, /only a restart applies/), [{ variables: ['ADMIN_API_KEY'], msg: /ADMIN_API_KEY \(turned on or off\)/ }])
 })
 
@@ -193,6 +240,27 @@ t.test('ADOBE_SOFTWARE_STATEMENT_FILE: a new statement registers once; the old t
   noSecretLogged(t, proxy.logs, [next, proxy.statement])
 })
 
+t.test('switching back to the statement of before takes its stored credentials: no second registration', async (t) => {
+  const sandbox = await startSandbox(t)
+  const file = join(temporaryDirectory(t), 'statement.jwt')
+  const first = makeSoftwareStatement()
+  writeFileSync(file, first)
+  const proxy = await startReloadableProxy(t, sandbox, { env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_SOFTWARE_STATEMENT_FILE: file }, watch: false })
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  const firstClient = proxy.app.broker.status().clientId
+  const second = makeSoftwareStatement()
+  writeFileSync(file, second)
+  t.equal(proxy.reloading.reload('second'), 'ok')
+  t.ok(await eventually(() => proxy.app.broker.statement === second), 'the second statement is in use')
+  t.equal(sandbox.calls.register, 2)
+  writeFileSync(file, first)
+  t.equal(proxy.reloading.reload('back'), 'ok')
+  t.ok(await eventually(() => proxy.app.broker.statement === first), 'the first statement is in use again')
+  t.equal(sandbox.calls.register, 2, 'its credentials were still in CREDENTIALS_FILE')
+  t.equal(proxy.app.broker.status().clientId, firstClient, 'the same client as before')
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+})
+
 t.test('a new statement Adobe refuses: the old one keeps serving', async (t) => {
   const sandbox = await startSandbox(t)
   const file = join(temporaryDirectory(t), 'statement.jwt')
@@ -232,6 +300,59 @@ t.test('statements in quick succession: the newest wins, one still registering i
   adobe.release()
   t.equal(proxy.app.broker.statement, third, 'the abandoned registration changes nothing')
   t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+})
+
+t.test('two statements while a third is still registering: the last one asked for is the one in use', async (t) => {
+  const sandbox = await startSandbox(t)
+  const file = join(temporaryDirectory(t), 'statement.jwt')
+  writeFileSync(file, makeSoftwareStatement())
+  const proxy = await startReloadableProxy(t, sandbox, { env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_SOFTWARE_STATEMENT_FILE: file }, watch: false })
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  // Every new registration waits until the test says, so nothing is ready before all reloads came.
+  const adobe = heldAnswer()
+  sandbox.faults.failNext('register', 10, { until: adobe.until })
+  writeFileSync(file, makeSoftwareStatement())
+  t.equal(proxy.reloading.reload('second'), 'ok')
+  t.ok(await eventually(() => sandbox.calls.register === 2), 'the second statement is registering')
+  // Back to back: the third's switch is still closing the second's broker when the fourth comes.
+  const [third, fourth] = [makeSoftwareStatement(), makeSoftwareStatement()]
+  writeFileSync(file, third)
+  t.equal(proxy.reloading.reload('third'), 'ok')
+  writeFileSync(file, fourth)
+  t.equal(proxy.reloading.reload('fourth'), 'ok')
+  t.ok(await eventually(() => sandbox.calls.register >= 3), 'the fourth statement is registering')
+  adobe.release()
+  t.ok(await eventually(() => proxy.app.broker.statement === fourth), 'the fourth statement is in use')
+  t.equal(proxy.reloading.reload('again'), 'unchanged', 'the statement in effect is the one in use')
+  t.equal(sandbox.calls.register, 3, 'the third statement was never built: nothing registered for it')
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  t.equal(proxy.app.broker.statement, fourth, 'and it stays in use')
+})
+
+t.test('a statement file read half written (JWT-shaped, but its payload is not JSON): rejected before anything registers', async (t) => {
+  const sandbox = await startSandbox(t)
+  const file = join(temporaryDirectory(t), 'statement.jwt')
+  writeFileSync(file, makeSoftwareStatement())
+  const proxy = await startReloadableProxy(t, sandbox, { env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_SOFTWARE_STATEMENT_FILE: file }, watch: false })
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  const started = proxy.app.broker.statement
+  const [header = '', payload = '', signature = ''] = makeSoftwareStatement().split('.')
+  const part = (text: string): string => Buffer.from(text).toString('base64url')
+  const broken = [
+    // An in-place writer's new beginning over the old file's end: three parts still, the payload cut mid-JSON.
+    `${header}.${part(Buffer.from(payload, 'base64url').toString('utf8').slice(0, 20))}.${signature}`,
+    `${part('{"alg":"RS2')}.${payload}.${signature}`,
+    `${header}.${part('["not", "an", "object"]')}.${signature}`
+  ]
+  for (const statement of broken) {
+    writeFileSync(file, statement)
+    t.equal(proxy.reloading.reload('test'), 'rejected')
+    t.match(logLines(proxy, /reload rejected/).at(-1), { variables: ['ADOBE_SOFTWARE_STATEMENT'], msg: /ADOBE_SOFTWARE_STATEMENT is not a JWT: its header and payload must be base64url-encoded JSON objects/ })
+  }
+  t.equal(proxy.app.broker.statement, started, 'the statement in use stays')
+  t.equal(sandbox.calls.register, 1, 'nothing registered with a broken statement')
+  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  noSecretLogged(t, proxy.logs, [started ?? '', ...broken])
 })
 
 t.test('a new statement whose credentials cannot be persisted is not switched to', async (t) => {
