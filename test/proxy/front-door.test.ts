@@ -34,7 +34,8 @@ t.test('a request that announces a body is refused at once on every route, its b
     const [response] = await exchange(wire, head, 1)
     assertWireProblem(t, response, 413, 'CMU_PROXY_BODY_NOT_ALLOWED')
     t.ok(await eventually(() => wire.closed(), 2_000), `${what}: the connection is closed`)
-    t.ok(Date.now() - started < 2_000 * 10, `${what}: answered and closed at once, not after the body`)
+    // The close within 2 s above is the check; this only says the whole exchange did not wait for a megabyte that never comes (generous for a loaded machine).
+    t.ok(Date.now() - started < 2_000 * 10, `${what}: answered and closed without waiting for the body`)
   }
   t.equal(sandbox.calls.cmu, 0, 'nothing reached Adobe')
   t.equal(proxy.logs.filter((l) => l.includes('"code":"CMU_PROXY_BODY_NOT_ALLOWED"')).length, cases.length, 'one request line each, with its code')
