@@ -7,7 +7,7 @@ import t from 'tap'
 import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { allAnswerOk, member, rawRedis, statuses } from '../helpers/fleet.js'
-import { call, eventually, startSandbox } from '../helpers/app.js'
+import { call, eventually, startSandbox, whenInFlight } from '../helpers/app.js'
 import { startDelayingProxy } from '../helpers/delaying-proxy.js'
 import { startRedisServer } from '../helpers/redis-server.js'
 
@@ -44,7 +44,8 @@ t.test('a member whose lock reply comes 400 ms late: no lock left held, the othe
 
   const asked = performance.now()
   const rest = Promise.all(others.map(async (p) => await call(p.url, path)))
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  // Released once every other member has the request in hand (waiting on the fleet), not after a guess at how long that takes.
+  for (const other of others) t.ok(await whenInFlight(other.url, 1), 'another member is answering')
   adobe.release()
   const answers = [await first, ...await rest]
   const waited = performance.now() - asked
