@@ -33,7 +33,7 @@ export interface ReportOriginOptions {
   /** Adobe with our token (upstream/origin.ts: AuthorizedOrigin). */
   origin: Origin
   apis: readonly ReportApi[]
-  /** CACHE_MAX_ENTRY_BYTES: the largest body (raw and decoded) rewritten. */
+  /** CACHE_MAX_ENTRY_BYTES: the largest body (raw and decoded) rewritten (CACHE_MAX_INFLIGHT_BYTES when smaller). */
   maxBodyBytes: number
   /** CACHE_MAX_INFLIGHT_BYTES: what all bodies being rewritten may hold together. */
   maxInflightBytes: number
@@ -48,7 +48,8 @@ export class ReportOrigin implements Origin {
   constructor (options: ReportOriginOptions) {
     this.#origin = options.origin
     this.#apis = new Map(options.apis.map((api) => [api.name, api]))
-    this.#maxBodyBytes = options.maxBodyBytes
+    // A body the budget could never hold is too large to rewrite, never a reason to shed.
+    this.#maxBodyBytes = Math.min(options.maxBodyBytes, options.maxInflightBytes)
     this.#budget = new ByteBudget(options.maxInflightBytes)
   }
 
@@ -69,9 +70,9 @@ export class ReportOrigin implements Origin {
       response.body.on('error', () => {}).destroy()
       throw api.forbidden()
     }
+    if (!api.relativeLinks || response.status !== 200 || noTransform(response.headers['cache-control'])) return response
     const kind = halKind(response.headers['content-type'])
-    if (!api.relativeLinks || response.status !== 200 || kind === undefined || noTransform(response.headers['cache-control'])) return response
-    return await this.#withLocalLinks(response, kind, api.prefix)
+    return kind === undefined ? response : await this.#withLocalLinks(response, kind, api.prefix)
   }
 
   async #withLocalLinks (response: OriginResponse, kind: HalKind, prefix: string): Promise<OriginResponse> {
@@ -99,9 +100,21 @@ export class ReportOrigin implements Origin {
       budget.give(size)
       throw err
     }
-    // Charged until the reader (the cache, or the caller) has taken the body.
-    const stream = Readable.from([body], { objectMode: false })
-    stream.once('close', () => { budget.give(size) })
+    // Charged until the reader (the cache, or the caller's connection) has taken the body, or it was dropped unread.
+    let charged = true
+    const uncharge = (): void => {
+      if (!charged) return
+      charged = false
+      budget.give(size)
+    }
+    const stream = new Readable({
+      read () {
+        this.push(body)
+        this.push(null)
+        uncharge()
+      }
+    })
+    stream.once('close', uncharge)
     return { ...response, headers: { ...response.headers, 'content-length': String(body.length) }, body: stream }
   }
 }

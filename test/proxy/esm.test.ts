@@ -106,6 +106,16 @@ t.test('the rewrite is bounded: only HAL JSON/XML 200s, not no-transform, not ab
   t.equal(xml.body.toString('latin1'), '<resource href="/esm/v3/xml?a=1&amp;b=2"><links><link rel="roll-up" href="/esm/v3"/><link href="http://evil.example/v3"/></links><record name="caf\u00e9 href=&quot;/v3"/></resource>', 'XML: link and resource hrefs, every other byte as it came (ISO-8859-1 too)')
 })
 
+t.test('a body larger than CACHE_MAX_INFLIGHT_BYTES could ever hold passes as Adobe sent it, never shed', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { CACHE_MAX_INFLIGHT_BYTES: '16' } })
+  for (let i = 0; i < 3; i++) {
+    const response = await call(proxy.url, `/esm/v3/year?${RANGE}`)
+    t.equal(response.status, 200)
+    t.match(response.json()._links.self.href, /^\/v3\/year\?/, 'Adobe\'s own links: too large to rewrite here')
+  }
+})
+
 t.test('a gzip body too large once decoded passes as Adobe sent it, still compressed and intact', async (t) => {
   const body = JSON.stringify({ _links: { self: { href: '/v3/year' } }, report: [{ pad: 'x'.repeat(50_000) }] })
   const gzipped = gzipSync(body)
