@@ -59,9 +59,6 @@ export class ReportOrigin implements Origin {
     return line !== undefined && (line.relativeLinks || line.forbidden !== undefined)
   }
 
-  /** Bytes held now by bodies being rewritten (metrics). */
-  get rewritingBytes (): number { return this.#budget.used }
-
   async fetch (request: OriginRequest, signal: AbortSignal, validators?: Validators): Promise<OriginResponse> {
     const response = await this.#origin.fetch(request, signal, validators)
     const api = this.#apis.get(request.target.api)
