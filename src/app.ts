@@ -24,6 +24,10 @@ import type { RateLimitRules } from './proxy/rate-limit.js'
 import type { TokenSide } from './fleet/fleet.js'
 import { CmuForwarder, type CacheResult } from './proxy/forwarder.js'
 import { cmuRoutes } from './proxy/routes.js'
+import { reportApis } from './proxy/report-apis.js'
+import { ReportOrigin } from './proxy/report-origin.js'
+import { ReportUpstreams } from './upstream/report-upstreams.js'
+import type { ReportApiName } from './upstream/target.js'
 import { createDispatcher, describeAdobeEgress } from './upstream/dispatchers.js'
 import { Upstream } from './upstream/upstream.js'
 import { callerGone, wasRetried } from './upstream/transport-errors.js'
@@ -68,6 +72,8 @@ declare module 'fastify' {
     callerLeft: boolean
     /** A dropped upstream connection was retried for this request (the `retried` field of its log line). */
     upstreamRetried: boolean
+    /** The report API a forwarded request is for (its log line's `api`, its span's cmu_proxy.api). */
+    reportApi: ReportApiName | null
   }
 }
 
@@ -90,7 +96,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   })
 
   const { egress } = upstreamSettings
-  if (egress.auth !== undefined || egress.cmu !== undefined) deps.logger.info({ egress: describeAdobeEgress(egress) }, 'calls to Adobe go through an egress proxy')
+  if (egress.auth !== undefined || egress.cmu !== undefined || egress.esm !== undefined) deps.logger.info({ egress: describeAdobeEgress(egress) }, 'calls to Adobe go through an egress proxy')
   const retry = new RetryPolicy(deps.random === undefined ? {} : { random: deps.random })
   const authDispatcher = createDispatcher(new URL(adobe.authUrl).origin, egress.auth, { connectTimeoutMs: adobe.authTimeoutMs, keepAliveTimeoutMs: 10_000 })
   // HTTP dates (Retry-After, Expires) and report end dates are wall-clock times; deadlines are not.
@@ -135,25 +141,33 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   const cache = cacheSettings.enabled
     ? new ResponseCache({ maxBytes: cacheSettings.maxBytes, maxEntryBytes: cacheSettings.maxEntryBytes, now })
     : undefined
-  const metrics = new ProxyMetrics({ broker, cache, pathPrefix: inbound.pathPrefix, upstreamHeadersTimeoutMs: upstreamSettings.headersTimeoutMs, now, cgroupRoot: deps.cgroupRoot })
-  const upstream = new Upstream({
-    baseUrl: adobe.cmuUrl,
+  const apis = reportApis(inbound)
+  const metrics = new ProxyMetrics({ broker, cache, routes: apis, upstreamHeadersTimeoutMs: upstreamSettings.headersTimeoutMs, now, cgroupRoot: deps.cgroupRoot })
+  // CMU and ESM on one host share one pool (report-upstreams.ts).
+  const upstreams = new ReportUpstreams({ cmu: { url: adobe.cmuUrl, proxy: egress.cmu }, esm: { url: adobe.esmUrl, proxy: egress.esm } }, ({ url, proxy }) => new Upstream({
+    baseUrl: url,
     connections: upstreamSettings.connections,
     connectTimeoutMs: upstreamSettings.connectTimeoutMs,
     headersTimeoutMs: upstreamSettings.headersTimeoutMs,
     bodyTimeoutMs: upstreamSettings.bodyTimeoutMs,
     maxPending: upstreamSettings.maxPending,
-    proxy: egress.cmu,
+    proxy,
     retry,
     onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) },
-    spans: tracing?.upstreamSpans(adobe.cmuUrl)
+    spans: tracing?.upstreamSpans(url)
+  }))
+  const origin = new ReportOrigin({
+    origin: new AuthorizedOrigin({ tokens: broker, upstreams, tracer: tracing?.tracer, now }),
+    apis,
+    maxBodyBytes: cacheSettings.maxEntryBytes,
+    maxInflightBytes: cacheSettings.maxInflightBytes
   })
   const cacheLayer = cache === undefined
     ? undefined
     : new CacheLayer({
       cache,
       shared: fleet?.cache,
-      origin: new AuthorizedOrigin({ tokens: broker, upstream, tracer: tracing?.tracer, now }),
+      origin,
       callerHeaders: callerResponseHeaders,
       ttlMaxSeconds: cacheSettings.ttlMaxSeconds,
       staleIfErrorSeconds: cacheSettings.staleIfErrorSeconds,
@@ -165,8 +179,8 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
       wallNow,
       tracer: tracing?.tracer
     })
-  const forwarder = new CmuForwarder({ broker, upstream, cache: cacheLayer, tracer: tracing?.tracer })
-  metrics.watchLoad(upstream, cacheLayer)
+  const forwarder = new CmuForwarder({ broker, upstreams, origin, cache: cacheLayer, tracer: tracing?.tracer })
+  metrics.watchLoad(upstreams, cacheLayer)
   metrics.watchRetries(retry)
   if (fleet !== undefined) metrics.watchStore(fleet.store)
   if (tracing !== undefined) metrics.watchTracing(tracing)
@@ -176,7 +190,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     deps.logger.warn({ variable, url }, `${variable} is plain http:// to a non-loopback host: the access token and client credentials would cross the network in clear`)
   }
   if (frontDoor.allowedHosts?.size === 0 && !isLoopbackHost(settings.server.host)) {
-    deps.logger.warn('no inbound keys: /cmu answers only requests addressed to localhost, 127.0.0.1 or [::1]; list the names callers use in PROXY_ALLOWED_HOSTS')
+    deps.logger.warn('no inbound keys: /cmu and /esm answer only requests addressed to localhost, 127.0.0.1 or [::1]; list the names callers use in PROXY_ALLOWED_HOSTS')
   }
 
   app.decorate('broker', broker)
@@ -187,6 +201,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   app.decorateRequest('arrivedAt', 0)
   app.decorateRequest('callerLeft', false)
   app.decorateRequest('upstreamRetried', false)
+  app.decorateRequest('reportApi', null)
   app.addHook('onReady', async () => {
     await fleet?.start()
     // Rejects (CredentialsNotWritable) before any call to Adobe when CREDENTIALS_FILE cannot be written.
@@ -195,7 +210,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
   app.addHook('onClose', async () => {
     cacheLayer?.close()
     await broker.close()
-    await Promise.all([upstream.close(), authDispatcher.close(), fleet?.close()])
+    await Promise.all([upstreams.close(), authDispatcher.close(), fleet?.close()])
     await tracing?.shutdown()
   })
   // The server span of every request, before any other hook or route (its recorded requests' log lines carry its ids).
@@ -232,8 +247,8 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
       broker,
       cache,
       softwareStatement: () => broker.statement,
-      purge: { cache: cacheLayer, pathPrefix: inbound.pathPrefix, onPurged: (scope) => { metrics.countPurge(scope) } },
-      upstreams: { authUrl: adobe.authUrl, cmuUrl: adobe.cmuUrl },
+      purge: { cache: cacheLayer, apis, onPurged: (scope) => { metrics.countPurge(scope) } },
+      upstreams: { authUrl: adobe.authUrl, cmuUrl: adobe.cmuUrl, esmUrl: adobe.esmUrl },
       state: fleet === undefined ? undefined : () => fleet.status(),
       startedAt,
       now
@@ -264,7 +279,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
       const { registerRateLimit } = await import('./proxy/rate-limit.js')
       rateLimitRules = await registerRateLimit(cmu, { ...rateLimit, store: fleet?.rateLimitStore, onLimited: () => { metrics.countRateLimited() } })
     }
-    await cmu.register(cmuRoutes, { pathPrefix: inbound.pathPrefix, forwarder })
+    for (const api of apis) await cmu.register(cmuRoutes, { pathPrefix: api.prefix, api: api.name, forwarder })
   })
   app.decorate('liveSecrets', new LiveSecrets({ apiKeys, adminKeys, rateLimitRules, broker, fleet, metrics }))
   return app

@@ -74,30 +74,14 @@ export async function readAnswer (response: OriginResponse, maxBytes: number, bu
   const declared = status === 304 ? 0 : Number(response.headers['content-length'])
   if (declared > maxBytes || declared > budget.limit - budget.used) return streamed({ status, headers, shareable, retried }, [], response.body)
 
-  const chunks: Buffer[] = []
-  let size = 0
-  let overflow: boolean
+  let read: BoundedRead
   try {
-    overflow = await new Promise<boolean>((resolve, reject) => {
-      const body = response.body
-      const onData = (chunk: Buffer): void => {
-        chunks.push(chunk)
-        if (size + chunk.length > maxBytes || !budget.take(chunk.length)) {
-          body.pause()
-          body.off('data', onData).off('end', onEnd).off('error', reject)
-          resolve(true)
-          return
-        }
-        size += chunk.length
-      }
-      const onEnd = (): void => { resolve(false) }
-      body.on('data', onData).once('end', onEnd).once('error', reject)
-    })
+    read = await readBounded(response.body, maxBytes, budget)
   } catch (err) {
-    budget.give(size)
     throw transportError(err)
   }
-  if (overflow) {
+  const { chunks, size } = read
+  if (read.overflow) {
     budget.give(size)
     return streamed({ status, headers, shareable, retried }, chunks, response.body)
   }
@@ -114,6 +98,54 @@ export async function readAnswer (response: OriginResponse, maxBytes: number, bu
     release: () => { charge.release() },
     uncharge: () => { charge.free() }
   }
+}
+
+/** What readBounded read: the chunks (when it overflowed, the last one is not charged), and the bytes charged. */
+export interface BoundedRead {
+  chunks: Buffer[]
+  size: number
+  /** The body went past `maxBytes` or the budget: reading paused there, the rest still in the stream. */
+  overflow: boolean
+}
+
+/**
+ * Reads `body` into memory, each chunk charged to `budget`, until it ends or
+ * would pass `maxBytes` or the budget (then it pauses, and the caller gives
+ * `size` back and passes the chunks on with the rest). Rejects with the
+ * body's error, everything charged given back.
+ */
+export async function readBounded (body: Readable, maxBytes: number, budget: ByteBudget): Promise<BoundedRead> {
+  const chunks: Buffer[] = []
+  let size = 0
+  try {
+    const overflow = await new Promise<boolean>((resolve, reject) => {
+      const onData = (chunk: Buffer): void => {
+        chunks.push(chunk)
+        if (size + chunk.length > maxBytes || !budget.take(chunk.length)) {
+          body.pause()
+          body.off('data', onData).off('end', onEnd).off('error', reject)
+          resolve(true)
+          return
+        }
+        size += chunk.length
+      }
+      const onEnd = (): void => { resolve(false) }
+      body.on('data', onData).once('end', onEnd).once('error', reject)
+    })
+    return { chunks, size, overflow }
+  } catch (err) {
+    budget.give(size)
+    throw err
+  }
+}
+
+/** The chunks already read, then the rest of `rest`, as one stream. */
+export function rejoined (prefix: Buffer[], rest: Readable): Readable {
+  if (prefix.length === 0) return rest
+  return Readable.from((async function * () {
+    yield * prefix
+    yield * rest
+  })(), { objectMode: false })
 }
 
 /** The bytes of one buffered body, given back once nobody holds them. */
@@ -154,11 +186,7 @@ function streamed (base: AnswerBase, prefix: Buffer[], rest: Readable): Streamed
     claim: () => {
       if (claimed) return undefined
       claimed = true
-      if (prefix.length === 0) return rest
-      return Readable.from((async function * () {
-        yield * prefix
-        yield * rest
-      })(), { objectMode: false })
+      return rejoined(prefix, rest)
     }
   }
 }

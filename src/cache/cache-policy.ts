@@ -1,6 +1,7 @@
 // What may be cached, and under which key (how long: freshness.ts).
 import type { IncomingHttpHeaders } from 'node:http'
 import type { OriginRequest } from '../upstream/origin.js'
+import type { ReportApiName, UpstreamTarget } from '../upstream/target.js'
 import { isFresh, responseDirectives, type EntryTimes } from './freshness.js'
 
 /**
@@ -45,14 +46,28 @@ const KEYED_REQUEST_HEADERS = new Set(['accept', 'accept-encoding', 'accept-lang
  */
 export function cacheKey (request: OriginRequest): string {
   const { target, accept, acceptLanguage } = request
-  return `${request.gzipAccepted ? 'gzip' : 'identity'}\n${accept === undefined ? '' : `=${accept}`}\n${acceptLanguage === undefined ? '' : `=${acceptLanguage}`}\n${target.path}?${target.query}`
+  return `${request.gzipAccepted ? 'gzip' : 'identity'}\n${accept === undefined ? '' : `=${accept}`}\n${acceptLanguage === undefined ? '' : `=${acceptLanguage}`}\n${reportPath(target)}?${target.query}`
 }
 
 /**
- * The upstream path a cache key is for (the part after the local prefix):
- * what every variant of one report shares, whatever its query, Accept or
- * encoding. A purge of one report drops every key with this path. The path
- * holds neither a newline nor a '?' (upstream/target.ts refuses them).
+ * Each API's namespace in the keys, so /cmu/v2/x and /esm/v2/x never share an
+ * entry (here, in the fleet's shared cache, or in a purge). CMU's is empty:
+ * its keys stay those of earlier versions, so a fleet mid-upgrade still
+ * shares them. Every other API's ends with ':', which no path starts with.
+ */
+const KEY_SCOPES: Readonly<Record<ReportApiName, string>> = { cmu: '', esm: 'esm:' }
+
+/** One report of one API, whatever its query: the path part of its keys (what a purge names). */
+export function reportPath (target: Pick<UpstreamTarget, 'api' | 'path'>): string {
+  return `${KEY_SCOPES[target.api]}${target.path}`
+}
+
+/**
+ * The report a cache key is for (reportPath: the API's scope and the part
+ * after the local prefix): what every variant of one report shares, whatever
+ * its query, Accept or encoding. A purge of one report drops every key with
+ * this path. The path holds neither a newline nor a '?' (upstream/target.ts
+ * refuses them).
  */
 export function cacheKeyPath (key: string): string {
   const target = key.slice(key.lastIndexOf('\n') + 1)

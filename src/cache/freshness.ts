@@ -74,7 +74,7 @@ const MIN_REVALIDATE_SECONDS = 30
 const NO_DIRECTIVES: Directives = { noStore: false, private: false, noCache: false, mustRevalidate: false }
 
 /** Seconds a report stays fresh by Adobe's recompute schedule, capped by `maxSeconds`. */
-export function scheduleSeconds (target: UpstreamTarget, wallNow: number, maxSeconds: number): number {
+export function scheduleSeconds (target: Pick<UpstreamTarget, 'path' | 'query'>, wallNow: number, maxSeconds: number): number {
   const segments = target.path.split('/').map((s) => s.replace(/\.[a-z]+$/i, ''))
   const ttl = SCHEDULE.find(([dimension]) => segments.includes(dimension))?.[1] ?? NO_TIME_DIMENSION
   const end = queryValue(target.query, 'end')

@@ -25,6 +25,8 @@ export const configSchema = {
     ADOBE_CLIENT_SECRET_FILE: { type: 'string', minLength: 1 },
     ADOBE_AUTH_URL: { type: 'string', pattern: '^https?://', default: 'https://api.auth.adobe.com' },
     ADOBE_CMU_URL: { type: 'string', pattern: '^https?://', default: 'https://mgmt.auth.adobe.com/cmu' },
+    // Entitlement Service Monitoring, behind the same registration and token: GET /esm/<rest> -> ADOBE_ESM_URL/<rest>.
+    ADOBE_ESM_URL: { type: 'string', pattern: '^https?://', default: 'https://mgmt.auth.adobe.com/esm' },
     CREDENTIALS_FILE: { type: 'string', minLength: 1, default: 'data/credentials.json' },
     CMU_PROXY_ENV_FILE: { type: 'string', minLength: 1 },
 

@@ -60,6 +60,8 @@ export interface AdobeSettings {
   readonly authUrl: string
   /** ADOBE_CMU_URL: GET <pathPrefix>/<rest> goes to <cmuUrl>/<rest>. */
   readonly cmuUrl: string
+  /** ADOBE_ESM_URL: GET /esm/<rest> goes to <esmUrl>/<rest>, with the same token. */
+  readonly esmUrl: string
   /** ADOBE_SOFTWARE_STATEMENT (or its file); undefined when only static credentials are given. */
   readonly softwareStatement: string | undefined
   /** ADOBE_CLIENT_ID + ADOBE_CLIENT_SECRET: registration is skipped. */
@@ -72,7 +74,7 @@ export interface AdobeSettings {
   readonly cleartextUrls: ReadonlyArray<{ readonly variable: AdobeUrlVariable, readonly url: string }>
 }
 
-type AdobeUrlVariable = 'ADOBE_AUTH_URL' | 'ADOBE_CMU_URL'
+type AdobeUrlVariable = 'ADOBE_AUTH_URL' | 'ADOBE_CMU_URL' | 'ADOBE_ESM_URL'
 
 /** When the token is refreshed, and how failed calls back off (adobe/token-broker.ts). */
 export interface TokenSettings {
@@ -87,8 +89,10 @@ export interface TokenSettings {
 export interface AdobeEgress {
   /** For ADOBE_AUTH_URL (register, token). */
   readonly auth: string | undefined
-  /** For ADOBE_CMU_URL (reports). */
+  /** For ADOBE_CMU_URL (CMU reports). */
   readonly cmu: string | undefined
+  /** For ADOBE_ESM_URL (ESM reports). */
+  readonly esm: string | undefined
 }
 
 /** The connections to Adobe (upstream/). */
@@ -123,8 +127,10 @@ export interface CacheSettings {
 
 /** Who may call, and where (proxy/, ops/admin.ts). */
 export interface InboundSettings {
-  /** PROXY_PATH_PREFIX: the local prefix that is forwarded (/cmu). */
+  /** PROXY_PATH_PREFIX: the local prefix that is forwarded to ADOBE_CMU_URL (/cmu). */
   readonly pathPrefix: string
+  /** The local prefix that is forwarded to ADOBE_ESM_URL: /esm, fixed (Adobe's own layout, so ESM's HAL links stay valid). */
+  readonly esmPathPrefix: string
   /** PROXY_API_KEYS (or its file); empty: /cmu is open (allowed on loopback, or with allowAnonymous). */
   readonly apiKeys: readonly string[]
   /** PROXY_ALLOW_ANONYMOUS */
@@ -166,7 +172,7 @@ export function settingsFrom (config: Config, cwd: string, problems: ProblemList
   }
 }
 
-const ADOBE_URLS: readonly AdobeUrlVariable[] = ['ADOBE_AUTH_URL', 'ADOBE_CMU_URL']
+const ADOBE_URLS: readonly AdobeUrlVariable[] = ['ADOBE_AUTH_URL', 'ADOBE_CMU_URL', 'ADOBE_ESM_URL']
 
 function adobeSettings (config: Config, cwd: string, problems: ProblemList): AdobeSettings {
   for (const name of ADOBE_URLS) problems.check([name], () => baseUrlProblem(name, config[name]))
@@ -185,6 +191,7 @@ function adobeSettings (config: Config, cwd: string, problems: ProblemList): Ado
   return {
     authUrl: config.ADOBE_AUTH_URL,
     cmuUrl: config.ADOBE_CMU_URL,
+    esmUrl: config.ADOBE_ESM_URL,
     softwareStatement: config.ADOBE_SOFTWARE_STATEMENT,
     staticCredentials: clientId !== undefined && clientSecret !== undefined ? { client_id: clientId, client_secret: clientSecret } : undefined,
     credentialsFile: resolve(cwd, config.CREDENTIALS_FILE),
@@ -238,7 +245,7 @@ function upstreamSettings (config: Config, problems: ProblemList): UpstreamSetti
     headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
     bodyTimeoutMs: config.UPSTREAM_BODY_TIMEOUT_MS,
     maxPending: config.UPSTREAM_MAX_PENDING,
-    egress: { auth: egressFor(config.ADOBE_AUTH_URL), cmu: egressFor(config.ADOBE_CMU_URL) }
+    egress: { auth: egressFor(config.ADOBE_AUTH_URL), cmu: egressFor(config.ADOBE_CMU_URL), esm: egressFor(config.ADOBE_ESM_URL) }
   }
 }
 
@@ -271,7 +278,18 @@ function inboundSettings (config: Config, problems: ProblemList): InboundSetting
   problems.check(['HOST', 'PROXY_API_KEYS', 'PROXY_API_KEYS_FILE', 'PROXY_ALLOW_ANONYMOUS'], () => isLoopbackHost(config.HOST) || config.PROXY_ALLOW_ANONYMOUS || apiKeys.length > 0
     ? undefined
     : problemOf('PROXY_API_KEYS', `is required when HOST (${config.HOST}) is not a loopback address: set PROXY_API_KEYS or PROXY_API_KEYS_FILE, or PROXY_ALLOW_ANONYMOUS=true to let anyone who reaches the port read CMU reports`))
-  return { pathPrefix: config.PROXY_PATH_PREFIX, apiKeys, allowAnonymous: config.PROXY_ALLOW_ANONYMOUS, adminKey: config.ADMIN_API_KEY }
+  problems.check(['PROXY_PATH_PREFIX'], () => overlaps(config.PROXY_PATH_PREFIX, ESM_PATH_PREFIX) || overlaps(ESM_PATH_PREFIX, config.PROXY_PATH_PREFIX)
+    ? problemOf('PROXY_PATH_PREFIX', `must not be ${ESM_PATH_PREFIX} or overlap it: ${ESM_PATH_PREFIX}/* is the ESM route (got ${echo(config.PROXY_PATH_PREFIX)})`)
+    : undefined)
+  return { pathPrefix: config.PROXY_PATH_PREFIX, esmPathPrefix: ESM_PATH_PREFIX, apiKeys, allowAnonymous: config.PROXY_ALLOW_ANONYMOUS, adminKey: config.ADMIN_API_KEY }
+}
+
+/** ESM's local prefix: Adobe's, as /cmu is CMU's. */
+const ESM_PATH_PREFIX = '/esm'
+
+/** `prefix` is `other` or a path under it. */
+function overlaps (prefix: string, other: string): boolean {
+  return prefix === other || prefix.startsWith(`${other}/`)
 }
 
 function rateLimitSettings (config: Config, apiKeys: readonly string[], problems: ProblemList): RateLimitSettings | undefined {

@@ -27,7 +27,7 @@ function define<A extends unknown[]> (code: string, statusCode: number, message:
 
 // Caller mistakes
 export const badPath = define('CMU_PROXY_BAD_PATH', 400, (why: string) => `The request path is not allowed: ${why}.`)
-export const notFound = define('CMU_PROXY_NOT_FOUND', 404, () => 'No such route. Reports are under the /cmu prefix.')
+export const notFound = define('CMU_PROXY_NOT_FOUND', 404, () => 'No such route. Reports are under the /cmu and /esm prefixes.')
 export const unauthorized = define('CMU_PROXY_UNAUTHORIZED', 401, () => 'A valid API key is required (Authorization: Bearer <key> or X-Api-Key).')
 
 /** No route takes a body: a request that announces one is refused before any of it is read, and its connection closed (RFC 9110 §15.5.14). */
@@ -99,6 +99,13 @@ export function upstreamBadResponse (status: number, why = 'which is not a valid
  * upstream-errors alert has a code to point at.
  */
 export const UPSTREAM_5XX = 'CMU_PROXY_UPSTREAM_5XX'
+
+/**
+ * Adobe's 403 on /esm: the token is good, the application may not read ESM.
+ * The status passes through; the body says what it means (Adobe's own body,
+ * like every upstream body, does not reach the caller in a problem).
+ */
+export const esmForbidden = define('CMU_PROXY_ESM_FORBIDDEN', 403, () => 'Adobe answered 403 Forbidden: the access token is valid, but the application registered with this software statement may not read this Entitlement Service Monitoring (ESM) report. Usually the deployment has no ESM access: ask Adobe Pass to enable ESM for it. CMU reports are not affected.')
 
 export const upstreamBadEncoding = define('CMU_PROXY_UPSTREAM_BAD_ENCODING', 502, () => 'Adobe answered with a content encoding the caller did not accept.')
 

@@ -11,6 +11,8 @@ export interface RequestLine {
   url: string
   statusCode: number
   durationMs: number
+  /** Which report API (cmu, esm) a forwarded request was for. */
+  api?: string
   code?: string
   cache?: string
   /** Why a stale copy was served (its Cache-Status header). */
@@ -23,6 +25,7 @@ export interface RequestLine {
 /** The request line's fields, in one place for completed and abandoned requests. */
 export function requestLine (request: FastifyRequest, statusCode: number, durationMs: number, error?: Error | null): RequestLine {
   const line: RequestLine = { method: request.method, url: loggableUrl(request.raw.url ?? ''), statusCode, durationMs: Math.round(durationMs * 100) / 100 }
+  if (request.reportApi !== null) line.api = request.reportApi
   if (request.problemCode !== null) line.code = request.problemCode
   if (request.cacheResult !== null) line.cache = request.cacheResult
   if (request.cacheStatus !== null) line.cacheStatus = request.cacheStatus

@@ -23,7 +23,7 @@ export interface AdminOptions {
   /** The software statement in use (a reload may change it). */
   softwareStatement: () => string | undefined
   purge: CachePurgeOptions
-  upstreams: { authUrl: string, cmuUrl: string }
+  upstreams: { authUrl: string, cmuUrl: string, esmUrl: string }
   /** Fleet mode: the shared store's state (never a secret). */
   state?: (() => unknown) | undefined
   startedAt: number

@@ -1,12 +1,15 @@
 // DELETE /admin/cache: an operator drops cached reports (Adobe corrected its
 // data, or a bad answer was cached) without a restart or waiting out the
 // TTL, as Vault Proxy's cache-clear endpoint does. Without `path`, every
-// entry; with `path=<prefix>/...`, one report: every variant of that path,
+// entry; with `path=<prefix>/...` (/cmu/... or /esm/...), one report of that
+// API: every variant of that path,
 // whatever its query, Accept, Accept-Language or encoding. In a fleet, the
 // shared copies in Redis go too, and every instance drops its memory copies.
 import type { FastifyInstance } from 'fastify'
 import type { PurgeResult } from '../cache/cache-levels.js'
+import { reportPath } from '../cache/cache-policy.js'
 import { badPath, ProxyError } from '../kernel/errors.js'
+import type { ReportApi } from '../proxy/report-apis.js'
 import { upstreamTarget } from '../upstream/target.js'
 
 /** The cache layer (cache/cache-layer.ts), when the cache is on. */
@@ -20,8 +23,8 @@ export type PurgeScope = 'all' | 'path'
 export interface CachePurgeOptions {
   /** Undefined when CACHE_ENABLED=false: nothing to purge. */
   cache: CachePurger | undefined
-  /** PROXY_PATH_PREFIX: `path` names a report as callers do, under it. */
-  pathPrefix: string
+  /** The route table: `path` names a report as callers do, under one API's prefix. */
+  apis: ReadonlyArray<Pick<ReportApi, 'name' | 'prefix'>>
   /** Counts each purge that ran (metrics). */
   onPurged: (scope: PurgeScope) => void
 }
@@ -35,30 +38,35 @@ function purgeIncomplete (detail: string): ProxyError {
   return new ProxyError('CMU_PROXY_PURGE_INCOMPLETE', 503, `The purge is incomplete: ${detail}; try again once the fleet's Redis answers.`, { headers: { 'retry-after': '5' } })
 }
 
+/** One report to purge: as the caller named it, and as the cache keys it (cache-policy.ts: reportPath). */
+export interface PurgedReport { shown: string, keyPath: string }
+
 /**
- * The upstream path (after the prefix) of one report, or undefined for
- * everything. Only `path` is accepted: a misspelt parameter must not purge
- * everything. The value is URL-decoded once (so a `%` in the report's path
- * is sent as `%25`), and then held to the rules of every forwarded path.
+ * The report one purge names, or undefined for everything. Only `path` is
+ * accepted: a misspelt parameter must not purge everything. The value is
+ * URL-decoded once (so a `%` in the report's path is sent as `%25`), and
+ * then held to the rules of every forwarded path, under its API's prefix.
  */
-export function purgeTarget (query: Record<string, unknown>, prefix: string): string | undefined {
+export function purgeTarget (query: Record<string, unknown>, apis: CachePurgeOptions['apis']): PurgedReport | undefined {
   const names = Object.keys(query)
   if (names.some((name) => name !== 'path')) throw badPurge('the only parameter is path (without it, everything is purged)')
   if (!('path' in query)) return undefined
   const path = query.path
   if (typeof path !== 'string') throw badPurge('give path once')
-  if (path !== prefix && !path.startsWith(`${prefix}/`)) throw badPath(`a purge names a report under ${prefix}/`)
+  const api = apis.find(({ prefix }) => path === prefix || path.startsWith(`${prefix}/`))
+  if (api === undefined) throw badPath(`a purge names a report under ${apis.map(({ prefix }) => `${prefix}/`).join(' or ')}`)
   // One report is its path: every query of it goes (README, "Purging cached reports").
   if (path.includes('?')) throw badPath('a purge names a path without a query; every query of that path is purged')
-  return upstreamTarget(path, prefix).path
+  const target = upstreamTarget(path, api.prefix, api.name)
+  return { shown: `${api.prefix}${target.path}`, keyPath: reportPath(target) }
 }
 
-export async function cachePurgeRoute (app: FastifyInstance, { cache, pathPrefix, onPurged }: CachePurgeOptions): Promise<void> {
+export async function cachePurgeRoute (app: FastifyInstance, { cache, apis, onPurged }: CachePurgeOptions): Promise<void> {
   app.delete('/admin/cache', async (request) => {
-    const path = purgeTarget(request.query as Record<string, unknown>, pathPrefix)
-    const scope: PurgeScope = path === undefined ? 'all' : 'path'
-    const shown = path === undefined ? undefined : `${pathPrefix}${path}`
-    const result: PurgeResult = cache === undefined ? { memory: 0, shared: undefined } : await cache.purge(path)
+    const report = purgeTarget(request.query as Record<string, unknown>, apis)
+    const scope: PurgeScope = report === undefined ? 'all' : 'path'
+    const shown = report?.shown
+    const result: PurgeResult = cache === undefined ? { memory: 0, shared: undefined } : await cache.purge(report?.keyPath)
     onPurged(scope)
     const { memory, shared } = result
     const fleet = shared === undefined ? null : shared === 'unavailable' ? { deleted: null, told: false } : shared

@@ -1,6 +1,7 @@
 // The steps of `cmu-proxy check` (check.ts) after the configuration: egress,
-// credentials, token, one CMU call, each printed as PASS or FAIL with the
-// reason; the first failure ends the walk (exit 1). Loaded only once the
+// credentials, token, one CMU call, one ESM call, each printed as PASS or
+// FAIL with the reason; the first failure ends the walk (exit 1). ESM's 403
+// (a deployment without ESM access, whose CMU works) is a WARN, not a failure. Loaded only once the
 // settings are valid. In fleet mode (REDIS_URL or REDIS_SENTINELS) it reads the fleet's
 // credentials and never registers.
 import pino from 'pino'
@@ -19,8 +20,8 @@ import { createDispatcher, describeAdobeEgress } from '../upstream/dispatchers.j
 import { Upstream } from '../upstream/upstream.js'
 import { USER_AGENT } from '../kernel/version.js'
 
-/** Prints one PASS or FAIL line. */
-export type Step = (ok: boolean, name: string, detail: string) => void
+/** Prints one PASS, FAIL or WARN line. */
+export type Step = (ok: boolean | 'warn', name: string, detail: string) => void
 
 class StepFailed extends Error {
   constructor (detail: string, readonly exitCode = 1) { super(detail) }
@@ -34,7 +35,7 @@ export async function checkSteps (settings: Settings, step: Step, print: (line: 
     throw new StepFailed(detail, exitCode)
   }
   let dispatcher: Dispatcher | undefined
-  let upstream: Upstream | undefined
+  const upstreams: Upstream[] = []
   try {
     const { egress } = upstreamSettings
     step(true, 'egress', describeAdobeEgress(egress))
@@ -53,15 +54,27 @@ export async function checkSteps (settings: Settings, step: Step, print: (line: 
     }
 
     const { connectTimeoutMs, headersTimeoutMs, bodyTimeoutMs } = upstreamSettings
-    upstream = new Upstream({ baseUrl: adobe.cmuUrl, proxy: egress.cmu, connections: 1, maxPending: 1, connectTimeoutMs, headersTimeoutMs, bodyTimeoutMs })
-    try {
-      const response = await upstream.request({ path: '/v2', query: '', headers: { authorization: `Bearer ${token}`, accept: 'application/json', 'user-agent': USER_AGENT }, signal: AbortSignal.timeout(headersTimeoutMs) })
-      await response.body.dump()
-      if (response.statusCode !== 200) fail('cmu', `GET ${adobe.cmuUrl}/v2 answered HTTP ${response.statusCode}`)
-      step(true, 'cmu', `GET ${adobe.cmuUrl}/v2 answered 200`)
-    } catch (err) {
-      if (err instanceof StepFailed) throw err
-      return fail('cmu', `GET ${adobe.cmuUrl}/v2 failed: ${describe(err)}`)
+    // One report call per API: what the proxy's first caller would send.
+    const report = async (name: string, baseUrl: string, proxy: string | undefined, path: string): Promise<number> => {
+      const upstream = new Upstream({ baseUrl, proxy, connections: 1, maxPending: 1, connectTimeoutMs, headersTimeoutMs, bodyTimeoutMs })
+      upstreams.push(upstream)
+      try {
+        const response = await upstream.request({ path, query: '', headers: { authorization: `Bearer ${token}`, accept: 'application/json', 'user-agent': USER_AGENT }, signal: AbortSignal.timeout(headersTimeoutMs) })
+        await response.body.dump()
+        return response.statusCode
+      } catch (err) {
+        return fail(name, `GET ${baseUrl}${path} failed: ${describe(err)}`)
+      }
+    }
+    const cmu = await report('cmu', adobe.cmuUrl, egress.cmu, '/v2')
+    if (cmu !== 200) fail('cmu', `GET ${adobe.cmuUrl}/v2 answered HTTP ${cmu}`)
+    step(true, 'cmu', `GET ${adobe.cmuUrl}/v2 answered 200`)
+    const esm = await report('esm', adobe.esmUrl, egress.esm, '/v3')
+    if (esm === 403) {
+      step('warn', 'esm', `GET ${adobe.esmUrl}/v3 answered 403: this application has no ESM access (CMU works); /esm answers 403 CMU_PROXY_ESM_FORBIDDEN until Adobe enables ESM for it`)
+    } else {
+      if (esm !== 200) fail('esm', `GET ${adobe.esmUrl}/v3 answered HTTP ${esm}`)
+      step(true, 'esm', `GET ${adobe.esmUrl}/v3 answered 200`)
     }
     print('All checks passed.')
     return 0
@@ -69,7 +82,7 @@ export async function checkSteps (settings: Settings, step: Step, print: (line: 
     if (err instanceof StepFailed) return err.exitCode
     throw err
   } finally {
-    await Promise.all([dispatcher?.close(), upstream?.close()])
+    await Promise.all([dispatcher?.close(), ...upstreams.map(async (upstream) => { await upstream.close() })])
   }
 }
 

@@ -1,5 +1,5 @@
 // `cmu-proxy check`: what ops run first. Walks the same steps the proxy takes
-// (config, credentials, token, one CMU call) and prints one line per step
+// (config, credentials, token, one CMU call, one ESM call) and prints one line per step
 // with PASS/FAIL and the reason; exits non-zero on the first failure (78, as
 // serve does, when the configuration is bad: one line per bad variable).
 // The configuration is checked before the other steps (check-steps.ts) and
@@ -13,7 +13,7 @@ type Env = Record<string, string | undefined>
 type Print = (line: string) => void
 
 export async function runCheck (env: Env = process.env, print: Print = (line) => { process.stdout.write(`${line}\n`) }): Promise<number> {
-  const step: Step = (ok, name, detail) => { print(`${ok ? 'PASS' : 'FAIL'}  ${name.padEnd(12)} ${detail}`) }
+  const step: Step = (ok, name, detail) => { print(`${ok === 'warn' ? 'WARN' : ok ? 'PASS' : 'FAIL'}  ${name.padEnd(12)} ${detail}`) }
   let settings: Settings
   try {
     settings = loadSettings({ env })
@@ -22,7 +22,7 @@ export async function runCheck (env: Env = process.env, print: Print = (line) =>
     for (const line of err.lines) step(false, 'config', line)
     return EXIT_CONFIG
   }
-  step(true, 'config', `auth ${settings.adobe.authUrl}, reports ${settings.adobe.cmuUrl}`)
+  step(true, 'config', `auth ${settings.adobe.authUrl}, reports ${settings.adobe.cmuUrl} and ${settings.adobe.esmUrl}`)
   const { checkSteps } = await import('./check-steps.js')
   return await checkSteps(settings, step, print)
 }

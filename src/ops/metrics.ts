@@ -17,8 +17,8 @@ export type ReloadResult = 'ok' | 'rejected' | 'unchanged'
 export interface MetricsSources {
   broker: TokenStatusSource
   cache: ResponseCache | undefined
-  /** PROXY_PATH_PREFIX, to label forwarded requests as route="cmu" */
-  pathPrefix: string
+  /** The route table, to label forwarded requests route="cmu" or route="esm" */
+  routes: ReadonlyArray<{ readonly name: string, readonly prefix: string }>
   /** UPSTREAM_HEADERS_TIMEOUT_MS, exported so that an alert can compare Adobe's latency with it. */
   upstreamHeadersTimeoutMs: number
   now: () => number
@@ -48,11 +48,11 @@ export class ProxyMetrics {
   readonly #reloads: Record<ReloadResult, number> = { ok: 0, rejected: 0, unchanged: 0 }
   readonly #purges: Record<PurgeScope, number> = { all: 0, path: 0 }
   readonly #routeLabels = new Map<string, string>()
-  readonly #prefix: string
+  readonly #routes: MetricsSources['routes']
 
-  constructor ({ broker, cache, pathPrefix, upstreamHeadersTimeoutMs, now, cgroupRoot }: MetricsSources) {
+  constructor ({ broker, cache, routes, upstreamHeadersTimeoutMs, now, cgroupRoot }: MetricsSources) {
     const registers = [this.registry]
-    this.#prefix = pathPrefix
+    this.#routes = routes
     collectDefaultMetrics({ register: this.registry })
     this.#requests = new FastCounter('cmu_proxy_requests_total', 'Requests answered, by route, status class and cache result', ['route', 'status_class', 'cache'], this.registry)
     this.#problems = new FastCounter('cmu_proxy_problems_total', 'Problem answers (application/problem+json) by route and stable CMU_PROXY_* code, 499 CMU_PROXY_CALLER_GONE included, and Adobe\'s own 5xx passed through (CMU_PROXY_UPSTREAM_5XX)', ['route', 'code'], this.registry)
@@ -255,7 +255,8 @@ export class ProxyMetrics {
     const key = pattern ?? ''
     let label = this.#routeLabels.get(key)
     if (label === undefined) {
-      if (key === this.#prefix || key.startsWith(`${this.#prefix}/`)) label = 'cmu'
+      const api = this.#routes.find(({ prefix }) => key === prefix || key.startsWith(`${prefix}/`))
+      if (api !== undefined) label = api.name
       else if (key.startsWith('/admin/')) label = 'admin'
       else if (['/healthz', '/readyz', '/metrics'].includes(key)) label = key.slice(1)
       else label = 'not_found'

@@ -7,23 +7,26 @@ import { UPSTREAM_5XX, methodNotAllowed } from '../kernel/errors.js'
 import { errorLabel } from '../kernel/logger.js'
 import { signalWhenCallerLeaves, type CacheResult, type CmuCall, type CmuForwarder, type Responder } from './forwarder.js'
 import { acceptsGzip, normalisedList } from '../upstream/header-policy.js'
-import { upstreamTarget } from '../upstream/target.js'
+import { upstreamTarget, type ReportApiName } from '../upstream/target.js'
 import type { ExtraHeaders, StreamOptions } from '../upstream/stream-handler.js'
 
 export interface CmuRouteOptions {
-  /** PROXY_PATH_PREFIX (not `prefix`: Fastify reserves that register option) */
+  /** The API's local prefix (not `prefix`: Fastify reserves that register option) */
   pathPrefix: string
+  /** Which of Adobe's report APIs (report-apis.ts) */
+  api: ReportApiName
   forwarder: CmuForwarder
 }
 
 const ALLOW = 'GET, HEAD'
 const OTHER_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
-export async function cmuRoutes (app: FastifyInstance, { pathPrefix: prefix, forwarder }: CmuRouteOptions): Promise<void> {
+export async function cmuRoutes (app: FastifyInstance, { pathPrefix: prefix, api, forwarder }: CmuRouteOptions): Promise<void> {
   async function forward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const { headers } = request
+    request.reportApi = api
     // The negotiation is read once: the cache keys on what is forwarded.
-    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix), headers, id: request.id, ip: request.ip, head: request.method === 'HEAD', gzipAccepted: acceptsGzip(headers['accept-encoding']), accept: normalisedList(headers.accept), acceptLanguage: normalisedList(headers['accept-language']), log: request.log }
+    const call: CmuCall = { target: upstreamTarget(request.raw.url ?? '', prefix, api), headers, id: request.id, ip: request.ip, head: request.method === 'HEAD', gzipAccepted: acceptsGzip(headers['accept-encoding']), accept: normalisedList(headers.accept), acceptLanguage: normalisedList(headers['accept-language']), log: request.log }
     await forwarder.forward(call, new FastifyResponder(forwarder, call, request, reply))
     return reply
   }
@@ -100,11 +103,14 @@ class FastifyResponder implements Responder, StreamOptions {
     await reply.send(request.method === 'HEAD' ? undefined : answer.body)
   }
 
-  async sendStream (status: number, headers: Record<string, string | string[]>, body: Readable, cacheResult: CacheResult): Promise<void> {
+  async sendStream (status: number, headers: Record<string, string | string[]>, body: Readable, cacheResult: CacheResult | undefined): Promise<void> {
     const { request, reply } = this
-    request.cacheResult = cacheResult
     this.#noteStatus(status)
-    reply.code(status).headers(headers).header('x-cache', cacheResult)
+    reply.code(status).headers(headers)
+    if (cacheResult !== undefined) {
+      request.cacheResult = cacheResult
+      reply.header('x-cache', cacheResult)
+    }
     if (request.method !== 'HEAD') { await reply.send(body); return }
     body.on('error', () => {}).destroy()
     await reply.send()

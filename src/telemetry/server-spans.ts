@@ -83,6 +83,7 @@ function describe (span: Span, request: FastifyRequest, route: string | undefine
 
 function endServerSpan (span: Span, statusCode: number, request: FastifyRequest): void {
   span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, statusCode)
+  if (request.reportApi !== null) span.setAttribute('cmu_proxy.api', request.reportApi)
   // How the cache answered, and why a stale copy stood in (its Cache-Status).
   if (request.cacheResult !== null) span.setAttribute('cmu_proxy.cache.result', request.cacheResult.toLowerCase())
   if (request.cacheStatus !== null) span.setAttribute('cmu_proxy.cache.status', request.cacheStatus)

@@ -55,6 +55,7 @@ export function createDispatcher (origin: string, proxy: string | undefined, opt
 }
 
 /** One line for the start-up log and `check`: "direct", "via <proxy>", or each route when they differ. */
-export function describeAdobeEgress ({ auth, cmu }: AdobeEgress): string {
-  return auth === cmu ? describeEgress(auth) : `auth ${describeEgress(auth)}, reports ${describeEgress(cmu)}`
+export function describeAdobeEgress ({ auth, cmu, esm }: AdobeEgress): string {
+  if (auth === cmu && cmu === esm) return describeEgress(auth)
+  return cmu === esm ? `auth ${describeEgress(auth)}, reports ${describeEgress(cmu)}` : `auth ${describeEgress(auth)}, cmu ${describeEgress(cmu)}, esm ${describeEgress(esm)}`
 }

@@ -10,6 +10,7 @@ import { encodingAcceptable, upstreamRequestHeaders, type CallerRequest, type Va
 import type { UpstreamTarget } from './target.js'
 import { UNAUTHORIZED } from './stream-handler.js'
 import { wasRetried } from './transport-errors.js'
+import type { ReportRoutes } from './report-upstreams.js'
 import type { Upstream } from './upstream.js'
 
 export interface OriginRequest extends CallerRequest {
@@ -46,7 +47,8 @@ export interface Origin {
 
 export interface AuthorizedOriginOptions {
   tokens: TokenSource
-  upstream: Pick<Upstream, 'request'>
+  /** Each API's pool and base path (report-upstreams.ts). */
+  upstreams: ReportRoutes<Pick<Upstream, 'request'>>
   /** When tracing is on: the token wait becomes a span. */
   tracer?: Tracer | undefined
   /** The deadline clock of dispatchedAt: the cache layer's (required: an instant on another clock would make every answer look ages old). */
@@ -62,12 +64,13 @@ export class AuthorizedOrigin implements Origin {
   }
 
   async fetch (request: OriginRequest, signal: AbortSignal, validators?: Validators): Promise<OriginResponse> {
-    const { tokens, upstream, tracer, now } = this.#options
+    const { tokens, upstreams, tracer, now } = this.#options
+    const { upstream, basePath } = upstreams.route(request.target.api)
     const headers = upstreamRequestHeaders(request, validators)
     let dispatchedAt = now()
     const response = await withTokenRetry(tokens, async (authorization) => {
       dispatchedAt = now()
-      const response = await upstream.request({ path: request.target.path, query: request.target.query, headers: { ...headers, authorization }, signal })
+      const response = await upstream.request({ path: request.target.path, basePath, query: request.target.query, headers: { ...headers, authorization }, signal })
       if (response.statusCode !== 401) return response
       await response.body.dump()
       return UNAUTHORIZED

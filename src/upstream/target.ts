@@ -4,7 +4,12 @@
 import { badPath, notFound } from '../kernel/errors.js'
 import { isCredential, mayHoldCredential } from '../kernel/query-parameters.js'
 
+/** Adobe's report APIs behind the one token (proxy/report-apis.ts routes them). */
+export type ReportApiName = 'cmu' | 'esm'
+
 export interface UpstreamTarget {
+  /** Which API: the upstream it goes to, and its namespace in cache keys. */
+  api: ReportApiName
   /** The part after the local prefix, starting with '/' (or empty). */
   path: string
   /** The query without '?', with any credential parameter (`access_token`, `api_key`…) removed; '' when none. */
@@ -29,7 +34,7 @@ const ENCODED_CONTROL = /%[01][0-9a-f]|%7f/i
  * path is cut from the raw one, so the raw path itself must start with the
  * literal prefix, or the cut would land elsewhere (`/%63mu/v2` -> `/cmumu/v2`).
  */
-export function upstreamTarget (rawUrl: string, prefix: string): UpstreamTarget {
+export function upstreamTarget (rawUrl: string, prefix: string, api: ReportApiName): UpstreamTarget {
   // A fragment never belongs in a request-target; the router and an upstream would read it differently.
   if (rawUrl.includes('#')) throw badPath('a fragment (#) is not allowed')
   const queryStart = rawUrl.indexOf('?')
@@ -51,7 +56,7 @@ export function upstreamTarget (rawUrl: string, prefix: string): UpstreamTarget 
       if (decoded === '.' || decoded === '..') throw badPath('dot segments are not allowed')
     }
   }
-  return { path, query: withoutCredentials(rawQuery) }
+  return { api, path, query: withoutCredentials(rawQuery) }
 }
 
 /**

@@ -48,6 +48,8 @@ export interface UpstreamOptions {
 export interface UpstreamRequest {
   /** Path after the base path, starting with '/' (or empty) */
   path: string
+  /** The base path on this origin when not the baseUrl's (another API on the same connections: report-upstreams.ts). */
+  basePath?: string | undefined
   /** Raw query without '?', '' when none */
   query: string
   headers: Record<string, string>
@@ -91,11 +93,11 @@ export class Upstream {
   }
 
   /** Sends one GET; resolves when the response headers arrive. Rejects with a ProxyError. */
-  async request ({ path, query, headers, signal }: UpstreamRequest & { signal: AbortSignal }): Promise<Dispatcher.ResponseData> {
+  async request ({ path, basePath, query, headers, signal }: UpstreamRequest & { signal: AbortSignal }): Promise<Dispatcher.ResponseData> {
     this.#admission.admit()
     const started = performance.now()
     this.#retry.record(started)
-    const options: Dispatcher.RequestOptions = { origin: this.#origin, method: 'GET', path: this.#fullPath(path, query), headers, signal }
+    const options: Dispatcher.RequestOptions = { origin: this.#origin, method: 'GET', path: this.#fullPath(path, query, basePath), headers, signal }
     try {
       let response: Dispatcher.ResponseData
       const attempt = this.#spans?.start(options.path, headers, false)
@@ -165,7 +167,7 @@ export class Upstream {
     this.#admission.admit()
     const started = performance.now()
     this.#retry.record(started)
-    const dispatch: Dispatcher.DispatchOptions = { origin: this.#origin, method: 'GET', path: this.#fullPath(request.path, request.query), headers: request.headers }
+    const dispatch: Dispatcher.DispatchOptions = { origin: this.#origin, method: 'GET', path: this.#fullPath(request.path, request.query, request.basePath), headers: request.headers }
     try {
       return await this.#streamAttempt(this.#pool, dispatch, res, options, started, false)
     } catch (err) {
@@ -218,7 +220,7 @@ export class Upstream {
     }
   }
 
-  #fullPath (path: string, query: string): string {
-    return `${this.#basePath}${path === '' && this.#basePath === '' ? '/' : path}${query === '' ? '' : `?${query}`}`
+  #fullPath (path: string, query: string, basePath = this.#basePath): string {
+    return `${basePath}${path === '' && basePath === '' ? '/' : path}${query === '' ? '' : `?${query}`}`
   }
 }

@@ -420,7 +420,7 @@ t.test('a body read into memory stays charged to CACHE_MAX_INFLIGHT_BYTES until 
   }
   const layer = new CacheLayer({ cache, origin, callerHeaders: callerResponseHeaders, ttlMaxSeconds: 600, staleIfErrorSeconds: 0, staleWhileRevalidateSeconds: 0, bufferingMaxBytes: 10_000, logger: createLogger('silent'), now: Date.now, wallNow: Date.now })
   const caller = { callerGone: () => new AbortController().signal }
-  const ask = async (n: number): Promise<CacheOutcome> => await layer.answer({ target: { path: '/v2/year.csv', query: `n=${n}` }, headers: {}, id: `r${n}`, ip: '127.0.0.1', gzipAccepted: false, accept: undefined, acceptLanguage: undefined }, caller)
+  const ask = async (n: number): Promise<CacheOutcome> => await layer.answer({ target: { api: 'cmu', path: '/v2/year.csv', query: `n=${n}` }, headers: {}, id: `r${n}`, ip: '127.0.0.1', gzipAccepted: false, accept: undefined, acceptLanguage: undefined }, caller)
 
   const slow = await ask(1)
   t.equal(slow.kind === 'fetched' && slow.answer.kind, 'buffered', 'the first body is read into memory (no-store: not cached)')

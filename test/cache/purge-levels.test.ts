@@ -10,12 +10,13 @@ import { ResponseCache, type CachedResponse } from '../../src/cache/response-cac
 import type { FleetChannel } from '../../src/fleet/fleet-channel.js'
 import { FleetCache } from '../../src/fleet/shared-cache.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
+import type { ReportApiName } from '../../src/upstream/target.js'
 import { eventually } from '../helpers/app.js'
 import { memberParts } from '../helpers/fleet-parts.js'
 
 
-function keyOf (path: string, query = '', accept?: string): string {
-  return cacheKey({ target: { path, query }, gzipAccepted: false, accept, acceptLanguage: undefined, headers: {}, id: 'r', ip: '127.0.0.1', head: false } as unknown as Parameters<typeof cacheKey>[0])
+function keyOf (path: string, query = '', accept?: string, api: ReportApiName = 'cmu'): string {
+  return cacheKey({ target: { api, path, query }, gzipAccepted: false, accept, acceptLanguage: undefined, headers: {}, id: 'r', ip: '127.0.0.1', head: false } as unknown as Parameters<typeof cacheKey>[0])
 }
 
 function entry (now: number): CachedResponse {
@@ -32,6 +33,8 @@ t.test('cacheKeyPath: the path of every variant, whatever its query, Accept or e
   t.equal(cacheKeyPath(keyOf('/v2/year')), '/v2/year')
   t.equal(cacheKeyPath(keyOf('')), '')
   t.equal(cacheKeyPath('no-query-here'), 'no-query-here')
+  t.equal(cacheKeyPath(keyOf('/v2/year', 'a=1', undefined, 'esm')), 'esm:/v2/year', 'ESM\'s in its own namespace')
+  t.not(keyOf('/v2/year', 'a=1', undefined, 'esm'), keyOf('/v2/year', 'a=1'), '/esm/v2/year and /cmu/v2/year never share an entry')
 })
 
 t.test('the memory level: one path\'s variants, or everything; not counted as evictions', async (t) => {

@@ -26,9 +26,9 @@ function configError (env: Record<string, string>): ConfigError | undefined {
 t.test('sections with their defaults: no limit, no fleet, no tracing', async (t) => {
   const settings = loadSettings({ env: base })
   t.same(settings.token, { refreshMarginMs: 60_000, retryBaseMs: 1_000, retryMaxMs: 60_000 })
-  t.same(settings.upstream, { connections: 64, connectTimeoutMs: 5_000, headersTimeoutMs: 60_000, bodyTimeoutMs: 60_000, maxPending: 1000, egress: { auth: undefined, cmu: undefined } })
+  t.same(settings.upstream, { connections: 64, connectTimeoutMs: 5_000, headersTimeoutMs: 60_000, bodyTimeoutMs: 60_000, maxPending: 1000, egress: { auth: undefined, cmu: undefined, esm: undefined } })
   t.same(settings.cache, { enabled: true, maxBytes: 64 * 1024 * 1024, maxEntryBytes: 4 * 1024 * 1024, maxInflightBytes: 32 * 1024 * 1024, ttlMaxSeconds: 2 * 24 * 3600, staleIfErrorSeconds: 24 * 3600, staleWhileRevalidateSeconds: undefined, ignoreOriginFreshness: false })
-  t.same(settings.inbound, { pathPrefix: '/cmu', apiKeys: [], allowAnonymous: false, adminKey: undefined })
+  t.same(settings.inbound, { pathPrefix: '/cmu', esmPathPrefix: '/esm', apiKeys: [], allowAnonymous: false, adminKey: undefined })
   t.match(settings.adobe, { staticCredentials: undefined, authTimeoutMs: 10_000, cleartextUrls: [] })
   t.equal(settings.rateLimit, undefined)
   t.equal(settings.fleet, undefined)
@@ -95,14 +95,18 @@ t.test('rate limits arrive as numbers, overrides by key', async (t) => {
 
 t.test('egress: the proxy decided once per Adobe origin, NO_PROXY applied', async (t) => {
   const proxy = 'http://user:pw@proxy.internal:3128'
-  t.same(loadSettings({ env: { ...base, HTTPS_PROXY: proxy } }).upstream.egress, { auth: proxy, cmu: proxy })
-  t.same(loadSettings({ env: { ...base, https_proxy: proxy, NO_PROXY: 'api.auth.adobe.com' } }).upstream.egress, { auth: undefined, cmu: proxy })
-  t.same(loadSettings({ env: { ...base, HTTPS_PROXY: proxy, ADOBE_CMU_URL: 'http://cmu.example/cmu' } }).upstream.egress, { auth: proxy, cmu: undefined }, 'HTTPS_PROXY is for https:// only')
+  t.same(loadSettings({ env: { ...base, HTTPS_PROXY: proxy } }).upstream.egress, { auth: proxy, cmu: proxy, esm: proxy })
+  t.same(loadSettings({ env: { ...base, https_proxy: proxy, NO_PROXY: 'api.auth.adobe.com' } }).upstream.egress, { auth: undefined, cmu: proxy, esm: proxy })
+  t.same(loadSettings({ env: { ...base, HTTPS_PROXY: proxy, ADOBE_CMU_URL: 'http://cmu.example/cmu' } }).upstream.egress, { auth: proxy, cmu: undefined, esm: proxy }, 'HTTPS_PROXY is for https:// only')
+  t.same(loadSettings({ env: { ...base, HTTPS_PROXY: proxy, ADOBE_ESM_URL: 'https://esm.example/esm', NO_PROXY: 'esm.example' } }).upstream.egress, { auth: proxy, cmu: proxy, esm: undefined }, 'ESM\'s origin decided on its own')
 })
 
 t.test('the Adobe URLs that would carry the token in clear', async (t) => {
   const { adobe } = loadSettings({ env: { ...base, ADOBE_AUTH_URL: 'http://127.0.0.1:9', ADOBE_CMU_URL: 'http://cmu.example/cmu' } })
   t.same(adobe.cleartextUrls, [{ variable: 'ADOBE_CMU_URL', url: 'http://cmu.example/cmu' }])
+  t.same(loadSettings({ env: { ...base, ADOBE_ESM_URL: 'http://esm.example/esm' } }).adobe.cleartextUrls, [{ variable: 'ADOBE_ESM_URL', url: 'http://esm.example/esm' }])
+  const defaults = loadSettings({ env: base })
+  t.same([defaults.adobe.esmUrl, defaults.inbound.esmPathPrefix], ['https://mgmt.auth.adobe.com/esm', '/esm'])
 })
 
 t.test('STATE_ENCRYPTION_KEY: base64 (padded, unpadded, url-safe) and hex name the same key', async (t) => {

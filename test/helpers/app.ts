@@ -61,6 +61,7 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
       ADOBE_SOFTWARE_STATEMENT: statement,
       ADOBE_AUTH_URL: sandbox.authUrl,
       ADOBE_CMU_URL: sandbox.cmuUrl,
+      ADOBE_ESM_URL: sandbox.esmUrl,
       CREDENTIALS_FILE: credentialsFile,
       // Most tests count upstream calls; the cache tests turn it on.
       CACHE_ENABLED: 'false',

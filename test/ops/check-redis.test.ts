@@ -20,6 +20,7 @@ async function checkWith (t: Test, redisEnv: Record<string, string>): Promise<{ 
     ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),
     ADOBE_AUTH_URL: sandbox.authUrl,
     ADOBE_CMU_URL: sandbox.cmuUrl,
+    ADOBE_ESM_URL: sandbox.esmUrl,
     CREDENTIALS_FILE: join(temporaryDirectory(t), 'credentials.json'),
     STATE_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
     ...redisEnv

@@ -95,6 +95,7 @@ t.test('plain http:// to a non-loopback Adobe host logs a warning at start: toke
   const cases: Array<[Record<string, string>, string[]]> = [
     [{ ADOBE_AUTH_URL: 'http://auth.example.com', ADOBE_CMU_URL: 'http://10.0.0.7:8080/cmu' }, ['ADOBE_AUTH_URL', 'ADOBE_CMU_URL']],
     [{ ADOBE_CMU_URL: 'http://cmu.example.com/cmu' }, ['ADOBE_CMU_URL']],
+    [{ ADOBE_ESM_URL: 'http://esm.example.com/esm' }, ['ADOBE_ESM_URL']],
     [{ ADOBE_AUTH_URL: 'http://127.0.0.1:8081', ADOBE_CMU_URL: 'http://[::1]:8081/cmu' }, []],
     [{ ADOBE_AUTH_URL: 'http://localhost:8081' }, []],
     [{}, []]
@@ -135,7 +136,7 @@ t.test('admin: status without secrets, refresh, re-register', async (t) => {
     counts: { tokenRequests: 1, tokenFailures: 0, registrations: 1, registrationFailures: 0 },
     clientId: /^.{4}….{4}$/,
     softwareStatement: { fingerprint: /^[0-9a-f]{12}$/, iss: 'auth.adobe.com', sub: String },
-    upstreams: { authUrl: sandbox.authUrl, cmuUrl: sandbox.cmuUrl },
+    upstreams: { authUrl: sandbox.authUrl, cmuUrl: sandbox.cmuUrl, esmUrl: sandbox.esmUrl },
     cache: { entries: 1 }
   })
   const credentials = JSON.parse(await readFile(proxy.credentialsFile, 'utf8'))
@@ -189,7 +190,7 @@ t.test('admin re-register without a statement is a 409', async (t) => {
 t.test('cmu-proxy check: one line per step, non-zero on failure', async (t) => {
   const sandbox = await startSandbox(t)
   const dir = t.testdir()
-  const env = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, CREDENTIALS_FILE: join(dir, 'credentials.json') }
+  const env = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, ADOBE_ESM_URL: sandbox.esmUrl, CREDENTIALS_FILE: join(dir, 'credentials.json') }
   const run = async (overrides: Record<string, string | undefined>): Promise<{ code: number, lines: string[] }> => {
     const lines: string[] = []
     const code = await runCheck({ ...env, ...overrides }, (line) => { lines.push(line) })
@@ -198,7 +199,7 @@ t.test('cmu-proxy check: one line per step, non-zero on failure', async (t) => {
 
   const first = await run({})
   t.equal(first.code, 0)
-  t.match(first.lines, [/^PASS {2}config/, /^PASS {2}egress +direct$/, /^PASS {2}statement +fingerprint [0-9a-f]{12}, sub /, /^PASS {2}register +registered client .{4}….{4}, saved to /, /^PASS {2}token +access token obtained, expires in 21600 s/, /^PASS {2}cmu +GET .*\/cmu\/v2 answered 200/, 'All checks passed.'])
+  t.match(first.lines, [/^PASS {2}config/, /^PASS {2}egress +direct$/, /^PASS {2}statement +fingerprint [0-9a-f]{12}, sub /, /^PASS {2}register +registered client .{4}….{4}, saved to /, /^PASS {2}token +access token obtained, expires in 21600 s/, /^PASS {2}cmu +GET .*\/cmu\/v2 answered 200/, /^PASS {2}esm +GET .*\/esm\/v3 answered 200/, 'All checks passed.'])
   const second = await run({})
   t.match(second.lines[3], /^PASS {2}credentials +client .{4}….{4} from /, 'reuses stored credentials')
   t.equal(sandbox.calls.register, 1)
@@ -226,6 +227,18 @@ t.test('cmu-proxy check: one line per step, non-zero on failure', async (t) => {
   t.match(forbidden.lines.at(-1), /^FAIL {2}cmu +GET .* answered HTTP 403/)
   const down = await run({ ...preProvisioned, ADOBE_CMU_URL: 'http://127.0.0.1:1/cmu' })
   t.match(down.lines.at(-1), /^FAIL {2}cmu +GET .* failed: Adobe could not be reached/)
+  // A deployment without ESM access: CMU works, so a warning, not a failure.
+  await fetch(`${sandbox.authUrl}/_sandbox/access`, { method: 'POST', body: JSON.stringify({ api: 'esm', allowed: false }) })
+  const noEsm = await run(preProvisioned)
+  t.equal(noEsm.code, 0, 'exit 0: CMU works')
+  t.match(noEsm.lines.slice(-3), [/^PASS {2}cmu /, /^WARN {2}esm +GET .*\/esm\/v3 answered 403: this application has no ESM access \(CMU works\)/, 'All checks passed.'])
+  await fetch(`${sandbox.authUrl}/_sandbox/access`, { method: 'DELETE' })
+  sandbox.faults.failNext('esm', 1, { status: 500 })
+  const esmFailing = await run(preProvisioned)
+  t.equal(esmFailing.code, 1)
+  t.match(esmFailing.lines.at(-1), /^FAIL {2}esm +GET .*\/esm\/v3 answered HTTP 500/)
+  const esmDown = await run({ ...preProvisioned, ADOBE_ESM_URL: 'http://127.0.0.1:1/esm' })
+  t.match(esmDown.lines.at(-1), /^FAIL {2}esm +GET .* failed: Adobe could not be reached/)
   for (const line of [...first.lines, ...rejected.lines, ...revoked.lines]) {
     t.notOk(line.includes(String(client.client_secret)) || line.includes(env.ADOBE_SOFTWARE_STATEMENT), 'no secret printed')
   }

@@ -91,22 +91,31 @@ for (const CACHE_ENABLED of ['false', 'true']) {
   })
 }
 
-t.test('path tricks are refused with 400 and nothing is sent upstream', async (t) => {
-  const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox)
-  await call(proxy.url, '/cmu/v2')
-  const before = { ...sandbox.calls }
-  for (const path of ['/cmu/../o/client/register', '/cmu/v2/%2e%2e/%2E%2E/o/client/token', '/cmu/v2%2f..%2fo/client/register', '/cmu/v2/year%2Fmonth', '/cmu/v2\\..\\x', '/cmu/./v2', '/cmu/v2/..%00/year', '/cmu/v2/year%0d%0aX-Injected:1', '/cmu/v2/%1f',
-    // A fragment: the router cuts at '#', an upstream that parses URLs would see `/cmu/..`.
-    '/cmu/..#/o/client/token', '/cmu/..#', '/cmu/v2?x=1#y',
-    // Double encoding and encoded non-ASCII (a full-width dot), and characters outside RFC 3986.
-    '/cmu/v2/%252e%252e/o/client/token', '/cmu/v2/%ef%bc%8e%ef%bc%8e/x', '/cmu/v2/year"x', '/cmu/v2/{year}']) {
-    assertProblem(t, await call(proxy.url, path), 400, 'CMU_PROXY_BAD_PATH')
-  }
-  // A URL Fastify cannot decode is refused in our problem format too.
-  assertProblem(t, await call(proxy.url, '/cmu/v2/%E0%A4%A'), 400, 'CMU_PROXY_BAD_PATH')
-  t.same(sandbox.calls, before, 'nothing reached the sandbox')
-})
+/** Every report API's route: the path rules below run for each, never copied per API. */
+const ROUTES = [
+  { api: 'cmu', prefix: '/cmu', version: 'v2', encodedPrefixes: ['/%63mu/v2/year', '/c%6Du/v2', '/%63%6d%75/v2/year?x=1', '/%63mu', '/cmu%2fv2'] },
+  { api: 'esm', prefix: '/esm', version: 'v3', encodedPrefixes: ['/%65sm/v3/year', '/e%73m/v3', '/%65%73%6d/v3/year?x=1', '/%65sm', '/esm%2fv3'] }
+] as const
+
+for (const { api, prefix, version } of ROUTES) {
+  t.test(`path tricks are refused with 400 and nothing is sent upstream (${prefix})`, async (t) => {
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox)
+    await call(proxy.url, `${prefix}/${version}`)
+    const before = { ...sandbox.calls }
+    t.equal(before[api], 1, 'the route reaches its API')
+    for (const path of ['/cmu/../o/client/register', '/cmu/v2/%2e%2e/%2E%2E/o/client/token', '/cmu/v2%2f..%2fo/client/register', '/cmu/v2/year%2Fmonth', '/cmu/v2\\..\\x', '/cmu/./v2', '/cmu/v2/..%00/year', '/cmu/v2/year%0d%0aX-Injected:1', '/cmu/v2/%1f',
+      // A fragment: the router cuts at '#', an upstream that parses URLs would see `/cmu/..`.
+      '/cmu/..#/o/client/token', '/cmu/..#', '/cmu/v2?x=1#y',
+      // Double encoding and encoded non-ASCII (a full-width dot), and characters outside RFC 3986.
+      '/cmu/v2/%252e%252e/o/client/token', '/cmu/v2/%ef%bc%8e%ef%bc%8e/x', '/cmu/v2/year"x', '/cmu/v2/{year}'].map((path) => path.replace('/cmu', prefix).replace('v2', version))) {
+      assertProblem(t, await call(proxy.url, path), 400, 'CMU_PROXY_BAD_PATH')
+    }
+    // A URL Fastify cannot decode is refused in our problem format too.
+    assertProblem(t, await call(proxy.url, `${prefix}/${version}/%E0%A4%A`), 400, 'CMU_PROXY_BAD_PATH')
+    t.same(sandbox.calls, before, 'nothing reached the sandbox')
+  })
+}
 
 /** An upstream that answers every request with `answer`, byte for byte; its origin. */
 async function rawUpstream (t: Test, answer: Buffer): Promise<string> {
@@ -182,31 +191,35 @@ t.test('a Connection header naming Content-Encoding never leaves gzip bytes unla
   }
 })
 
-t.test('an encoded prefix never reaches Adobe: the prefix is matched on the raw path', async (t) => {
-  const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox)
-  // The router decodes /%63mu to /cmu; the raw path must still start with the literal prefix.
-  for (const path of ['/%63mu/v2/year', '/c%6Du/v2', '/%63%6d%75/v2/year?x=1', '/%63mu', '/cmu%2fv2']) {
-    const response = await call(proxy.url, path)
-    t.ok(response.status === 404 || response.status === 400, `${path}: refused (${response.status})`)
-    t.match(response.headers['content-type'], /^application\/problem\+json/, `${path}: our problem, not Adobe's answer`)
-  }
-  assertProblem(t, await call(proxy.url, '/%63mu/v2/year'), 404, 'CMU_PROXY_NOT_FOUND')
-  for (const path of ['/cmu/..;x/o/client/token', '/cmu/v2/%2e%2e;jsessionid=1/x', '/cmu/v2/.;/year']) {
-    assertProblem(t, await call(proxy.url, path), 400, 'CMU_PROXY_BAD_PATH')
-  }
-  t.equal(sandbox.calls.cmu, 0, 'nothing was sent to Adobe')
-})
+for (const { api, prefix, version, encodedPrefixes } of ROUTES) {
+  t.test(`an encoded prefix never reaches Adobe: the prefix is matched on the raw path (${prefix})`, async (t) => {
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox)
+    // The router decodes /%63mu to /cmu (and /%65sm to /esm); the raw path must still start with the literal prefix.
+    for (const path of encodedPrefixes) {
+      const response = await call(proxy.url, path)
+      t.ok(response.status === 404 || response.status === 400, `${path}: refused (${response.status})`)
+      t.match(response.headers['content-type'], /^application\/problem\+json/, `${path}: our problem, not Adobe's answer`)
+    }
+    assertProblem(t, await call(proxy.url, encodedPrefixes[0]), 404, 'CMU_PROXY_NOT_FOUND')
+    for (const path of [`${prefix}/..;x/o/client/token`, `${prefix}/${version}/%2e%2e;jsessionid=1/x`, `${prefix}/${version}/.;/year`]) {
+      assertProblem(t, await call(proxy.url, path), 400, 'CMU_PROXY_BAD_PATH')
+    }
+    t.equal(sandbox.calls.cmu + sandbox.calls.esm, 0, `nothing was sent to Adobe (${api})`)
+  })
+}
 
 t.test('methods other than GET and HEAD are 405 with Allow', async (t) => {
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox)
   for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
-    const response = await call(proxy.url, '/cmu/v2/year', { method, headers: { 'content-type': 'application/xml' } })
-    assertProblem(t, response, 405, 'CMU_PROXY_METHOD_NOT_ALLOWED')
-    t.equal(response.headers.allow, 'GET, HEAD')
+    for (const path of ['/cmu/v2/year', '/esm/v3/year']) {
+      const response = await call(proxy.url, path, { method, headers: { 'content-type': 'application/xml' } })
+      assertProblem(t, response, 405, 'CMU_PROXY_METHOD_NOT_ALLOWED')
+      t.equal(response.headers.allow, 'GET, HEAD')
+    }
   }
-  t.equal(sandbox.calls.cmu, 0)
+  t.equal(sandbox.calls.cmu + sandbox.calls.esm, 0)
   const head = await call(proxy.url, `/cmu/v2/year.csv?${RANGE}`, { method: 'HEAD' })
   t.equal(head.status, 200)
   t.match(head.headers['content-type'], /^text\/csv/)

@@ -204,3 +204,17 @@ t.test('token refreshes and registrations are traces of their own', async (t) =>
   const children = spans.filter((s) => s.traceId === refresh?.traceId).map((s) => s.name).sort()
   t.same(children, ['cmu_proxy.register', 'cmu_proxy.token.refresh', 'cmu_proxy.token.request'], 'the registration and the token call under it')
 })
+
+t.test('an ESM request: its server span names the route and the API, its attempt the ESM URL', async (t) => {
+  const { proxy, receiver, sandbox } = await tracedProxy(t)
+  t.equal((await call(proxy.url, '/esm/v3/year?limit=3', { headers: { traceparent: TRACEPARENT } })).status, 200)
+  t.equal((await call(proxy.url, '/cmu/v2/year?limit=3', { headers: { traceparent: TRACEPARENT } })).status, 200)
+  await proxy.close()
+  const spans = receiver.spans().filter((s) => s.traceId === TRACE_ID)
+  const server = spans.find((s) => s.name === 'GET /esm/*')
+  t.equal(attribute(server, 'http.route'), '/esm/*')
+  t.equal(attribute(server, 'cmu_proxy.api'), 'esm')
+  t.equal(attribute(spans.find((s) => s.name === 'GET /cmu/*'), 'cmu_proxy.api'), 'cmu')
+  t.ok(spans.some((s) => s.name === 'GET' && attribute(s, 'url.full') === `${sandbox.esmUrl}/v3/year?limit=3`), 'the attempt went to ADOBE_ESM_URL')
+  t.ok(proxy.logs.some((line) => line.includes('"api":"esm"') && line.includes('"url":"/esm/v3/year?limit=3"')), 'the request line names the API')
+})

@@ -69,10 +69,12 @@ t.test('HTTP_PROXY: register, token and reports all go through the proxy, with i
   const forward = await startForwardProxy(t)
   const proxy = await startProxy(t, sandbox, { env: { HTTP_PROXY: forward.url } })
   t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
+  t.equal((await call(proxy.url, '/esm/v3')).status, 200)
   t.same(forward.seen, [
     `POST ${sandbox.authUrl}/o/client/register`,
     `POST ${sandbox.authUrl}/o/client/token`,
-    `GET ${sandbox.cmuUrl}/v2`
+    `GET ${sandbox.cmuUrl}/v2`,
+    `GET ${sandbox.esmUrl}/v3`
   ], 'every call to Adobe, in absolute form')
   t.same(new Set(forward.credentials), new Set([`Basic ${Buffer.from(`cmu:${PASSWORD}`).toString('base64')}`]), 'the proxy credentials on every call')
   const masked = `via http://***@127.0.0.1:${new URL(forward.url).port}`
@@ -118,14 +120,14 @@ t.test('cmu-proxy check says which egress proxy it used, masked', async (t) => {
   const sandbox = await startSandbox(t)
   const forward = await startForwardProxy(t)
   const lines: string[] = []
-  const env = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, CREDENTIALS_FILE: `${temporaryDirectory(t)}/credentials.json`, HTTPS_PROXY: forward.url }
+  const env = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, ADOBE_ESM_URL: sandbox.esmUrl, CREDENTIALS_FILE: `${temporaryDirectory(t)}/credentials.json`, HTTPS_PROXY: forward.url }
   // HTTPS_PROXY does not apply to http:// URLs: direct.
   t.equal(await runCheck(env, (line) => { lines.push(line) }), 0)
   t.equal(lines[1], 'PASS  egress       direct')
   lines.length = 0
   t.equal(await runCheck({ ...env, HTTP_PROXY: forward.url }, (line) => { lines.push(line) }), 0)
   t.equal(lines[1], `PASS  egress       via http://***@127.0.0.1:${new URL(forward.url).port}`)
-  t.equal(forward.seen.length, 2, 'the token and the report call went through it (credentials were stored)')
+  t.equal(forward.seen.length, 3, 'the token and the two report calls (CMU, ESM) went through it (credentials were stored)')
   t.notOk(lines.join('\n').includes(PASSWORD))
 
   // An https:// Adobe URL goes through HTTPS_PROXY in a CONNECT tunnel (here to a plain-HTTP port, so TLS then fails).

@@ -1,0 +1,145 @@
+// What the route table (report-apis.ts) asks of an API's answers, applied
+// once, between Adobe and everything that reads an answer (the cache, the
+// coalesced callers, a caller served without the cache): Adobe's 403 told as
+// what it means, and HAL links put under the local prefix (hal-links.ts).
+// So a cached entry holds the rewritten body, rewritten once.
+//
+// Rewriting needs the whole body in memory: only a 200 in HAL JSON or XML,
+// without Cache-Control: no-transform (RFC 9111 §5.2.2.6), whose body fits
+// CACHE_MAX_ENTRY_BYTES (decoded too), is rewritten; a larger one passes as
+// Adobe sent it (the cache does not keep it either, unless gzip made it small
+// enough). A gzip body is decoded, rewritten and encoded again, which keeps
+// Adobe's 20-30x compression on the wire, where asking Adobe for identity
+// would give it up for every ESM report, CSV included. The bytes held while
+// rewriting count against their own CACHE_MAX_INFLIGHT_BYTES: past it the
+// request is shed (503 CMU_PROXY_OVERLOADED) rather than answered with links
+// that do not work, or held without bound.
+import { Readable } from 'node:stream'
+import { promisify } from 'node:util'
+import { gunzip, gzip } from 'node:zlib'
+import { ByteBudget, readBounded, rejoined } from '../cache/buffered-fetch.js'
+import { overloaded } from '../kernel/errors.js'
+import type { Validators } from '../upstream/header-policy.js'
+import type { Origin, OriginRequest, OriginResponse } from '../upstream/origin.js'
+import type { ReportApiName } from '../upstream/target.js'
+import { transportError } from '../upstream/transport-errors.js'
+import { halKind, localLinks, type HalKind } from './hal-links.js'
+import type { ReportApi } from './report-apis.js'
+
+const gunzipAsync = promisify(gunzip)
+const gzipAsync = promisify(gzip)
+
+export interface ReportOriginOptions {
+  /** Adobe with our token (upstream/origin.ts: AuthorizedOrigin). */
+  origin: Origin
+  apis: readonly ReportApi[]
+  /** CACHE_MAX_ENTRY_BYTES: the largest body (raw and decoded) rewritten (CACHE_MAX_INFLIGHT_BYTES when smaller). */
+  maxBodyBytes: number
+  /** CACHE_MAX_INFLIGHT_BYTES: what all bodies being rewritten may hold together. */
+  maxInflightBytes: number
+}
+
+export class ReportOrigin implements Origin {
+  readonly #origin: Origin
+  readonly #apis: ReadonlyMap<ReportApiName, ReportApi>
+  readonly #maxBodyBytes: number
+  readonly #budget: ByteBudget
+
+  constructor (options: ReportOriginOptions) {
+    this.#origin = options.origin
+    this.#apis = new Map(options.apis.map((api) => [api.name, api]))
+    // A body the budget could never hold is too large to rewrite, never a reason to shed.
+    this.#maxBodyBytes = Math.min(options.maxBodyBytes, options.maxInflightBytes)
+    this.#budget = new ByteBudget(options.maxInflightBytes)
+  }
+
+  /** Whether this API's answers may change here: then they never stream straight from Adobe to a caller. */
+  adjusts (api: ReportApiName): boolean {
+    const line = this.#apis.get(api)
+    return line !== undefined && (line.relativeLinks || line.forbidden !== undefined)
+  }
+
+  async fetch (request: OriginRequest, signal: AbortSignal, validators?: Validators): Promise<OriginResponse> {
+    const response = await this.#origin.fetch(request, signal, validators)
+    const api = this.#apis.get(request.target.api)
+    if (api === undefined) return response
+    if (response.status === 403 && api.forbidden !== undefined) {
+      response.body.on('error', () => {}).destroy()
+      throw api.forbidden()
+    }
+    if (!api.relativeLinks || response.status !== 200 || noTransform(response.headers['cache-control'])) return response
+    const kind = halKind(response.headers['content-type'])
+    return kind === undefined ? response : await this.#withLocalLinks(response, kind, api.prefix)
+  }
+
+  async #withLocalLinks (response: OriginResponse, kind: HalKind, prefix: string): Promise<OriginResponse> {
+    const maxBytes = this.#maxBodyBytes
+    if (Number(response.headers['content-length']) > maxBytes) return response
+    const budget = this.#budget
+    let read
+    try {
+      read = await readBounded(response.body, maxBytes, budget)
+    } catch (err) {
+      throw transportError(err)
+    }
+    const { chunks, size } = read
+    if (read.overflow) {
+      budget.give(size)
+      // Past the bound: as Adobe sent it. Past the budget (other bodies hold it): shed, never a body with broken links.
+      if (size + (chunks.at(-1)?.length ?? 0) > maxBytes) return { ...response, body: rejoined(chunks, response.body) }
+      response.body.destroy()
+      throw overloaded()
+    }
+    let body: Buffer
+    try {
+      body = await rewritten(Buffer.concat(chunks, size), response.headers['content-encoding'], kind, prefix, maxBytes)
+    } catch (err) {
+      budget.give(size)
+      throw err
+    }
+    // Charged until the reader (the cache, or the caller's connection) has taken the body, or it was dropped unread.
+    let charged = true
+    const uncharge = (): void => {
+      if (!charged) return
+      charged = false
+      budget.give(size)
+    }
+    const stream = new Readable({
+      read () {
+        this.push(body)
+        this.push(null)
+        uncharge()
+      }
+    })
+    stream.once('close', uncharge)
+    return { ...response, headers: { ...response.headers, 'content-length': String(body.length) }, body: stream }
+  }
+}
+
+/** Cache-Control: no-transform (RFC 9111 §5.2.2.6): an intermediary must not change the content. */
+function noTransform (cacheControl: string | string[] | undefined): boolean {
+  if (cacheControl === undefined) return false
+  return /(^|,)\s*no-transform\s*(,|$)/i.test(Array.isArray(cacheControl) ? cacheControl.join(',') : cacheControl)
+}
+
+/**
+ * The body with its links under `prefix`, encoded as it came (identity or
+ * gzip: upstream/origin.ts refused any other); the very same bytes when no
+ * link needed it, or when a gzip body does not decode within `maxBytes`.
+ */
+async function rewritten (raw: Buffer, encoding: string | string[] | undefined, kind: HalKind, prefix: string, maxBytes: number): Promise<Buffer> {
+  const gzipped = typeof encoding === 'string' && encoding.trim().toLowerCase() === 'gzip'
+  let decoded: Buffer
+  try {
+    decoded = gzipped ? await gunzipAsync(raw, { maxOutputLength: maxBytes }) : raw
+  } catch {
+    // Larger than the bound once decoded, or not gzip after all: passed on as it came.
+    return raw
+  }
+  // latin1: one character per byte, so every byte but the inserted prefixes comes back as it was, whatever the charset.
+  const text = decoded.toString('latin1')
+  const local = localLinks(text, kind, prefix)
+  if (local === text) return raw
+  const bytes = Buffer.from(local, 'latin1')
+  return gzipped ? await gzipAsync(bytes) : bytes
+}
