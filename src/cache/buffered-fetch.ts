@@ -142,9 +142,15 @@ export async function readBounded (body: Readable, maxBytes: number, budget: Byt
 /** The chunks already read, then the rest of `rest`, as one stream. */
 export function rejoined (prefix: Buffer[], rest: Readable): Readable {
   if (prefix.length === 0) return rest
+  // Destroyed early (the caller left), the rest is destroyed too: paused and unread, it would hold its upstream connection.
+  rest.on('error', () => {})
   return Readable.from((async function * () {
-    yield * prefix
-    yield * rest
+    try {
+      yield * prefix
+      yield * rest
+    } finally {
+      if (!rest.readableEnded) rest.destroy()
+    }
   })(), { objectMode: false })
 }
 

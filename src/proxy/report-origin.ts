@@ -87,7 +87,8 @@ export class ReportOrigin implements Origin {
       budget.give(size)
       // Past the bound: as Adobe sent it. Past the budget (other bodies hold it): shed, never a body with broken links.
       if (size + (chunks.at(-1)?.length ?? 0) > maxBytes) return { ...response, body: rejoined(chunks, response.body) }
-      response.body.destroy()
+      // undici turns a destroy before the end into an 'error' event: with nobody listening, it would end the process.
+      response.body.on('error', () => {}).destroy()
       throw overloaded()
     }
     let body: Buffer

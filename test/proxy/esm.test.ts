@@ -2,10 +2,11 @@
 // own cache namespace, HAL links made usable whichever form Adobe writes, and
 // Adobe's 403 told for what it means. Over real HTTP, against the sandbox
 // (/_sandbox/links, /_sandbox/access) and scripted upstreams.
+import { get } from 'node:http'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import type { Sandbox } from '../../src/sandbox/server.js'
-import { assertProblem, call, startProxy, startSandbox, startScriptedServer, type RawResponse } from '../helpers/app.js'
+import { assertProblem, call, eventually, startProxy, startSandbox, startScriptedServer, type RawResponse } from '../helpers/app.js'
 
 const RANGE = 'start=2026-01-01&end=2026-01-03'
 const ADMIN_API_KEY = 'admin-key-for-the-esm-tests-0123'
@@ -196,4 +197,50 @@ t.test('one pool for CMU and ESM on one host; another host gets its own', async 
   t.equal((await call(proxy.url, '/cmu/v2/year.csv')).status, 200)
   t.equal((await call(proxy.url, '/esm/v3/year.csv')).status, 200)
   t.same(seen, [`127.0.0.1:${port} /a/cmu/v2/year.csv`, `localhost:${port} /b/esm/v3/year.csv`], 'each API\'s base path on its own origin')
+})
+
+for (const CACHE_ENABLED of ['false', 'true']) {
+  t.test(`rewrites past CACHE_MAX_INFLIGHT_BYTES are shed with 503, and the proxy lives on (cache ${CACHE_ENABLED})`, async (t) => {
+    // Each answer holds part of the budget while its end is delayed: together they need more than it has.
+    const upstream = await startScriptedServer(t, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.write(`{"_links":{"self":{"href":"/v3/a"}},"pad":"${'x'.repeat(3000)}`)
+      setTimeout(() => { res.end(`${'x'.repeat(500)}"}`) }, 300)
+    })
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED, CACHE_MAX_ENTRY_BYTES: '4096', CACHE_MAX_INFLIGHT_BYTES: '6500', ADOBE_ESM_URL: `${upstream.url}/esm` } })
+    const answers = await Promise.all([call(proxy.url, '/esm/v3/a?x=1'), call(proxy.url, '/esm/v3/a?x=2')])
+    t.same(answers.map((answer) => answer.status).sort(), [200, 503], 'one rewritten, one shed')
+    const shed = answers.find((answer) => answer.status === 503)
+    if (shed !== undefined) assertProblem(t, shed, 503, 'CMU_PROXY_OVERLOADED')
+    // Before the fix, undici's abort of the shed body was an uncaught 'error' that ended the process.
+    const after = await call(proxy.url, '/esm/v3/a?x=3')
+    t.equal(after.status, 200, 'still serving, links rewritten')
+    t.equal(after.json()._links.self.href, '/esm/v3/a')
+  })
+}
+
+t.test('a caller that leaves while a large answer passes unrewritten: Adobe\'s connection is closed, not held', async (t) => {
+  let closed = false
+  const upstream = await startScriptedServer(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.write('{"_links":{"self":{"href":"/v3/a"}},"pad":"')
+    // Far more than the caller will read; the answer never ends on its own.
+    for (let i = 0; i < 20; i++) res.write('x'.repeat(1 << 20))
+    res.on('close', () => { closed = true })
+  })
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: 'true', CACHE_MAX_ENTRY_BYTES: String(16 << 20), CACHE_MAX_INFLIGHT_BYTES: String(64 << 20), ADOBE_ESM_URL: `${upstream.url}/esm` } })
+  // Reads the head, then hangs up without reading the body.
+  const status = await new Promise<number | undefined>((resolve, reject) => {
+    const request = get(`${proxy.url}/esm/v3/a`, (response) => {
+      response.pause()
+      resolve(response.statusCode)
+      request.destroy()
+    })
+    request.on('error', reject)
+  })
+  t.equal(status, 200, 'the answer started')
+  t.ok(await eventually(() => closed, 10_000), 'the proxy closed its connection to Adobe')
+  t.equal((await call(proxy.url, '/healthz')).status, 200)
 })
