@@ -178,6 +178,8 @@ export class Sandbox {
   }
 
   #answerReport (api: ReportApi, basePath: string, req: IncomingMessage, res: ServerResponse, path: string): void {
+    // A held fault can release after the proxy has left; piping to a destroyed response throws.
+    if (res.destroyed) return
     if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'Method not allowed', { allow: 'GET' })
     if (!this.#authorized(req)) {
       this.calls[`${api.name}Unauthorized`]++

@@ -3,8 +3,9 @@ import { gunzipSync } from 'node:zlib'
 import t from 'tap'
 import { Client } from 'undici'
 import { CMU_METRICS as METRICS } from '../../src/sandbox/cmu-catalog.js'
+import { heldAnswer } from '../../src/sandbox/faults.js'
 import { makeSoftwareStatement, statementClaims } from '../../src/sandbox/statement.js'
-import { call, startSandbox } from '../helpers/app.js'
+import { call, eventually, startSandbox } from '../helpers/app.js'
 import { post, register, tokenFor } from './dcr-client.js'
 
 const NOW = Date.parse('2026-11-27T10:30:00Z')
@@ -225,6 +226,23 @@ t.test('faults: fail N times, hang, delay, drop', async (t) => {
   t.equal((await call(sandbox.authUrl, '/cmu/v2', { headers: auth })).status, 200, 'cleared')
   sandbox.dcr.tokenLifetimeSeconds = 1
   t.equal((await post(sandbox.authUrl, '/o/client/token', new URLSearchParams({ grant_type: 'client_credentials', ...(await register(sandbox)) }).toString(), 'application/x-www-form-urlencoded')).json().expires_in, 1, 'token lifetime can change')
+})
+
+t.test('a held answer released after the caller left is dropped quietly, and the sandbox answers on', async (t) => {
+  const sandbox = await startSandbox(t, { now: () => NOW })
+  const auth = { authorization: `Bearer ${await tokenFor(sandbox)}` }
+  const adobe = heldAnswer()
+  sandbox.faults.failNext('cmu', 1, { until: adobe.until })
+  const leaving = new AbortController()
+  const answer = call(sandbox.authUrl, '/cmu/v2/year', { headers: auth, signal: leaving.signal }).catch(() => 'left')
+  t.ok(await eventually(() => sandbox.requests.cmu.length === 1), 'the request is held')
+  leaving.abort()
+  t.equal(await answer, 'left')
+  t.ok(await eventually(() => sandbox.calls.cmuAborted === 1), 'the sandbox saw it leave')
+  adobe.release()
+  await adobe.until
+  // Before, piping the report into the destroyed response was an unhandled rejection that failed the run.
+  t.equal((await call(sandbox.authUrl, '/cmu/v2/year', { headers: auth })).status, 200)
 })
 
 t.test('dropRate drops requests on reused keep-alive connections, never the first one on a connection', async (t) => {
