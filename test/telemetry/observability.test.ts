@@ -52,7 +52,8 @@ t.test('the dashboard imports cleanly: unique panel ids, grid positions, one dat
 
 /** The units a series may be shown in, from what its query computes and its metric's name (Prometheus naming: unit suffixes). */
 function unitsFor (expr: string): string[] {
-  const names = metricNames(expr)
+  // `and on (…) (time() - process_start_time_seconds …)` only picks which series to show.
+  const names = metricNames(expr.replace(/ and on \([^)]*\) \(time\(\) - process_start_time_seconds[^)]*\)/g, ''))
   const suffix = (name: string): string => /_(bytes|seconds|total|seconds_bucket)$/.exec(name)?.[1] ?? 'count'
   const kind = suffix(names[0] ?? '')
   if (!names.every((name) => suffix(name) === kind)) return [`one kind of metric per series: ${names.join(', ')}`]
