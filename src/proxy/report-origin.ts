@@ -11,9 +11,10 @@
 // enough). A gzip body is decoded, rewritten and encoded again, which keeps
 // Adobe's 20-30x compression on the wire, where asking Adobe for identity
 // would give it up for every ESM report, CSV included. The bytes held while
-// rewriting count against their own CACHE_MAX_INFLIGHT_BYTES: past it the
-// request is shed (503 CMU_PROXY_OVERLOADED) rather than answered with links
-// that do not work, or held without bound.
+// rewriting (the body as Adobe sent it, and while it is rewritten its decoded
+// and rewritten copies) count against their own CACHE_MAX_INFLIGHT_BYTES: past
+// it the request is shed (503 CMU_PROXY_OVERLOADED) rather than answered with
+// links that do not work, or held without bound.
 import { Readable } from 'node:stream'
 import { promisify } from 'node:util'
 import { gunzip, gzip } from 'node:zlib'
@@ -93,7 +94,7 @@ export class ReportOrigin implements Origin {
     }
     let body: Buffer
     try {
-      body = await rewritten(Buffer.concat(chunks, size), response.headers['content-encoding'], kind, prefix, maxBytes)
+      body = await rewritten(Buffer.concat(chunks, size), response.headers['content-encoding'], kind, prefix, maxBytes, budget)
     } catch (err) {
       budget.give(size)
       throw err
@@ -128,7 +129,7 @@ function noTransform (cacheControl: string | string[] | undefined): boolean {
  * gzip: upstream/origin.ts refused any other); the very same bytes when no
  * link needed it, or when a gzip body does not decode within `maxBytes`.
  */
-async function rewritten (raw: Buffer, encoding: string | string[] | undefined, kind: HalKind, prefix: string, maxBytes: number): Promise<Buffer> {
+async function rewritten (raw: Buffer, encoding: string | string[] | undefined, kind: HalKind, prefix: string, maxBytes: number, budget: ByteBudget): Promise<Buffer> {
   const gzipped = typeof encoding === 'string' && encoding.trim().toLowerCase() === 'gzip'
   let decoded: Buffer
   try {
@@ -137,10 +138,22 @@ async function rewritten (raw: Buffer, encoding: string | string[] | undefined, 
     // Larger than the bound once decoded, or not gzip after all: passed on as it came.
     return raw
   }
-  // latin1: one character per byte, so every byte but the inserted prefixes comes back as it was, whatever the charset.
-  const text = decoded.toString('latin1')
-  const local = localLinks(text, kind, prefix)
-  if (local === text) return raw
-  const bytes = Buffer.from(local, 'latin1')
-  return gzipped ? await gzipAsync(bytes) : bytes
+  // The copies a rewrite holds besides the raw body (already charged): the
+  // decoded body, its text and the rewritten bytes, each about decoded.length.
+  const working = WORKING_COPIES * decoded.length
+  // Copies the budget could never hold: too large to rewrite, as for the raw body.
+  if (working > budget.limit - raw.length) return raw
+  if (!budget.take(working)) throw overloaded()
+  try {
+    // latin1: one character per byte, so every byte but the inserted prefixes comes back as it was, whatever the charset.
+    const text = decoded.toString('latin1')
+    const local = localLinks(text, kind, prefix)
+    if (local === text) return raw
+    const bytes = Buffer.from(local, 'latin1')
+    return gzipped ? await gzipAsync(bytes) : bytes
+  } finally {
+    budget.give(working)
+  }
 }
+
+const WORKING_COPIES = 3

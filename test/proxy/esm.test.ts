@@ -202,23 +202,60 @@ t.test('one pool for CMU and ESM on one host; another host gets its own', async 
 for (const CACHE_ENABLED of ['false', 'true']) {
   t.test(`rewrites past CACHE_MAX_INFLIGHT_BYTES are shed with 503, and the proxy lives on (cache ${CACHE_ENABLED})`, async (t) => {
     // Each answer holds part of the budget while its end is delayed: together they need more than it has.
-    const upstream = await startScriptedServer(t, (_req, res) => {
+    const upstream = await startScriptedServer(t, (req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' })
+      if (req.url?.includes('small') === true) return void res.end('{"_links":{"self":{"href":"/v3/a"}}}')
       res.write(`{"_links":{"self":{"href":"/v3/a"}},"pad":"${'x'.repeat(3000)}`)
       setTimeout(() => { res.end(`${'x'.repeat(500)}"}`) }, 300)
     })
     const sandbox = await startSandbox(t)
     const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED, CACHE_MAX_ENTRY_BYTES: '4096', CACHE_MAX_INFLIGHT_BYTES: '6500', ADOBE_ESM_URL: `${upstream.url}/esm` } })
     const answers = await Promise.all([call(proxy.url, '/esm/v3/a?x=1'), call(proxy.url, '/esm/v3/a?x=2')])
-    t.same(answers.map((answer) => answer.status).sort(), [200, 503], 'one rewritten, one shed')
+    // The one read whole passes as Adobe sent it: its rewrite's copies could never fit the budget.
+    t.same(answers.map((answer) => answer.status).sort(), [200, 503], 'one answered, one shed')
     const shed = answers.find((answer) => answer.status === 503)
     if (shed !== undefined) assertProblem(t, shed, 503, 'CMU_PROXY_OVERLOADED')
     // Before the fix, undici's abort of the shed body was an uncaught 'error' that ended the process.
-    const after = await call(proxy.url, '/esm/v3/a?x=3')
+    const after = await call(proxy.url, '/esm/v3/a?small')
     t.equal(after.status, 200, 'still serving, links rewritten')
     t.equal(after.json()._links.self.href, '/esm/v3/a')
   })
 }
+
+t.test('a gzip body\'s decoded and rewritten copies count against CACHE_MAX_INFLIGHT_BYTES, not only its compressed bytes', async (t) => {
+  // Tiny on the wire, 1,500 bytes decoded: rewriting it holds about 4,500 more.
+  const zipped = (pad: number): Buffer => gzipSync(JSON.stringify({ _links: { self: { href: '/v3/zip' } }, pad: 'x'.repeat(pad) }))
+  let release = (): void => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  t.teardown(release)
+  const upstream = await startScriptedServer(t, (req, res) => {
+    if (req.url?.includes('/slow') === true) {
+      // Holds 3,000 bytes of the budget until released.
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.write(`{"_links":{"self":{"href":"/v3/slow"}},"pad":"${'x'.repeat(3000)}`)
+      return void held.then(() => { res.end('"}') })
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
+    res.end(zipped(req.url?.includes('/huge') === true ? 2500 : 1500))
+  })
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: 'false', CACHE_MAX_ENTRY_BYTES: '4096', CACHE_MAX_INFLIGHT_BYTES: '6500', ADOBE_ESM_URL: `${upstream.url}/esm` } })
+  const zip = async (path = '/esm/v3/zip'): Promise<RawResponse> => await call(proxy.url, path, { headers: { 'accept-encoding': 'gzip' } })
+  const alone = await zip()
+  t.equal(alone.status, 200)
+  t.same(jsonHrefs(alone), ['/esm/v3/zip'], 'alone it fits: rewritten')
+  const huge = await zip('/esm/v3/huge')
+  t.equal(huge.status, 200)
+  t.same(jsonHrefs(huge), ['/v3/zip'], 'copies the budget could never hold: passed as Adobe sent it, never shed')
+  const slow = call(proxy.url, '/esm/v3/slow')
+  t.ok(await eventually(async () => (await zip()).status === 503), 'while another rewrite holds the budget, the decoded copies do not fit: shed')
+  const shed = await zip()
+  assertProblem(t, shed, 503, 'CMU_PROXY_OVERLOADED')
+  release()
+  t.equal((await slow).status, 200)
+  const after = await zip()
+  t.same(jsonHrefs(after), ['/esm/v3/zip'], 'the budget is whole again')
+})
 
 t.test('a caller that leaves while a large answer passes unrewritten: Adobe\'s connection is closed, not held', async (t) => {
   let closed = false
