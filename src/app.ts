@@ -154,6 +154,7 @@ export async function buildApp (settings: Settings, deps: AppDependencies): Prom
     proxy,
     retry,
     onResponse: (seconds, status) => { metrics.observeUpstream(seconds, status) },
+    onTimeout: (seconds) => { metrics.observeUpstreamTimeout(seconds) },
     spans: tracing?.upstreamSpans(url)
   }))
   const origin = new ReportOrigin({

@@ -57,7 +57,7 @@ export class ProxyMetrics {
     this.#requests = new FastCounter('cmu_proxy_requests_total', 'Requests answered, by route, status class and cache result', ['route', 'status_class', 'cache'], this.registry)
     this.#problems = new FastCounter('cmu_proxy_problems_total', 'Problem answers (application/problem+json) by route and stable CMU_PROXY_* code, 499 CMU_PROXY_CALLER_GONE included, and Adobe\'s own 5xx passed through (CMU_PROXY_UPSTREAM_5XX)', ['route', 'code'], this.registry)
     this.#requestDuration = new FastHistogram('cmu_proxy_request_duration_seconds', 'Time from request to the end of the response', 'route', LATENCY_BUCKETS, this.registry)
-    this.#upstreamDuration = new FastHistogram('cmu_proxy_upstream_duration_seconds', 'Time from sending a request to Adobe to its response headers', 'status_class', UPSTREAM_BUCKETS, this.registry)
+    this.#upstreamDuration = new FastHistogram('cmu_proxy_upstream_duration_seconds', 'Time from sending a request to Adobe to its response headers (status_class="timeout": none came in time)', 'status_class', UPSTREAM_BUCKETS, this.registry)
     const metrics = this
     new Gauge({ name: 'cmu_proxy_requests_in_flight', help: 'Requests being answered now', registers, collect () { this.set(metrics.#inFlight) } })
     new Counter({ name: 'cmu_proxy_rate_limited_total', help: 'Requests refused with 429 CMU_PROXY_RATE_LIMITED (over RATE_LIMIT)', registers, collect () { this.reset(); this.inc(metrics.#rateLimited) } })
@@ -218,6 +218,11 @@ export class ProxyMetrics {
   /** For Upstream: one observation per response from Adobe. */
   observeUpstream (seconds: number, status: number): void {
     this.#upstreamDuration.observe(statusClass(status), seconds)
+  }
+
+  /** For Upstream: a call that got no headers within the connect or headers timeout, at the time it took (status_class="timeout"). */
+  observeUpstreamTimeout (seconds: number): void {
+    this.#upstreamDuration.observe('timeout', seconds)
   }
 
   requestStarted (): void {

@@ -16,7 +16,7 @@
 // options even when nothing fails. Here a retry costs nothing until a
 // connection actually fails, and it always goes out on a fresh connection.
 import type { Dispatcher } from 'undici'
-import { ProxyError, upstreamBadResponse } from '../kernel/errors.js'
+import { ProxyError, UpstreamUnavailable, upstreamBadResponse } from '../kernel/errors.js'
 import type { Attempt, AttemptSpans } from '../telemetry/upstream-spans.js'
 import { Admission } from './admission.js'
 import { createDispatcher } from './dispatchers.js'
@@ -40,6 +40,8 @@ export interface UpstreamOptions {
   retry?: RetryPolicy | undefined
   /** Called with the time to response headers, for metrics. */
   onResponse?: ((seconds: number, status: number) => void) | undefined
+  /** Called with the time spent when no headers came within the connect or headers timeout, for metrics. */
+  onTimeout?: ((seconds: number) => void) | undefined
   /** One span per attempt, when tracing is on (telemetry/upstream-spans.ts, loaded only then). */
   spans?: AttemptSpans | undefined
 }
@@ -66,6 +68,7 @@ export class Upstream {
   readonly #origin: string
   readonly #basePath: string
   readonly #onResponse: ((seconds: number, status: number) => void) | undefined
+  readonly #onTimeout: ((seconds: number) => void) | undefined
   readonly #admission: Admission
   readonly #retry: RetryPolicy
   readonly #spans: AttemptSpans | undefined
@@ -80,6 +83,7 @@ export class Upstream {
     this.#origin = base.origin
     this.#basePath = base.pathname.replace(/\/+$/, '')
     this.#onResponse = options.onResponse
+    this.#onTimeout = options.onTimeout
     // undici (not fetch): keep-alive sockets, streaming bodies, and redirects are never followed.
     const connection = {
       connections: options.connections,
@@ -115,9 +119,17 @@ export class Upstream {
       }
       this.#onResponse?.((performance.now() - started) / 1000, response.statusCode)
       return response
+    } catch (err) {
+      this.#observeTimeout(err, started)
+      throw err
     } finally {
       this.#admission.release()
     }
+  }
+
+  /** A call that ended without headers for a timeout counts in the latency histogram too, at the time it took: a slow Adobe shows there. */
+  #observeTimeout (err: unknown, started: number): void {
+    if (err instanceof UpstreamUnavailable && err.reason === 'timeout') this.#onTimeout?.((performance.now() - started) / 1000)
   }
 
   /** `options` for one attempt, its informational answers bounded (interim-answers.ts): past the bound, the attempt is aborted with that error. */
@@ -167,6 +179,15 @@ export class Upstream {
     this.#admission.admit()
     const started = performance.now()
     this.#retry.record(started)
+    try {
+      return await this.#streamWithRetry(res, request, options, started)
+    } catch (err) {
+      this.#observeTimeout(err, started)
+      throw err
+    }
+  }
+
+  async #streamWithRetry (res: ResponseSink, request: UpstreamRequest, options: StreamOptions, started: number): Promise<void | typeof UNAUTHORIZED> {
     const dispatch: Dispatcher.DispatchOptions = { origin: this.#origin, method: 'GET', path: this.#fullPath(request.path, request.query, request.basePath), headers: request.headers }
     try {
       return await this.#streamAttempt(this.#pool, dispatch, res, options, started, false)

@@ -9,7 +9,7 @@ const RANGE = 'start=2026-01-01&end=2026-01-03'
 
 async function metric (proxy: RunningProxy, series: string): Promise<number> {
   const text = (await call(proxy.url, '/metrics')).text
-  const escaped = series.replace(/[{}"]/g, (c) => `\\${c}`)
+  const escaped = series.replace(/[.*+?^${}()|[\]\\]/g, (c) => `\\${c}`)
   const match = new RegExp(`^${escaped} (\\d+)$`, 'm').exec(text)
   return match === null ? NaN : Number(match[1])
 }
@@ -67,6 +67,10 @@ for (const CACHE_ENABLED of ['false', 'true']) {
     sandbox.faults.failNext('cmu', 1, { hang: true })
     assertProblem(t, await call(proxy.url, '/cmu/v2/year'), 504, 'CMU_PROXY_UPSTREAM_TIMEOUT')
     t.equal(sandbox.calls.cmu, 1)
+    // In the latency histogram at the time it took, so that CmuProxyAdobeSlow sees calls that never got an answer.
+    t.equal(await metric(proxy, 'cmu_proxy_upstream_duration_seconds_count{status_class="timeout"}'), 1)
+    t.equal(await metric(proxy, 'cmu_proxy_upstream_duration_seconds_bucket{le="0.1",status_class="timeout"}'), 0, 'observed at 200 ms or more')
+    t.equal(await metric(proxy, 'cmu_proxy_upstream_duration_seconds_bucket{le="+Inf",status_class="timeout"}'), 1)
   })
 
   t.test(`a drop in mid-body is not retried (cache ${CACHE_ENABLED})`, async (t) => {
