@@ -1,6 +1,7 @@
 // Maps a caller's request-target to the upstream one, byte for byte: CMU
 // filters (`dim!=v`, repeated keys, bare `dim`) and percent-encoding must reach
-// Adobe untouched, so nothing here parses and re-serialises the query.
+// Adobe untouched, so nothing here parses and re-serialises the query. The
+// path's percent-encoding alone is normalised (RFC 3986 §6.2.2).
 import { badPath, notFound } from '../kernel/errors.js'
 import { isCredential, mayHoldCredential } from '../kernel/query-parameters.js'
 
@@ -56,7 +57,22 @@ export function upstreamTarget (rawUrl: string, prefix: string, api: ReportApiNa
       if (decoded === '.' || decoded === '..') throw badPath('dot segments are not allowed')
     }
   }
-  return { api, path, query: withoutCredentials(rawQuery) }
+  return { api, path: encoded ? normalizedEncoding(path) : path, query: withoutCredentials(rawQuery) }
+}
+
+const UNRESERVED = /^[A-Za-z0-9\-._~]$/
+
+/**
+ * RFC 3986 §6.2.2: a percent-encoded unreserved character is that character,
+ * and hex digits are case-insensitive. One spelling for Adobe, the cache key
+ * and a purge, so `/v2/%79ear` is neither a way around the cache nor an entry
+ * a purge of `/v2/year` misses. Reserved characters stay encoded (upper case).
+ */
+function normalizedEncoding (path: string): string {
+  return path.replace(/%[0-9a-f]{2}/gi, (triplet) => {
+    const character = String.fromCharCode(parseInt(triplet.slice(1), 16))
+    return UNRESERVED.test(character) ? character : triplet.toUpperCase()
+  })
 }
 
 /**

@@ -46,6 +46,17 @@ t.test('one report: every variant of its path goes, other reports stay', async (
   t.match(proxy.logs.map((line) => JSON.parse(line)).filter((line) => line.msg === 'cache purged'), [{ scope: 'path', path: YEAR, memory: 4, fleet: null }], 'logged')
 })
 
+t.test('a percent-encoded alias of the path is the same report: purged with it', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: CACHED })
+  t.equal(await xCache(proxy.url, ['/cmu/v2/%79ear', {}]), 'MISS')
+  const purged = await call(proxy.url, `/admin/cache?path=${encodeURIComponent(YEAR)}`, { method: 'DELETE', headers: AS_ADMIN })
+  t.match(purged.json(), { scope: 'path', path: YEAR, entries: { memory: 1 } })
+  t.equal(await xCache(proxy.url, ['/cmu/v2/y%65ar', {}]), 'MISS', 'fetched again')
+  const byAlias = await call(proxy.url, `/admin/cache?path=${encodeURIComponent('/cmu/v2/%79ear')}`, { method: 'DELETE', headers: AS_ADMIN })
+  t.match(byAlias.json(), { scope: 'path', path: YEAR, entries: { memory: 1 } }, 'a purge naming the alias drops it too')
+})
+
 t.test('everything: DELETE /admin/cache without a path', async (t) => {
   const sandbox = await startSandbox(t)
   const proxy = await startProxy(t, sandbox, { env: CACHED })

@@ -117,6 +117,17 @@ for (const { api, prefix, version } of ROUTES) {
   })
 }
 
+t.test('percent-encoded unreserved characters are the characters (RFC 3986 §6.2.2): one spelling to Adobe, one cache entry', async (t) => {
+  const sandbox = await startSandbox(t)
+  const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: 'true' } })
+  const answers = []
+  for (const path of ['/cmu/v2/year', '/cmu/v2/%79ear', '/cmu/v2/y%65%61r', '/cmu/v2/%79%65%61%72']) answers.push(await call(proxy.url, path))
+  t.same(answers.map((answer) => answer.headers['x-cache']), ['MISS', 'HIT', 'HIT', 'HIT'], 'aliases are no way around the cache')
+  t.equal(sandbox.calls.cmu, 1, 'Adobe asked once')
+  await call(proxy.url, '/cmu/v2/year/%6donth%3a%3A')
+  t.equal(sandbox.requests.cmu.at(-1)?.url, '/cmu/v2/year/month%3A%3A', 'unreserved decoded; reserved kept encoded, in upper case')
+})
+
 /** An upstream that answers every request with `answer`, byte for byte; its origin. */
 async function rawUpstream (t: Test, answer: Buffer): Promise<string> {
   const upstream = createNetServer((socket) => { socket.on('data', () => { socket.write(answer) }) })
