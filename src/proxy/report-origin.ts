@@ -6,9 +6,10 @@
 //
 // Rewriting needs the whole body in memory: only a 200 in HAL JSON or XML,
 // without Cache-Control: no-transform (RFC 9111 §5.2.2.6), whose body fits
-// CACHE_MAX_ENTRY_BYTES (decoded too), is rewritten; a larger one passes as
-// Adobe sent it (the cache does not keep it either, unless gzip made it small
-// enough). A gzip body is decoded, rewritten and encoded again, which keeps
+// CACHE_MAX_ENTRY_BYTES and a fifth of CACHE_MAX_INFLIGHT_BYTES (decoded too),
+// is rewritten; a larger one passes as Adobe sent it (the cache does not keep
+// it either, unless gzip made it small enough or the budget is under five
+// entries). A gzip body is decoded, rewritten and encoded again, which keeps
 // Adobe's 20-30x compression on the wire, where asking Adobe for identity
 // would give it up for every ESM report, CSV included. The bytes held while
 // rewriting (the body as Adobe sent it, and while it is rewritten its decoded
@@ -49,8 +50,9 @@ export class ReportOrigin implements Origin {
   constructor (options: ReportOriginOptions) {
     this.#origin = options.origin
     this.#apis = new Map(options.apis.map((api) => [api.name, api]))
-    // A body the budget could never hold is too large to rewrite, never a reason to shed.
-    this.#maxBodyBytes = Math.min(options.maxBodyBytes, options.maxInflightBytes)
+    // A body whose rewrite the budget could never hold (the body and up to four
+    // copies of it decoded) is too large to rewrite, never a reason to shed.
+    this.#maxBodyBytes = Math.min(options.maxBodyBytes, Math.floor(options.maxInflightBytes / (1 + MAX_WORKING_COPIES)))
     this.#budget = new ByteBudget(options.maxInflightBytes)
   }
 
@@ -128,23 +130,27 @@ function noTransform (cacheControl: string | string[] | undefined): boolean {
  * The body with its links under `prefix`, encoded as it came (identity or
  * gzip: upstream/origin.ts refused any other); the very same bytes when no
  * link needed it, or when a gzip body does not decode within `maxBytes`.
+ *
+ * Besides the raw body (charged already), a rewrite holds copies of the
+ * decoded body: as text, rewritten text and rewritten bytes, and for gzip the
+ * decoded bytes too. They are charged before any is made. A gzip body's
+ * decoded size is the one its trailer gives (ISIZE, RFC 1952), and the decode
+ * is held to it: a body that holds more than it claims does not decode, and
+ * passes as it came.
  */
 async function rewritten (raw: Buffer, encoding: string | string[] | undefined, kind: HalKind, prefix: string, maxBytes: number, budget: ByteBudget): Promise<Buffer> {
   const gzipped = typeof encoding === 'string' && encoding.trim().toLowerCase() === 'gzip'
-  let decoded: Buffer
-  try {
-    decoded = gzipped ? await gunzipAsync(raw, { maxOutputLength: maxBytes }) : raw
-  } catch {
-    // Larger than the bound once decoded, or not gzip after all: passed on as it came.
-    return raw
-  }
-  // The copies a rewrite holds besides the raw body (already charged): the
-  // decoded body, its text and the rewritten bytes, each about decoded.length.
-  const working = WORKING_COPIES * decoded.length
-  // Copies the budget could never hold: too large to rewrite, as for the raw body.
-  if (working > budget.limit - raw.length) return raw
+  const decodedBytes = gzipped ? Math.min(maxBytes, gzipClaimedSize(raw)) : raw.length
+  const working = (gzipped ? MAX_WORKING_COPIES : MAX_WORKING_COPIES - 1) * decodedBytes
   if (!budget.take(working)) throw overloaded()
   try {
+    let decoded: Buffer
+    try {
+      decoded = gzipped ? await gunzipAsync(raw, { maxOutputLength: Math.max(1, decodedBytes) }) : raw
+    } catch {
+      // Larger than the bound (or than it claimed) once decoded, or not gzip after all: passed on as it came.
+      return raw
+    }
     // latin1: one character per byte, so every byte but the inserted prefixes comes back as it was, whatever the charset.
     const text = decoded.toString('latin1')
     const local = localLinks(text, kind, prefix)
@@ -156,4 +162,13 @@ async function rewritten (raw: Buffer, encoding: string | string[] | undefined, 
   }
 }
 
-const WORKING_COPIES = 3
+/** The copies of the decoded body a gzip rewrite holds at once (decoded, text, rewritten text, rewritten bytes); identity, one fewer. */
+const MAX_WORKING_COPIES = 4
+
+/** A gzip member's ISIZE: its decoded size modulo 2^32 (RFC 1952 §2.3.1); 0 when there is no trailer. */
+function gzipClaimedSize (raw: Buffer): number {
+  return raw.length >= GZIP_MIN_BYTES ? raw.readUInt32LE(raw.length - 4) : 0
+}
+
+/** A 10-byte header and an 8-byte trailer. */
+const GZIP_MIN_BYTES = 18

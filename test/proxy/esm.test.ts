@@ -201,60 +201,73 @@ t.test('one pool for CMU and ESM on one host; another host gets its own', async 
 
 for (const CACHE_ENABLED of ['false', 'true']) {
   t.test(`rewrites past CACHE_MAX_INFLIGHT_BYTES are shed with 503, and the proxy lives on (cache ${CACHE_ENABLED})`, async (t) => {
-    // Each answer holds part of the budget while its end is delayed: together they need more than it has.
+    // CACHE_MAX_INFLIGHT_BYTES 6,500: bodies of up to 1,300 bytes are rewritten. Six
+    // answers hold 1,200 bytes each until all six were asked for: together they need more than it has.
+    let asked = 0
+    let release = (): void => {}
+    const held = new Promise<void>((resolve) => { release = resolve })
+    t.teardown(release)
     const upstream = await startScriptedServer(t, (req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' })
       if (req.url?.includes('small') === true) return void res.end('{"_links":{"self":{"href":"/v3/a"}}}')
-      res.write(`{"_links":{"self":{"href":"/v3/a"}},"pad":"${'x'.repeat(3000)}`)
-      setTimeout(() => { res.end(`${'x'.repeat(500)}"}`) }, 300)
+      asked++
+      res.write(`{"_links":{"self":{"href":"/v3/a"}},"pad":"${'x'.repeat(1200)}`)
+      void held.then(() => { res.end(`${'x'.repeat(50)}"}`) })
     })
     const sandbox = await startSandbox(t)
     const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED, CACHE_MAX_ENTRY_BYTES: '4096', CACHE_MAX_INFLIGHT_BYTES: '6500', ADOBE_ESM_URL: `${upstream.url}/esm` } })
-    const answers = await Promise.all([call(proxy.url, '/esm/v3/a?x=1'), call(proxy.url, '/esm/v3/a?x=2')])
-    // The one read whole passes as Adobe sent it: its rewrite's copies could never fit the budget.
-    t.same(answers.map((answer) => answer.status).sort(), [200, 503], 'one answered, one shed')
-    const shed = answers.find((answer) => answer.status === 503)
-    if (shed !== undefined) assertProblem(t, shed, 503, 'CMU_PROXY_OVERLOADED')
-    // Before the fix, undici's abort of the shed body was an uncaught 'error' that ended the process.
-    const after = await call(proxy.url, '/esm/v3/a?small')
+    await call(proxy.url, '/esm/v3/a?small')
+    const pending = [1, 2, 3, 4, 5, 6].map(async (x) => await call(proxy.url, `/esm/v3/a?x=${x}`))
+    t.ok(await eventually(() => asked === 6), 'all six asked of Adobe')
+    release()
+    const answers = await Promise.all(pending)
+    const shed = answers.filter((answer) => answer.status === 503)
+    t.ok(shed.length >= 1, `some shed (${shed.length})`)
+    for (const answer of shed) assertProblem(t, answer, 503, 'CMU_PROXY_OVERLOADED')
+    const served = answers.filter((answer) => answer.status !== 503)
+    t.ok(served.every((answer) => answer.status === 200 && answer.json()._links.self.href === '/esm/v3/a'), 'the others answered with their links rewritten, never with Adobe\'s')
+    // Before the fix, undici's abort of a shed body was an uncaught 'error' that ended the process.
+    const after = await call(proxy.url, '/esm/v3/a?x=7')
     t.equal(after.status, 200, 'still serving, links rewritten')
     t.equal(after.json()._links.self.href, '/esm/v3/a')
   })
 }
 
-t.test('a gzip body\'s decoded and rewritten copies count against CACHE_MAX_INFLIGHT_BYTES, not only its compressed bytes', async (t) => {
-  // Tiny on the wire, 1,500 bytes decoded: rewriting it holds about 4,500 more.
-  const zipped = (pad: number): Buffer => gzipSync(JSON.stringify({ _links: { self: { href: '/v3/zip' } }, pad: 'x'.repeat(pad) }))
+t.test('a gzip body\'s decoded copies count against CACHE_MAX_INFLIGHT_BYTES, not only its compressed bytes', async (t) => {
+  // CACHE_MAX_INFLIGHT_BYTES 20,000: bodies of up to 4,000 bytes are rewritten. The gzip
+  // body is tiny on the wire and 3,500 bytes decoded: rewriting it holds four copies, 14,000 bytes.
+  const json = JSON.stringify({ _links: { self: { href: '/v3/zip' } }, pad: 'x'.repeat(3500 - 40) })
+  const zipped = gzipSync(json)
+  // The same body whose trailer claims it decodes to 10 bytes.
+  const lying = Buffer.concat([zipped.subarray(0, -4), Buffer.from([10, 0, 0, 0])])
   let release = (): void => {}
   const held = new Promise<void>((resolve) => { release = resolve })
   t.teardown(release)
   const upstream = await startScriptedServer(t, (req, res) => {
     if (req.url?.includes('/slow') === true) {
-      // Holds 3,000 bytes of the budget until released.
+      // Each holds 3,800 bytes of the budget until released.
       res.writeHead(200, { 'content-type': 'application/json' })
-      res.write(`{"_links":{"self":{"href":"/v3/slow"}},"pad":"${'x'.repeat(3000)}`)
+      res.write(`{"_links":{"self":{"href":"/v3/slow"}},"pad":"${'x'.repeat(3800 - 40)}`)
       return void held.then(() => { res.end('"}') })
     }
     res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
-    res.end(zipped(req.url?.includes('/huge') === true ? 2500 : 1500))
+    res.end(req.url?.includes('/lying') === true ? lying : zipped)
   })
   const sandbox = await startSandbox(t)
-  const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: 'false', CACHE_MAX_ENTRY_BYTES: '4096', CACHE_MAX_INFLIGHT_BYTES: '6500', ADOBE_ESM_URL: `${upstream.url}/esm` } })
+  const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: 'false', CACHE_MAX_ENTRY_BYTES: '4096', CACHE_MAX_INFLIGHT_BYTES: '20000', ADOBE_ESM_URL: `${upstream.url}/esm` } })
   const zip = async (path = '/esm/v3/zip'): Promise<RawResponse> => await call(proxy.url, path, { headers: { 'accept-encoding': 'gzip' } })
   const alone = await zip()
   t.equal(alone.status, 200)
   t.same(jsonHrefs(alone), ['/esm/v3/zip'], 'alone it fits: rewritten')
-  const huge = await zip('/esm/v3/huge')
-  t.equal(huge.status, 200)
-  t.same(jsonHrefs(huge), ['/v3/zip'], 'copies the budget could never hold: passed as Adobe sent it, never shed')
-  const slow = call(proxy.url, '/esm/v3/slow')
-  t.ok(await eventually(async () => (await zip()).status === 503), 'while another rewrite holds the budget, the decoded copies do not fit: shed')
-  const shed = await zip()
-  assertProblem(t, shed, 503, 'CMU_PROXY_OVERLOADED')
+  const claimedLess = await zip('/esm/v3/lying')
+  t.equal(claimedLess.status, 200)
+  t.same(claimedLess.body, lying, 'a body that decodes to more than its trailer claims is not decoded past the claim: passed as Adobe sent it')
+  const slow = [call(proxy.url, '/esm/v3/slow1'), call(proxy.url, '/esm/v3/slow2')]
+  t.ok(await eventually(async () => (await zip()).status === 503), 'while two other rewrites hold 7,600 bytes, the decoded copies do not fit: shed')
+  assertProblem(t, await zip(), 503, 'CMU_PROXY_OVERLOADED')
   release()
-  t.equal((await slow).status, 200)
-  const after = await zip()
-  t.same(jsonHrefs(after), ['/esm/v3/zip'], 'the budget is whole again')
+  t.same((await Promise.all(slow)).map((answer) => answer.status), [200, 200])
+  t.same(jsonHrefs(await zip()), ['/esm/v3/zip'], 'the budget is whole again')
 })
 
 t.test('a caller that leaves while a large answer passes unrewritten: Adobe\'s connection is closed, not held', async (t) => {
