@@ -57,6 +57,9 @@ export interface UpstreamRequest {
   headers: Record<string, string>
 }
 
+/** Called with the time to response headers and the status. */
+type Observe = (seconds: number, status: number) => void
+
 export class Upstream {
   readonly #pool: Dispatcher
   /**
@@ -179,18 +182,24 @@ export class Upstream {
     this.#admission.admit()
     const started = performance.now()
     this.#retry.record(started)
+    // Headers observed: a later failure (a 401's body that timed out) is not a call without headers.
+    let answered = false
+    const observe = (seconds: number, status: number): void => {
+      answered = true
+      this.#onResponse?.(seconds, status)
+    }
     try {
-      return await this.#streamWithRetry(res, request, options, started)
+      return await this.#streamWithRetry(res, request, options, started, observe)
     } catch (err) {
-      this.#observeTimeout(err, started)
+      if (!answered) this.#observeTimeout(err, started)
       throw err
     }
   }
 
-  async #streamWithRetry (res: ResponseSink, request: UpstreamRequest, options: StreamOptions, started: number): Promise<void | typeof UNAUTHORIZED> {
+  async #streamWithRetry (res: ResponseSink, request: UpstreamRequest, options: StreamOptions, started: number, observe: Observe): Promise<void | typeof UNAUTHORIZED> {
     const dispatch: Dispatcher.DispatchOptions = { origin: this.#origin, method: 'GET', path: this.#fullPath(request.path, request.query, request.basePath), headers: request.headers }
     try {
-      return await this.#streamAttempt(this.#pool, dispatch, res, options, started, false)
+      return await this.#streamAttempt(this.#pool, dispatch, res, options, started, false, observe)
     } catch (err) {
       // A ProxyError is a failure with a meaning of its own (caller gone, refused encoding, a body cut after a 401): never retried.
       if (err instanceof ProxyError) throw err
@@ -201,7 +210,7 @@ export class Upstream {
     if (res.destroyed) throw callerGone()
     this.#admission.readmit()
     try {
-      return await this.#streamAttempt(this.#fresh, { ...dispatch, reset: true }, res, options, started, true)
+      return await this.#streamAttempt(this.#fresh, { ...dispatch, reset: true }, res, options, started, true, observe)
     } catch (again) {
       throw markRetried(again instanceof ProxyError ? again : transportError(again))
     }
@@ -212,22 +221,22 @@ export class Upstream {
   }
 
   /** One exchange into `res`; rejects with the raw transport error when it failed before Adobe's headers. */
-  #streamAttempt (dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean): Promise<void | typeof UNAUTHORIZED> {
+  #streamAttempt (dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean, observe: Observe): Promise<void | typeof UNAUTHORIZED> {
     // An attempt nobody records (tracing off, or not sampled) takes the plain path.
     const attempt = this.#spans?.start(dispatch.path, dispatch.headers as Record<string, string>, retried)
-    if (attempt !== undefined) return this.#tracedStreamAttempt(attempt, dispatcher, dispatch, res, options, started, retried)
+    if (attempt !== undefined) return this.#tracedStreamAttempt(attempt, dispatcher, dispatch, res, options, started, retried, observe)
     // Not async: the hot path keeps a single promise per exchange.
     return new Promise((resolve, reject) => {
-      dispatcher.dispatch(dispatch, new ResponseStreamHandler(res, options, this.#onResponse, this.#admission, started, retried, new InterimAnswers(this.#headersTimeoutMs), resolve, reject))
+      dispatcher.dispatch(dispatch, new ResponseStreamHandler(res, options, observe, this.#admission, started, retried, new InterimAnswers(this.#headersTimeoutMs), resolve, reject))
     })
   }
 
   /** #streamAttempt inside a client span, ended when the exchange is (tracing on only). */
-  async #tracedStreamAttempt (attempt: Attempt, dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean): Promise<void | typeof UNAUTHORIZED> {
+  async #tracedStreamAttempt (attempt: Attempt, dispatcher: Dispatcher, dispatch: Dispatcher.DispatchOptions, res: ResponseSink, options: StreamOptions, started: number, retried: boolean, observeResponse: Observe): Promise<void | typeof UNAUTHORIZED> {
     let status: number | undefined
     const observe = (seconds: number, code: number): void => {
       status = code
-      this.#onResponse?.(seconds, code)
+      observeResponse(seconds, code)
     }
     try {
       const result = await new Promise<void | typeof UNAUTHORIZED>((resolve, reject) => {

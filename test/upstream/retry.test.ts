@@ -73,6 +73,19 @@ for (const CACHE_ENABLED of ['false', 'true']) {
     t.equal(await metric(proxy, 'cmu_proxy_upstream_duration_seconds_bucket{le="+Inf",status_class="timeout"}'), 1)
   })
 
+  t.test(`a 401 whose body stalls past UPSTREAM_BODY_TIMEOUT_MS counts as Adobe's answer in the latency histogram, never as a timeout too (cache ${CACHE_ENABLED})`, async (t) => {
+    const upstream = await startScriptedServer(t, (_req, res) => {
+      res.writeHead(401, { 'content-type': 'text/plain', 'content-length': '100' })
+      res.write('Unauthor')
+    })
+    const sandbox = await startSandbox(t)
+    const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED, ADOBE_CMU_URL: `${upstream.url}/cmu`, UPSTREAM_BODY_TIMEOUT_MS: '200' } })
+    await call(proxy.url, '/readyz')
+    t.ok((await call(proxy.url, '/cmu/v2/year')).status >= 500, 'answered with a failure')
+    t.ok(await metric(proxy, 'cmu_proxy_upstream_duration_seconds_count{status_class="4xx"}') >= 1, 'Adobe\'s 401')
+    t.ok(Number.isNaN(await metric(proxy, 'cmu_proxy_upstream_duration_seconds_count{status_class="timeout"}')), 'no timeout: the headers came')
+  })
+
   t.test(`a drop in mid-body is not retried (cache ${CACHE_ENABLED})`, async (t) => {
     const upstream = await startScriptedServer(t, (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/csv', 'content-length': '100' })
