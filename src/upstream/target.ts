@@ -18,6 +18,7 @@ export interface UpstreamTarget {
 }
 
 const ENCODED_SEPARATOR = /%2f|%5c/i
+const LONE_PERCENT = /%(?![0-9a-f]{2})/i
 /**
  * Anything but RFC 3986 path characters (unreserved, sub-delims, ':', '@',
  * '/', '%'). Node's parser lets '#' and a few others through; the router cuts
@@ -42,11 +43,15 @@ export function upstreamTarget (rawUrl: string, prefix: string, api: ReportApiNa
   const rawPath = queryStart === -1 ? rawUrl : rawUrl.slice(0, queryStart)
   const rawQuery = queryStart === -1 ? '' : rawUrl.slice(queryStart + 1)
   if (!rawPath.startsWith(prefix) || (rawPath.length > prefix.length && rawPath[prefix.length] !== '/')) throw notFound()
-  const path = rawPath.slice(prefix.length)
-  if (path.includes('\\')) throw badPath('backslashes are not allowed')
-  if (NOT_A_PATH_CHARACTER.test(path)) throw badPath('only RFC 3986 path characters are allowed')
+  const raw = rawPath.slice(prefix.length)
+  if (raw.includes('\\')) throw badPath('backslashes are not allowed')
+  if (NOT_A_PATH_CHARACTER.test(raw)) throw badPath('only RFC 3986 path characters are allowed')
   // Every check below needs a '%' or a '.' in the path: most report paths have neither.
-  const encoded = path.includes('%')
+  const encoded = raw.includes('%')
+  // A lone '%' means what its decoder makes of it: `%%32%65` is `%2e` to one that decodes once.
+  if (encoded && LONE_PERCENT.test(raw)) throw badPath('a % must start a percent-encoded byte (%XX)')
+  // The checks read the path as Adobe will get it.
+  const path = encoded ? normalizedEncoding(raw) : raw
   if (encoded && ENCODED_SEPARATOR.test(path)) throw badPath('encoded slashes are not allowed')
   if (encoded && ENCODED_CONTROL.test(path)) throw badPath('encoded control characters are not allowed')
   if (encoded && ENCODED_SURPRISE.test(path)) throw badPath('double encoding and encoded non-ASCII bytes are not allowed')
@@ -57,7 +62,7 @@ export function upstreamTarget (rawUrl: string, prefix: string, api: ReportApiNa
       if (decoded === '.' || decoded === '..') throw badPath('dot segments are not allowed')
     }
   }
-  return { api, path: encoded ? normalizedEncoding(path) : path, query: withoutCredentials(rawQuery) }
+  return { api, path, query: withoutCredentials(rawQuery) }
 }
 
 const UNRESERVED = /^[A-Za-z0-9\-._~]$/
