@@ -6,9 +6,9 @@
 //
 // Rewriting needs the whole body in memory: only a 200 in HAL JSON or XML,
 // without Cache-Control: no-transform (RFC 9111 §5.2.2.6), whose body fits
-// CACHE_MAX_ENTRY_BYTES and a fifth of CACHE_MAX_INFLIGHT_BYTES (decoded too),
+// CACHE_MAX_ENTRY_BYTES and an eighth of CACHE_MAX_INFLIGHT_BYTES (decoded too),
 // is rewritten; a larger one passes as Adobe sent it (the cache does not keep
-// it either, unless gzip made it small enough or the budget is under five
+// it either, unless gzip made it small enough or the budget is under eight
 // entries). A gzip body is decoded, rewritten and encoded again, which keeps
 // Adobe's 20-30x compression on the wire, where asking Adobe for identity
 // would give it up for every ESM report, CSV included. The bytes held while
@@ -18,7 +18,7 @@
 // links that do not work, or held without bound.
 import { Readable } from 'node:stream'
 import { promisify } from 'node:util'
-import { gunzip, gzip } from 'node:zlib'
+import { createGunzip, gzip } from 'node:zlib'
 import { ByteBudget, readBounded, rejoined } from '../cache/buffered-fetch.js'
 import { overloaded } from '../kernel/errors.js'
 import type { Validators } from '../upstream/header-policy.js'
@@ -28,14 +28,13 @@ import { transportError } from '../upstream/transport-errors.js'
 import { halKind, localLinks, type HalKind } from './hal-links.js'
 import type { ReportApi } from './report-apis.js'
 
-const gunzipAsync = promisify(gunzip)
 const gzipAsync = promisify(gzip)
 
 export interface ReportOriginOptions {
   /** Adobe with our token (upstream/origin.ts: AuthorizedOrigin). */
   origin: Origin
   apis: readonly ReportApi[]
-  /** CACHE_MAX_ENTRY_BYTES: the largest body (raw and decoded) rewritten (CACHE_MAX_INFLIGHT_BYTES when smaller). */
+  /** CACHE_MAX_ENTRY_BYTES: the largest body (raw and decoded) rewritten (an eighth of CACHE_MAX_INFLIGHT_BYTES when smaller). */
   maxBodyBytes: number
   /** CACHE_MAX_INFLIGHT_BYTES: what all bodies being rewritten may hold together. */
   maxInflightBytes: number
@@ -50,9 +49,10 @@ export class ReportOrigin implements Origin {
   constructor (options: ReportOriginOptions) {
     this.#origin = options.origin
     this.#apis = new Map(options.apis.map((api) => [api.name, api]))
-    // A body whose rewrite the budget could never hold (the body and up to four
-    // copies of it decoded) is too large to rewrite, never a reason to shed.
-    this.#maxBodyBytes = Math.min(options.maxBodyBytes, Math.floor(options.maxInflightBytes / (1 + MAX_WORKING_COPIES)))
+    // A body whose rewrite the budget could never hold is too large to rewrite,
+    // never a reason to shed: the body, up to five copies of it decoded, and
+    // what the inserted prefixes add to the two rewritten ones (less than a copy each).
+    this.#maxBodyBytes = Math.min(options.maxBodyBytes, Math.floor(options.maxInflightBytes / (1 + MAX_WORKING_COPIES + 2)))
     this.#budget = new ByteBudget(options.maxInflightBytes)
   }
 
@@ -94,19 +94,29 @@ export class ReportOrigin implements Origin {
       response.body.on('error', () => {}).destroy()
       throw overloaded()
     }
+    // One buffer, and the chunks let go: the raw body is held once, as charged.
+    const raw = chunks.length === 1 && chunks[0] !== undefined ? chunks[0] : Buffer.concat(chunks, size)
+    chunks.length = 0
     let body: Buffer
     try {
-      body = await rewritten(Buffer.concat(chunks, size), response.headers['content-encoding'], kind, prefix, maxBytes, budget)
+      body = await rewritten(raw, response.headers['content-encoding'], kind, prefix, maxBytes, budget)
     } catch (err) {
       budget.give(size)
       throw err
     }
+    // The body handed on is charged, not the raw one: the rewritten one is larger by its prefixes.
+    const held = body.length
+    if (held > size && !budget.take(held - size)) {
+      budget.give(size)
+      throw overloaded()
+    }
+    if (held < size) budget.give(size - held)
     // Charged until the reader (the cache, or the caller's connection) has taken the body, or it was dropped unread.
     let charged = true
     const uncharge = (): void => {
       if (!charged) return
       charged = false
-      budget.give(size)
+      budget.give(held)
     }
     const stream = new Readable({
       read () {
@@ -132,43 +142,73 @@ function noTransform (cacheControl: string | string[] | undefined): boolean {
  * link needed it, or when a gzip body does not decode within `maxBytes`.
  *
  * Besides the raw body (charged already), a rewrite holds copies of the
- * decoded body: as text, rewritten text and rewritten bytes, and for gzip the
- * decoded bytes too. They are charged before any is made. A gzip body's
- * decoded size is the one its trailer gives (ISIZE, RFC 1952), and the decode
- * is held to it: a body that holds more than it claims does not decode, and
- * passes as it came.
+ * decoded body: for gzip the decoded chunks and the decoded body, then its
+ * text, the rewritten text and the rewritten bytes. Each is charged as it is
+ * made (the decoded chunks one by one as zlib gives them, so a body labelled
+ * gzip is charged for what it decodes to, never for what it claims); past the
+ * budget the rewrite is shed.
  */
 async function rewritten (raw: Buffer, encoding: string | string[] | undefined, kind: HalKind, prefix: string, maxBytes: number, budget: ByteBudget): Promise<Buffer> {
   const gzipped = typeof encoding === 'string' && encoding.trim().toLowerCase() === 'gzip'
-  const decodedBytes = gzipped ? Math.min(maxBytes, gzipClaimedSize(raw)) : raw.length
-  const working = (gzipped ? MAX_WORKING_COPIES : MAX_WORKING_COPIES - 1) * decodedBytes
-  if (!budget.take(working)) throw overloaded()
+  let held = 0
+  const charge = (bytes: number): void => {
+    if (!budget.take(bytes)) throw overloaded()
+    held += bytes
+  }
   try {
-    let decoded: Buffer
-    try {
-      decoded = gzipped ? await gunzipAsync(raw, { maxOutputLength: Math.max(1, decodedBytes) }) : raw
-    } catch {
-      // Larger than the bound (or than it claimed) once decoded, or not gzip after all: passed on as it came.
-      return raw
-    }
+    const decoded = gzipped ? await gunzipWithin(raw, maxBytes, charge) : raw
+    // Larger than the bound once decoded, or not gzip after all: passed on as it came.
+    if (decoded === undefined) return raw
     // latin1: one character per byte, so every byte but the inserted prefixes comes back as it was, whatever the charset.
+    charge(decoded.length)
     const text = decoded.toString('latin1')
     const local = localLinks(text, kind, prefix)
     if (local === text) return raw
+    charge(2 * local.length)
     const bytes = Buffer.from(local, 'latin1')
     return gzipped ? await gzipAsync(bytes) : bytes
   } finally {
-    budget.give(working)
+    budget.give(held)
   }
 }
 
-/** The copies of the decoded body a gzip rewrite holds at once (decoded, text, rewritten text, rewritten bytes); identity, one fewer. */
-const MAX_WORKING_COPIES = 4
+/** The copies of the decoded body a gzip rewrite holds at most (chunks, decoded, text, rewritten text, rewritten bytes); prefixes aside. */
+const MAX_WORKING_COPIES = 5
 
-/** A gzip member's ISIZE: its decoded size modulo 2^32 (RFC 1952 §2.3.1); 0 when there is no trailer. */
-function gzipClaimedSize (raw: Buffer): number {
-  return raw.length >= GZIP_MIN_BYTES ? raw.readUInt32LE(raw.length - 4) : 0
+/**
+ * `raw` gunzipped, every member (as zlib decodes them), each decoded chunk
+ * charged as it comes; undefined when it decodes to more than `maxBytes` or
+ * is not gzip. Throws what `charge` throws (the budget is spent).
+ */
+async function gunzipWithin (raw: Buffer, maxBytes: number, charge: (bytes: number) => void): Promise<Buffer | undefined> {
+  const gunzip = createGunzip()
+  const chunks: Buffer[] = []
+  let size = 0
+  return await new Promise((resolve, reject) => {
+    const stop = (outcome: () => void): void => {
+      gunzip.removeAllListeners('data').on('error', () => {}).destroy()
+      outcome()
+    }
+    gunzip.on('data', (chunk: Buffer) => {
+      size += chunk.length
+      if (size > maxBytes) return stop(() => { resolve(undefined) })
+      try {
+        charge(chunk.length)
+      } catch (err) {
+        return stop(() => { reject(err) })
+      }
+      chunks.push(chunk)
+    })
+    gunzip.once('end', () => {
+      // The decoded body is one more copy while the chunks are still held.
+      try {
+        charge(size)
+      } catch (err) {
+        return reject(err)
+      }
+      resolve(Buffer.concat(chunks, size))
+    })
+    gunzip.once('error', () => { resolve(undefined) })
+    gunzip.end(raw)
+  })
 }
-
-/** A 10-byte header and an 8-byte trailer. */
-const GZIP_MIN_BYTES = 18

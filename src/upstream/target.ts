@@ -1,7 +1,7 @@
-// Maps a caller's request-target to the upstream one, byte for byte: CMU
-// filters (`dim!=v`, repeated keys, bare `dim`) and percent-encoding must reach
-// Adobe untouched, so nothing here parses and re-serialises the query. The
-// path's percent-encoding alone is normalised (RFC 3986 §6.2.2).
+// Maps a caller's request-target to the upstream one. The query goes byte for
+// byte: CMU filters (`dim!=v`, repeated keys, bare `dim`) and percent-encoding
+// must reach Adobe untouched, so nothing here parses and re-serialises it. The
+// path is checked, and its percent-encoding normalised (RFC 3986 §6.2.2).
 import { badPath, notFound } from '../kernel/errors.js'
 import { isCredential, mayHoldCredential } from '../kernel/query-parameters.js'
 
