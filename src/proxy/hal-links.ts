@@ -38,5 +38,6 @@ const XML_HREF = new RegExp(String.raw`(<(?:link|resource)\b[^<>]*?\shref\s*=\s*
 
 /** `text` with every relative HAL href under `prefix` (e.g. `/esm`); the same string when there is none. */
 export function localLinks (text: string, kind: HalKind, prefix: string): string {
-  return text.replace(kind === 'json' ? JSON_HREF : XML_HREF, (opening: string) => `${opening}${prefix}`)
+  // A replacement string, not a function: a function call per link made a 4 MiB body of links 3x slower.
+  return text.replace(kind === 'json' ? JSON_HREF : XML_HREF, `$&${prefix.replaceAll('$', '$$$$')}`)
 }

@@ -16,19 +16,17 @@
 // and rewritten copies) count against their own CACHE_MAX_INFLIGHT_BYTES: past
 // it the request is shed (503 CMU_PROXY_OVERLOADED) rather than answered with
 // links that do not work, or held without bound.
+import { constants } from 'node:buffer'
 import { Readable } from 'node:stream'
-import { promisify } from 'node:util'
-import { createGunzip, gzip } from 'node:zlib'
 import { ByteBudget, readBounded, rejoined } from '../cache/buffered-fetch.js'
 import { overloaded } from '../kernel/errors.js'
 import type { Validators } from '../upstream/header-policy.js'
 import type { Origin, OriginRequest, OriginResponse } from '../upstream/origin.js'
 import type { ReportApiName } from '../upstream/target.js'
 import { transportError } from '../upstream/transport-errors.js'
-import { halKind, localLinks, type HalKind } from './hal-links.js'
+import { halKind, type HalKind } from './hal-links.js'
 import type { ReportApi } from './report-apis.js'
-
-const gzipAsync = promisify(gzip)
+import { MAX_WORKING_COPIES, rewritten } from './rewritten-body.js'
 
 export interface ReportOriginOptions {
   /** Adobe with our token (upstream/origin.ts: AuthorizedOrigin). */
@@ -38,7 +36,11 @@ export interface ReportOriginOptions {
   maxBodyBytes: number
   /** CACHE_MAX_INFLIGHT_BYTES: what all bodies being rewritten may hold together. */
   maxInflightBytes: number
+  /** The budget itself, for a test that reads what is charged; by default one of maxInflightBytes. */
+  budget?: ByteBudget | undefined
 }
+
+const { MAX_STRING_LENGTH } = constants
 
 export class ReportOrigin implements Origin {
   readonly #origin: Origin
@@ -52,8 +54,9 @@ export class ReportOrigin implements Origin {
     // A body whose rewrite the budget could never hold is too large to rewrite,
     // never a reason to shed: the body, up to five copies of it decoded, and
     // what the inserted prefixes add to the two rewritten ones (less than a copy each).
-    this.#maxBodyBytes = Math.min(options.maxBodyBytes, Math.floor(options.maxInflightBytes / (1 + MAX_WORKING_COPIES + 2)))
-    this.#budget = new ByteBudget(options.maxInflightBytes)
+    // And never more than one JavaScript string can hold (the text is one).
+    this.#maxBodyBytes = Math.min(options.maxBodyBytes, Math.floor(options.maxInflightBytes / (1 + MAX_WORKING_COPIES + 2)), MAX_STRING_LENGTH)
+    this.#budget = options.budget ?? new ByteBudget(options.maxInflightBytes)
   }
 
   /** Whether this API's answers may change here: then they never stream straight from Adobe to a caller. */
@@ -134,81 +137,4 @@ export class ReportOrigin implements Origin {
 function noTransform (cacheControl: string | string[] | undefined): boolean {
   if (cacheControl === undefined) return false
   return /(^|,)\s*no-transform\s*(,|$)/i.test(Array.isArray(cacheControl) ? cacheControl.join(',') : cacheControl)
-}
-
-/**
- * The body with its links under `prefix`, encoded as it came (identity or
- * gzip: upstream/origin.ts refused any other); the very same bytes when no
- * link needed it, or when a gzip body does not decode within `maxBytes`.
- *
- * Besides the raw body (charged already), a rewrite holds copies of the
- * decoded body: for gzip the decoded chunks and the decoded body, then its
- * text, the rewritten text and the rewritten bytes. Each is charged as it is
- * made (the decoded chunks one by one as zlib gives them, so a body labelled
- * gzip is charged for what it decodes to, never for what it claims); past the
- * budget the rewrite is shed.
- */
-async function rewritten (raw: Buffer, encoding: string | string[] | undefined, kind: HalKind, prefix: string, maxBytes: number, budget: ByteBudget): Promise<Buffer> {
-  const gzipped = typeof encoding === 'string' && encoding.trim().toLowerCase() === 'gzip'
-  let held = 0
-  const charge = (bytes: number): void => {
-    if (!budget.take(bytes)) throw overloaded()
-    held += bytes
-  }
-  try {
-    const decoded = gzipped ? await gunzipWithin(raw, maxBytes, charge) : raw
-    // Larger than the bound once decoded, or not gzip after all: passed on as it came.
-    if (decoded === undefined) return raw
-    // latin1: one character per byte, so every byte but the inserted prefixes comes back as it was, whatever the charset.
-    charge(decoded.length)
-    const text = decoded.toString('latin1')
-    const local = localLinks(text, kind, prefix)
-    if (local === text) return raw
-    charge(2 * local.length)
-    const bytes = Buffer.from(local, 'latin1')
-    return gzipped ? await gzipAsync(bytes) : bytes
-  } finally {
-    budget.give(held)
-  }
-}
-
-/** The copies of the decoded body a gzip rewrite holds at most (chunks, decoded, text, rewritten text, rewritten bytes); prefixes aside. */
-const MAX_WORKING_COPIES = 5
-
-/**
- * `raw` gunzipped, every member (as zlib decodes them), each decoded chunk
- * charged as it comes; undefined when it decodes to more than `maxBytes` or
- * is not gzip. Throws what `charge` throws (the budget is spent).
- */
-async function gunzipWithin (raw: Buffer, maxBytes: number, charge: (bytes: number) => void): Promise<Buffer | undefined> {
-  const gunzip = createGunzip()
-  const chunks: Buffer[] = []
-  let size = 0
-  return await new Promise((resolve, reject) => {
-    const stop = (outcome: () => void): void => {
-      gunzip.removeAllListeners('data').on('error', () => {}).destroy()
-      outcome()
-    }
-    gunzip.on('data', (chunk: Buffer) => {
-      size += chunk.length
-      if (size > maxBytes) return stop(() => { resolve(undefined) })
-      try {
-        charge(chunk.length)
-      } catch (err) {
-        return stop(() => { reject(err) })
-      }
-      chunks.push(chunk)
-    })
-    gunzip.once('end', () => {
-      // The decoded body is one more copy while the chunks are still held.
-      try {
-        charge(size)
-      } catch (err) {
-        return reject(err)
-      }
-      resolve(Buffer.concat(chunks, size))
-    })
-    gunzip.once('error', () => { resolve(undefined) })
-    gunzip.end(raw)
-  })
 }

@@ -268,6 +268,25 @@ t.test('a gzip body\'s decoded copies count against CACHE_MAX_INFLIGHT_BYTES, no
   t.same(jsonHrefs(await zip()), ['/esm/v3/zip'], 'the budget is whole again')
 })
 
+t.test('bodies up to an eighth of CACHE_MAX_INFLIGHT_BYTES are rewritten, so one rewrite always fits; larger ones pass as Adobe sent them', async (t) => {
+  const ofLength = (bytes: number): string => {
+    const head = '{"_links":{"self":{"href":"/v3/a"}},"pad":"'
+    return `${head}${'x'.repeat(bytes - head.length - 2)}"}`
+  }
+  const upstream = await startScriptedServer(t, (req, res) => {
+    const body = ofLength(Number(new URL(req.url ?? '/', 'http://x').searchParams.get('bytes')))
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+    res.end(body)
+  })
+  const sandbox = await startSandbox(t)
+  // 6,400 / 8: 800 bytes.
+  const proxy = await startProxy(t, sandbox, { env: { CACHE_ENABLED: 'false', CACHE_MAX_ENTRY_BYTES: '4096', CACHE_MAX_INFLIGHT_BYTES: '6400', ADOBE_ESM_URL: `${upstream.url}/esm` } })
+  t.equal((await call(proxy.url, '/esm/v3/a?bytes=800')).json()._links.self.href, '/esm/v3/a', '800 bytes: rewritten')
+  const larger = await call(proxy.url, '/esm/v3/a?bytes=801')
+  t.equal(larger.status, 200)
+  t.equal(larger.text, ofLength(801), '801 bytes: as Adobe sent it')
+})
+
 t.test('a caller that leaves while a large answer passes unrewritten: Adobe\'s connection is closed, not held', async (t) => {
   let closed = false
   const upstream = await startScriptedServer(t, (_req, res) => {
