@@ -6,8 +6,8 @@
 import t from 'tap'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { member, statuses } from '../helpers/fleet.js'
-import { assertProblem, call, startSandbox } from '../helpers/app.js'
-import { startRedisServer } from '../helpers/redis-server.js'
+import { assertProblem, call, eventually, startSandbox } from '../helpers/app.js'
+import { rawRedisClient, startRedisServer } from '../helpers/redis-server.js'
 
 const ENV = { CACHE_ENABLED: 'true', CACHE_TTL_MAX_SECONDS: '1', CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0' }
 
@@ -43,6 +43,11 @@ t.test('a report with no copy anywhere: the member that asked gets Adobe\'s answ
   const path = '/cmu/v2/year/month/day?start=2026-02'
   sandbox.faults.failNext('cmu', Infinity, { status: 429, headers: { 'retry-after': '8' } })
   t.equal((await call(a?.url ?? '', path)).status, 429, 'Adobe\'s own answer to the one that asked')
+  // The marker is written, and a's turn ends, as the caller is answered: once both are done, b reads the
+  // marker on the moved clock (before, b could find the lock still held and take a's notice, a rest
+  // counted from a's moment).
+  const client = await rawRedisClient(t, redis)
+  t.ok(await eventually(async () => (await client.keys('*:rest:*')).length === 1 && (await client.keys('*:lock:*')).length === 0), 'the rest marker is in Redis, the lock released')
   clock += 1_000
   const told = await call(b?.url ?? '', path)
   assertProblem(t, told, 503, 'CMU_PROXY_UPSTREAM_FAILING')
