@@ -69,7 +69,7 @@ async function main (): Promise<void> {
   const root = projectRoot()
   const upstream = await startProcess(process.execPath, [join(root, 'dist-bench/bench/upstream-server.js'), '--serve'], { ready: /listening (\d+) (\S+)\n/ })
   const port = Number(upstream.match[1])
-  const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${port}`, ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu` }
+  const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${port}`, ADOBE_CMU_URL: `http://127.0.0.1:${port}/cmu`, ADOBE_ESM_URL: `http://127.0.0.1:${port}/esm` }
   // An OTLP/HTTP sink that takes whatever the traced proxies export.
   const sink = createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }).end('{}') }) })
   await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve))

@@ -68,8 +68,7 @@ export async function runFleetSoak (options: FleetSoakOptions): Promise<FleetSoa
   const env: Record<string, string> = {
     LOG_LEVEL: 'warn',
     ADOBE_SOFTWARE_STATEMENT: statement,
-    ADOBE_AUTH_URL: sandbox.authUrl,
-    ADOBE_CMU_URL: sandbox.cmuUrl,
+    ...sandbox.adobeUrls,
     CACHE_ENABLED: 'true',
     CACHE_TTL_MAX_SECONDS: String(options.cacheTtlSeconds),
     CACHE_STALE_WHILE_REVALIDATE_SECONDS: '0',

@@ -123,7 +123,7 @@ async function slowBody (base: string): Promise<Record<string, number>> {
 
 const sandbox = new Sandbox()
 await sandbox.listen(0, '127.0.0.1')
-const { child, base } = await spawnProxy({ ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl })
+const { child, base } = await spawnProxy({ ...sandbox.adobeUrls })
 try {
   await timedGet(base, '/cmu/v2/year')
   const flood = await pipelinedFlood(base, child.pid)

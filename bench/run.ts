@@ -46,7 +46,7 @@ async function main (): Promise<void> {
   const token = upstream.match[2] ?? ''
   const children: ProcessGroup[] = [upstream.child]
   try {
-    const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${upstreamPort}`, ADOBE_CMU_URL: `http://127.0.0.1:${upstreamPort}/cmu` }
+    const adobe = { LOG_LEVEL: 'info', ADOBE_AUTH_URL: `http://127.0.0.1:${upstreamPort}`, ADOBE_CMU_URL: `http://127.0.0.1:${upstreamPort}/cmu`, ADOBE_ESM_URL: `http://127.0.0.1:${upstreamPort}/esm` }
     const proxy = await spawnProxy({ ...adobe, CACHE_ENABLED: 'false' })
     const cached = await spawnProxy({ ...adobe, CACHE_ENABLED: 'true' })
     const peer = await startPeer(upstreamPort, token)

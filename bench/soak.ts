@@ -52,8 +52,7 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
   await sandbox.listen(0, '127.0.0.1')
   const { child, base } = await spawnProxy({
     LOG_LEVEL: 'warn',
-    ADOBE_AUTH_URL: sandbox.authUrl,
-    ADOBE_CMU_URL: sandbox.cmuUrl,
+    ...sandbox.adobeUrls,
     CACHE_ENABLED: 'false',
     ADMIN_API_KEY: ADMIN_KEY,
     TOKEN_RETRY_BASE_MS: '100',

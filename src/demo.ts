@@ -19,8 +19,7 @@ await run({
   ADOBE_SOFTWARE_STATEMENT_FILE: undefined,
   ADOBE_CLIENT_ID: undefined,
   ADOBE_CLIENT_SECRET: undefined,
-  ADOBE_AUTH_URL: sandbox.authUrl,
-  ADOBE_CMU_URL: sandbox.cmuUrl,
+  ...sandbox.adobeUrls,
   CREDENTIALS_FILE: join(mkdtempSync(join(tmpdir(), 'cmu-proxy-demo-')), 'credentials.json'),
   CMU_PROXY_ENV_FILE: process.env.CMU_PROXY_ENV_FILE ?? '/dev/null'
 }, { onClose: async () => { await sandbox.close() } })
@@ -31,6 +30,7 @@ cmu-proxy demo: proxy on ${base}, fake Adobe (sandbox) on ${sandbox.authUrl}
 Try:
   curl ${base}/cmu/v2/year/month.csv
   curl '${base}/cmu/v2/year/month/day?mvpd=DTV&mvpd=Cox&start=2026-11-01'
+  curl ${base}/esm/v3/year.csv
   curl ${base}/readyz
 Stop with Ctrl-C.
 

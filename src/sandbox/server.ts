@@ -112,6 +112,11 @@ export class Sandbox {
   get cmuUrl (): string { return `${this.#url}${this.basePath}` }
   /** ADOBE_ESM_URL */
   get esmUrl (): string { return `${this.#url}${this.esmBasePath}` }
+  /** The proxy's settings that point it here, all of them: the demo and the tests wire the proxy with these. */
+  get adobeUrls (): { ADOBE_AUTH_URL: string, ADOBE_CMU_URL: string, ADOBE_ESM_URL: string } {
+    return { ADOBE_AUTH_URL: this.authUrl, ADOBE_CMU_URL: this.cmuUrl, ADOBE_ESM_URL: this.esmUrl }
+  }
+
   /** The last CMU requests, oldest first. */
   get cmuRequests (): RecordedRequest[] { return this.requests.cmu }
   /** The last ESM requests, oldest first. */

@@ -58,9 +58,7 @@ async function serveUntilExit (t: Test, sandbox: Sandbox, credentialsFile: strin
     CMU_PROXY_ENV_FILE: '/dev/null',
     PORT: '0',
     ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),
-    ADOBE_AUTH_URL: sandbox.authUrl,
-    ADOBE_CMU_URL: sandbox.cmuUrl,
-    ADOBE_ESM_URL: sandbox.esmUrl,
+    ...sandbox.adobeUrls,
     CREDENTIALS_FILE: credentialsFile
   }
   // tap hooks every child through NODE_OPTIONS to collect its coverage, and the hook writes into .tap/ as
@@ -121,7 +119,7 @@ t.test('check: refuses an unwritable CREDENTIALS_FILE with exit 78 before it reg
   await writeFile(join(dir, 'not-a-directory'), 'x')
   const credentialsFile = join(dir, 'not-a-directory', 'credentials.json')
   const lines: string[] = []
-  const code = await runCheck({ CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, ADOBE_ESM_URL: sandbox.esmUrl, CREDENTIALS_FILE: credentialsFile }, (line) => { lines.push(line) })
+  const code = await runCheck({ CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ...sandbox.adobeUrls, CREDENTIALS_FILE: credentialsFile }, (line) => { lines.push(line) })
   t.equal(code, 78, 'a configuration error, as serve says it')
   t.match(lines.at(-1), new RegExp(`^FAIL {2}credentials +CREDENTIALS_FILE ${credentialsFile} cannot be written \\(ENOTDIR`))
   t.equal(sandbox.calls.register, 0, 'check registered nothing')

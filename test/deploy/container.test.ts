@@ -149,7 +149,7 @@ t.test('the production install (npm ci --omit=dev, node dist/main.js) starts in 
   const child = startChild(t, process.execPath, ['dist/main.js'], {
     name: 'node dist/main.js (production install)',
     cwd: dir,
-    env: { PATH: process.env.PATH, NODE_ENV: 'production', PORT: '0', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl }
+    env: { PATH: process.env.PATH, NODE_ENV: 'production', PORT: '0', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ...sandbox.adobeUrls }
   })
   const [, url = ''] = await child.waitForOutput(/Server listening at (http:\/\/127\.0\.0\.1:\d+)/)
   await child.waitForHttp(`${url}/readyz`)

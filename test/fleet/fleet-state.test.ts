@@ -84,7 +84,7 @@ t.test('cmu-proxy check in fleet mode reads the fleet\'s credentials and never r
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const statement = makeSoftwareStatement()
-  const env: Record<string, string> = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, ADOBE_ESM_URL: sandbox.esmUrl, CREDENTIALS_FILE: join(temporaryDirectory(t), 'credentials.json'), ...fleetEnv(redis) }
+  const env: Record<string, string> = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: statement, ...sandbox.adobeUrls, CREDENTIALS_FILE: join(temporaryDirectory(t), 'credentials.json'), ...fleetEnv(redis) }
   const runCheckWith = async (vars: Record<string, string>): Promise<{ code: number, lines: string[] }> => {
     const lines: string[] = []
     return { code: await runCheck(vars, (line) => { lines.push(line) }), lines }

@@ -162,7 +162,7 @@ t.test('the lock holder is killed mid-refresh: another instance takes over after
   const sandbox = await startSandbox(t)
   const redis = await startRedisServer(t)
   const statement = makeSoftwareStatement()
-  const holder = await spawnProxy({ ...fleetEnv(redis, SHORT_TIMINGS), ADOBE_SOFTWARE_STATEMENT: statement, ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, CACHE_ENABLED: 'false' })
+  const holder = await spawnProxy({ ...fleetEnv(redis, SHORT_TIMINGS), ADOBE_SOFTWARE_STATEMENT: statement, ...sandbox.adobeUrls, CACHE_ENABLED: 'false' })
   t.teardown(async () => { await holder.child.stop('SIGKILL') })
   const [b, c] = await fleetOf(t, sandbox, redis, 2, SHORT_TIMINGS, statement)
   t.ok(await eventually(() => b?.app.broker.status().ready === true && c?.app.broker.status().ready === true, 2_000), 'the others took its token')

@@ -59,9 +59,7 @@ export async function startProxy (t: Test, sandbox: Sandbox, options: ProxyOptio
       PORT: '0',
       LOG_LEVEL: 'debug',
       ADOBE_SOFTWARE_STATEMENT: statement,
-      ADOBE_AUTH_URL: sandbox.authUrl,
-      ADOBE_CMU_URL: sandbox.cmuUrl,
-      ADOBE_ESM_URL: sandbox.esmUrl,
+      ...sandbox.adobeUrls,
       CREDENTIALS_FILE: credentialsFile,
       // Most tests count upstream calls; the cache tests turn it on.
       CACHE_ENABLED: 'false',

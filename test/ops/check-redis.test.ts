@@ -18,9 +18,7 @@ async function checkWith (t: Test, redisEnv: Record<string, string>): Promise<{ 
   const env = {
     CMU_PROXY_ENV_FILE: '/dev/null',
     ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),
-    ADOBE_AUTH_URL: sandbox.authUrl,
-    ADOBE_CMU_URL: sandbox.cmuUrl,
-    ADOBE_ESM_URL: sandbox.esmUrl,
+    ...sandbox.adobeUrls,
     CREDENTIALS_FILE: join(temporaryDirectory(t), 'credentials.json'),
     STATE_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
     ...redisEnv

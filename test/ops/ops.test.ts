@@ -190,7 +190,7 @@ t.test('admin re-register without a statement is a 409', async (t) => {
 t.test('cmu-proxy check: one line per step, non-zero on failure', async (t) => {
   const sandbox = await startSandbox(t)
   const dir = t.testdir()
-  const env = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, ADOBE_ESM_URL: sandbox.esmUrl, CREDENTIALS_FILE: join(dir, 'credentials.json') }
+  const env = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ...sandbox.adobeUrls, CREDENTIALS_FILE: join(dir, 'credentials.json') }
   const run = async (overrides: Record<string, string | undefined>): Promise<{ code: number, lines: string[] }> => {
     const lines: string[] = []
     const code = await runCheck({ ...env, ...overrides }, (line) => { lines.push(line) })

@@ -68,6 +68,12 @@ t.test('npm run demo: SIGTERM to the npm process stops the server', async (t) =>
   const npm = startChild(t, 'npm', ['run', 'demo', '--ignore-scripts', '--silent'], { cwd: root, env: { ...process.env, PORT: '0', LOG_LEVEL: 'info' } })
   const [, url = ''] = await npm.waitForOutput(/Server listening at (http:\/\/127\.0\.0\.1:\d+)/)
   t.equal((await call(url, '/healthz')).status, 200)
+  // Both APIs answer from the built-in sandbox, never from Adobe.
+  t.ok(await eventually(async () => (await call(url, '/readyz')).status === 200, 30_000), 'ready')
+  t.equal((await call(url, '/cmu/v2/year.csv')).status, 200, 'CMU from the sandbox')
+  const esm = await call(url, '/esm/v3/year.csv')
+  t.equal(esm.status, 200, 'ESM from the sandbox')
+  t.match(esm.text, /^year,/, 'a CSV report')
   // To npm alone (not the group): that npm passes it on is what this checks.
   npm.child.kill('SIGTERM')
   await npm.exitedWithin()

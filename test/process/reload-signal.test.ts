@@ -23,8 +23,7 @@ t.test('SIGHUP reloads the keys of the env file; a broken value is refused with 
       CMU_PROXY_ENV_FILE: envFile,
       PORT: '0',
       ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(),
-      ADOBE_AUTH_URL: sandbox.authUrl,
-      ADOBE_CMU_URL: sandbox.cmuUrl,
+      ...sandbox.adobeUrls,
       CREDENTIALS_FILE: join(dir, 'credentials.json')
     }
   })

@@ -120,7 +120,7 @@ t.test('cmu-proxy check says which egress proxy it used, masked', async (t) => {
   const sandbox = await startSandbox(t)
   const forward = await startForwardProxy(t)
   const lines: string[] = []
-  const env = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ADOBE_AUTH_URL: sandbox.authUrl, ADOBE_CMU_URL: sandbox.cmuUrl, ADOBE_ESM_URL: sandbox.esmUrl, CREDENTIALS_FILE: `${temporaryDirectory(t)}/credentials.json`, HTTPS_PROXY: forward.url }
+  const env = { CMU_PROXY_ENV_FILE: '/dev/null', ADOBE_SOFTWARE_STATEMENT: makeSoftwareStatement(), ...sandbox.adobeUrls, CREDENTIALS_FILE: `${temporaryDirectory(t)}/credentials.json`, HTTPS_PROXY: forward.url }
   // HTTPS_PROXY does not apply to http:// URLs: direct.
   t.equal(await runCheck(env, (line) => { lines.push(line) }), 0)
   t.equal(lines[1], 'PASS  egress       direct')
