@@ -62,7 +62,7 @@ switch (command) {
     const help = wantsHelp(command, args)
     if (help === true) process.stdout.write(COMMAND_USAGE[command])
     else if (help === false && command === 'serve') await (await import('./main.js')).run()
-    else if (help === false) process.exitCode = await (await import('./ops/check.js')).runCheck()
+    else if (help === false) process.exitCode = await (await import('./ops/check.js')).runCheck(process.env)
     break
   }
   case 'sandbox':

@@ -74,17 +74,8 @@ export async function readAnswer (response: OriginResponse, maxBytes: number, bu
   const declared = status === 304 ? 0 : Number(response.headers['content-length'])
   if (declared > maxBytes || declared > budget.limit - budget.used) return streamed({ status, headers, shareable, retried }, [], response.body)
 
-  let read: BoundedRead
-  try {
-    read = await readBounded(response.body, maxBytes, budget)
-  } catch (err) {
-    throw transportError(err)
-  }
-  const { chunks, size } = read
-  if (read.overflow) {
-    budget.give(size)
-    return streamed({ status, headers, shareable, retried }, chunks, response.body)
-  }
+  const { chunks, size, overflow } = await readBounded(response.body, maxBytes, budget)
+  if (overflow) return streamed({ status, headers, shareable, retried }, chunks, response.body)
   const charge = new BodyCharge(budget, size)
   return {
     kind: 'buffered',
@@ -100,19 +91,19 @@ export async function readAnswer (response: OriginResponse, maxBytes: number, bu
   }
 }
 
-/** What readBounded read: the chunks (when it overflowed, the last one is not charged), and the bytes charged. */
+/** What readBounded read: the chunks, and their bytes (charged, unless it overflowed; then the last chunk is not counted in `size`). */
 export interface BoundedRead {
   chunks: Buffer[]
   size: number
-  /** The body went past `maxBytes` or the budget: reading paused there, the rest still in the stream. */
+  /** The body went past `maxBytes` or the budget: reading paused there, the rest still in the stream, nothing charged. */
   overflow: boolean
 }
 
 /**
  * Reads `body` into memory, each chunk charged to `budget`, until it ends or
- * would pass `maxBytes` or the budget (then it pauses, and the caller gives
- * `size` back and passes the chunks on with the rest). Rejects with the
- * body's error, everything charged given back.
+ * would pass `maxBytes` or the budget (then it pauses and gives back what it
+ * charged; the caller passes the chunks on with the rest). Rejects with the
+ * body's error as a ProxyError (transportError), everything charged given back.
  */
 export async function readBounded (body: Readable, maxBytes: number, budget: ByteBudget): Promise<BoundedRead> {
   const chunks: Buffer[] = []
@@ -132,10 +123,11 @@ export async function readBounded (body: Readable, maxBytes: number, budget: Byt
       const onEnd = (): void => { resolve(false) }
       body.on('data', onData).once('end', onEnd).once('error', reject)
     })
+    if (overflow) budget.give(size)
     return { chunks, size, overflow }
   } catch (err) {
     budget.give(size)
-    throw err
+    throw transportError(err)
   }
 }
 

@@ -1,8 +1,9 @@
-// The one place that reads the environment. loadSettings() merges an
-// optional env file, the real environment (which wins) and mounted secret
-// files, validates everything against one schema (schema.ts, with env-schema,
-// the validator behind @fastify/env), then turns it into typed settings
-// (settings.ts). Every problem is reported at once, one line per variable.
+// The one place that interprets the environment, which the entry points pass
+// in. loadSettings() merges an optional env file, the environment (which wins)
+// and mounted secret files, validates everything against one schema
+// (schema.ts, with env-schema, the validator behind @fastify/env), then turns
+// it into typed settings (settings.ts). Every problem is reported at once,
+// one line per variable.
 // Light on purpose: the entry points validate with this before they load
 // Fastify, undici or OTel, so a bad configuration answers at once.
 import { readFileSync, existsSync } from 'node:fs'
@@ -22,8 +23,8 @@ const PROXY_VARIABLES = ['HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY'] as const
 type Env = Record<string, string | undefined>
 
 export interface LoadOptions {
-  /** Defaults to process.env; tests pass their own. */
-  env?: Env
+  /** The environment: an entry point passes process.env; tests pass their own. */
+  env: Env
   /** Directory that relative default paths (config/...) are resolved from. */
   cwd?: string
 }
@@ -32,7 +33,7 @@ export interface LoadOptions {
  * The settings, or a ConfigError listing every problem at once (fixing one
  * bad variable per start is slow), without echoing a secret.
  */
-export function loadSettings (options: LoadOptions = {}): Settings {
+export function loadSettings (options: LoadOptions): Settings {
   return loadConfiguration(options).settings
 }
 
@@ -44,7 +45,7 @@ export interface LoadedConfiguration {
 }
 
 /** As loadSettings, with the variables too. */
-export function loadConfiguration ({ env = process.env, cwd = process.cwd() }: LoadOptions = {}): LoadedConfiguration {
+export function loadConfiguration ({ env, cwd = process.cwd() }: LoadOptions): LoadedConfiguration {
   const problems = new ProblemList()
   const merged: Env = { ...readEnvFile(env, cwd, problems), ...definedOnly(env) }
   for (const name of PROXY_VARIABLES) {

@@ -12,7 +12,7 @@ import type { Step } from './check-steps.js'
 type Env = Record<string, string | undefined>
 type Print = (line: string) => void
 
-export async function runCheck (env: Env = process.env, print: Print = (line) => { process.stdout.write(`${line}\n`) }): Promise<number> {
+export async function runCheck (env: Env, print: Print = (line) => { process.stdout.write(`${line}\n`) }): Promise<number> {
   const step: Step = (ok, name, detail) => { print(`${ok === 'warn' ? 'WARN' : ok ? 'PASS' : 'FAIL'}  ${name.padEnd(12)} ${detail}`) }
   let settings: Settings
   try {

@@ -23,7 +23,6 @@ import { overloaded } from '../kernel/errors.js'
 import type { Validators } from '../upstream/header-policy.js'
 import type { Origin, OriginRequest, OriginResponse } from '../upstream/origin.js'
 import type { ReportApiName } from '../upstream/target.js'
-import { transportError } from '../upstream/transport-errors.js'
 import { halKind, type HalKind } from './hal-links.js'
 import type { ReportApi } from './report-apis.js'
 import { MAX_WORKING_COPIES, rewritten } from './rewritten-body.js'
@@ -82,15 +81,8 @@ export class ReportOrigin implements Origin {
     const maxBytes = this.#maxBodyBytes
     if (Number(response.headers['content-length']) > maxBytes) return response
     const budget = this.#budget
-    let read
-    try {
-      read = await readBounded(response.body, maxBytes, budget)
-    } catch (err) {
-      throw transportError(err)
-    }
-    const { chunks, size } = read
-    if (read.overflow) {
-      budget.give(size)
+    const { chunks, size, overflow } = await readBounded(response.body, maxBytes, budget)
+    if (overflow) {
       // Past the bound: as Adobe sent it. Past the budget (other bodies hold it): shed, never a body with broken links.
       if (size + (chunks.at(-1)?.length ?? 0) > maxBytes) return { ...response, body: rejoined(chunks, response.body) }
       // undici turns a destroy before the end into an 'error' event: with nobody listening, it would end the process.

@@ -8,11 +8,12 @@ import { join } from 'node:path'
 import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { heldAnswer } from '../../src/sandbox/faults.js'
+import type { Sandbox } from '../../src/sandbox/server.js'
 import { makeSoftwareStatement } from '../../src/sandbox/statement.js'
 import { SettingsReloader } from '../../src/config/reload.js'
 import { SecretFileWatch } from '../../src/config/secret-file-watch.js'
 import { assertProblem, call, capturedLogger, eventually, startProxy, startSandbox, temporaryDirectory } from '../helpers/app.js'
-import { logLines, reloads, secretVolume, startReloadableProxy, statusWithKey } from '../helpers/reload.js'
+import { logLines, reloads, secretVolume, startReloadableProxy, statusWithKey, type ReloadableProxy } from '../helpers/reload.js'
 
 const OLD_KEY = 'old-caller-key-0123456789'
 const NEW_KEY = 'new-caller-key-0123456789'
@@ -277,19 +278,29 @@ t.test('a new statement Adobe refuses: the old one keeps serving', async (t) => 
   t.equal((await call(proxy.url, '/readyz')).status, 200, 'ready')
 })
 
-t.test('statements in quick succession: the newest wins, one still registering is given up; going back cancels', async (t) => {
+/**
+ * A proxy on a statement file, its first statement in use, then a second
+ * statement reloaded: its registration, and the next `held` - 1, hang until
+ * the test releases `adobe`.
+ */
+async function secondStatementRegistering (t: Test, held: number): Promise<{ sandbox: Sandbox, file: string, first: string, proxy: ReloadableProxy, adobe: ReturnType<typeof heldAnswer> }> {
   const sandbox = await startSandbox(t)
   const file = join(temporaryDirectory(t), 'statement.jwt')
   const first = makeSoftwareStatement()
   writeFileSync(file, first)
   const proxy = await startReloadableProxy(t, sandbox, { env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_SOFTWARE_STATEMENT_FILE: file }, watch: false })
   t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
-  // The second statement's registration hangs until the test says.
   const adobe = heldAnswer()
-  sandbox.faults.failNext('register', 1, { until: adobe.until })
+  sandbox.faults.failNext('register', held, { until: adobe.until })
   writeFileSync(file, makeSoftwareStatement())
   t.equal(proxy.reloading.reload('second'), 'ok')
   t.ok(await eventually(() => sandbox.calls.register === 2), 'the second statement is registering')
+  return { sandbox, file, first, proxy, adobe }
+}
+
+t.test('statements in quick succession: the newest wins, one still registering is given up; going back cancels', async (t) => {
+  // The second statement's registration hangs until the test says.
+  const { file, first, proxy, adobe } = await secondStatementRegistering(t, 1)
   writeFileSync(file, first)
   t.equal(proxy.reloading.reload('back'), 'ok', 'back to the statement in use')
   t.ok(await eventually(() => logLines(proxy, /gave up switching/).length === 1), 'the switch is given up')
@@ -303,17 +314,8 @@ t.test('statements in quick succession: the newest wins, one still registering i
 })
 
 t.test('two statements while a third is still registering: the last one asked for is the one in use', async (t) => {
-  const sandbox = await startSandbox(t)
-  const file = join(temporaryDirectory(t), 'statement.jwt')
-  writeFileSync(file, makeSoftwareStatement())
-  const proxy = await startReloadableProxy(t, sandbox, { env: { ADOBE_SOFTWARE_STATEMENT: undefined, ADOBE_SOFTWARE_STATEMENT_FILE: file }, watch: false })
-  t.equal((await call(proxy.url, '/cmu/v2')).status, 200)
   // Every new registration waits until the test says, so nothing is ready before all reloads came.
-  const adobe = heldAnswer()
-  sandbox.faults.failNext('register', 10, { until: adobe.until })
-  writeFileSync(file, makeSoftwareStatement())
-  t.equal(proxy.reloading.reload('second'), 'ok')
-  t.ok(await eventually(() => sandbox.calls.register === 2), 'the second statement is registering')
+  const { sandbox, file, proxy, adobe } = await secondStatementRegistering(t, 10)
   // Back to back: the third's switch is still closing the second's broker when the fourth comes.
   const [third, fourth] = [makeSoftwareStatement(), makeSoftwareStatement()]
   writeFileSync(file, third)
